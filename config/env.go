@@ -1,9 +1,29 @@
 package config
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
 
 // Env holds the deployment settings of one node. Each setting comes from a flag, else its
 // environment variable (CRISPY_*, or the original implementation's name), else the default.
+//
+// Use it as:
+//
+//	env := config.DefaultEnv()
+//	env.BindFlags(cmd.Flags(), os.Getenv)
+//	// … flags parsed by cobra …
+//	env.LoadSecrets(os.Getenv)
+//	if err := env.Validate(); err != nil { … }
+//	log.Info().Fields(env.Redacted()).Msg("starting")
 type Env struct {
 	Environment string // ENVIRONMENT; "" reported as "unknown"
 	NodeName    string // CRISPY_NODE_NAME; default: hostname
@@ -30,9 +50,296 @@ type Env struct {
 	OpenAIModels    string // CRISPY_OPENAI_MODELS: comma-separated model IDs or prefixes ending in '*' it serves; default "*"
 	CloudflareToken string // CRISPY_CF_API_TOKEN_ENV-named variable's value is read at start; never logged
 
+	// CloudflareTokenEnv names the variable LoadSecrets reads CloudflareToken from
+	// (CRISPY_CF_API_TOKEN_ENV; default CRISPY_CF_API_TOKEN). Secrets are referenced by
+	// variable name so that they never appear in flags, help output or logs.
+	CloudflareTokenEnv string
+	// OpenAIAPIKey is the value of the variable named by OpenAIAPIKeyEnv, read by LoadSecrets;
+	// never logged.
+	OpenAIAPIKey string
+
 	MaxRequestBodySize int64 // MAX_REQUEST_BODY_SIZE; bytes, default 1 MiB
 	MaxMessageLength   int   // MAX_MESSAGE_LENGTH; default 10000 (cannot exceed 10000)
 
 	SessionIdleTimeout time.Duration // CRISPY_SESSION_IDLE_TIMEOUT; grain passivation, default 5m
 	ShutdownTimeout    time.Duration // CRISPY_SHUTDOWN_TIMEOUT; drain budget, default 20s
+
+	// Collected by BindFlags, reported by Validate and Warnings.
+	flags    *pflag.FlagSet
+	envErrs  []envError
+	warnings []string
+}
+
+// envError is a malformed environment value; it is reported unless the flag it feeds was
+// given explicitly on the command line (the flag then owns the value).
+type envError struct {
+	flag string
+	err  error
+}
+
+// MaxMessageLengthLimit is the hard upper bound of MAX_MESSAGE_LENGTH (CONTRACT.md: message is
+// 1–10000 characters; the variable may only lower it).
+const MaxMessageLengthLimit = 10000
+
+// DefaultEnv returns the built-in defaults, before flags and environment variables.
+func DefaultEnv() Env {
+	node, err := os.Hostname()
+	if err != nil || node == "" {
+		node = "crispy"
+	}
+	return Env{
+		NodeName:           node,
+		ListenAddr:         ":8787",
+		AdminAddr:          "127.0.0.1:9787",
+		DataDir:            "./data",
+		TenantsDir:         "./tenants",
+		LogLevel:           "info",
+		LogFormat:          "auto",
+		OpenAIAPIKeyEnv:    "CRISPY_OPENAI_API_KEY",
+		OpenAIModels:       "*",
+		CloudflareTokenEnv: "CRISPY_CF_API_TOKEN",
+		MaxRequestBodySize: 1 << 20,
+		MaxMessageLength:   MaxMessageLengthLimit,
+		SessionIdleTimeout: 5 * time.Minute,
+		ShutdownTimeout:    20 * time.Second,
+	}
+}
+
+// BindFlags registers one flag per setting on fs. A flag's default is the first non-empty
+// environment variable among its names (read through getenv), else e's current value — so call
+// it on DefaultEnv(). Precedence is therefore flag > environment variable > built-in default.
+// A malformed environment value (MAX_REQUEST_BODY_SIZE=abc) leaves the built-in default in
+// place and is reported by Validate, not ignored.
+func (e *Env) BindFlags(fs *pflag.FlagSet, getenv func(string) string) {
+	e.flags = fs
+	b := binder{e: e, fs: fs, getenv: getenv}
+
+	b.str(&e.Environment, "environment", "deployment environment shown by /health (\"unknown\" when empty)", "CRISPY_ENVIRONMENT", "ENVIRONMENT")
+	b.str(&e.NodeName, "node-name", "this node's name in logs, /health and the cluster", "CRISPY_NODE_NAME")
+	b.str(&e.ListenAddr, "listen", "address of the tenant-facing HTTP listener", "CRISPY_LISTEN_ADDR")
+	b.str(&e.AdminAddr, "admin-addr", "address of the operator listener (/metrics, /healthz, /readyz, pprof)", "CRISPY_ADMIN_ADDR")
+	b.secret(&e.AdminToken, "admin-token", "bearer token required on the operator listener (prefer the environment variable)", "CRISPY_ADMIN_TOKEN")
+	b.str(&e.DataDir, "data-dir", "directory for JetStream, SQLite and the embedded vector store", "CRISPY_DATA_DIR")
+	b.str(&e.TenantsDir, "tenants-dir", "directory of <tenant>/tenant.config.json files (embedded defaults when it does not exist)", "CRISPY_TENANTS_DIR")
+	b.str(&e.LogLevel, "log-level", "debug|info|warn|error", "CRISPY_LOG_LEVEL")
+	b.str(&e.LogFormat, "log-format", "json|console|auto (console when stdout is a terminal)", "CRISPY_LOG_FORMAT")
+	b.str(&e.NATSURL, "nats-url", "NATS server URL(s); empty runs the embedded server", "CRISPY_NATS_URL")
+	b.str(&e.MilvusAddr, "milvus-addr", "Milvus address; empty uses the embedded vector store", "CRISPY_MILVUS_ADDR", "MILVUS_ADDR")
+	b.str(&e.ModelID, "model-id", "chat model overriding every tenant's aiModels.chat", "CRISPY_MODEL_ID", "MODEL_ID")
+	b.str(&e.FallbackModelID, "fallback-model-id", "chat model tried when the primary fails", "CRISPY_FALLBACK_MODEL_ID", "FALLBACK_MODEL_ID")
+	b.str(&e.OpenAIBaseURL, "openai-base-url", "base URL of an OpenAI-compatible API, e.g. http://127.0.0.1:11434/v1", "CRISPY_OPENAI_BASE_URL")
+	b.str(&e.OpenAIAPIKeyEnv, "openai-api-key-env", "name of the environment variable holding the OpenAI-compatible API key", "CRISPY_OPENAI_API_KEY_ENV")
+	b.str(&e.OpenAIModels, "openai-models", "comma-separated model IDs or prefixes ending in '*' served by the OpenAI-compatible API", "CRISPY_OPENAI_MODELS")
+	b.str(&e.CloudflareTokenEnv, "cf-api-token-env", "name of the environment variable holding the Cloudflare API token", "CRISPY_CF_API_TOKEN_ENV")
+	b.int64(&e.MaxRequestBodySize, "max-body-size", "largest request body in bytes (Content-Length above it → 413)", "CRISPY_MAX_BODY_SIZE", "MAX_REQUEST_BODY_SIZE")
+	b.int(&e.MaxMessageLength, "max-message-length", "largest chat message in characters (1–10000)", "CRISPY_MAX_MESSAGE_LENGTH", "MAX_MESSAGE_LENGTH")
+	b.duration(&e.SessionIdleTimeout, "session-idle-timeout", "idle time after which a chat session grain passivates", "CRISPY_SESSION_IDLE_TIMEOUT")
+	b.duration(&e.ShutdownTimeout, "shutdown-timeout", "time allowed to drain requests on shutdown", "CRISPY_SHUTDOWN_TIMEOUT")
+}
+
+// LoadSecrets reads the secrets named by OpenAIAPIKeyEnv and CloudflareTokenEnv. Call it after
+// the flags are parsed, since the flags choose the variable names.
+func (e *Env) LoadSecrets(getenv func(string) string) {
+	if e.OpenAIAPIKeyEnv != "" {
+		e.OpenAIAPIKey = getenv(e.OpenAIAPIKeyEnv)
+	}
+	if e.CloudflareTokenEnv != "" {
+		e.CloudflareToken = getenv(e.CloudflareTokenEnv)
+	}
+}
+
+// Warnings lists what BindFlags noticed but did not refuse, e.g. the same setting given by
+// two environment variables with different values (the first name listed wins).
+func (e *Env) Warnings() []string { return append([]string(nil), e.warnings...) }
+
+var logLevels = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
+var logFormats = map[string]bool{"json": true, "console": true, "auto": true}
+
+// Validate reports every malformed or out-of-range setting at once, including malformed
+// environment values seen by BindFlags (unless a flag overrode them).
+func (e *Env) Validate() error {
+	var errs []error
+	for _, ee := range e.envErrs {
+		if e.flags != nil && e.flags.Changed(ee.flag) {
+			continue
+		}
+		errs = append(errs, ee.err)
+	}
+	if e.MaxRequestBodySize <= 0 {
+		errs = append(errs, fmt.Errorf("--max-body-size: must be a positive number of bytes (got %d)", e.MaxRequestBodySize))
+	}
+	if e.MaxMessageLength < 1 || e.MaxMessageLength > MaxMessageLengthLimit {
+		errs = append(errs, fmt.Errorf("--max-message-length: must be between 1 and %d (got %d)", MaxMessageLengthLimit, e.MaxMessageLength))
+	}
+	if !logLevels[e.LogLevel] {
+		errs = append(errs, fmt.Errorf("--log-level: must be one of debug, info, warn, error (got %q)", e.LogLevel))
+	}
+	if !logFormats[e.LogFormat] {
+		errs = append(errs, fmt.Errorf("--log-format: must be one of json, console, auto (got %q)", e.LogFormat))
+	}
+	if e.SessionIdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--session-idle-timeout: must be positive (got %s)", e.SessionIdleTimeout))
+	}
+	if e.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout: must be positive (got %s)", e.ShutdownTimeout))
+	}
+	for _, a := range []struct{ flag, addr string }{{"--listen", e.ListenAddr}, {"--admin-addr", e.AdminAddr}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: must be host:port or :port (got %q): %w", a.flag, a.addr, err))
+		}
+	}
+	if e.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir: must not be empty"))
+	}
+	if e.TenantsDir == "" {
+		errs = append(errs, errors.New("--tenants-dir: must not be empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// Redacted returns the settings for the start-up log line, keyed by flag name. Secrets are
+// never included: the admin token and API keys appear only as whether they are set, and
+// credentials inside URLs are replaced.
+func (e Env) Redacted() map[string]any {
+	return map[string]any{
+		"environment":          e.Environment,
+		"node-name":            e.NodeName,
+		"listen":               e.ListenAddr,
+		"admin-addr":           e.AdminAddr,
+		"admin-token-set":      e.AdminToken != "",
+		"data-dir":             e.DataDir,
+		"tenants-dir":          e.TenantsDir,
+		"log-level":            e.LogLevel,
+		"log-format":           e.LogFormat,
+		"nats-url":             redactURLs(e.NATSURL),
+		"milvus-addr":          redactURLs(e.MilvusAddr),
+		"model-id":             e.ModelID,
+		"fallback-model-id":    e.FallbackModelID,
+		"openai-base-url":      redactURLs(e.OpenAIBaseURL),
+		"openai-api-key-env":   e.OpenAIAPIKeyEnv,
+		"openai-api-key-set":   e.OpenAIAPIKey != "",
+		"openai-models":        e.OpenAIModels,
+		"cf-api-token-env":     e.CloudflareTokenEnv,
+		"cf-api-token-set":     e.CloudflareToken != "",
+		"max-body-size":        e.MaxRequestBodySize,
+		"max-message-length":   e.MaxMessageLength,
+		"session-idle-timeout": e.SessionIdleTimeout.String(),
+		"shutdown-timeout":     e.ShutdownTimeout.String(),
+	}
+}
+
+// redactURLs replaces the user information of each comma-separated URL: NATS and HTTP URLs
+// may carry a token or password there (nats://token@host, https://user:pass@host).
+func redactURLs(s string) string {
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.User == nil {
+			if strings.Contains(p, "@") {
+				parts[i] = "[redacted]"
+			}
+			continue
+		}
+		u.User = url.User("redacted")
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// binder registers flags whose defaults come from environment variables.
+type binder struct {
+	e      *Env
+	fs     *pflag.FlagSet
+	getenv func(string) string
+}
+
+// lookup returns the value of the first set variable among names (trimmed), the name it came
+// from, and records a warning when a later name holds a different value.
+func (b binder) lookup(flag string, names []string) (val, from string) {
+	for _, n := range names {
+		v := strings.TrimSpace(b.getenv(n))
+		if v == "" {
+			continue
+		}
+		if from == "" {
+			val, from = v, n
+			continue
+		}
+		if v != val {
+			b.e.warnings = append(b.e.warnings, fmt.Sprintf("--%s: %s and %s are both set and differ; using %s", flag, from, n, from))
+		}
+	}
+	return val, from
+}
+
+func envUsage(usage string, names []string) string {
+	return fmt.Sprintf("%s (env %s)", usage, strings.Join(names, ", "))
+}
+
+func (b binder) str(p *string, flag, usage string, names ...string) {
+	def := *p
+	if v, from := b.lookup(flag, names); from != "" {
+		def = v
+	}
+	b.fs.StringVar(p, flag, def, envUsage(usage, names))
+}
+
+// secret registers a flag whose environment value must not appear as the flag's default,
+// because pflag prints defaults in --help.
+func (b binder) secret(p *string, flag, usage string, names ...string) {
+	def := *p
+	if v, from := b.lookup(flag, names); from != "" {
+		def = v
+	}
+	b.fs.StringVar(p, flag, "", envUsage(usage, names))
+	*p = def // an explicit flag overwrites it during Parse
+}
+
+func (b binder) int64(p *int64, flag, usage string, names ...string) {
+	def := *p
+	if v, from := b.lookup(flag, names); from != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			b.malformed(flag, from, v, "an integer number of bytes")
+		} else {
+			def = n
+		}
+	}
+	b.fs.Int64Var(p, flag, def, envUsage(usage, names))
+}
+
+func (b binder) int(p *int, flag, usage string, names ...string) {
+	def := *p
+	if v, from := b.lookup(flag, names); from != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			b.malformed(flag, from, v, "an integer")
+		} else {
+			def = n
+		}
+	}
+	b.fs.IntVar(p, flag, def, envUsage(usage, names))
+}
+
+func (b binder) duration(p *time.Duration, flag, usage string, names ...string) {
+	def := *p
+	if v, from := b.lookup(flag, names); from != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.malformed(flag, from, v, "a duration such as 30s or 5m")
+		} else {
+			def = d
+		}
+	}
+	b.fs.DurationVar(p, flag, def, envUsage(usage, names))
+}
+
+func (b binder) malformed(flag, name, val, want string) {
+	b.e.envErrs = append(b.e.envErrs, envError{
+		flag: flag,
+		err:  fmt.Errorf("environment variable %s: must be %s (got %q)", name, want, val),
+	})
 }
