@@ -1,0 +1,92 @@
+// Package gateway is the AI gateway: chat providers behind one streaming interface, model routing,
+// retries and fallback (DESIGN.md "AI gateway"). Embeddings and speech live beside the chat side.
+package gateway
+
+import (
+	"context"
+	"unicode/utf8"
+)
+
+// Message is one chat turn sent to a model. Role is "system", "user" or "assistant".
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// RequestMeta identifies who a model call is for. It never reaches the model itself: providers use it
+// for routing (Cloudflare account and AI Gateway) and tagging (AI Gateway metadata), never for the prompt.
+type RequestMeta struct {
+	TenantID  string
+	AccountID string // Cloudflare account of the tenant, for @cf/ models
+	GatewayID string // Cloudflare AI Gateway of the tenant; empty calls Workers AI directly
+	TraceID   string
+	SessionID string
+	Route     string
+}
+
+// ChatRequest is one chat completion request. MaxTokens 0 and a nil Temperature leave the provider's
+// defaults.
+type ChatRequest struct {
+	Model       string
+	Messages    []Message
+	MaxTokens   int
+	Temperature *float64
+	Meta        RequestMeta
+}
+
+// Usage counts a call's tokens. Estimated is true when the provider reported none and the counts come
+// from EstimateTokens.
+type Usage struct {
+	TokensIn  int
+	TokensOut int
+	Estimated bool
+}
+
+// ChatStream is one streamed chat reply. It is used by one goroutine at a time; Close may be called from
+// another goroutine to abort a blocked Next.
+type ChatStream interface {
+	// Next returns the next non-empty delta of the reply, io.EOF at the normal end.
+	Next(ctx context.Context) (string, error)
+	// Usage is valid after Next returned io.EOF: exact from the provider when it reports usage, else
+	// estimated.
+	Usage() Usage
+	// Model names the model that actually serves the reply (after any fallback).
+	Model() string
+	// Close cancels the upstream call and releases its connection. It is safe to call more than once.
+	Close() error
+}
+
+// ChatModel opens streamed chat completions. OpenChat returns once the call is set up (the upstream
+// answered with a stream); errors after that come from the stream's Next.
+type ChatModel interface {
+	OpenChat(ctx context.Context, req ChatRequest) (ChatStream, error)
+}
+
+// EstimateTokens is CONTRACT.md's estimate ("Token budgets"): ceil(chars/4) per message, so at least 1
+// for each non-empty message, summed. Characters are runes, so non-ASCII text is not over-counted by its
+// UTF-8 byte length. Summing per message (rather than ceil of the total) never under-estimates, which
+// is the safe side for budget reservations.
+func EstimateTokens(msgs ...string) int {
+	n := 0
+	for _, m := range msgs {
+		if m == "" {
+			continue
+		}
+		n += (utf8.RuneCountInString(m) + 3) / 4
+	}
+	return n
+}
+
+// estimateMessages estimates the input tokens of a request's messages.
+func estimateMessages(msgs []Message) int {
+	n := 0
+	for _, m := range msgs {
+		n += EstimateTokens(m.Content)
+	}
+	return n
+}
+
+// runesToTokens applies EstimateTokens' rule to a rune count already known.
+func runesToTokens(runes int) int {
+	return (runes + 3) / 4
+}

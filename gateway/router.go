@@ -1,0 +1,381 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// DefaultPricePer1K is CONTRACT.md's price per 1K tokens, in and out, for models the routing table
+// prices at zero or does not list.
+const DefaultPricePer1K = 0.0002
+
+// Retry defaults: two retries of the primary, 200 ms doubling to at most 2 s, with jitter.
+const (
+	DefaultMaxRetries     = 2
+	DefaultRetryBaseDelay = 200 * time.Millisecond
+	DefaultRetryMaxDelay  = 2 * time.Second
+)
+
+// ProviderConfig is one row of the routing table: an OpenAI-compatible server and the models it serves.
+type ProviderConfig struct {
+	Name      string
+	BaseURL   string
+	APIKeyEnv string // name of the environment variable holding the key; the key is never logged
+	// Models are exact model IDs, or prefixes ending in "*" ("*" alone serves every model that nothing
+	// more specific serves, except @cf/ and local/ models).
+	Models        []string
+	PricePer1KIn  float64 // 0 means DefaultPricePer1K
+	PricePer1KOut float64 // 0 means DefaultPricePer1K
+}
+
+// RouterOptions configures a Router. Keep it out of logs: CloudflareToken is a secret.
+type RouterOptions struct {
+	Providers []ProviderConfig
+	// CloudflareTokenEnv names the environment variable holding a Cloudflare API token with Workers
+	// AI access; CloudflareToken gives the value directly (it wins). Without a token, @cf/ models are
+	// not served.
+	CloudflareTokenEnv string
+	CloudflareToken    string
+	// CloudflareAPIBase and CloudflareGatewayBase override the public endpoints (for tests).
+	CloudflareAPIBase     string
+	CloudflareGatewayBase string
+	// HTTPClient carries every provider call; nil uses a client with the default transport.
+	HTTPClient *http.Client
+	// Local holds built-in models by ID. local/extractive is always served: by Local's entry when
+	// present (e.g. NewExtractive with a Retriever), else by NewExtractive(nil).
+	Local map[string]ChatModel
+	// Getenv reads the key variables; nil uses os.Getenv.
+	Getenv func(string) string
+
+	// MaxRetries is how many times Open retries the primary model after a retryable failure before its
+	// first token: 0 means DefaultMaxRetries, negative means none.
+	MaxRetries     int
+	RetryBaseDelay time.Duration // 0 means DefaultRetryBaseDelay
+	RetryMaxDelay  time.Duration // 0 means DefaultRetryMaxDelay
+	// FirstTokenTimeout bounds each attempt's wait for its first token (0: no bound beyond ctx). An
+	// attempt that exceeds it is a retryable failure.
+	FirstTokenTimeout time.Duration
+}
+
+// ModelInfo says who serves a model and at what price.
+type ModelInfo struct {
+	Model         string
+	Provider      string
+	Local         bool // a built-in model, not a language model behind a network call
+	PricePer1KIn  float64
+	PricePer1KOut float64
+}
+
+// Router maps model IDs to the models that serve them, and opens chat streams with retries and
+// fallback. It is safe for concurrent use; it holds no state that changes after NewRouter.
+type Router struct {
+	providers  []routedProvider
+	exact      map[string]int // model ID → index in providers; the first provider listing it wins
+	prefixes   []prefixRoute  // longest first; equal lengths keep provider order
+	cloudflare *CloudflareWorkersAI
+	local      map[string]ChatModel
+
+	maxRetries        int
+	baseDelay         time.Duration
+	maxDelay          time.Duration
+	firstTokenTimeout time.Duration
+}
+
+type routedProvider struct {
+	cfg   ProviderConfig
+	model *OpenAICompatible
+}
+
+type prefixRoute struct {
+	prefix   string
+	provider int
+}
+
+// NewRouter builds the routing table. It reads the API keys from the environment once, here.
+func NewRouter(opts RouterOptions) *Router {
+	getenv := opts.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	r := &Router{
+		exact:             map[string]int{},
+		local:             map[string]ChatModel{},
+		maxRetries:        opts.MaxRetries,
+		baseDelay:         opts.RetryBaseDelay,
+		maxDelay:          opts.RetryMaxDelay,
+		firstTokenTimeout: opts.FirstTokenTimeout,
+	}
+	switch {
+	case r.maxRetries == 0:
+		r.maxRetries = DefaultMaxRetries
+	case r.maxRetries < 0:
+		r.maxRetries = 0
+	}
+	if r.baseDelay <= 0 {
+		r.baseDelay = DefaultRetryBaseDelay
+	}
+	if r.maxDelay <= 0 {
+		r.maxDelay = DefaultRetryMaxDelay
+	}
+	for id, m := range opts.Local {
+		r.local[id] = m
+	}
+	if r.local[ExtractiveModelID] == nil {
+		r.local[ExtractiveModelID] = NewExtractive(nil)
+	}
+	for i, pc := range opts.Providers {
+		r.providers = append(r.providers, routedProvider{
+			cfg: pc,
+			model: NewOpenAICompatible(OpenAIOptions{Name: pc.Name, BaseURL: pc.BaseURL,
+				APIKeyEnv: pc.APIKeyEnv, Getenv: getenv, HTTPClient: opts.HTTPClient}),
+		})
+		for _, m := range pc.Models {
+			if p, ok := strings.CutSuffix(m, "*"); ok {
+				r.prefixes = append(r.prefixes, prefixRoute{prefix: p, provider: i})
+			} else if _, dup := r.exact[m]; !dup {
+				r.exact[m] = i
+			}
+		}
+	}
+	sort.SliceStable(r.prefixes, func(a, b int) bool { return len(r.prefixes[a].prefix) > len(r.prefixes[b].prefix) })
+	token := opts.CloudflareToken
+	if token == "" && opts.CloudflareTokenEnv != "" {
+		token = getenv(opts.CloudflareTokenEnv)
+	}
+	if token != "" {
+		r.cloudflare = NewCloudflareWorkersAI(token, opts.CloudflareAPIBase, opts.CloudflareGatewayBase, opts.HTTPClient)
+	}
+	return r
+}
+
+// Reserved model namespaces: only table entries that name them explicitly (exact IDs, or prefixes that
+// start with them) capture them; a generic prefix such as "*" never sends a built-in or a Workers AI model
+// to the wrong server.
+const (
+	cloudflarePrefix = "@cf/"
+	localPrefix      = "local/"
+)
+
+// Describe says who serves model, or returns ErrModelNotServed (wrapped, naming the model).
+// Order: built-in local models; an exact table entry; the longest table prefix; @cf/ models on Workers
+// AI when a Cloudflare token is configured.
+func (r *Router) Describe(model string) (ModelInfo, error) {
+	_, info, err := r.route(model)
+	return info, err
+}
+
+// Resolve returns the model that serves model, or ErrModelNotServed (wrapped, naming the model).
+func (r *Router) Resolve(model string) (ChatModel, error) {
+	m, _, err := r.route(model)
+	return m, err
+}
+
+func (r *Router) route(model string) (ChatModel, ModelInfo, error) {
+	if m := r.local[model]; m != nil {
+		return m, ModelInfo{Model: model, Provider: LocalProviderName, Local: true}, nil
+	}
+	reserved := strings.HasPrefix(model, cloudflarePrefix) || strings.HasPrefix(model, localPrefix)
+	if i, ok := r.exact[model]; ok {
+		return r.providerRoute(model, i)
+	}
+	for _, pr := range r.prefixes {
+		if !strings.HasPrefix(model, pr.prefix) {
+			continue
+		}
+		if reserved && !strings.HasPrefix(pr.prefix, cloudflarePrefix) && !strings.HasPrefix(pr.prefix, localPrefix) {
+			continue
+		}
+		return r.providerRoute(model, pr.provider)
+	}
+	if strings.HasPrefix(model, cloudflarePrefix) && r.cloudflare != nil {
+		return r.cloudflare, ModelInfo{Model: model, Provider: CloudflareProviderName,
+			PricePer1KIn: DefaultPricePer1K, PricePer1KOut: DefaultPricePer1K}, nil
+	}
+	why := ""
+	if strings.HasPrefix(model, cloudflarePrefix) {
+		why = " (no Cloudflare API token is configured)"
+	}
+	if model == "" {
+		return nil, ModelInfo{}, fmt.Errorf("empty model ID: %w", ErrModelNotServed)
+	}
+	return nil, ModelInfo{}, fmt.Errorf("model %q%s: %w", model, why, ErrModelNotServed)
+}
+
+func (r *Router) providerRoute(model string, i int) (ChatModel, ModelInfo, error) {
+	p := r.providers[i]
+	info := ModelInfo{Model: model, Provider: p.cfg.Name, PricePer1KIn: p.cfg.PricePer1KIn, PricePer1KOut: p.cfg.PricePer1KOut}
+	if info.PricePer1KIn == 0 {
+		info.PricePer1KIn = DefaultPricePer1K
+	}
+	if info.PricePer1KOut == 0 {
+		info.PricePer1KOut = DefaultPricePer1K
+	}
+	return p.model, info, nil
+}
+
+// errFirstTokenTimeout is the cancel cause of an attempt that waited too long for its first token.
+var errFirstTokenTimeout = errors.New("no first token in time")
+
+// Open opens a stream on req.Model and waits for its first token (or its normal end) before returning,
+// so that every setup failure is an error here, before the HTTP layer commits SSE headers. A failure
+// before the first token (not served, connect error, HTTP error, stream dropped) is retried with
+// exponential backoff and jitter when retryable, then fallbackModel (when set and different) is opened
+// once. The stream's Model names the model that serves. After the first token, failures come from
+// Next. Every error, here or from Next, is a *CallError naming the models tried. Cancelling ctx aborts
+// the call at any point, including a blocked Next.
+func (r *Router) Open(ctx context.Context, req ChatRequest, fallbackModel string) (ChatStream, error) {
+	models := []string{req.Model}
+	if fallbackModel != "" && fallbackModel != req.Model {
+		models = append(models, fallbackModel)
+	}
+	var tried []string
+	var errs []error
+	for i, model := range models {
+		tried = append(tried, model)
+		attempts := 1
+		if i == 0 {
+			attempts += r.maxRetries
+		}
+		for a := 0; a < attempts; a++ {
+			if a > 0 {
+				if err := r.backoff(ctx, a-1); err != nil {
+					return nil, &CallError{Tried: tried, Errs: append(errs, fmt.Errorf("waiting to retry %s: %w", model, err))}
+				}
+			}
+			attemptReq := req
+			attemptReq.Model = model
+			s, err := r.openFirst(ctx, attemptReq)
+			if err == nil {
+				s.tried = tried
+				return s, nil
+			}
+			if ctx.Err() != nil {
+				return nil, &CallError{Tried: tried, Errs: append(errs, err)}
+			}
+			if !IsRetryable(err) || a == attempts-1 {
+				if a > 0 {
+					err = fmt.Errorf("after %d attempts: %w", a+1, err)
+				}
+				errs = append(errs, err)
+				break
+			}
+		}
+	}
+	return nil, &CallError{Tried: tried, Errs: errs}
+}
+
+// backoff sleeps before retry n (0-based): base·2ⁿ capped at max, half fixed and half random so that
+// clients retrying together spread out.
+func (r *Router) backoff(ctx context.Context, n int) error {
+	d := r.baseDelay << min(n, 30)
+	if d > r.maxDelay || d <= 0 {
+		d = r.maxDelay
+	}
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// openFirst opens one attempt and reads its first token.
+func (r *Router) openFirst(ctx context.Context, req ChatRequest) (*routedStream, error) {
+	m, info, err := r.route(req.Model)
+	if err != nil {
+		return nil, err
+	}
+	actx, cancel := context.WithCancelCause(ctx)
+	var timer *time.Timer
+	if r.firstTokenTimeout > 0 {
+		timer = time.AfterFunc(r.firstTokenTimeout, func() { cancel(errFirstTokenTimeout) })
+	}
+	timedOut := func() error {
+		return &UpstreamError{Provider: info.Provider, Model: req.Model, Retryable: true,
+			Message: fmt.Sprintf("no first token within %s", r.firstTokenTimeout), cause: errFirstTokenTimeout}
+	}
+	s, err := m.OpenChat(actx, req)
+	if err != nil {
+		cancel(nil)
+		if ctx.Err() == nil && errors.Is(context.Cause(actx), errFirstTokenTimeout) {
+			return nil, timedOut()
+		}
+		return nil, err
+	}
+	tok, err := s.Next(actx)
+	if timer != nil && !timer.Stop() && ctx.Err() == nil {
+		err = timedOut() // the timer fired: the attempt's context is cancelled, whatever Next returned
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.Close()
+		cancel(nil)
+		if ctx.Err() == nil && errors.Is(context.Cause(actx), errFirstTokenTimeout) {
+			return nil, timedOut()
+		}
+		return nil, err
+	}
+	return &routedStream{inner: s, model: req.Model, first: tok, pending: err == nil, cancel: cancel}, nil
+}
+
+// routedStream replays the first token Open already read, then delegates, wrapping failures so they
+// name the models tried.
+type routedStream struct {
+	inner   ChatStream
+	model   string
+	first   string
+	pending bool
+	tried   []string
+	cancel  context.CancelCauseFunc
+}
+
+func (s *routedStream) Next(ctx context.Context) (string, error) {
+	if s.pending {
+		s.pending = false
+		return s.first, nil
+	}
+	tok, err := s.inner.Next(ctx)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", &CallError{Tried: s.tried, Errs: []error{fmt.Errorf("after the first token from %s: %w", s.model, err)}}
+	}
+	return tok, err
+}
+
+func (s *routedStream) Usage() Usage  { return s.inner.Usage() }
+func (s *routedStream) Model() string { return s.model }
+
+func (s *routedStream) Close() error {
+	err := s.inner.Close()
+	s.cancel(nil)
+	return err
+}
+
+// Complete opens a stream like Open and drains it: the non-streamed chat form and tools use it.
+func (r *Router) Complete(ctx context.Context, req ChatRequest, fallbackModel string) (text string, usage Usage, model string, err error) {
+	s, err := r.Open(ctx, req, fallbackModel)
+	if err != nil {
+		return "", Usage{}, "", err
+	}
+	defer s.Close()
+	var b strings.Builder
+	for {
+		tok, err := s.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return b.String(), s.Usage(), s.Model(), nil
+		}
+		if err != nil {
+			return "", Usage{}, s.Model(), err
+		}
+		b.WriteString(tok)
+	}
+}
