@@ -77,13 +77,16 @@ func (p *parser) parse(data []byte) *TenantConfig {
 	// nor missing fields).
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	var tree any
-	if err := dec.Decode(&tree); err != nil {
+	tree, err := p.readValue(dec, "", 0)
+	if err != nil {
 		p.fail("", "invalid JSON: %s", describeJSONError(data, err))
 		return nil
 	}
-	if err := dec.Decode(new(any)); err != io.EOF {
+	if _, err := dec.Token(); err != io.EOF {
 		p.fail("", "unexpected data after the JSON object at byte %d", dec.InputOffset())
+		return nil
+	}
+	if len(p.errs) > 0 { // duplicate fields
 		return nil
 	}
 	root, ok := tree.(map[string]any)
@@ -106,6 +109,60 @@ func (p *parser) parse(data []byte) *TenantConfig {
 	}
 	p.validate(&cfg, root)
 	return &cfg
+}
+
+// maxDepth bounds nesting; the schema is three levels deep.
+const maxDepth = 32
+
+// readValue reads one JSON value into a generic tree (objects as map[string]any, numbers as
+// json.Number), reporting duplicate fields: encoding/json silently merges duplicate objects
+// into one struct, so a value the first pass never saw could slip past validation.
+func (p *parser) readValue(dec *json.Decoder, path string, depth int) (any, error) {
+	if depth > maxDepth {
+		return nil, fmt.Errorf("nested deeper than %d levels at %q", maxDepth, path)
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return tok, nil // string, json.Number, bool or nil
+	}
+	switch delim {
+	case '{':
+		obj := make(map[string]any)
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			key, _ := kt.(string) // the decoder guarantees a string key here
+			v, err := p.readValue(dec, joinPath(path, key), depth+1)
+			if err != nil {
+				return nil, err
+			}
+			if _, dup := obj[key]; dup {
+				p.fail(joinPath(path, key), "duplicate field")
+			}
+			obj[key] = v
+		}
+		_, err = dec.Token() // '}'
+		return obj, err
+	case '[':
+		arr := []any{}
+		for dec.More() {
+			v, err := p.readValue(dec, path+"["+strconv.Itoa(len(arr))+"]", depth+1)
+			if err != nil {
+				return nil, err
+			}
+			arr = append(arr, v)
+		}
+		_, err = dec.Token() // ']'
+		return arr, err
+	default:
+		return nil, fmt.Errorf("unexpected %q", delim)
+	}
 }
 
 // walk checks v against the Go type t, driven by the json tags: a field without omitempty is

@@ -51,7 +51,10 @@ func TestParseTenantConfigRejects(t *testing.T) {
 		{name: "empty file", raw: "", want: []string{testFile + ": invalid JSON: empty document"}},
 		{name: "not an object", raw: `[]`, want: []string{testFile + ": must be a JSON object (got array)"}},
 		{name: "trailing data", raw: `{"tenantId":"a"} {}`, want: []string{testFile + ": unexpected data after the JSON object"}},
+		{name: "deep nesting", raw: `{"featureFlags":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`, want: []string{testFile + ": invalid JSON: nested deeper than 32 levels"}},
 		// Strictness.
+		{name: "duplicate field", raw: `{"tenantId":"a","tenantId":"b"}`, want: []string{testFile + ": tenantId: duplicate field"}},
+		{name: "duplicate nested field", raw: `{"tokenBudget":{"daily":-5},"tokenBudget":{"monthly":5}}`, want: []string{"tokenBudget: duplicate field"}},
 		{name: "unknown top-level field", mutate: func(m map[string]any) { m["tenantID"] = "x" }, want: []string{testFile + ": tenantID: unknown field"}},
 		{name: "unknown nested field", mutate: func(m map[string]any) { sub(m, "rateLimit")["perHour"] = 1 }, want: []string{"rateLimit.perHour: unknown field"}},
 		// Required fields.
