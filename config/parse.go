@@ -257,7 +257,7 @@ func (p *parser) validate(c *TenantConfig, root map[string]any) {
 	switch {
 	case c.TenantID == "":
 		p.fail("tenantId", "must not be empty")
-	case !tenantIDPattern.MatchString(c.TenantID):
+	case !ValidTenantID(c.TenantID):
 		p.fail("tenantId", "must match ^[a-z0-9-]{1,63}$ (got %q): tenant IDs are used in NATS subjects, KV keys and file paths; the original allowed more", truncate(c.TenantID))
 	}
 	p.nonEmpty("accountId", c.AccountID)

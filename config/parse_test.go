@@ -311,3 +311,14 @@ func TestOriginalConfigsLoadUnchanged(t *testing.T) {
 		t.Errorf("rainbowsmokeofficial = %+v", official)
 	}
 }
+
+func TestValidTenantID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"acme": true, "a-1": true, strings.Repeat("a", 63): true,
+		"": false, "Acme": false, "a_b": false, "a.b": false, "a:b": false, "a b": false, strings.Repeat("a", 64): false, "acme\n": false,
+	} {
+		if got := ValidTenantID(id); got != want {
+			t.Errorf("ValidTenantID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}
