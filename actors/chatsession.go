@@ -1,0 +1,334 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/crispy-enigma/crispy/actors/pb"
+)
+
+const (
+	// StreamChat is the JetStream stream holding every chat session, one stream message per chat
+	// message on subject chat.<tenant>.<session>.
+	StreamChat = "CHAT"
+	// storeTimeout bounds one JetStream operation of a grain.
+	storeTimeout = 5 * time.Second
+	// maxConflicts bounds how often one request reloads after a "wrong last sequence" refusal.
+	maxConflicts = 5
+)
+
+// chatSubject is the subject of a session's messages. Tenant and session IDs are validated to be
+// subject-safe ([a-z0-9-] and [A-Za-z0-9_-]).
+func chatSubject(tenantID, sessionID string) string {
+	return "chat." + tenantID + "." + sessionID
+}
+
+// storedMessage is a chat message with its stream sequence.
+type storedMessage struct {
+	seq uint64
+	msg *pb.ChatMessage
+}
+
+// chatSession is the ChatSession grain, identity <tenant>:<sessionId>. Its state is the session's
+// messages in stream CHAT, loaded on activation. Every write is acknowledged by JetStream before the
+// grain replies (output gate) and is conditional on the last subject sequence this activation saw, so
+// a duplicate activation during membership churn cannot interleave or overwrite: its write is refused
+// with "wrong last sequence", and it reloads and retries after the other's writes.
+type chatSession struct {
+	deps      Deps
+	tenantID  string
+	sessionID string
+	subject   string
+
+	stream  jetstream.Stream
+	loaded  bool
+	msgs    []storedMessage // in stream order, which is time order
+	lastSeq uint64          // last subject sequence this activation saw; 0 = none
+}
+
+func newChatSession(deps Deps, tenantID, sessionID string) *chatSession {
+	s := &chatSession{deps: deps}
+	if tenantID != "" {
+		s.setIdentity(tenantID, sessionID)
+	}
+	return s
+}
+
+func (s *chatSession) setIdentity(tenantID, sessionID string) {
+	s.tenantID, s.sessionID = tenantID, sessionID
+	s.subject = chatSubject(tenantID, sessionID)
+}
+
+func (s *chatSession) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		ctx.SetReceiveTimeout(s.deps.IdleTimeout)
+	case *cluster.ClusterInit:
+		if s.subject == "" && msg.Identity != nil {
+			tenantID, sessionID, err := parseSessionIdentity(msg.Identity.Identity)
+			if err != nil {
+				s.deps.Logger.Error().Err(err).Str("identity", msg.Identity.Identity).Msg("chat session: bad identity")
+				return
+			}
+			s.setIdentity(tenantID, sessionID)
+		}
+	case *actor.ReceiveTimeout:
+		// Passivate: the state is in JetStream and comes back on the next activation.
+		ctx.Poison(ctx.Self())
+	case *pb.AppendRequest:
+		ctx.Respond(&pb.AppendResponse{Error: errString(s.append(msg))})
+	case *pb.HistoryRequest:
+		msgs, err := s.history(msg)
+		ctx.Respond(&pb.HistoryResponse{Messages: msgs, Error: errString(err)})
+	case *pb.ClearRequest:
+		ctx.Respond(&pb.ClearResponse{Error: errString(s.clear())})
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (s *chatSession) opContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), storeTimeout)
+}
+
+// ensureLoaded loads the session on the first request of an activation.
+func (s *chatSession) ensureLoaded() error {
+	if s.subject == "" {
+		return errors.New("chat session: no identity")
+	}
+	if s.loaded {
+		return nil
+	}
+	return s.reload()
+}
+
+// reload replaces the in-memory state with every message of the session's subject.
+func (s *chatSession) reload() error {
+	ctx, cancel := s.opContext()
+	defer cancel()
+	if s.stream == nil {
+		st, err := s.deps.JS.Stream(ctx, StreamChat)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			if err := EnsureStreams(ctx, s.deps.JS, s.deps.Replicas); err != nil {
+				return err
+			}
+			st, err = s.deps.JS.Stream(ctx, StreamChat)
+		}
+		if err != nil {
+			return fmt.Errorf("chat session: stream %s: %w", StreamChat, err)
+		}
+		s.stream = st
+	}
+	s.msgs, s.lastSeq, s.loaded = s.msgs[:0], 0, false
+	last, err := s.stream.GetLastMsgForSubject(ctx, s.subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		s.loaded = true
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("chat session: load %s: %w", s.subject, err)
+	}
+	for seq := uint64(1); seq <= last.Sequence; {
+		raw, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("chat session: load %s at %d: %w", s.subject, seq, err)
+		}
+		m := &pb.ChatMessage{}
+		if err := proto.Unmarshal(raw.Data, m); err != nil {
+			return fmt.Errorf("chat session: decode %s seq %d: %w", s.subject, raw.Sequence, err)
+		}
+		s.msgs = append(s.msgs, storedMessage{seq: raw.Sequence, msg: m})
+		seq = raw.Sequence + 1
+	}
+	s.lastSeq = last.Sequence
+	s.loaded = true
+	return nil
+}
+
+// append stores the batch in order, each message conditional on the last subject sequence this
+// activation saw. On "wrong last sequence" another activation wrote in between: reload (which brings
+// its messages in) and continue with the messages not yet stored, so nothing is overwritten and this
+// batch lands after the other's writes.
+func (s *chatSession) append(req *pb.AppendRequest) error {
+	if err := s.ensureLoaded(); err != nil {
+		return err
+	}
+	now := s.deps.Now().UnixMilli()
+	pending := req.GetMessages()
+	conflicts := 0
+	for len(pending) > 0 {
+		m := pending[0]
+		if m.GetTimestampMs() == 0 {
+			m.TimestampMs = now
+		}
+		data, err := proto.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("chat session: encode: %w", err)
+		}
+		ctx, cancel := s.opContext()
+		ack, err := s.deps.JS.Publish(ctx, s.subject, data,
+			jetstream.WithExpectStream(StreamChat),
+			jetstream.WithExpectLastSequencePerSubject(s.lastSeq))
+		cancel()
+		if isWrongLastSequence(err) {
+			conflicts++
+			if conflicts > maxConflicts {
+				return fmt.Errorf("chat session %s: gave up after %d concurrent-write conflicts: %w", s.subject, maxConflicts, err)
+			}
+			s.deps.Logger.Warn().Str("subject", s.subject).Uint64("expectedSeq", s.lastSeq).
+				Msg("chat session: write refused (another activation wrote); reloading")
+			if err := s.reload(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("chat session %s: append: %w", s.subject, err)
+		}
+		s.msgs = append(s.msgs, storedMessage{seq: ack.Sequence, msg: m})
+		s.lastSeq = ack.Sequence
+		pending = pending[1:]
+	}
+	s.applyRetention(req.GetRetention())
+	return nil
+}
+
+// isWrongLastSequence reports whether a publish was refused by its expected-last-subject-sequence.
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// history applies retention, then returns the newest limit messages older than before, oldest first.
+func (s *chatSession) history(req *pb.HistoryRequest) ([]*pb.ChatMessage, error) {
+	if err := s.ensureLoaded(); err != nil {
+		return nil, err
+	}
+	s.applyRetention(req.GetRetention())
+	kept := s.retained(req.GetRetention())
+	before := req.GetBeforeMs()
+	out := make([]*pb.ChatMessage, 0, len(s.msgs))
+	for i, sm := range s.msgs {
+		if kept[i] && (before <= 0 || sm.msg.GetTimestampMs() < before) {
+			out = append(out, sm.msg)
+		}
+	}
+	if l := int(req.GetLimit()); l > 0 && len(out) > l {
+		out = out[len(out)-l:]
+	}
+	return out, nil
+}
+
+// retained marks which messages the retention keeps: not older than MaxAge, and among those the
+// newest MaxMessages.
+func (s *chatSession) retained(r *pb.Retention) []bool {
+	kept := make([]bool, len(s.msgs))
+	var cutoff int64
+	if age := r.GetMaxAgeMs(); age > 0 {
+		cutoff = s.deps.Now().UnixMilli() - age
+	}
+	capacity := int(r.GetMaxMessages())
+	n := 0
+	for i := len(s.msgs) - 1; i >= 0; i-- {
+		if s.msgs[i].msg.GetTimestampMs() < cutoff {
+			continue
+		}
+		if capacity > 0 && n >= capacity {
+			continue
+		}
+		kept[i] = true
+		n++
+	}
+	return kept
+}
+
+// applyRetention really removes what the retention drops from the stream: the dropped prefix with
+// one subject purge up to the first kept sequence, stragglers (out-of-order timestamps) one by one.
+// The in-memory state follows only once the store did, so a failed purge is retried next time;
+// callers hide dropped messages meanwhile (history filters with retained).
+func (s *chatSession) applyRetention(r *pb.Retention) {
+	if r == nil || len(s.msgs) == 0 {
+		return
+	}
+	kept := s.retained(r)
+	first := 0
+	for first < len(kept) && !kept[first] {
+		first++
+	}
+	stragglers := 0
+	for i := first; i < len(kept); i++ {
+		if !kept[i] {
+			stragglers++
+		}
+	}
+	if first == 0 && stragglers == 0 {
+		return
+	}
+	ctx, cancel := s.opContext()
+	defer cancel()
+	if first > 0 {
+		upTo := s.lastSeq + 1
+		if first < len(s.msgs) {
+			upTo = s.msgs[first].seq
+		}
+		if err := s.stream.Purge(ctx, jetstream.WithPurgeSubject(s.subject), jetstream.WithPurgeSequence(upTo)); err != nil {
+			s.deps.Logger.Error().Err(err).Str("subject", s.subject).Msg("chat session: retention purge failed")
+			return
+		}
+	}
+	out := s.msgs[:0]
+	for i, sm := range s.msgs {
+		if kept[i] {
+			out = append(out, sm)
+			continue
+		}
+		if i < first {
+			continue
+		}
+		if err := s.stream.DeleteMsg(ctx, sm.seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			s.deps.Logger.Error().Err(err).Str("subject", s.subject).Uint64("seq", sm.seq).Msg("chat session: retention delete failed")
+			out = append(out, sm) // keep it so the next request retries
+		}
+	}
+	clear(s.msgs[len(out):])
+	s.msgs = out
+	if len(s.msgs) == 0 {
+		s.lastSeq = 0
+	} else {
+		s.lastSeq = s.msgs[len(s.msgs)-1].seq
+	}
+}
+
+// clear purges the session's subject: the stored messages are erased, not only the in-memory copy.
+func (s *chatSession) clear() error {
+	if err := s.ensureLoaded(); err != nil {
+		return err
+	}
+	ctx, cancel := s.opContext()
+	defer cancel()
+	if err := s.stream.Purge(ctx, jetstream.WithPurgeSubject(s.subject)); err != nil {
+		return fmt.Errorf("chat session %s: clear: %w", s.subject, err)
+	}
+	clear(s.msgs)
+	s.msgs, s.lastSeq = s.msgs[:0], 0
+	return nil
+}

@@ -1,0 +1,145 @@
+// Package cluster starts and stops the protoactor cluster member of a node: actor system, remote
+// (gRPC on Host:Port), disthash identity lookup (rendezvous hashing, one activation per identity) and
+// a membership provider.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	protocluster "github.com/asynkron/protoactor-go/cluster"
+	testprovider "github.com/asynkron/protoactor-go/cluster/clusterproviders/test"
+	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
+	"github.com/asynkron/protoactor-go/remote"
+	"github.com/rs/zerolog"
+)
+
+// Options configure a cluster member.
+type Options struct {
+	// ClusterName must be the same on every member (default "crispy").
+	ClusterName string
+	// NodeName names this member in logs.
+	NodeName string
+	// Host and Port of the remote (gRPC) listener; Host defaults to 127.0.0.1, Port 0 picks a free port.
+	Host string
+	Port int
+	// Kinds are the grain kinds this member hosts (actors.Kinds).
+	Kinds []*protocluster.Kind
+	// Provider is the membership provider; nil means an in-memory provider for a single process
+	// (one node, or several members in one test process sharing the provider's agent).
+	Provider protocluster.ClusterProvider
+	// RequestTimeout is the cluster's default grain request timeout (default 5s).
+	RequestTimeout time.Duration
+	// Logger receives protoactor's logs (raised to at least warn: its info logs are per-topology chatter).
+	Logger zerolog.Logger
+}
+
+// Node is a running cluster member.
+type Node struct {
+	c   *protocluster.Cluster
+	log zerolog.Logger
+}
+
+// NewInMemoryProvider returns a membership provider for members in one process: members created with
+// providers from the same agent see each other. Tests use it for multi-member clusters.
+func NewInMemoryProvider(agent *testprovider.InMemAgent) protocluster.ClusterProvider {
+	return testprovider.NewTestProvider(agent)
+}
+
+// NewInMemoryAgent returns the shared membership registry of in-memory providers.
+func NewInMemoryAgent() *testprovider.InMemAgent { return testprovider.NewInMemAgent() }
+
+// Start starts a cluster member and joins the cluster. protoactor waits about a second for the
+// first topology before returning.
+func Start(ctx context.Context, opts Options) (n *Node, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if opts.ClusterName == "" {
+		opts.ClusterName = "crispy"
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 5 * time.Second
+	}
+	if opts.Provider == nil {
+		opts.Provider = NewInMemoryProvider(NewInMemoryAgent())
+	}
+	log := opts.Logger.With().Str("component", "cluster").Str("node", opts.NodeName).Logger()
+	protoLog := log
+	if protoLog.GetLevel() < zerolog.WarnLevel {
+		protoLog = protoLog.Level(zerolog.WarnLevel)
+	}
+
+	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(zerolog.NewSlogHandler(protoLog))
+	}))
+	cfg := protocluster.Configure(opts.ClusterName, opts.Provider, disthash.New(),
+		remote.Configure(opts.Host, opts.Port),
+		protocluster.WithKinds(opts.Kinds...),
+		protocluster.WithRequestTimeout(opts.RequestTimeout),
+	)
+	c := protocluster.New(system, cfg)
+
+	// protoactor reports start failures (port in use, provider errors) by panicking.
+	defer func() {
+		if r := recover(); r != nil {
+			system.Shutdown()
+			n, err = nil, fmt.Errorf("cluster: start member %q: %v", opts.NodeName, r)
+		}
+	}()
+	c.StartMember()
+	log.Info().Str("address", system.Address()).Int("kinds", len(opts.Kinds)).Msg("cluster member started")
+	return &Node{c: c, log: log}, nil
+}
+
+// Cluster is the protoactor cluster, for actors.NewClient.
+func (n *Node) Cluster() *protocluster.Cluster { return n.c }
+
+// Address is this member's remote address (host:port).
+func (n *Node) Address() string { return n.c.ActorSystem.Address() }
+
+// Members returns the addresses of the members this node currently sees, sorted.
+func (n *Node) Members() []string {
+	ms := n.c.MemberList.Members().Members()
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.Address())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// WaitMembers waits until this node sees want members, or ctx ends.
+func (n *Node) WaitMembers(ctx context.Context, want int) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for len(n.Members()) != want {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: waiting for %d members (see %v): %w", want, n.Members(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Stop leaves the cluster. graceful deregisters from the provider and hands grains over (protoactor
+// waits ~2s for that); otherwise the member just stops, as if it crashed, but still stops the
+// provider's timers so nothing keeps running in this process.
+func (n *Node) Stop(graceful bool) {
+	n.c.Shutdown(graceful)
+	if !graceful {
+		if err := n.c.Config.ClusterProvider.Shutdown(false); err != nil && !errors.Is(err, context.Canceled) {
+			n.log.Warn().Err(err).Msg("cluster provider shutdown")
+		}
+	}
+	n.log.Info().Bool("graceful", graceful).Msg("cluster member stopped")
+}
