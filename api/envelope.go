@@ -1,0 +1,34 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+)
+
+// envelope is CONTRACT.md's JSON shape for every JSON response.
+type envelope struct {
+	OK      bool       `json:"ok"`
+	Data    any        `json:"data,omitempty"`
+	Error   *errorBody `json:"error,omitempty"`
+	TraceID string     `json:"traceId"`
+}
+
+type errorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// ok writes a success envelope.
+func ok(c echo.Context, status int, data any) error {
+	return c.JSON(status, envelope{OK: true, Data: data, TraceID: traceID(c)})
+}
+
+// writeError writes a failure envelope; the HTTPErrorHandler is its only caller besides the
+// middleware that must answer before routing.
+func writeError(c echo.Context, e *Error) error {
+	if c.Request().Method == http.MethodHead {
+		return c.NoContent(e.Status)
+	}
+	return c.JSON(e.Status, envelope{OK: false, Error: &errorBody{Code: e.Code, Message: e.Message}, TraceID: traceID(c)})
+}

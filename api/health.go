@@ -1,0 +1,69 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+type healthData struct {
+	Status          string            `json:"status"`
+	TenantID        string            `json:"tenantId"`
+	Environment     string            `json:"environment"`
+	ModelID         string            `json:"modelId"`
+	FallbackModelID string            `json:"fallbackModelId"`
+	Source          string            `json:"source"`
+	Node            string            `json:"node"`
+	Version         string            `json:"version"`
+	UptimeSeconds   int64             `json:"uptimeSeconds"`
+	Components      map[string]string `json:"components"`
+}
+
+// health answers CONTRACT.md's GET /health for the resolved tenant.
+func (s *Server) health(c echo.Context) error {
+	t := tenantOf(c)
+	env := s.env.Environment
+	if env == "" {
+		env = "unknown"
+	}
+	model := s.env.ModelID
+	if model == "" {
+		model = t.AIModels.Chat
+	}
+	fallback := t.AIModels.FallbackChat
+	if fallback == "" {
+		fallback = s.env.FallbackModelID
+	}
+	comps, _ := s.componentStates(c.Request().Context())
+	return ok(c, http.StatusOK, healthData{
+		Status: "ok", TenantID: t.TenantID, Environment: env, ModelID: model, FallbackModelID: fallback,
+		Source: state(c).source, Node: s.env.NodeName, Version: s.version,
+		UptimeSeconds: int64(s.now().Sub(s.started) / time.Second),
+		Components:    comps,
+	})
+}
+
+// componentStates checks every component with a short deadline so a stuck dependency cannot
+// hang /health. Causes go to the log, never to the client.
+func (s *Server) componentStates(ctx context.Context) (map[string]string, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	out := make(map[string]string, len(s.comps))
+	up := true
+	for _, comp := range s.comps {
+		st, err := comp.Check(ctx)
+		if err != nil {
+			s.log.Warn().Err(err).Str("component", comp.Name).Msg("component check failed")
+			st, up = "down", false
+		}
+		out[comp.Name] = st
+	}
+	return out, up
+}
+
+// Ready reports whether every component is up, for the operator's /readyz.
+func (s *Server) Ready(ctx context.Context) (map[string]string, bool) {
+	return s.componentStates(ctx)
+}

@@ -1,0 +1,174 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/crispy-enigma/crispy/actors"
+	"github.com/crispy-enigma/crispy/cluster"
+	"github.com/crispy-enigma/crispy/cluster/natsserver"
+	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/observe"
+)
+
+// Test tenants. "acme" is keyed with testKey; "globex" is keyed with globexKey; "open" is public;
+// "locked" has no keys and is not public; "strict" has a model allow-list and a tight rate limit.
+const (
+	testKey   = "ck_acme_test_key"
+	globexKey = "ck_globex_test_key"
+)
+
+func tenantJSON(id string, extra string) string {
+	return fmt.Sprintf(`{
+	"tenantId": %q, "accountId": "acc-%[1]s", "aiGatewayId": "gw",
+	"aiModels": {"chat": "local/extractive", "embeddings": "local/hash-embed"},
+	"vectorizeNamespace": %[1]q,
+	"rateLimit": {"perMinute": 1000, "burst": 1000},
+	"featureFlags": {}, "allowedHosts": ["%[1]s.example.test"], "apiKeys": []%[2]s
+}`, id, extra)
+}
+
+func testTenants(t testing.TB, more ...string) *config.Index {
+	t.Helper()
+	raw := []string{
+		strings.Replace(tenantJSON("acme", ""), `"apiKeys": []`, `"apiKeys": ["`+config.HashAPIKey(testKey)+`"]`, 1),
+		strings.Replace(tenantJSON("globex", ""), `"apiKeys": []`, `"apiKeys": ["`+config.HashAPIKey(globexKey)+`"]`, 1),
+		tenantJSON("open", `, "public": true`),
+		tenantJSON("locked", ""),
+	}
+	raw = append(raw, more...)
+	var cfgs []*config.TenantConfig
+	for i, r := range raw {
+		cfg, _, err := config.ParseTenantConfig(fmt.Sprintf("test-%d.json", i), []byte(r))
+		if err != nil {
+			t.Fatalf("parse test tenant %d: %v", i, err)
+		}
+		cfgs = append(cfgs, cfg)
+	}
+	ix, err := config.NewIndex(cfgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ix
+}
+
+type testServerOpts struct {
+	env     func(*config.Env)
+	tenants []string          // extra tenant JSON
+	models  gateway.RouterOptions
+	noChat  bool
+}
+
+type testServer struct {
+	*Server
+	URL     string
+	http    *httptest.Server
+	grains  *actors.Client
+	metrics *observe.Metrics
+}
+
+// newTestServer runs the API over real parts: an embedded NATS server with JetStream in a temp
+// dir, a one-member actor cluster with the real grains, and the gateway router.
+func newTestServer(t testing.TB, o testServerOpts) *testServer {
+	t.Helper()
+	env := config.DefaultEnv()
+	env.NodeName = "test"
+	env.Environment = "test"
+	env.MaxRequestBodySize = 4096
+	if o.env != nil {
+		o.env(&env)
+	}
+	deps := Deps{
+		Env: env, Tenants: testTenants(t, o.tenants...), Logger: zerolog.Nop(), Metrics: observe.NewMetrics(),
+		Version: "test",
+		Components: []Component{{Name: "nats", Check: func(context.Context) (string, error) { return "ok", nil }}},
+	}
+	ts := &testServer{metrics: deps.Metrics}
+	if !o.noChat {
+		ts.grains = startGrains(t)
+		deps.Chat = &ChatDeps{Sessions: ts.grains, Limiter: ts.grains, Models: gateway.NewRouter(o.models)}
+	}
+	srv, err := New(deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Server = srv
+	ts.http = httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.http.Close)
+	ts.URL = ts.http.URL
+	return ts
+}
+
+func startGrains(t testing.TB) *actors.Client {
+	t.Helper()
+	ns, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := ns.Connect("api-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := actors.EnsureStreams(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	node, err := cluster.Start(ctx, cluster.Options{
+		ClusterName: "api-test", NodeName: "n1", Host: "127.0.0.1",
+		Kinds:  actors.Kinds(actors.Deps{JS: js, Replicas: 1, IdleTimeout: time.Minute, Logger: zerolog.Nop()}),
+		Logger: zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Stop(true) })
+	return actors.NewClient(node.Cluster(), 10*time.Second)
+}
+
+// do sends a request with headers given as "Name: value" strings and returns the response and body.
+func (ts *testServer) do(t testing.TB, method, path, body string, headers ...string) (*http.Response, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, ts.URL+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ":")
+		if strings.EqualFold(k, "host") {
+			req.Host = strings.TrimSpace(v)
+			continue
+		}
+		req.Header.Set(k, strings.TrimSpace(v))
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}

@@ -1,0 +1,168 @@
+package api
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/observe"
+)
+
+const stateKey = "crispy.request"
+
+// requestState is what the middleware learns about a request, kept in one typed value instead of
+// several loosely typed context keys.
+type requestState struct {
+	start     time.Time
+	traceID   string
+	tenant    *config.TenantConfig
+	source    string // header | host | apiKey
+	keyID     string // ID of the API key that authenticated, if any
+	sessionID string
+	err       *Error
+}
+
+func state(c echo.Context) *requestState {
+	st, _ := c.Get(stateKey).(*requestState)
+	return st
+}
+
+func traceID(c echo.Context) string {
+	if st := state(c); st != nil {
+		return st.traceID
+	}
+	return ""
+}
+
+// tenantOf returns the resolved tenant; routes only run after resolveTenant succeeded.
+func tenantOf(c echo.Context) *config.TenantConfig { return state(c).tenant }
+
+// observeRequest is the outermost middleware: trace ID, panic recovery, one log line and the
+// metrics for every request.
+func (s *Server) observeRequest(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		req := c.Request()
+		st := &requestState{start: time.Now(), traceID: observe.TraceIDFrom(req.Header.Get)}
+		c.Set(stateKey, st)
+		c.Response().Header().Set("x-trace-id", st.traceID)
+		c.SetRequest(req.WithContext(observe.WithTraceID(req.Context(), st.traceID)))
+		s.metrics.HTTPInFlight.Inc()
+		s.inflight.Add(1)
+
+		defer func() {
+			if p := recover(); p != nil {
+				perr := Wrap(http.StatusInternalServerError, CodeInternal, "internal error", fmt.Errorf("panic: %v", p))
+				s.log.Error().Str("traceId", st.traceID).Str("panic", fmt.Sprint(p)).
+					Bytes("stack", debug.Stack()).Msg("handler panic")
+				c.Error(perr)
+			}
+			s.inflight.Add(-1)
+			s.metrics.HTTPInFlight.Dec()
+			s.record(c, st)
+		}()
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		return nil
+	}
+}
+
+func (s *Server) record(c echo.Context, st *requestState) {
+	status := c.Response().Status
+	route := c.Path()
+	if route == "" || (st.err != nil && st.err.Code == CodeNotFound) {
+		route = "unmatched" // bounded label cardinality: never the raw path
+	}
+	tenant := ""
+	if st.tenant != nil {
+		tenant = st.tenant.TenantID
+	}
+	elapsed := time.Since(st.start)
+	method := c.Request().Method
+	code := statusLabel(status)
+	s.metrics.HTTPRequests.WithLabelValues(route, method, code, tenant).Inc()
+	s.metrics.HTTPDuration.WithLabelValues(route, method, code, tenant).Observe(elapsed.Seconds())
+
+	lvl := zerolog.InfoLevel
+	if status >= 500 {
+		lvl = zerolog.ErrorLevel
+	}
+	ev := s.log.WithLevel(lvl)
+	if ev == nil {
+		return
+	}
+	ev = ev.Str("tenantId", tenant).Str("traceId", st.traceID).Str("route", route).
+		Str("method", method).Int("status", status).
+		Float64("durationMs", float64(elapsed.Microseconds())/1000).
+		Int64("bytes", c.Response().Size)
+	if st.sessionID != "" {
+		ev = ev.Str("sessionId", st.sessionID)
+	}
+	if st.err != nil {
+		ev = ev.Str("code", st.err.Code)
+		if st.err.Err != nil {
+			ev = ev.AnErr("cause", st.err.Err)
+		}
+	}
+	ev.Msg("http_request")
+}
+
+// resolveTenant runs CONTRACT.md's order after the trace ID: tenant resolution → config lookup →
+// authentication → body size. Routing has already happened in Echo, but a route's handler
+// (including the 404/405 ones) only runs after this passes.
+func (s *Server) resolveTenant(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		st := state(c)
+		ix := s.tenants.Load()
+		key := config.APIKeyFromHeaders(req.Header.Get("x-api-key"), req.Header.Get("Authorization"))
+		res := ix.Resolve(config.ResolveInput{
+			TenantHeader: req.Header.Get("x-tenant-id"),
+			Host:         req.Host,
+			APIKey:       key,
+		})
+		if res.TenantID == "" {
+			return NewError(http.StatusBadRequest, CodeTenantRequired,
+				"tenant required: send x-tenant-id, use a tenant's host, or send its API key")
+		}
+		cfg, found := ix.ByID(res.TenantID)
+		if !found {
+			return NewError(http.StatusNotFound, CodeTenantUnknown, "unknown tenant")
+		}
+		auth := ix.Authenticate(cfg, key)
+		switch auth.Result {
+		case config.AuthOK:
+		case config.AuthForbidden:
+			return NewError(http.StatusForbidden, CodeForbidden, "this API key belongs to another tenant")
+		default:
+			return NewError(http.StatusUnauthorized, CodeUnauthorized, "missing or invalid API key")
+		}
+		st.tenant, st.source, st.keyID = cfg, res.Source, auth.KeyID
+
+		if req.Method != http.MethodGet && req.Method != http.MethodHead {
+			limit := s.env.MaxRequestBodySize
+			if req.ContentLength > limit {
+				return errPayloadTooLarge(limit)
+			}
+			// A body without Content-Length (chunked) is cut off at the limit; reading past it
+			// yields *http.MaxBytesError, which asError maps to the same 413.
+			req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
+		}
+		return next(c)
+	}
+}
+
+// clientIP is the peer address; proxies are not trusted by default.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

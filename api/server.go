@@ -1,0 +1,157 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/observe"
+)
+
+// Component is a dependency whose state /health and /readyz report.
+type Component struct {
+	Name  string
+	Check func(ctx context.Context) (state string, err error)
+}
+
+// Deps are what the server needs; cmd/crispy wires them.
+type Deps struct {
+	Env        config.Env
+	Tenants    *config.Index
+	Logger     zerolog.Logger
+	Metrics    *observe.Metrics
+	Version    string
+	Components []Component
+	Now        func() time.Time
+
+	Chat *ChatDeps // nil: chat routes answer 503 unavailable
+}
+
+// Server is the tenant-facing HTTP server.
+type Server struct {
+	env      config.Env
+	tenants  atomic.Pointer[config.Index]
+	log      zerolog.Logger
+	metrics  *observe.Metrics
+	version  string
+	comps    []Component
+	now      func() time.Time
+	started  time.Time
+	echo     *echo.Echo
+	chat     *ChatDeps
+	inflight atomic.Int64 // requests being served, reported when shutdown runs out of time
+}
+
+// New builds the server and its routes.
+func New(d Deps) (*Server, error) {
+	if d.Tenants == nil {
+		return nil, errors.New("api: Deps.Tenants is required")
+	}
+	if d.Metrics == nil {
+		d.Metrics = observe.NewMetrics()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	s := &Server{
+		env: d.Env, log: d.Logger, metrics: d.Metrics, version: d.Version, comps: d.Components,
+		now: d.Now, started: d.Now(), chat: d.Chat,
+	}
+	s.tenants.Store(d.Tenants)
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.observeRequest, s.resolveTenant)
+	s.routes(e)
+	s.echo = e
+	return s, nil
+}
+
+// SetTenants swaps the tenant index atomically; requests in flight keep the config they started with.
+func (s *Server) SetTenants(ix *config.Index) { s.tenants.Store(ix) }
+
+// Handler returns the HTTP handler (for tests and for embedding in another server).
+func (s *Server) Handler() http.Handler { return s.echo }
+
+func (s *Server) routes(e *echo.Echo) {
+	e.GET("/health", s.health)
+	e.HEAD("/health", s.health)
+	if s.chat != nil {
+		s.chatRoutes(e)
+	}
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	s.echo.Server = srv
+	err := srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting requests and waits for those in flight (streams included) until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if err := s.echo.Shutdown(ctx); err != nil {
+		return fmt.Errorf("api: shutdown with %d requests in flight: %w", s.inflight.Load(), err)
+	}
+	return nil
+}
+
+// handleError writes every error envelope: handler errors, Echo's 404/405, and panics.
+func (s *Server) handleError(err error, c echo.Context) {
+	var he *echo.HTTPError
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+	case errors.As(err, &he):
+		e = fromEchoError(he)
+	default:
+		e = asError(err)
+	}
+	st := state(c)
+	if st != nil {
+		st.err = e
+	}
+	if c.Response().Committed {
+		return // a stream already started; it reported the failure in-band
+	}
+	if werr := writeError(c, e); werr != nil {
+		s.log.Debug().Err(werr).Str("traceId", traceID(c)).Msg("write error response")
+	}
+}
+
+func fromEchoError(he *echo.HTTPError) *Error {
+	switch he.Code {
+	case http.StatusNotFound:
+		return NewError(http.StatusNotFound, CodeNotFound, "no route for this path")
+	case http.StatusMethodNotAllowed:
+		return NewError(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method not allowed on this route")
+	case http.StatusRequestEntityTooLarge:
+		return NewError(http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "request body too large")
+	case http.StatusBadRequest:
+		return NewError(http.StatusBadRequest, CodeInvalidRequest, fmt.Sprint(he.Message))
+	}
+	if he.Code >= 400 && he.Code < 500 {
+		return NewError(he.Code, CodeInvalidRequest, http.StatusText(he.Code))
+	}
+	return Wrap(http.StatusInternalServerError, CodeInternal, "internal error", he)
+}
+
+func statusLabel(code int) string { return strconv.Itoa(code) }

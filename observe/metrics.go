@@ -1,0 +1,62 @@
+package observe
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds the process's Prometheus collectors on a registry of its own (no global
+// registry, so tests and several nodes in one process don't collide).
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	HTTPRequests *prometheus.CounterVec   // route, method, status, tenant
+	HTTPDuration *prometheus.HistogramVec // route, method, status, tenant
+	HTTPInFlight prometheus.Gauge
+
+	RateLimited *prometheus.CounterVec // tenant
+	ModelCalls  *prometheus.CounterVec // tenant, model, outcome
+	ModelTokens *prometheus.CounterVec // tenant, model, direction
+	ModelTTFT   *prometheus.HistogramVec
+}
+
+// NewMetrics creates and registers the collectors, plus the Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &Metrics{
+		Registry: reg,
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crispy_http_requests_total",
+			Help: "HTTP requests answered, by route pattern, method, status and tenant.",
+		}, []string{"route", "method", "status", "tenant"}),
+		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "crispy_http_request_duration_seconds",
+			Help:    "HTTP request latency, by route pattern, method, status and tenant.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route", "method", "status", "tenant"}),
+		HTTPInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "crispy_http_requests_in_flight",
+			Help: "HTTP requests being served.",
+		}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crispy_rate_limited_total",
+			Help: "Requests denied by a tenant rate limit.",
+		}, []string{"tenant"}),
+		ModelCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crispy_model_calls_total",
+			Help: "Chat model calls, by tenant, model and outcome (ok, error, cancelled).",
+		}, []string{"tenant", "model", "outcome"}),
+		ModelTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crispy_model_tokens_total",
+			Help: "Model tokens, by tenant, model and direction (in, out).",
+		}, []string{"tenant", "model", "direction"}),
+		ModelTTFT: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "crispy_model_first_token_seconds",
+			Help:    "Time from request start to the model's first token.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"model"}),
+	}
+	reg.MustRegister(m.HTTPRequests, m.HTTPDuration, m.HTTPInFlight, m.RateLimited, m.ModelCalls, m.ModelTokens, m.ModelTTFT)
+	return m
+}
