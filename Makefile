@@ -1,0 +1,46 @@
+# crispy-enigma — `make run` starts a node, `make test` runs the tests (provisioning what they need).
+GO        ?= go
+PKG       := ./...
+BIN       := bin/crispy
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+STATICCHECK_VERSION := v0.8.2
+# Packages whose tests run with the race detector (those with goroutines, timers or shared state).
+RACE_PKGS := ./api/... ./actors/... ./store/... ./gateway/... ./rag/... ./tools/... ./config/... ./observe/...
+
+.PHONY: run build test test-race test-multinode provision proto lint fmt bench fuzz clean
+
+run: build
+	$(BIN) serve
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/crispy
+
+provision:
+	./scripts/provision.sh
+
+test: provision
+	$(GO) vet $(PKG)
+	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
+	$(GO) test -count=1 -timeout 15m ./cmd/... ./cluster/... ./test/...
+
+proto:
+	cd actors/pb && protoc --go_out=. --go_opt=paths=source_relative *.proto
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(PKG)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKG)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKG)
+
+# Short coverage-guided runs of every fuzz target (the seed corpora run in `make test`).
+fuzz:
+	./scripts/fuzz.sh $(or $(FUZZTIME),20s)
+
+clean:
+	rm -rf bin
