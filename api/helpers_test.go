@@ -64,7 +64,7 @@ func testTenants(t testing.TB, more ...string) *config.Index {
 
 type testServerOpts struct {
 	env     func(*config.Env)
-	tenants []string          // extra tenant JSON
+	tenants []string // extra tenant JSON
 	models  gateway.RouterOptions
 	noChat  bool
 }
@@ -90,7 +90,7 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 	}
 	deps := Deps{
 		Env: env, Tenants: testTenants(t, o.tenants...), Logger: zerolog.Nop(), Metrics: observe.NewMetrics(),
-		Version: "test",
+		Version:    "test",
 		Components: []Component{{Name: "nats", Check: func(context.Context) (string, error) { return "ok", nil }}},
 	}
 	ts := &testServer{metrics: deps.Metrics}
