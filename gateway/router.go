@@ -179,6 +179,9 @@ func (r *Router) Resolve(model string) (ChatModel, error) {
 }
 
 func (r *Router) route(model string) (ChatModel, ModelInfo, error) {
+	if model == "" {
+		return nil, ModelInfo{}, fmt.Errorf("empty model ID: %w", ErrModelNotServed)
+	}
 	if m := r.local[model]; m != nil {
 		return m, ModelInfo{Model: model, Provider: LocalProviderName, Local: true}, nil
 	}
@@ -202,9 +205,6 @@ func (r *Router) route(model string) (ChatModel, ModelInfo, error) {
 	why := ""
 	if strings.HasPrefix(model, cloudflarePrefix) {
 		why = " (no Cloudflare API token is configured)"
-	}
-	if model == "" {
-		return nil, ModelInfo{}, fmt.Errorf("empty model ID: %w", ErrModelNotServed)
 	}
 	return nil, ModelInfo{}, fmt.Errorf("model %q%s: %w", model, why, ErrModelNotServed)
 }
