@@ -118,7 +118,7 @@ type chatChunk struct {
 		Message struct {
 			Content string `json:"content"`
 		} `json:"message"`
-		FinishReason *string `json:"finish_reason"`
+		FinishReason string `json:"finish_reason"` // null leaves it empty
 	} `json:"choices"`
 	Usage *usageJSON      `json:"usage"`
 	Error json.RawMessage `json:"error"`
@@ -253,7 +253,12 @@ func (s *openAIStream) Next(ctx context.Context) (string, error) {
 			s.done = true
 			return "", io.EOF
 		}
-		s.chunk = chatChunk{}
+		// Reuse the chunk's slices across events. Unmarshal keeps fields that the new chunk omits
+		// (e.g. "delta":{}), so reused elements are zeroed first.
+		clear(s.chunk.Choices[:cap(s.chunk.Choices)])
+		s.chunk.Choices = s.chunk.Choices[:0]
+		s.chunk.Usage = nil
+		s.chunk.Error = s.chunk.Error[:0]
 		if err := json.Unmarshal(ev.Data, &s.chunk); err != nil {
 			return "", s.upstream(0, false, "malformed stream chunk: "+trimMessage(err.Error()), err)
 		}
@@ -267,7 +272,7 @@ func (s *openAIStream) Next(ctx context.Context) (string, error) {
 		var delta string
 		for i := range s.chunk.Choices {
 			c := &s.chunk.Choices[i]
-			if c.FinishReason != nil && *c.FinishReason != "" {
+			if c.FinishReason != "" {
 				s.finished = true
 			}
 			if i == 0 {
