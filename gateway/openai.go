@@ -32,6 +32,8 @@ type OpenAIOptions struct {
 	// APIKeyEnv names the environment variable holding the bearer key; empty or unset sends no
 	// Authorization header (Ollama, llama.cpp). The key is read once here and never logged.
 	APIKeyEnv string
+	// APIKey is the key itself when the caller already read it; it wins over APIKeyEnv.
+	APIKey string
 	// Getenv reads APIKeyEnv; nil uses os.Getenv.
 	Getenv func(string) string
 	// HTTPClient carries the calls; nil uses a client with the default transport. Its Timeout must be
@@ -56,8 +58,8 @@ func NewOpenAICompatible(opts OpenAIOptions) *OpenAICompatible {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	var key string
-	if opts.APIKeyEnv != "" {
+	key := opts.APIKey
+	if key == "" && opts.APIKeyEnv != "" {
 		key = getenv(opts.APIKeyEnv)
 	}
 	return &OpenAICompatible{

@@ -29,6 +29,7 @@ type ProviderConfig struct {
 	Name      string
 	BaseURL   string
 	APIKeyEnv string // name of the environment variable holding the key; the key is never logged
+	APIKey    string // the key itself, when the caller already read it (wins over APIKeyEnv)
 	// Models are exact model IDs, or prefixes ending in "*" ("*" alone serves every model that nothing
 	// more specific serves, except @cf/ and local/ models).
 	Models        []string
@@ -134,7 +135,7 @@ func NewRouter(opts RouterOptions) *Router {
 	for i, pc := range opts.Providers {
 		r.providers = append(r.providers, routedProvider{
 			cfg: pc,
-			model: NewOpenAICompatible(OpenAIOptions{Name: pc.Name, BaseURL: pc.BaseURL,
+			model: NewOpenAICompatible(OpenAIOptions{Name: pc.Name, BaseURL: pc.BaseURL, APIKey: pc.APIKey,
 				APIKeyEnv: pc.APIKeyEnv, Getenv: getenv, HTTPClient: opts.HTTPClient}),
 		})
 		for _, m := range pc.Models {
