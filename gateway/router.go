@@ -230,8 +230,9 @@ var errFirstTokenTimeout = errors.New("no first token in time")
 // before the first token (not served, connect error, HTTP error, stream dropped) is retried with
 // exponential backoff and jitter when retryable, then fallbackModel (when set and different) is opened
 // once. The stream's Model names the model that serves. After the first token, failures come from
-// Next. Every error, here or from Next, is a *CallError naming the models tried. Cancelling ctx aborts
-// the call at any point, including a blocked Next.
+// Next. Every error, here or from Next, is a *CallError naming the models tried. ctx governs the whole
+// stream, not only its opening: pass the request's context, whose cancellation (a client that left)
+// aborts the upstream call at any point, including a blocked Next. Close the stream when done.
 func (r *Router) Open(ctx context.Context, req ChatRequest, fallbackModel string) (ChatStream, error) {
 	models := []string{req.Model}
 	if fallbackModel != "" && fallbackModel != req.Model {
