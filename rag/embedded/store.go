@@ -1,0 +1,602 @@
+// Package embedded is the default rag.VectorStore when no Milvus address is
+// configured: one SQLite file per tenant (chunk rows with vector BLOBs and an
+// FTS5 index for BM25) plus an in-memory index of normalised vectors for
+// exact cosine search. A tenant's index is loaded on first use and kept in
+// memory; 100,000 chunks of dimension 384 take about 150 MiB.
+package embedded
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"unicode"
+
+	"github.com/crispy-enigma/crispy/rag"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+var (
+	_ rag.VectorStore     = (*Store)(nil)
+	_ rag.KeywordSearcher = (*Store)(nil)
+)
+
+// ErrClosed is returned by every call after Close.
+var ErrClosed = errors.New("embedded vector store is closed")
+
+// parallelThreshold is the index size above which a search scores shards on
+// all cores; below it the goroutine hand-off costs more than it saves.
+const parallelThreshold = 16384
+
+// Options configure a Store.
+type Options struct {
+	// Dimension of every vector (the embedding model's); required.
+	Dimension int
+}
+
+// Store is an embedded, persistent, concurrency-safe vector and keyword store.
+type Store struct {
+	dir string
+	dim int
+	// parallelMin is parallelThreshold; tests lower it to cover the shards.
+	parallelMin int
+
+	mu      sync.Mutex
+	closed  bool
+	tenants map[string]*tenantIndex
+}
+
+// tenantIndex is one tenant's SQLite file and in-memory vectors. Row i of
+// the index is ids[i], docs[i], filt[i] and vecs[i*dim:(i+1)*dim].
+type tenantIndex struct {
+	db *sql.DB
+
+	mu   sync.RWMutex
+	ids  []string
+	docs []string
+	filt []map[string]any // metadata minus "text", for filters
+	vecs []float32
+	pos  map[string]int
+}
+
+// Open returns a store keeping tenants under <dataDir>/tenants/<tenant>/vectors.db.
+func Open(dataDir string, opts Options) (*Store, error) {
+	if opts.Dimension < 1 {
+		return nil, fmt.Errorf("embedded vector store: dimension %d must be positive", opts.Dimension)
+	}
+	if dataDir == "" {
+		return nil, errors.New("embedded vector store: data dir is required")
+	}
+	return &Store{dir: dataDir, dim: opts.Dimension, parallelMin: parallelThreshold, tenants: make(map[string]*tenantIndex)}, nil
+}
+
+// Dimension returns the vector dimension the store accepts.
+func (s *Store) Dimension() int { return s.dim }
+
+// Close closes every tenant's database. The store cannot be used afterwards.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	for name, t := range s.tenants {
+		t.mu.Lock()
+		if err := t.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close tenant %s: %w", name, err))
+		}
+		t.mu.Unlock()
+	}
+	s.tenants = nil
+	return errors.Join(errs...)
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+	id     TEXT PRIMARY KEY,
+	doc_id TEXT NOT NULL,
+	idx    INTEGER NOT NULL,
+	text   TEXT NOT NULL,
+	vector BLOB NOT NULL,
+	meta   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+	text, content='chunks', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2');
+CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
+	INSERT INTO chunks_fts(rowid, text) VALUES (new.rowid, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
+	INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS chunks_au AFTER UPDATE ON chunks BEGIN
+	INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+	INSERT INTO chunks_fts(rowid, text) VALUES (new.rowid, new.text);
+END;
+`
+
+// tenant returns the tenant's index, opening and loading it on first use.
+// Loading happens under the store lock: simple, and it only happens once per
+// tenant per process.
+func (s *Store) tenant(ctx context.Context, name string) (*tenantIndex, error) {
+	if err := rag.ValidateTenant(name); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if t, ok := s.tenants[name]; ok {
+		return t, nil
+	}
+	t, err := s.load(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("open vector store of tenant %s: %w", name, err)
+	}
+	s.tenants[name] = t
+	return t, nil
+}
+
+func (s *Store) load(ctx context.Context, name string) (*tenantIndex, error) {
+	dir := filepath.Join(s.dir, "tenants", name)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	dsn := "file:" + filepath.Join(dir, "vectors.db") +
+		"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(4)
+	t := &tenantIndex{db: db, pos: make(map[string]int)}
+	if err := t.init(ctx, s.dim); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *tenantIndex) init(ctx context.Context, dim int) error {
+	if _, err := t.db.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	var stored string
+	err := t.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = 'dimension'`).Scan(&stored)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := t.db.ExecContext(ctx, `INSERT INTO settings(key, value) VALUES ('dimension', ?)`, fmt.Sprint(dim)); err != nil {
+			return fmt.Errorf("record dimension: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("read dimension: %w", err)
+	case stored != fmt.Sprint(dim):
+		return fmt.Errorf("%w: store holds dimension %s, opened with %d", rag.ErrDimensionMismatch, stored, dim)
+	}
+	rows, err := t.db.QueryContext(ctx, `SELECT id, doc_id, vector, meta FROM chunks`)
+	if err != nil {
+		return fmt.Errorf("load chunks: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id, doc, meta string
+			blob          []byte
+		)
+		if err := rows.Scan(&id, &doc, &blob, &meta); err != nil {
+			return fmt.Errorf("load chunks: %w", err)
+		}
+		vec, err := decodeVector(blob, dim)
+		if err != nil {
+			return fmt.Errorf("load chunk %s: %w", id, err)
+		}
+		m, err := decodeMeta(meta)
+		if err != nil {
+			return fmt.Errorf("load chunk %s: %w", id, err)
+		}
+		t.put(id, doc, vec, filterable(m), dim)
+	}
+	return rows.Err()
+}
+
+// put inserts or replaces a row of the in-memory index (caller holds t.mu).
+func (t *tenantIndex) put(id, doc string, vec []float32, filt map[string]any, dim int) {
+	if i, ok := t.pos[id]; ok {
+		t.docs[i] = doc
+		t.filt[i] = filt
+		copy(t.vecs[i*dim:(i+1)*dim], vec)
+		return
+	}
+	t.pos[id] = len(t.ids)
+	t.ids = append(t.ids, id)
+	t.docs = append(t.docs, doc)
+	t.filt = append(t.filt, filt)
+	t.vecs = append(t.vecs, vec...)
+}
+
+// remove deletes a row by moving the last row into its place (caller holds t.mu).
+func (t *tenantIndex) remove(id string, dim int) {
+	i, ok := t.pos[id]
+	if !ok {
+		return
+	}
+	last := len(t.ids) - 1
+	if i != last {
+		t.ids[i], t.docs[i], t.filt[i] = t.ids[last], t.docs[last], t.filt[last]
+		copy(t.vecs[i*dim:(i+1)*dim], t.vecs[last*dim:(last+1)*dim])
+		t.pos[t.ids[i]] = i
+	}
+	t.ids, t.docs, t.filt = t.ids[:last], t.docs[:last], t.filt[:last]
+	t.vecs = t.vecs[:last*dim]
+	delete(t.pos, id)
+}
+
+// Upsert validates every chunk first (so a bad one stores nothing), writes
+// them in one transaction, then updates the in-memory index.
+func (s *Store) Upsert(ctx context.Context, tenant string, chunks []rag.Chunk) error {
+	type row struct {
+		c    rag.Chunk
+		vec  []float32
+		meta []byte
+		filt map[string]any
+	}
+	rows := make([]row, 0, len(chunks))
+	for _, c := range chunks {
+		if c.ID == "" || c.DocID == "" {
+			return fmt.Errorf("upsert: chunk %q of doc %q: ID and DocID are required", c.ID, c.DocID)
+		}
+		if len(c.Vector) != s.dim {
+			return fmt.Errorf("upsert: chunk %s: %w: got %d, want %d", c.ID, rag.ErrDimensionMismatch, len(c.Vector), s.dim)
+		}
+		meta, err := rag.EncodeMeta(c)
+		if err != nil {
+			return fmt.Errorf("upsert: %w", err)
+		}
+		m, err := decodeMeta(string(meta))
+		if err != nil {
+			return fmt.Errorf("upsert: chunk %s: %w", c.ID, err)
+		}
+		rows = append(rows, row{c: c, vec: rag.Normalize(c.Vector), meta: meta, filt: filterable(m)})
+	}
+	t, err := s.tenant(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tx, err := t.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("upsert: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO chunks(id, doc_id, idx, text, vector, meta) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT(id) DO UPDATE SET doc_id = excluded.doc_id, idx = excluded.idx, text = excluded.text,
+		vector = excluded.vector, meta = excluded.meta`)
+	if err != nil {
+		return fmt.Errorf("upsert: prepare: %w", err)
+	}
+	defer stmt.Close()
+	for _, r := range rows {
+		if _, err := stmt.ExecContext(ctx, r.c.ID, r.c.DocID, r.c.Index, r.c.Text, encodeVector(r.vec), string(r.meta)); err != nil {
+			return fmt.Errorf("upsert chunk %s: %w", r.c.ID, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("upsert: commit: %w", err)
+	}
+	for _, r := range rows {
+		t.put(r.c.ID, r.c.DocID, r.vec, r.filt, s.dim)
+	}
+	return nil
+}
+
+// DeleteDoc removes every chunk of docID from the rows, the FTS index and
+// memory.
+func (s *Store) DeleteDoc(ctx context.Context, tenant, docID string) (int, error) {
+	t, err := s.tenant(ctx, tenant)
+	if err != nil {
+		return 0, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rows, err := t.db.QueryContext(ctx, `DELETE FROM chunks WHERE doc_id = ? RETURNING id`, docID)
+	if err != nil {
+		return 0, fmt.Errorf("delete doc %s: %w", docID, err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("delete doc %s: %w", docID, err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("delete doc %s: %w", docID, err)
+	}
+	for _, id := range ids {
+		t.remove(id, s.dim)
+	}
+	return len(ids), nil
+}
+
+// Count returns how many chunks the tenant has.
+func (s *Store) Count(ctx context.Context, tenant string) (int, error) {
+	t, err := s.tenant(ctx, tenant)
+	if err != nil {
+		return 0, err
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.ids), nil
+}
+
+// Search is exact cosine search: a dot product against every normalised
+// vector, keeping the best topK in a small sorted buffer. Large indexes are
+// scored in parallel shards.
+func (s *Store) Search(ctx context.Context, tenant string, vec []float32, topK int, filter map[string]any) ([]rag.Hit, error) {
+	if err := rag.CheckTopK(topK); err != nil {
+		return nil, err
+	}
+	if len(vec) != s.dim {
+		return nil, fmt.Errorf("search: %w: got %d, want %d", rag.ErrDimensionMismatch, len(vec), s.dim)
+	}
+	t, err := s.tenant(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	q := rag.Normalize(vec)
+	t.mu.RLock()
+	best := t.topK(q, topK, filter, s.dim, s.parallelMin)
+	ids := make([]string, len(best))
+	for i, b := range best {
+		ids[i] = t.ids[b.row]
+	}
+	t.mu.RUnlock()
+	chunks, err := t.fetch(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	hits := make([]rag.Hit, 0, len(best))
+	for i, b := range best {
+		if c, ok := chunks[ids[i]]; ok { // a concurrent delete may have removed it
+			hits = append(hits, rag.Hit{Chunk: c, Score: float64(b.score)})
+		}
+	}
+	return hits, nil
+}
+
+type scored struct {
+	row   int
+	score float32
+}
+
+// topList keeps the k best rows, sorted by descending score.
+type topList struct {
+	k     int
+	items []scored
+}
+
+func (l *topList) offer(row int, score float32) {
+	if len(l.items) == l.k && score <= l.items[len(l.items)-1].score {
+		return
+	}
+	i := len(l.items)
+	if i < l.k {
+		l.items = append(l.items, scored{})
+	} else {
+		i--
+	}
+	for i > 0 && l.items[i-1].score < score {
+		l.items[i] = l.items[i-1]
+		i--
+	}
+	l.items[i] = scored{row, score}
+}
+
+func (t *tenantIndex) topK(q []float32, k int, filter map[string]any, dim, parallelMin int) []scored {
+	n := len(t.ids)
+	scan := func(from, to int) []scored {
+		l := topList{k: k, items: make([]scored, 0, k)}
+		for i := from; i < to; i++ {
+			if len(filter) > 0 && !rag.MatchFilter(t.docs[i], t.filt[i], filter) {
+				continue
+			}
+			l.offer(i, rag.Dot(q, t.vecs[i*dim:(i+1)*dim]))
+		}
+		return l.items
+	}
+	shards := runtime.GOMAXPROCS(0)
+	if n < parallelMin || shards < 2 {
+		return scan(0, n)
+	}
+	parts := make([][]scored, shards)
+	var wg sync.WaitGroup
+	size := (n + shards - 1) / shards
+	for p := range shards {
+		from, to := p*size, min(n, (p+1)*size)
+		if from >= to {
+			continue
+		}
+		wg.Go(func() { parts[p] = scan(from, to) })
+	}
+	wg.Wait()
+	l := topList{k: k, items: make([]scored, 0, k)}
+	for _, part := range parts {
+		for _, s := range part {
+			l.offer(s.row, s.score)
+		}
+	}
+	return l.items
+}
+
+// fetch loads full chunks by ID.
+func (t *tenantIndex) fetch(ctx context.Context, ids []string) (map[string]rag.Chunk, error) {
+	out := make(map[string]rag.Chunk, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	query := `SELECT id, doc_id, idx, text, vector, meta FROM chunks WHERE id IN (?` + strings.Repeat(",?", len(ids)-1) + `)`
+	rows, err := t.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("fetch chunks: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		c, err := scanChunk(rows)
+		if err != nil {
+			return nil, err
+		}
+		out[c.ID] = c
+	}
+	return out, rows.Err()
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanChunk(r scanner, extra ...any) (rag.Chunk, error) {
+	var (
+		c    rag.Chunk
+		blob []byte
+		meta string
+	)
+	dest := append([]any{&c.ID, &c.DocID, &c.Index, &c.Text, &blob, &meta}, extra...)
+	if err := r.Scan(dest...); err != nil {
+		return c, fmt.Errorf("scan chunk: %w", err)
+	}
+	var err error
+	if c.Vector, err = decodeVector(blob, len(blob)/4); err != nil {
+		return c, fmt.Errorf("chunk %s: %w", c.ID, err)
+	}
+	if c.Meta, err = decodeMeta(meta); err != nil {
+		return c, fmt.Errorf("chunk %s: %w", c.ID, err)
+	}
+	return c, nil
+}
+
+// maxFilteredKeywordRows bounds how many BM25 matches a filtered keyword
+// search examines (the filter is applied in Go, after ranking).
+const maxFilteredKeywordRows = 5000
+
+// KeywordSearch ranks the tenant's chunks by BM25 (SQLite FTS5). The query
+// is reduced to its words, each quoted, joined with OR, so user input can
+// never be read as FTS5 syntax (NEAR, column filters, unbalanced quotes).
+// Score is the negated bm25() value, so higher is better.
+func (s *Store) KeywordSearch(ctx context.Context, tenant, query string, topK int, filter map[string]any) ([]rag.Hit, error) {
+	if err := rag.CheckTopK(topK); err != nil {
+		return nil, err
+	}
+	match := FTSQuery(query)
+	if match == "" {
+		if err := rag.ValidateTenant(tenant); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
+	t, err := s.tenant(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	limit := topK
+	if len(filter) > 0 {
+		limit = maxFilteredKeywordRows
+	}
+	rows, err := t.db.QueryContext(ctx, `SELECT c.id, c.doc_id, c.idx, c.text, c.vector, c.meta, bm25(chunks_fts)
+		FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid
+		WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?`, match, limit)
+	if err != nil {
+		return nil, fmt.Errorf("keyword search: %w", err)
+	}
+	defer rows.Close()
+	var hits []rag.Hit
+	for rows.Next() && len(hits) < topK {
+		var rank float64
+		c, err := scanChunk(rows, &rank)
+		if err != nil {
+			return nil, err
+		}
+		if len(filter) > 0 && !rag.MatchFilter(c.DocID, c.Meta, filter) {
+			continue
+		}
+		hits = append(hits, rag.Hit{Chunk: c, Score: -rank})
+	}
+	return hits, rows.Err()
+}
+
+// maxFTSTerms bounds the OR query a long question turns into.
+const maxFTSTerms = 32
+
+// FTSQuery turns free text into a safe FTS5 MATCH expression: its words
+// (letters and digits), each double-quoted, joined with OR; "" when the
+// text has no words.
+func FTSQuery(text string) string {
+	words := strings.FieldsFunc(strings.ToLower(text), func(r rune) bool {
+		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
+	})
+	seen := make(map[string]bool, len(words))
+	var terms []string
+	for _, w := range words {
+		if seen[w] || len(terms) == maxFTSTerms {
+			continue
+		}
+		seen[w] = true
+		terms = append(terms, `"`+w+`"`) // words hold no quotes, so no escaping is needed
+	}
+	return strings.Join(terms, " OR ")
+}
+
+func encodeVector(v []float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return b
+}
+
+func decodeVector(b []byte, dim int) ([]float32, error) {
+	if len(b) != 4*dim {
+		return nil, fmt.Errorf("%w: blob of %d bytes, want %d", rag.ErrDimensionMismatch, len(b), 4*dim)
+	}
+	v := make([]float32, dim)
+	for i := range v {
+		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return v, nil
+}
+
+func decodeMeta(s string) (map[string]any, error) {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return nil, fmt.Errorf("decode metadata: %w", err)
+	}
+	return m, nil
+}
+
+// filterable drops the chunk text copy from metadata kept in memory: filters
+// never match on it and it is most of the bytes.
+func filterable(m map[string]any) map[string]any {
+	delete(m, "text")
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
