@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -169,7 +168,7 @@ func serve(ctx context.Context, env config.Env) error {
 	cleanups = append(cleanups, func() { node.Stop(true); log.Info().Msg("actor cluster stopped") })
 	grains := actors.NewClient(node.Cluster(), 10*time.Second)
 
-	router := gateway.NewRouter(routerOptions(env))
+	router := gateway.NewRouter(gateway.RouterOptionsFromEnv(env))
 	metrics := observe.NewMetrics()
 	srv, err := api.New(api.Deps{
 		Env: env, Tenants: ix, Logger: log, Metrics: metrics, Version: version,
@@ -220,28 +219,6 @@ func serve(ctx context.Context, env config.Env) error {
 	_ = admin.Shutdown(drainCtx)
 	log.Info().Msg("http stopped")
 	return nil
-}
-
-func routerOptions(env config.Env) gateway.RouterOptions {
-	opts := gateway.RouterOptions{HTTPClient: &http.Client{}, CloudflareToken: env.CloudflareToken}
-	if env.OpenAIBaseURL != "" {
-		opts.Providers = append(opts.Providers, gateway.ProviderConfig{
-			Name: "openai", BaseURL: env.OpenAIBaseURL, APIKeyEnv: env.OpenAIAPIKeyEnv,
-			Models: splitList(env.OpenAIModels),
-		})
-	}
-	return opts
-}
-
-// splitList splits a comma-separated setting, dropping blanks.
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 // describeModels names the model backends for /health: the built-in local models, which are not
