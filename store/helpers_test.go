@@ -11,7 +11,7 @@ import (
 // startNATS starts an embedded NATS server with JetStream on dir and returns a JetStream context on
 // an in-process connection, plus a stop function that closes the connection and shuts the server
 // down (flushing JetStream to dir). The stop also runs at cleanup; calling it twice is safe.
-func startNATS(t *testing.T, dir string) (jetstream.JetStream, func()) {
+func startNATS(t testing.TB, dir string) (jetstream.JetStream, func()) {
 	t.Helper()
 	srv, err := natsserver.Start(natsserver.Options{StoreDir: dir})
 	if err != nil {

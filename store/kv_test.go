@@ -293,3 +293,34 @@ func TestTenantKVSurvivesRestart(t *testing.T) {
 		t.Fatalf("Get after restart = %q, %v; want dark", got, err)
 	}
 }
+
+func BenchmarkTenantKVGet(b *testing.B) {
+	js, _ := startNATS(b, b.TempDir())
+	kv, err := OpenTenantKV(b.Context(), js, BucketCache, KVOptions{AllowTTL: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := kv.Put(b.Context(), "acme", "search.abc", []byte("cached answer"), time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := kv.Get(b.Context(), "acme", "search.abc"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkTenantKVPutTTL(b *testing.B) {
+	js, _ := startNATS(b, b.TempDir())
+	kv, err := OpenTenantKV(b.Context(), js, BucketCache, KVOptions{AllowTTL: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := kv.Put(b.Context(), "acme", "search.abc", []byte("cached answer"), time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
