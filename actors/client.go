@@ -165,7 +165,7 @@ func grainErr(s string) error {
 
 // maxDeliveryAttempts bounds how often a request is re-sent after it was not delivered (dead letter:
 // the cached activation passivated or its member left).
-const maxDeliveryAttempts = 3
+const maxDeliveryAttempts = 6
 
 // request sends msg to the grain and waits for a reply of type R. It resolves the grain's PID through
 // the cluster's PID cache (one identity lookup per activation, not per request) and sends with
@@ -183,6 +183,15 @@ func request[R proto.Message](ctx context.Context, c *Client, identity, kind str
 	}
 	var lastErr error
 	for attempt := 0; attempt < maxDeliveryAttempts; attempt++ {
+		if attempt > 0 {
+			// The placement actor may not have seen the old activation's termination yet: back off
+			// briefly (1, 4, 9, 16, 25 ms) so it can, instead of resolving the same dead PID again.
+			select {
+			case <-ctx.Done():
+				return zero, ctx.Err()
+			case <-time.After(time.Duration(attempt*attempt) * time.Millisecond):
+			}
+		}
 		remaining := time.Until(deadline)
 		if remaining <= 0 {
 			break
