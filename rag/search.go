@@ -1,0 +1,212 @@
+package rag
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/crispy-enigma/crispy/gateway"
+)
+
+// ErrEmptyQuery is a query without non-space characters (400).
+var ErrEmptyQuery = errors.New("query is empty")
+
+// Search defaults (CONTRACT.md POST /search).
+const (
+	DefaultTopK = 5
+	// RewriteTimeout bounds query rewriting; after it the original query is used.
+	RewriteTimeout = time.Second
+)
+
+// QueryRewriter rewrites a search query (through the tenant's chat model);
+// optional.
+type QueryRewriter interface {
+	RewriteQuery(ctx context.Context, tenant, query string) (string, error)
+}
+
+// Query is the POST /search body.
+type Query struct {
+	Text   string
+	TopK   int            // 0 selects DefaultTopK; above MaxTopK is ErrTopKTooLarge
+	Filter map[string]any // metadata equality; string, number or bool values
+}
+
+// Source is one cited passage. ID and ChunkID are both the chunk (vector) ID
+// "<docId>:<i>"; Score is the cosine similarity of the passage to the query.
+type Source struct {
+	ID      string  `json:"id"`
+	DocID   string  `json:"docId"`
+	ChunkID string  `json:"chunkId"`
+	Title   string  `json:"title,omitempty"`
+	URL     string  `json:"url,omitempty"`
+	Source  string  `json:"source,omitempty"`
+	Text    string  `json:"text"`
+	Score   float64 `json:"score"`
+}
+
+// Answer is the POST /search data minus status and traceId, which the HTTP
+// layer adds.
+type Answer struct {
+	Answer         string   `json:"answer"`
+	Sources        []Source `json:"sources"`
+	Confidence     float64  `json:"confidence"`
+	FollowUps      []string `json:"followUps"`
+	RewrittenQuery string   `json:"rewrittenQuery"`
+	// Refused is true when the safety rule answered; such answers must not
+	// be cached (CONTRACT.md).
+	Refused bool `json:"-"`
+}
+
+// Searcher answers queries over a tenant's documents.
+type Searcher struct {
+	store          VectorStore
+	keyword        KeywordSearcher // nil: vector search only
+	embedder       gateway.EmbeddingModel
+	rewriter       QueryRewriter // nil: no rewriting
+	rewriteTimeout time.Duration
+}
+
+// SearcherOptions are the optional parts of a Searcher.
+type SearcherOptions struct {
+	// Keyword enables hybrid retrieval; when nil and store implements
+	// KeywordSearcher, the store is used.
+	Keyword KeywordSearcher
+	// Rewriter rewrites queries; nil leaves them as they are.
+	Rewriter QueryRewriter
+	// RewriteTimeout overrides RewriteTimeout (tests).
+	RewriteTimeout time.Duration
+}
+
+// NewSearcher returns a Searcher over store using embedder for queries (it
+// must be the model the documents were ingested with).
+func NewSearcher(store VectorStore, embedder gateway.EmbeddingModel, opts SearcherOptions) *Searcher {
+	kw := opts.Keyword
+	if kw == nil {
+		kw, _ = store.(KeywordSearcher)
+	}
+	timeout := opts.RewriteTimeout
+	if timeout <= 0 {
+		timeout = RewriteTimeout
+	}
+	return &Searcher{store: store, keyword: kw, embedder: embedder, rewriter: opts.Rewriter, rewriteTimeout: timeout}
+}
+
+// Search runs CONTRACT.md's pipeline: rewrite (falls back to the original on
+// error, empty output or after the timeout) → safety → embed → vector search
+// plus BM25, fused by reciprocal rank → extractive answer citing [n] →
+// confidence (mean of the top 3 vector similarities) → follow-ups. Caching
+// is the caller's (key on RewrittenQuery; skip Refused answers).
+//
+// Errors: ErrEmptyQuery, ErrTopKTooLarge, ErrInvalidTenant (400);
+// ErrEmbedding (502); others are store failures (500).
+func (s *Searcher) Search(ctx context.Context, tenant string, q Query) (Answer, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return Answer{}, err
+	}
+	text := strings.TrimSpace(q.Text)
+	if text == "" {
+		return Answer{}, ErrEmptyQuery
+	}
+	topK := q.TopK
+	if topK == 0 {
+		topK = DefaultTopK
+	}
+	if err := CheckTopK(topK); err != nil {
+		return Answer{}, err
+	}
+	rewritten := s.rewrite(ctx, tenant, text)
+	if IsSelfHarm(text) || IsSelfHarm(rewritten) {
+		return Answer{Answer: RefusalAnswer, Sources: []Source{}, Confidence: 0, FollowUps: []string{}, RewrittenQuery: rewritten, Refused: true}, nil
+	}
+	vecs, err := s.embedder.Embed(ctx, []string{rewritten})
+	if err != nil {
+		return Answer{}, fmt.Errorf("search: %w: %w", ErrEmbedding, err)
+	}
+	if len(vecs) != 1 {
+		return Answer{}, fmt.Errorf("search: %w: model returned %d vectors for 1 text", ErrEmbedding, len(vecs))
+	}
+	qvec := vecs[0]
+	// Fetch the maximum from each side so fusion has candidates to reorder.
+	vectorHits, err := s.store.Search(ctx, tenant, qvec, MaxTopK, q.Filter)
+	if err != nil {
+		return Answer{}, fmt.Errorf("search: vector search: %w", err)
+	}
+	var keywordHits []Hit
+	if s.keyword != nil {
+		if keywordHits, err = s.keyword.KeywordSearch(ctx, tenant, rewritten, MaxTopK, q.Filter); err != nil {
+			return Answer{}, fmt.Errorf("search: keyword search: %w", err)
+		}
+	}
+	fused := FuseRRF(RRFK, vectorHits, keywordHits)
+	if len(fused) > topK {
+		fused = fused[:topK]
+	}
+	qn := Normalize(qvec)
+	sources := make([]Source, len(fused))
+	headings := make([]string, len(fused))
+	for i, f := range fused {
+		score := f.VectorScore
+		if f.VectorRank == 0 && len(f.Chunk.Vector) == len(qn) {
+			// A keyword-only hit: its similarity is still defined.
+			score = float64(Dot(qn, Normalize(f.Chunk.Vector)))
+		}
+		sources[i] = Source{
+			ID: f.Chunk.ID, DocID: f.Chunk.DocID, ChunkID: f.Chunk.ID,
+			Title: metaString(f.Chunk.Meta, "title"), URL: metaString(f.Chunk.Meta, "url"),
+			Source: metaString(f.Chunk.Meta, "source"), Text: f.Chunk.Text, Score: clamp01(score),
+		}
+		headings[i] = metaString(f.Chunk.Meta, "headingPath")
+	}
+	answer, ok := ExtractiveAnswer(text+" "+rewritten, sources)
+	if !ok {
+		// No passage shares a term with the question: say so, cite nothing.
+		return Answer{Answer: answer, Sources: []Source{}, Confidence: 0, FollowUps: []string{}, RewrittenQuery: rewritten}, nil
+	}
+	sims := make([]float64, len(vectorHits))
+	for i, h := range vectorHits {
+		sims[i] = h.Score
+	}
+	return Answer{
+		Answer:         answer,
+		Sources:        sources,
+		Confidence:     Confidence(sims),
+		FollowUps:      FollowUps(text, sources, headings),
+		RewrittenQuery: rewritten,
+	}, nil
+}
+
+// rewrite asks the rewriter with a deadline and falls back to the original
+// query on error, empty output or timeout — also when the rewriter ignores
+// its context, since the result is awaited in a select.
+func (s *Searcher) rewrite(ctx context.Context, tenant, query string) string {
+	if s.rewriter == nil {
+		return query
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.rewriteTimeout)
+	defer cancel()
+	type result struct {
+		text string
+		err  error
+	}
+	done := make(chan result, 1) // buffered: a late rewriter does not block forever
+	go func() {
+		text, err := s.rewriter.RewriteQuery(ctx, tenant, query)
+		done <- result{text, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil || strings.TrimSpace(r.text) == "" {
+			return query
+		}
+		return strings.TrimSpace(r.text)
+	case <-ctx.Done():
+		return query
+	}
+}
+
+func metaString(m map[string]any, k string) string {
+	s, _ := m[k].(string)
+	return s
+}
