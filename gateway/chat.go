@@ -7,10 +7,13 @@ import (
 	"unicode/utf8"
 )
 
-// Message is one chat turn sent to a model. Role is "system", "user" or "assistant".
+// Message is one chat turn sent to a model. Role is "system", "user", "assistant" or "tool". An
+// assistant turn may carry the ToolCalls it asked for; a "tool" turn answers the call ToolCallID.
 type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role       string     `json:"role"`
+	Content    string     `json:"content"`
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string     `json:"tool_call_id,omitempty"`
 }
 
 // RequestMeta identifies who a model call is for. It never reaches the model itself: providers use it
@@ -32,6 +35,9 @@ type ChatRequest struct {
 	MaxTokens   int
 	Temperature *float64
 	Meta        RequestMeta
+	// Tools are offered to the model (OpenAI `tools`); a stream that implements ToolCallStream reports
+	// the calls it asked for. Models that cannot call tools ignore them.
+	Tools []ToolSpec
 }
 
 // Usage counts a call's tokens. Estimated is true when the provider reported none and the counts come

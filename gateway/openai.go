@@ -99,6 +99,7 @@ type chatCompletionRequest struct {
 	StreamOptions *streamOptions `json:"stream_options,omitempty"`
 	MaxTokens     int            `json:"max_tokens,omitempty"`
 	Temperature   *float64       `json:"temperature,omitempty"`
+	Tools         []ToolSpec     `json:"tools,omitempty"`
 }
 
 type streamOptions struct {
@@ -115,10 +116,12 @@ type usageJSON struct {
 type chatChunk struct {
 	Choices []struct {
 		Delta struct {
-			Content string `json:"content"`
+			Content   string          `json:"content"`
+			ToolCalls []toolCallDelta `json:"tool_calls"`
 		} `json:"delta"`
 		Message struct {
-			Content string `json:"content"`
+			Content   string     `json:"content"`
+			ToolCalls []ToolCall `json:"tool_calls"`
 		} `json:"message"`
 		FinishReason string `json:"finish_reason"` // null leaves it empty
 	} `json:"choices"`
@@ -136,6 +139,7 @@ func openChatCompletions(ctx context.Context, client *http.Client, provider, end
 		StreamOptions: &streamOptions{IncludeUsage: true},
 		MaxTokens:     req.MaxTokens,
 		Temperature:   req.Temperature,
+		Tools:         req.Tools,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encode chat request: %w", err)
@@ -207,6 +211,7 @@ type openAIStream struct {
 	done     bool // io.EOF was returned
 	closed   sync.Once
 	chunk    chatChunk
+	calls    toolCallAccumulator
 }
 
 func (s *openAIStream) Model() string { return s.model }
@@ -279,6 +284,7 @@ func (s *openAIStream) Next(ctx context.Context) (string, error) {
 			}
 			if i == 0 {
 				delta = c.Delta.Content
+				s.outRunes += s.calls.add(c.Delta.ToolCalls)
 			}
 		}
 		if delta != "" {
@@ -300,6 +306,9 @@ func (s *openAIStream) nextWhole() (string, error) {
 		return "", s.upstream(0, false, "malformed completion: "+trimMessage(err.Error()), err)
 	}
 	s.usage = c.Usage
+	if len(c.Choices) > 0 {
+		s.calls.calls = c.Choices[0].Message.ToolCalls
+	}
 	if len(c.Choices) == 0 || c.Choices[0].Message.Content == "" {
 		return "", io.EOF
 	}
