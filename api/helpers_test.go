@@ -67,6 +67,7 @@ type testServerOpts struct {
 	tenants []string // extra tenant JSON
 	models  gateway.RouterOptions
 	noChat  bool
+	now     func() time.Time // the server's clock (Deps.Now); nil = time.Now
 }
 
 type testServer struct {
@@ -90,7 +91,7 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 	}
 	deps := Deps{
 		Env: env, Tenants: testTenants(t, o.tenants...), Logger: zerolog.Nop(), Metrics: observe.NewMetrics(),
-		Version:    "test",
+		Version: "test", Now: o.now,
 		Components: []Component{{Name: "nats", Check: func(context.Context) (string, error) { return "ok", nil }}},
 	}
 	ts := &testServer{metrics: deps.Metrics}
