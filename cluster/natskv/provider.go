@@ -38,8 +38,16 @@ const (
 // misses it anyway is covered by the reconcile pass. The server requires at least one second.
 const minMarkerTTL = time.Minute
 
-// opTimeout bounds each NATS call made outside the heartbeat loop (bucket setup, final delete).
+// opTimeout bounds each NATS call made outside the heartbeat loop (the final delete, a watcher
+// restart).
 const opTimeout = 5 * time.Second
+
+// setupTimeout bounds StartMember and StartClient. It is long enough for a NATS cluster whose servers
+// start together to elect a JetStream leader: bucket creation is retried until then.
+const setupTimeout = 20 * time.Second
+
+// setupRetry is the pause between attempts to create the bucket.
+const setupRetry = 250 * time.Millisecond
 
 // Options configure a Provider. Zero values take the documented defaults.
 type Options struct {
@@ -153,9 +161,9 @@ func (p *Provider) start(c *cluster.Cluster, self *record) error {
 		}
 	}
 
-	setupCtx, cancelSetup := context.WithTimeout(context.Background(), opTimeout)
+	setupCtx, cancelSetup := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancelSetup()
-	kv, err := p.openBucket(setupCtx)
+	kv, err := p.openBucketRetry(setupCtx)
 	if err != nil {
 		return err
 	}
@@ -225,6 +233,23 @@ func (p *Provider) Shutdown(graceful bool) error {
 	}
 	p.log.Info().Str("key", p.selfKey).Msg("cluster member deregistered")
 	return nil
+}
+
+// openBucketRetry calls openBucket until it succeeds or ctx ends: right after a NATS cluster starts,
+// JetStream has no leader yet and refuses to create streams for a moment.
+func (p *Provider) openBucketRetry(ctx context.Context) (jetstream.KeyValue, error) {
+	for {
+		kv, err := p.openBucket(ctx)
+		if err == nil {
+			return kv, nil
+		}
+		p.log.Debug().Err(err).Msg("membership bucket not available yet; retrying")
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(setupRetry):
+		}
+	}
 }
 
 // openBucket creates the bucket or brings an existing one to this configuration.

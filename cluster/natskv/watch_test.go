@@ -132,6 +132,13 @@ func TestWatchDropsExpiredMember(t *testing.T) {
 			p := New(js, Options{TTL: time.Second, noMarkers: tt.noMarkers})
 			rec := newRecorder()
 			w := startWatch(t, p, &record{ID: "s"}, rec)
+			st, err := w.kv.Status(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hasMarkers := st.LimitMarkerTTL() > 0; hasMarkers == tt.noMarkers {
+				t.Fatalf("bucket LimitMarkerTTL = %v; this case needs markers = %v", st.LimitMarkerTTL(), !tt.noMarkers)
+			}
 			put(t, w.kv, "x")
 			rec.until(t, "s", "x")
 			rec.until(t, "s") // x never refreshes its key
