@@ -85,13 +85,8 @@ func (s *Server) validateChat(req *chatRequest) error {
 		return errInvalidRequest("maxTokens: must be between 1 and 32768")
 	case utf8.RuneCountInString(req.System) > maxMessageChars:
 		return errInvalidRequest("system: must be at most %d characters", maxMessageChars)
-	case req.ToolName != nil:
-		// Tools arrive with their own issue; until then the field is refused, not ignored.
-		return errInvalidRequest("tool_name: tools in chat are not available on this server yet")
-	case req.ToolParams != nil:
-		return errInvalidRequest("tool_params: tools in chat are not available on this server yet")
 	}
-	return nil
+	return s.validateChatTool(req) // chat_tools.go
 }
 
 // selectModels applies CONTRACT.md's model selection: request > MODEL_ID > tenant, the allow-list
@@ -153,6 +148,10 @@ func (s *Server) postChat(c echo.Context) error {
 		return err
 	}
 
+	tl, err := s.startChatTools(c, &req, sessionID) // chat_tools.go: runs tool_name first
+	if err != nil {
+		return err
+	}
 	ctx := c.Request().Context()
 	ret := retentionOf(t)
 	history, err := s.chat.Sessions.History(ctx, t.TenantID, sessionID, ret, 0, time.Time{})
@@ -163,13 +162,14 @@ func (s *Server) postChat(c echo.Context) error {
 	if req.System != "" {
 		msgs = append(msgs, gateway.Message{Role: "system", Content: req.System})
 	}
+	msgs = append(msgs, tl.messages()...)
 	for _, m := range history {
 		msgs = append(msgs, gateway.Message{Role: m.Role, Content: m.Content})
 	}
 	msgs = append(msgs, gateway.Message{Role: "user", Content: *req.Message})
 
 	started := s.now()
-	stream, err := s.chat.Models.Open(ctx, gateway.ChatRequest{
+	stream, err := tl.open(ctx, s.chat.Models, gateway.ChatRequest{
 		Model: primary, Messages: msgs, MaxTokens: req.MaxTokens,
 		Meta: gateway.RequestMeta{
 			TenantID: t.TenantID, AccountID: t.AccountID, GatewayID: t.AIGatewayID,
@@ -184,6 +184,7 @@ func (s *Server) postChat(c echo.Context) error {
 
 	ex := exchange{
 		tenant: t, sessionID: sessionID, user: *req.Message, started: started, stream: stream, ret: ret,
+		tools: tl,
 	}
 	if req.Stream == nil || *req.Stream {
 		return s.streamChat(c, &ex)
@@ -200,6 +201,7 @@ type exchange struct {
 	stream    gateway.ChatStream
 	ret       actors.Retention
 	reply     strings.Builder
+	tools     *chatTools // tool events to report before the tokens; nil without tools
 }
 
 // store appends the user message and the complete reply in one grain request, after the reply is
@@ -261,6 +263,7 @@ func (s *Server) streamChat(c echo.Context, ex *exchange) error {
 	c.Response().WriteHeader(http.StatusOK)
 
 	w := newSSEWriter(c.Response(), tokenFrame{SessionID: ex.sessionID, Role: "assistant", TenantID: t.TenantID, TraceID: traceID(c)})
+	ex.tools.writeEvents(w)
 	for {
 		tok, err := ex.stream.Next(ctx)
 		if errors.Is(err, io.EOF) {

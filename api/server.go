@@ -33,7 +33,9 @@ type Deps struct {
 	Components []Component
 	Now        func() time.Time
 
-	Chat *ChatDeps // nil: chat routes answer 503 unavailable
+	Chat   *ChatDeps   // nil: chat routes answer 503 unavailable
+	Tools  *ToolsDeps  // nil: /schema/tools and /tools/execute are not registered; tool_name in /chat is refused
+	Speech *SpeechDeps // nil: /tts and /tts/voices are not registered
 }
 
 // Server is the tenant-facing HTTP server.
@@ -48,6 +50,8 @@ type Server struct {
 	started  time.Time
 	echo     *echo.Echo
 	chat     *ChatDeps
+	tools    *ToolsDeps
+	speech   *SpeechDeps
 	inflight atomic.Int64 // requests being served, reported when shutdown runs out of time
 }
 
@@ -62,10 +66,15 @@ func New(d Deps) (*Server, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	if (d.Tools != nil && (d.Tools.Registry == nil || d.Tools.Limiter == nil)) ||
+		(d.Speech != nil && (d.Speech.Router == nil || d.Speech.Limiter == nil)) {
+		return nil, errors.New("api: Deps.Tools and Deps.Speech need both their service and a Limiter")
+	}
 	s := &Server{
 		env: d.Env, log: d.Logger, metrics: d.Metrics, version: d.Version, comps: d.Components,
 		now: d.Now, started: d.Now(), chat: d.Chat,
 	}
+	s.tools, s.speech = d.Tools, d.Speech
 	s.tenants.Store(d.Tenants)
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -87,6 +96,12 @@ func (s *Server) routes(e *echo.Echo) {
 	e.HEAD("/health", s.health)
 	if s.chat != nil {
 		s.chatRoutes(e)
+	}
+	if s.tools != nil {
+		s.toolRoutes(e)
+	}
+	if s.speech != nil {
+		s.ttsRoutes(e)
 	}
 }
 

@@ -18,6 +18,10 @@ type Metrics struct {
 	ModelCalls  *prometheus.CounterVec // tenant, model, outcome
 	ModelTokens *prometheus.CounterVec // tenant, model, direction
 	ModelTTFT   *prometheus.HistogramVec
+
+	ToolExecutions *prometheus.CounterVec // tenant, tool, outcome
+	TTSCharacters  *prometheus.CounterVec // tenant
+	TTSRequests    *prometheus.CounterVec // tenant, format, outcome
 }
 
 // NewMetrics creates and registers the collectors, plus the Go runtime and process collectors.
@@ -56,7 +60,20 @@ func NewMetrics() *Metrics {
 			Help:    "Time from request start to the model's first token.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"model"}),
+		ToolExecutions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crispy_tool_executions_total",
+			Help: "Tool executions, by tenant, tool and outcome (ok, failed, or the dispatch error code).",
+		}, []string{"tenant", "tool", "outcome"}),
+		TTSCharacters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crispy_tts_characters_total",
+			Help: "Characters synthesized by POST /tts, by tenant (usage).",
+		}, []string{"tenant"}),
+		TTSRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "crispy_tts_requests_total",
+			Help: "Speech syntheses, by tenant, format and outcome (ok, error).",
+		}, []string{"tenant", "format", "outcome"}),
 	}
 	reg.MustRegister(m.HTTPRequests, m.HTTPDuration, m.HTTPInFlight, m.RateLimited, m.ModelCalls, m.ModelTokens, m.ModelTTFT)
+	reg.MustRegister(m.ToolExecutions, m.TTSCharacters, m.TTSRequests)
 	return m
 }

@@ -1,0 +1,154 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/gateway/speech"
+)
+
+// SpeechRouter picks a tenant's synthesizer (speech.Router).
+type SpeechRouter interface {
+	For(tenant *config.TenantConfig) (s speech.Synthesizer, ok bool)
+}
+
+var _ SpeechRouter = (*speech.Router)(nil)
+
+// SpeechDeps are the /tts routes' dependencies. Limiter is required: /tts is rate limited
+// (CONTRACT.md "Rate limits", ours).
+type SpeechDeps struct {
+	Router  SpeechRouter
+	Limiter RateLimiter
+}
+
+func (s *Server) ttsRoutes(e *echo.Echo) {
+	e.POST("/tts", s.postTTS)
+	e.GET("/tts/voices", s.getVoices)
+}
+
+// ttsRequest is CONTRACT.md's POST /tts body. Pointers tell "absent" from "zero".
+type ttsRequest struct {
+	Text      *string  `json:"text"`
+	Voice     string   `json:"voice"`
+	Format    *string  `json:"format"`
+	Streaming bool     `json:"streaming"`
+	Speed     *float64 `json:"speed"`
+}
+
+func validateTTS(req *ttsRequest) (speech.Request, error) {
+	out := speech.Request{Voice: req.Voice, Format: speech.FormatMP3}
+	switch {
+	case req.Text == nil:
+		return out, errInvalidRequest("text: required")
+	case strings.TrimSpace(*req.Text) == "":
+		return out, errInvalidRequest("text: must not be empty")
+	case utf8.RuneCountInString(*req.Text) > speech.MaxTextChars:
+		return out, errInvalidRequest("text: must be at most %d characters", speech.MaxTextChars)
+	case len(req.Voice) > 128:
+		return out, errInvalidRequest("voice: must be at most 128 characters")
+	}
+	out.Text = *req.Text
+	if req.Format != nil {
+		switch *req.Format {
+		case speech.FormatMP3, speech.FormatWAV, speech.FormatOpus:
+			out.Format = *req.Format
+		default:
+			return out, errInvalidRequest("format: must be one of mp3, wav, opus")
+		}
+	}
+	if req.Speed != nil {
+		if *req.Speed < speech.MinSpeed || *req.Speed > speech.MaxSpeed {
+			return out, errInvalidRequest("speed: must be between %g and %g", speech.MinSpeed, speech.MaxSpeed)
+		}
+		out.Speed = *req.Speed
+	}
+	return speech.Normalize(out) // the provider's own limits, should they ever be tighter
+}
+
+// ttsEnabled is CONTRACT.md's gate: featureFlags.tts_enabled must be true (absent is off).
+func ttsEnabled(c echo.Context) error {
+	if !tenantOf(c).Flag("tts_enabled") {
+		return NewError(http.StatusForbidden, CodeTTSNotEnabled, "text-to-speech is not enabled for this tenant")
+	}
+	return nil
+}
+
+// postTTS answers with the audio itself, not an envelope (CONTRACT.md: binary answers are the
+// exception); failures are enveloped as everywhere.
+func (s *Server) postTTS(c echo.Context) error {
+	if err := ttsEnabled(c); err != nil {
+		return err
+	}
+	var body ttsRequest
+	if err := decodeJSON(c, &body); err != nil {
+		return err
+	}
+	req, err := validateTTS(&body)
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return e
+		}
+		return Wrap(http.StatusBadRequest, CodeInvalidRequest, strings.TrimPrefix(err.Error(), speech.ErrInvalidRequest.Error()+": "), err)
+	}
+	if err := s.checkRateLimit(c, s.speech.Limiter, ""); err != nil {
+		return err
+	}
+	t := tenantOf(c)
+	synth, served := s.speech.Router.For(t)
+	if !served {
+		s.log.Warn().Str("tenantId", t.TenantID).Str("traceId", traceID(c)).Str("model", t.AIModels.TTS).
+			Msg("aiModels.tts is not served by any provider: using espeak-ng")
+	}
+	// streaming is accepted for the original's clients; the clip is synthesized whole and then sent.
+	audio, err := synth.Synthesize(c.Request().Context(), req)
+	if err != nil {
+		s.metrics.TTSRequests.WithLabelValues(t.TenantID, req.Format, "error").Inc()
+		if errors.Is(err, speech.ErrInvalidRequest) {
+			return Wrap(http.StatusBadRequest, CodeInvalidRequest, ttsClientMessage(err), err)
+		}
+		return Wrap(http.StatusInternalServerError, CodeTTSError, "speech synthesis failed", err)
+	}
+	s.metrics.TTSRequests.WithLabelValues(t.TenantID, req.Format, "ok").Inc()
+	s.metrics.TTSCharacters.WithLabelValues(t.TenantID).Add(float64(audio.Characters))
+	h := c.Response().Header()
+	h.Set("x-tts-characters", strconv.Itoa(audio.Characters))
+	if audio.Duration > 0 {
+		h.Set("x-audio-duration-ms", strconv.FormatInt(audio.Duration.Milliseconds(), 10))
+	}
+	ct := audio.ContentType
+	if ct == "" {
+		ct = speech.ContentType(req.Format)
+	}
+	return c.Blob(http.StatusOK, ct, audio.Data)
+}
+
+// ttsClientMessage is the message of an invalid speech request; the speech package's errors name
+// the field and hold no internals (e.g. `unknown voice "xx"`).
+func ttsClientMessage(err error) string {
+	if errors.Is(err, speech.ErrUnknownVoice) {
+		return "voice: unknown voice (GET /tts/voices lists them)"
+	}
+	return "invalid speech request"
+}
+
+func (s *Server) getVoices(c echo.Context) error {
+	if err := ttsEnabled(c); err != nil {
+		return err
+	}
+	synth, _ := s.speech.Router.For(tenantOf(c))
+	voices, err := synth.Voices(c.Request().Context())
+	if err != nil {
+		return Wrap(http.StatusInternalServerError, CodeTTSError, "could not list voices", err)
+	}
+	if voices == nil {
+		voices = []speech.Voice{}
+	}
+	return ok(c, http.StatusOK, map[string]any{"voices": voices})
+}
