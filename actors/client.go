@@ -205,7 +205,7 @@ func request[R proto.Message](ctx context.Context, c *Client, identity, kind str
 			}
 			c.c.PidCache.Set(identity, kind, pid)
 		}
-		res, err := wait(ctx, c.c.ActorSystem.Root.RequestFuture(pid, msg, remaining))
+		res, err := wait(ctx, c.c.ActorSystem, c.c.ActorSystem.Root.RequestFuture(pid, msg, remaining))
 		if err == nil {
 			typed, ok := res.(R)
 			if !ok {
@@ -232,22 +232,23 @@ func request[R proto.Message](ctx context.Context, c *Client, identity, kind str
 	return zero, fmt.Errorf("%s %s: not delivered: %w", kind, identity, lastErr)
 }
 
-// wait waits for the future, or for ctx to be cancelled (the future then times out on its own).
-func wait(ctx context.Context, f *actor.Future) (any, error) {
+// wait waits for the future, or for ctx to end: then it stops the future (no goroutine per request,
+// which matters on the hot path) and returns ctx's error.
+func wait(ctx context.Context, system *actor.ActorSystem, f *actor.Future) (any, error) {
 	if ctx.Done() == nil {
 		return f.Result()
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = f.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return f.Result()
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	stop := context.AfterFunc(ctx, func() { system.Root.Stop(f.PID()) })
+	res, err := f.Result()
+	stop()
+	if res == nil && err == nil {
+		// A stopped future resolves with neither a result nor an error.
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, errors.New("empty reply")
 	}
+	return res, err
 }
 
 // EnsureStreams creates or updates the CHAT stream: subjects chat.>, file storage, the given replicas,

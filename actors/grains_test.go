@@ -2,6 +2,8 @@ package actors
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -276,4 +278,15 @@ func TestChatSessionRetention(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestWaitReturnsWhenContextIsCancelled(t *testing.T) {
+	system := actor.NewActorSystem()
+	silent := system.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {})) // never replies
+	ctx, cancel := context.WithCancel(context.Background())
+	f := system.Root.RequestFuture(silent, &pb.ClearRequest{}, time.Hour)
+	cancel()
+	if _, err := wait(ctx, system, f); !errors.Is(err, context.Canceled) {
+		t.Fatalf("wait after cancel: %v, want context.Canceled", err)
+	}
 }

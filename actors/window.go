@@ -1,5 +1,7 @@
 package actors
 
+import "sort"
+
 // limits are the rate limits of one decision, in milliseconds (CONTRACT.md "Rate limits").
 type limits struct {
 	perWindow   int   // perMinute: requests admitted per window
@@ -86,26 +88,23 @@ func freesAt(ts []int64, limit int, window int64) int64 {
 }
 
 // since returns the admitted timestamps t with t > cutoff, oldest first (a subslice, not a copy).
+// Binary search: a large limit (thousands per window) must not make every decision linear.
 func (w *slidingWindow) since(cutoff int64) []int64 {
-	// Entries are few (≤ the limit) and recent ones are at the end: scan from the back.
-	i := len(w.admitted)
-	for i > 0 && w.admitted[i-1] > cutoff {
-		i--
-	}
+	i := sort.Search(len(w.admitted), func(i int) bool { return w.admitted[i] > cutoff })
 	return w.admitted[i:]
 }
 
-// prune drops timestamps t ≤ cutoff, reusing the backing array.
+// prune drops timestamps t ≤ cutoff. It reslices, and compacts into the backing array only once
+// half of it is dead, so pruning is amortised O(1) per admitted request.
 func (w *slidingWindow) prune(cutoff int64) {
-	i := 0
-	for i < len(w.admitted) && w.admitted[i] <= cutoff {
-		i++
-	}
+	i := sort.Search(len(w.admitted), func(i int) bool { return w.admitted[i] > cutoff })
 	if i == 0 {
 		return
 	}
-	n := copy(w.admitted, w.admitted[i:])
-	w.admitted = w.admitted[:n]
+	w.admitted = w.admitted[i:]
+	if len(w.admitted) < cap(w.admitted)/2 {
+		w.admitted = append(make([]int64, 0, max(8, 2*len(w.admitted))), w.admitted...)
+	}
 }
 
 // empty reports whether no admitted request is still relevant at now.
