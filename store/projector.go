@@ -99,6 +99,12 @@ func (p *Projector) Stop() {
 	cc.Stop()
 	cancel()
 	p.inflight.Wait()
+	// Wait until the subscription is gone, so a restarted projector on the same durable is the only
+	// one receiving (bounded: Closed depends on the connection still being up).
+	select {
+	case <-cc.Closed():
+	case <-time.After(5 * time.Second):
+	}
 }
 
 func (p *Projector) report(err error) {
@@ -111,7 +117,10 @@ func (p *Projector) handle(ctx context.Context, msg jetstream.Msg) {
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
-		return // not acked: redelivered after restart
+		// Delivered between Stop and the unsubscribe: hand it back at once rather than leaving it
+		// to the ack wait (30 s), so a restarted projector gets it without delay.
+		_ = msg.Nak()
+		return
 	}
 	p.inflight.Add(1)
 	p.mu.Unlock()
