@@ -182,11 +182,11 @@ func Normalize(v []float32) []float32 {
 	return out
 }
 
-// Dot is the inner product, unrolled by four: it is the inner loop of exact
-// search.
-func Dot(a, b []float32) float32 {
-	n := min(len(a), len(b))
-	a, b = a[:n], b[:n]
+// dotGeneric is the portable inner product, unrolled by four with
+// independent accumulators; a and b have equal length.
+func dotGeneric(a, b []float32) float32 {
+	n := len(a)
+	b = b[:n]
 	var s0, s1, s2, s3 float32
 	i := 0
 	for ; i+4 <= n; i += 4 {

@@ -1,0 +1,102 @@
+package embedded
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/crispy-enigma/crispy/rag"
+)
+
+const benchDim = 384
+
+func randomVec(r *rand.Rand) []float32 {
+	v := make([]float32, benchDim)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+// fill upserts n random chunks in batches, as ingest does.
+func fill(b *testing.B, s *Store, tenant string, n int) {
+	b.Helper()
+	r := rand.New(rand.NewPCG(1, 2))
+	ctx := context.Background()
+	const batch = 1000
+	for start := 0; start < n; start += batch {
+		chunks := make([]rag.Chunk, 0, batch)
+		for i := start; i < min(n, start+batch); i++ {
+			doc := fmt.Sprintf("doc-%d", i/10)
+			id := rag.ChunkID(doc, i%10)
+			chunks = append(chunks, rag.Chunk{ID: id, DocID: doc, Index: i % 10, Text: "chunk text number " + id,
+				Vector: randomVec(r), Meta: map[string]any{"docId": doc, "chunkId": id, "source": "bench"}})
+		}
+		if err := s.Upsert(ctx, tenant, chunks); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSearch reports p50/p99 latency of exact top-10 search.
+func BenchmarkSearch(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("chunks=%d", n), func(b *testing.B) {
+			s, err := Open(b.TempDir(), Options{Dimension: benchDim})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			fill(b, s, "bench", n)
+			r := rand.New(rand.NewPCG(3, 4))
+			queries := make([][]float32, 64)
+			for i := range queries {
+				queries[i] = randomVec(r)
+			}
+			ctx := context.Background()
+			var lat []time.Duration
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				start := time.Now()
+				hits, err := s.Search(ctx, "bench", queries[i%len(queries)], 10, nil)
+				lat = append(lat, time.Since(start))
+				if err != nil || len(hits) != 10 {
+					b.Fatalf("%d hits, %v", len(hits), err)
+				}
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
+}
+
+// BenchmarkUpsert measures store writes in ingest-sized batches (chunks/s).
+func BenchmarkUpsert(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{Dimension: benchDim})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	r := rand.New(rand.NewPCG(5, 6))
+	ctx := context.Background()
+	const batch = 100
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		chunks := make([]rag.Chunk, batch)
+		for i := range chunks {
+			doc := fmt.Sprintf("doc-%d", n)
+			chunks[i] = rag.Chunk{ID: rag.ChunkID(doc, i), DocID: doc, Index: i, Text: "some chunk text to index", Vector: randomVec(r), Meta: map[string]any{"docId": doc}}
+		}
+		n++
+		if err := s.Upsert(ctx, "bench", chunks); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "chunks/s")
+}
