@@ -135,7 +135,9 @@ func (s *Searcher) Search(ctx context.Context, tenant string, q Query) (Answer, 
 	}
 	var keywordHits []Hit
 	if s.keyword != nil {
-		if keywordHits, err = s.keyword.KeywordSearch(ctx, tenant, rewritten, MaxTopK, q.Filter); err != nil {
+		// Stopwords match nearly every chunk; BM25 gets the content words.
+		kwQuery := strings.Join(QueryTerms(rewritten), " ")
+		if keywordHits, err = s.keyword.KeywordSearch(ctx, tenant, kwQuery, MaxTopK, q.Filter); err != nil {
 			return Answer{}, fmt.Errorf("search: keyword search: %w", err)
 		}
 	}
