@@ -1,0 +1,74 @@
+package milvus
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+)
+
+// Milvus names (collections, partitions) are letters, digits and '_', must
+// not start with a digit, and are at most 255 characters.
+const maxNameLen = 255
+
+// CollectionName derives the collection for an embedding model and
+// dimension: "crispy_" + the model ID with every run of other characters
+// folded to '_' (readable, but lossy: "a-b" and "a_b" fold alike), the
+// dimension, and 12 hex digits of the model ID's SHA-256, which keeps two
+// models that fold alike apart. Open also stores the exact model ID as the
+// collection's description and refuses a collection made for another model.
+//
+//	CollectionName("local/hash-embed", 384) == "crispy_local_hash_embed_384_<hash>"
+func CollectionName(model string, dim int) string {
+	sum := sha256.Sum256([]byte(model))
+	var b strings.Builder
+	b.WriteString("crispy_")
+	lastUnderscore := true
+	for _, c := range strings.ToLower(model) {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			b.WriteRune(c)
+			lastUnderscore = false
+		} else if !lastUnderscore {
+			b.WriteByte('_')
+			lastUnderscore = true
+		}
+		if b.Len() >= 96 { // room for the suffix under maxNameLen
+			break
+		}
+	}
+	if !lastUnderscore {
+		b.WriteByte('_')
+	}
+	fmt.Fprintf(&b, "%d_%s", dim, hex.EncodeToString(sum[:6]))
+	return b.String()
+}
+
+// PartitionName maps a tenant's vectorizeNamespace ([A-Za-z0-9_-]{1,64},
+// config.parse) onto Milvus's partition alphabet injectively: "t_" then the
+// namespace with letters and digits kept, '_' written "__" and '-' written
+// "_h". The codes form a prefix-free set, so two namespaces never share a
+// partition ("a_-b" → "t_a___hb", "a-_b" → "t_a_h__b"); the plain "'-' → '_'"
+// folding would merge "a-b" with "a_b".
+//
+//	PartitionName("acme-docs") == "t_acme_hdocs"
+func PartitionName(namespace string) (string, error) {
+	if namespace == "" || len(namespace) > 64 {
+		return "", fmt.Errorf("vectorizeNamespace %q: must be 1-64 characters", namespace)
+	}
+	var b strings.Builder
+	b.Grow(2 + 2*len(namespace))
+	b.WriteString("t_")
+	for i := 0; i < len(namespace); i++ {
+		switch c := namespace[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			b.WriteByte(c)
+		case c == '_':
+			b.WriteString("__")
+		case c == '-':
+			b.WriteString("_h")
+		default:
+			return "", fmt.Errorf("vectorizeNamespace %q: only letters, digits, '-' and '_' are allowed", namespace)
+		}
+	}
+	return b.String(), nil
+}
