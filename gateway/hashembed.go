@@ -55,6 +55,11 @@ func NewHashEmbedder(dim int) *HashEmbedder {
 // ID returns "local/hash-embed".
 func (h *HashEmbedder) ID() string { return HashEmbedID }
 
+// Lexical reports that this embedder matches words, not meaning: callers
+// may embed only a query's content words (stopwords dilute lexical vectors
+// but carry meaning for neural models).
+func (h *HashEmbedder) Lexical() bool { return true }
+
 // Dimension returns the vector length.
 func (h *HashEmbedder) Dimension() int { return h.dim }
 
