@@ -80,8 +80,10 @@ var reservedMeta = map[string]bool{
 // document had (DeleteDoc then Upsert), so re-ingesting a docId with fewer
 // chunks leaves none of the old ones. Everything that can fail on the
 // document itself (parsing, embedding) happens before the delete, so a
-// failed re-ingest leaves the previous version in place; only a store
-// failure between the delete and the upsert can leave the document missing.
+// failed re-ingest leaves the previous version in place. A store that
+// implements DocReplacer (the embedded one) swaps the versions atomically;
+// otherwise a store failure between the delete and the upsert can leave the
+// document missing.
 //
 // Errors: ErrInvalidDocument, ErrEmptyDocument, ErrUnsupportedContentType,
 // ErrCorruptDocument, ErrInvalidChunking (400); ErrEmbedding (502); others
@@ -161,6 +163,12 @@ func (in *Ingester) Ingest(ctx context.Context, tenant string, doc Document) (In
 		if _, err := EncodeMeta(c); err != nil {
 			return IngestResult{}, fmt.Errorf("document %s: %w", doc.ID, err)
 		}
+	}
+	if r, ok := in.store.(DocReplacer); ok {
+		if _, err := r.ReplaceDoc(ctx, tenant, doc.ID, chunks); err != nil {
+			return IngestResult{}, fmt.Errorf("document %s: replace chunks: %w", doc.ID, err)
+		}
+		return IngestResult{DocID: doc.ID, Chunks: len(chunks), EmbeddingModelID: in.embedder.ID(), ContentType: ct, Title: title}, nil
 	}
 	if _, err := in.store.DeleteDoc(ctx, tenant, doc.ID); err != nil {
 		return IngestResult{}, fmt.Errorf("document %s: replace old chunks: %w", doc.ID, err)

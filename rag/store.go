@@ -60,6 +60,13 @@ type VectorStore interface {
 	Close() error
 }
 
+// DocReplacer is optionally implemented by stores that can replace a
+// document's chunks atomically (delete + upsert in one step); the Ingester
+// uses it when present, else DeleteDoc then Upsert.
+type DocReplacer interface {
+	ReplaceDoc(ctx context.Context, tenant, docID string, chunks []Chunk) (deleted int, err error)
+}
+
 // KeywordSearcher is the optional BM25 side of hybrid retrieval.
 type KeywordSearcher interface {
 	KeywordSearch(ctx context.Context, tenant, query string, topK int, filter map[string]any) ([]Hit, error)

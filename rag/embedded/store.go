@@ -28,6 +28,7 @@ import (
 var (
 	_ rag.VectorStore     = (*Store)(nil)
 	_ rag.KeywordSearcher = (*Store)(nil)
+	_ rag.DocReplacer     = (*Store)(nil)
 )
 
 // ErrClosed is returned by every call after Close.
@@ -247,92 +248,126 @@ func (t *tenantIndex) remove(id string, dim int) {
 // Upsert validates every chunk first (so a bad one stores nothing), writes
 // them in one transaction, then updates the in-memory index.
 func (s *Store) Upsert(ctx context.Context, tenant string, chunks []rag.Chunk) error {
-	type row struct {
-		c    rag.Chunk
-		vec  []float32
-		meta []byte
-		filt map[string]any
-	}
-	rows := make([]row, 0, len(chunks))
-	for _, c := range chunks {
-		if c.ID == "" || c.DocID == "" {
-			return fmt.Errorf("upsert: chunk %q of doc %q: ID and DocID are required", c.ID, c.DocID)
-		}
-		if len(c.Vector) != s.dim {
-			return fmt.Errorf("upsert: chunk %s: %w: got %d, want %d", c.ID, rag.ErrDimensionMismatch, len(c.Vector), s.dim)
-		}
-		meta, err := rag.EncodeMeta(c)
-		if err != nil {
-			return fmt.Errorf("upsert: %w", err)
-		}
-		m, err := decodeMeta(string(meta))
-		if err != nil {
-			return fmt.Errorf("upsert: chunk %s: %w", c.ID, err)
-		}
-		rows = append(rows, row{c: c, vec: rag.Normalize(c.Vector), meta: meta, filt: filterable(m)})
-	}
-	t, err := s.tenant(ctx, tenant)
-	if err != nil {
-		return err
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	tx, err := t.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("upsert: begin: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO chunks(id, doc_id, idx, text, vector, meta) VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT(id) DO UPDATE SET doc_id = excluded.doc_id, idx = excluded.idx, text = excluded.text,
-		vector = excluded.vector, meta = excluded.meta`)
-	if err != nil {
-		return fmt.Errorf("upsert: prepare: %w", err)
-	}
-	defer stmt.Close()
-	for _, r := range rows {
-		if _, err := stmt.ExecContext(ctx, r.c.ID, r.c.DocID, r.c.Index, r.c.Text, encodeVector(r.vec), string(r.meta)); err != nil {
-			return fmt.Errorf("upsert chunk %s: %w", r.c.ID, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("upsert: commit: %w", err)
-	}
-	for _, r := range rows {
-		t.put(r.c.ID, r.c.DocID, r.vec, r.filt, s.dim)
-	}
-	return nil
+	_, err := s.write(ctx, tenant, "", false, chunks)
+	return err
 }
 
 // DeleteDoc removes every chunk of docID from the rows, the FTS index and
 // memory.
 func (s *Store) DeleteDoc(ctx context.Context, tenant, docID string) (int, error) {
+	return s.write(ctx, tenant, docID, true, nil)
+}
+
+// ReplaceDoc deletes every chunk of docID and upserts chunks in one
+// transaction and one index update, so a concurrent search sees either the
+// old version or the new one, never neither (rag.DocReplacer).
+func (s *Store) ReplaceDoc(ctx context.Context, tenant, docID string, chunks []rag.Chunk) (int, error) {
+	for _, c := range chunks {
+		if c.DocID != docID {
+			return 0, fmt.Errorf("replace doc %s: chunk %s belongs to doc %q", docID, c.ID, c.DocID)
+		}
+	}
+	return s.write(ctx, tenant, docID, true, chunks)
+}
+
+type row struct {
+	c    rag.Chunk
+	vec  []float32
+	meta []byte
+	filt map[string]any
+}
+
+func (s *Store) prepare(chunks []rag.Chunk) ([]row, error) {
+	rows := make([]row, 0, len(chunks))
+	for _, c := range chunks {
+		if c.ID == "" || c.DocID == "" {
+			return nil, fmt.Errorf("upsert: chunk %q of doc %q: ID and DocID are required", c.ID, c.DocID)
+		}
+		if len(c.Vector) != s.dim {
+			return nil, fmt.Errorf("upsert: chunk %s: %w: got %d, want %d", c.ID, rag.ErrDimensionMismatch, len(c.Vector), s.dim)
+		}
+		meta, err := rag.EncodeMeta(c)
+		if err != nil {
+			return nil, fmt.Errorf("upsert: %w", err)
+		}
+		m, err := decodeMeta(string(meta))
+		if err != nil {
+			return nil, fmt.Errorf("upsert: chunk %s: %w", c.ID, err)
+		}
+		rows = append(rows, row{c: c, vec: rag.Normalize(c.Vector), meta: meta, filt: filterable(m)})
+	}
+	return rows, nil
+}
+
+// write optionally deletes a document's chunks, then upserts chunks, in one
+// SQLite transaction; the in-memory index changes only after the commit,
+// under the tenant's write lock, so memory never runs ahead of disk.
+func (s *Store) write(ctx context.Context, tenant, docID string, deleteDoc bool, chunks []rag.Chunk) (int, error) {
+	rows, err := s.prepare(chunks)
+	if err != nil {
+		return 0, err
+	}
 	t, err := s.tenant(ctx, tenant)
 	if err != nil {
 		return 0, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	rows, err := t.db.QueryContext(ctx, `DELETE FROM chunks WHERE doc_id = ? RETURNING id`, docID)
+	tx, err := t.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("delete doc %s: %w", docID, err)
+		return 0, fmt.Errorf("write tenant %s: begin: %w", tenant, err)
 	}
+	defer tx.Rollback() //nolint:errcheck // after Commit this is a no-op
+	var deleted []string
+	if deleteDoc {
+		if deleted, err = deleteRows(ctx, tx, docID); err != nil {
+			return 0, err
+		}
+	}
+	if len(rows) > 0 {
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO chunks(id, doc_id, idx, text, vector, meta) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT(id) DO UPDATE SET doc_id = excluded.doc_id, idx = excluded.idx, text = excluded.text,
+			vector = excluded.vector, meta = excluded.meta`)
+		if err != nil {
+			return 0, fmt.Errorf("upsert: prepare: %w", err)
+		}
+		defer stmt.Close()
+		for _, r := range rows {
+			if _, err := stmt.ExecContext(ctx, r.c.ID, r.c.DocID, r.c.Index, r.c.Text, encodeVector(r.vec), string(r.meta)); err != nil {
+				return 0, fmt.Errorf("upsert chunk %s: %w", r.c.ID, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("write tenant %s: commit: %w", tenant, err)
+	}
+	for _, id := range deleted {
+		t.remove(id, s.dim)
+	}
+	for _, r := range rows {
+		t.put(r.c.ID, r.c.DocID, r.vec, r.filt, s.dim)
+	}
+	return len(deleted), nil
+}
+
+func deleteRows(ctx context.Context, tx *sql.Tx, docID string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `DELETE FROM chunks WHERE doc_id = ? RETURNING id`, docID)
+	if err != nil {
+		return nil, fmt.Errorf("delete doc %s: %w", docID, err)
+	}
+	defer rows.Close()
 	var ids []string
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("delete doc %s: %w", docID, err)
+			return nil, fmt.Errorf("delete doc %s: %w", docID, err)
 		}
 		ids = append(ids, id)
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("delete doc %s: %w", docID, err)
+		return nil, fmt.Errorf("delete doc %s: %w", docID, err)
 	}
-	for _, id := range ids {
-		t.remove(id, s.dim)
-	}
-	return len(ids), nil
+	return ids, nil
 }
 
 // Count returns how many chunks the tenant has.

@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) VectorStoreWithReopen) {
 		{"upsert then search finds nearest first", testUpsertSearch},
 		{"upsert by ID replaces the chunk", testUpsertReplaces},
 		{"re-ingest with fewer chunks leaves none of the old ones", testReplaceDoc},
+		{"ReplaceDoc swaps a document's chunks (when implemented)", testReplaceDocAtomic},
 		{"delete removes every chunk of the doc only", testDelete},
 		{"filtered search", testFilter},
 		{"tenant isolation", testTenantIsolation},
@@ -139,6 +140,26 @@ func testReplaceDoc(t *testing.T, h VectorStoreWithReopen) {
 	hits := mustSearch(t, s, "tenant-a", axis(2, 0), 10, nil)
 	if got := ids(hits); !equal(got, []string{"d1:0"}) {
 		t.Fatalf("after re-ingest: %v, want only d1:0", got)
+	}
+}
+
+func testReplaceDocAtomic(t *testing.T, h VectorStoreWithReopen) {
+	r, ok := h.Store.(rag.DocReplacer)
+	if !ok {
+		t.Skip("store does not implement rag.DocReplacer")
+	}
+	s := h.Store
+	mustUpsert(t, s, "tenant-a", chunk("d1", 0, axis(0, 0), nil), chunk("d1", 1, axis(1, 0), nil), chunk("d2", 0, axis(2, 0), nil))
+	n, err := r.ReplaceDoc(context.Background(), "tenant-a", "d1", []rag.Chunk{chunk("d1", 0, axis(3, 0), map[string]any{"v": 2})})
+	if err != nil || n != 2 {
+		t.Fatalf("ReplaceDoc = %d, %v; want 2 deleted", n, err)
+	}
+	hits := mustSearch(t, s, "tenant-a", axis(3, 0), 10, nil)
+	if got := ids(hits); !equal(got, []string{"d1:0", "d2:0"}) || hits[0].Chunk.Meta["v"] != float64(2) {
+		t.Fatalf("after ReplaceDoc: %v (meta %v)", got, hits[0].Chunk.Meta)
+	}
+	if _, err := r.ReplaceDoc(context.Background(), "tenant-a", "d1", []rag.Chunk{chunk("other", 0, axis(0, 0), nil)}); err == nil {
+		t.Fatal("ReplaceDoc accepted a chunk of another document")
 	}
 }
 
