@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -106,6 +107,9 @@ func (s *Server) postTTS(c echo.Context) error {
 		s.log.Warn().Str("tenantId", t.TenantID).Str("traceId", traceID(c)).Str("model", t.AIModels.TTS).
 			Msg("aiModels.tts is not served by any provider: using espeak-ng")
 	}
+	if err := checkVoice(c.Request().Context(), synth, req.Voice); err != nil {
+		return err
+	}
 	// streaming is accepted for the original's clients; the clip is synthesized whole and then sent.
 	audio, err := synth.Synthesize(c.Request().Context(), req)
 	if err != nil {
@@ -136,6 +140,34 @@ func ttsClientMessage(err error) string {
 		return "voice: unknown voice (GET /tts/voices lists them)"
 	}
 	return "invalid speech request"
+}
+
+// checkVoice refuses a voice the provider does not list: espeak-ng silently falls back to its default
+// voice for a name it does not know, which would answer 200 with a voice nobody asked for. An espeak-ng
+// variant ("en+f3") is judged by its base voice. When the list cannot be read, the provider decides.
+func checkVoice(ctx context.Context, synth speech.Synthesizer, voice string) error {
+	if voice == "" {
+		return nil
+	}
+	voices, err := synth.Voices(ctx)
+	if err != nil || len(voices) == 0 {
+		return nil
+	}
+	base, _, _ := strings.Cut(voice, "+")
+	for _, v := range voices {
+		if strings.EqualFold(v.ID, base) || strings.EqualFold(v.Name, base) {
+			return nil
+		}
+	}
+	return errInvalidRequest("voice: unknown voice %q (GET /tts/voices lists them)", truncateForMessage(voice))
+}
+
+// truncateForMessage keeps client input echoed in a message short.
+func truncateForMessage(s string) string {
+	if utf8.RuneCountInString(s) <= 40 {
+		return s
+	}
+	return string([]rune(s)[:40]) + "…"
 }
 
 func (s *Server) getVoices(c echo.Context) error {
