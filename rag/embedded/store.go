@@ -53,7 +53,16 @@ type Store struct {
 
 	mu      sync.Mutex
 	closed  bool
-	tenants map[string]*tenantIndex
+	tenants map[string]*tenantSlot
+}
+
+// tenantSlot lets one goroutine load a tenant while others wait for that
+// tenant only; loading 100k chunks takes a while and must not stall the
+// other tenants.
+type tenantSlot struct {
+	ready chan struct{} // closed when t or err is set
+	t     *tenantIndex
+	err   error
 }
 
 // tenantIndex is one tenant's SQLite file and in-memory vectors. Row i of
@@ -77,29 +86,36 @@ func Open(dataDir string, opts Options) (*Store, error) {
 	if dataDir == "" {
 		return nil, errors.New("embedded vector store: data dir is required")
 	}
-	return &Store{dir: dataDir, dim: opts.Dimension, parallelMin: parallelThreshold, tenants: make(map[string]*tenantIndex)}, nil
+	return &Store{dir: dataDir, dim: opts.Dimension, parallelMin: parallelThreshold, tenants: make(map[string]*tenantSlot)}, nil
 }
 
 // Dimension returns the vector dimension the store accepts.
 func (s *Store) Dimension() int { return s.dim }
 
-// Close closes every tenant's database. The store cannot be used afterwards.
+// Close closes every loaded tenant's database and waits for loads in
+// progress. The store cannot be used afterwards.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
+	slots := s.tenants
+	s.tenants = nil
+	s.mu.Unlock()
 	var errs []error
-	for name, t := range s.tenants {
-		t.mu.Lock()
-		if err := t.db.Close(); err != nil {
+	for name, slot := range slots {
+		<-slot.ready
+		if slot.t == nil {
+			continue
+		}
+		slot.t.mu.Lock()
+		if err := slot.t.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close tenant %s: %w", name, err))
 		}
-		t.mu.Unlock()
+		slot.t.mu.Unlock()
 	}
-	s.tenants = nil
 	return errors.Join(errs...)
 }
 
@@ -129,25 +145,48 @@ END;
 `
 
 // tenant returns the tenant's index, opening and loading it on first use.
-// Loading happens under the store lock: simple, and it only happens once per
-// tenant per process.
+// A failed load is not remembered, so the next call retries.
 func (s *Store) tenant(ctx context.Context, name string) (*tenantIndex, error) {
 	if err := rag.ValidateTenant(name); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if t, ok := s.tenants[name]; ok {
-		return t, nil
+	slot, ok := s.tenants[name]
+	if !ok {
+		slot = &tenantSlot{ready: make(chan struct{})}
+		s.tenants[name] = slot
 	}
-	t, err := s.load(ctx, name)
+	s.mu.Unlock()
+	if ok {
+		select {
+		case <-slot.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if slot.err != nil {
+			return nil, slot.err
+		}
+		return slot.t, nil
+	}
+	// Load with a context that the first caller's cancellation cannot cut
+	// short: other callers are waiting for the same load.
+	t, err := s.load(context.WithoutCancel(ctx), name)
 	if err != nil {
-		return nil, fmt.Errorf("open vector store of tenant %s: %w", name, err)
+		slot.err = fmt.Errorf("open vector store of tenant %s: %w", name, err)
+		s.mu.Lock()
+		if s.tenants != nil && s.tenants[name] == slot {
+			delete(s.tenants, name)
+		}
+		s.mu.Unlock()
+		close(slot.ready)
+		return nil, slot.err
 	}
-	s.tenants[name] = t
+	slot.t = t
+	close(slot.ready)
 	return t, nil
 }
 

@@ -181,3 +181,45 @@ func TestParallelSearchMatchesSerial(t *testing.T) {
 		}
 	}
 }
+
+// Many first requests for one tenant share one load; other tenants are
+// served meanwhile (run with -race).
+func TestConcurrentFirstLoad(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s1, err := Open(dir, Options{Dimension: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunks []rag.Chunk
+	for i := range 200 {
+		chunks = append(chunks, rag.Chunk{ID: fmt.Sprintf("d:%d", i), DocID: "d", Index: i, Vector: []float32{1, float32(i), 0, 0}})
+	}
+	if err := s1.Upsert(ctx, "big", chunks); err != nil {
+		t.Fatal(err)
+	}
+	s1.Close()
+	s2, err := Open(dir, Options{Dimension: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		tenant := "big"
+		if i%2 == 1 {
+			tenant = fmt.Sprintf("small-%d", i)
+		}
+		wg.Go(func() {
+			n, err := s2.Count(ctx, tenant)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if want := map[bool]int{true: 200, false: 0}[tenant == "big"]; n != want {
+				t.Errorf("tenant %s: count %d, want %d", tenant, n, want)
+			}
+		})
+	}
+	wg.Wait()
+}
