@@ -144,7 +144,8 @@ func ttsClientMessage(err error) string {
 
 // checkVoice refuses a voice the provider does not list: espeak-ng silently falls back to its default
 // voice for a name it does not know, which would answer 200 with a voice nobody asked for. An espeak-ng
-// variant ("en+f3") is judged by its base voice. When the list cannot be read, the provider decides.
+// variant ("en+f3") is judged by its base voice, and a language ("en") by the voices of that language
+// ("en-gb", "en-us"). When the list cannot be read, the provider decides.
 func checkVoice(ctx context.Context, synth speech.Synthesizer, voice string) error {
 	if voice == "" {
 		return nil
@@ -155,7 +156,8 @@ func checkVoice(ctx context.Context, synth speech.Synthesizer, voice string) err
 	}
 	base, _, _ := strings.Cut(voice, "+")
 	for _, v := range voices {
-		if strings.EqualFold(v.ID, base) || strings.EqualFold(v.Name, base) {
+		id := strings.ToLower(v.ID)
+		if id == strings.ToLower(base) || strings.HasPrefix(id, strings.ToLower(base)+"-") || strings.EqualFold(v.Name, base) {
 			return nil
 		}
 	}
