@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	protocluster "github.com/asynkron/protoactor-go/cluster"
+
 	"github.com/crispy-enigma/crispy/actors"
+	"github.com/crispy-enigma/crispy/actors/pb"
 )
 
 // BenchmarkClientAllow measures RateLimiter decisions through the client on one node; every
@@ -79,4 +82,25 @@ func BenchmarkAppendHistory(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "turns/s")
 		})
 	}
+}
+
+// BenchmarkClusterRequestAllow is the same decision through protoactor's cluster.Request (identity
+// lookup through the PID cache on every call, retry bookkeeping), for comparison with the client.
+func BenchmarkClusterRequestAllow(b *testing.B) {
+	e := startEnv(b, b.TempDir(), 0)
+	req := &pb.RateLimitRequest{PerMinute: 600, Burst: 100}
+	var users atomic.Int64
+	c := e.node.Cluster()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(p *testing.PB) {
+		id := fmt.Sprintf("acme:ratelimit:bench-%d", users.Add(1))
+		for p.Next() {
+			if _, err := c.Request(id, actors.KindRateLimiter, req, protocluster.WithTimeout(5*time.Second)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
 }

@@ -47,6 +47,15 @@ type RateDecision struct {
 	RetryAfter time.Duration
 }
 
+// RetryAfterSeconds is the Retry-After header value of a denied request: RetryAfter rounded up to
+// whole seconds, at least 1. It is 0 when the request was allowed.
+func (d RateDecision) RetryAfterSeconds() int {
+	if d.Allowed {
+		return 0
+	}
+	return max(1, int((d.RetryAfter+time.Second-1)/time.Second))
+}
+
 // ErrGrain wraps an error a grain reported (storage failure and the like).
 var ErrGrain = errors.New("grain error")
 

@@ -64,5 +64,9 @@ func chatSessionProps(deps Deps, tenantID, sessionID string) *actor.Props {
 }
 
 func rateLimiterProps(deps Deps) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return newRateLimiter(deps) })
+	// The synchronized dispatcher runs the mailbox in the sender's goroutine instead of starting a
+	// goroutine per burst of messages: a decision is a few hundred ns of CPU, so scheduling dominated.
+	// Only for grains that never block (ChatSession does I/O and keeps the default dispatcher).
+	return actor.PropsFromProducer(func() actor.Actor { return newRateLimiter(deps) },
+		actor.WithDispatcher(actor.NewSynchronizedDispatcher(300)))
 }

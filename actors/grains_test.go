@@ -290,3 +290,36 @@ func TestWaitReturnsWhenContextIsCancelled(t *testing.T) {
 		t.Fatalf("wait after cancel: %v, want context.Canceled", err)
 	}
 }
+
+// TestRateLimiterPassivatesOnceItsWindowIsEmpty: an idle RateLimiter stops only when no admitted
+// request is still inside a window (stopping earlier would forget them and widen the limit).
+func TestRateLimiterPassivatesOnceItsWindowIsEmpty(t *testing.T) {
+	clock := newFakeClock()
+	system := actor.NewActorSystem()
+	grain := system.Root.Spawn(rateLimiterProps(Deps{Now: clock.Now, IdleTimeout: 20 * time.Millisecond}.withDefaults()))
+	p := probe.New(t, system, 0)
+	if r := probe.Ask[*pb.RateLimitResponse](t, p, grain, pbRateLimit(5, 5, 60, 10)); !r.GetAllowed() {
+		t.Fatalf("first request denied: %v", r)
+	}
+	clock.Advance(61 * time.Second) // the admitted request left both windows
+	p.Watch(grain)
+	probe.Expect[*actor.Terminated](t, p)
+}
+
+func TestRetryAfterSeconds(t *testing.T) {
+	tests := []struct {
+		d    RateDecision
+		want int
+	}{
+		{RateDecision{Allowed: true}, 0},
+		{RateDecision{RetryAfter: time.Millisecond}, 1},
+		{RateDecision{RetryAfter: time.Second}, 1},
+		{RateDecision{RetryAfter: 1001 * time.Millisecond}, 2},
+		{RateDecision{RetryAfter: 45 * time.Second}, 45},
+	}
+	for _, tt := range tests {
+		if got := tt.d.RetryAfterSeconds(); got != tt.want {
+			t.Errorf("%+v: %d, want %d", tt.d, got, tt.want)
+		}
+	}
+}

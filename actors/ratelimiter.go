@@ -30,7 +30,10 @@ func (r *rateLimiter) Receive(ctx actor.Context) {
 		// Passivate only once no admitted request is still relevant, so idling never widens a limit.
 		if r.window.empty(r.now(), r.lastLim) {
 			ctx.Poison(ctx.Self())
+			return
 		}
+		// protoactor disarms the receive timeout when it fires: re-arm it.
+		ctx.SetReceiveTimeout(r.deps.IdleTimeout)
 	}
 }
 

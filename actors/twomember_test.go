@@ -96,9 +96,6 @@ func TestGrainsAcrossTwoMembers(t *testing.T) {
 		if diff := cmp.Diff(msgs, got); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
-		if err := client.Clear(ctx, "acme", session); err != nil {
-			t.Fatal(err)
-		}
 	})
 
 	t.Run("RateLimiter on the other member", func(t *testing.T) {
@@ -115,6 +112,29 @@ func TestGrainsAcrossTwoMembers(t *testing.T) {
 		}
 		if diff := cmp.Diff([]bool{true, true, false}, allowed); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("grains re-activate on the survivor when a member leaves", func(t *testing.T) {
+		id := remoteIdentity(actors.KindChatSession, "acme:survive-%d")
+		session := id[len("acme:"):]
+		msg := []actors.Message{{Role: "user", Content: "still here", Timestamp: time.UnixMilli(1_700_000_000_000)}}
+		if err := client.Append(ctx, "acme", session, msg, actors.Retention{}); err != nil {
+			t.Fatal(err)
+		}
+		two.Stop(false)
+		if err := one.WaitMembers(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		got, err := client.History(ctx, "acme", session, actors.Retention{}, 0, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(msg, got); diff != "" {
+			t.Fatalf("history on the survivor (-want +got):\n%s", diff)
+		}
+		if pid := one.Cluster().Get(id, actors.KindChatSession); pid.Address != one.Address() {
+			t.Fatalf("activation at %s, want the survivor %s", pid.Address, one.Address())
 		}
 	})
 }

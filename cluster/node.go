@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -41,8 +42,9 @@ type Options struct {
 
 // Node is a running cluster member.
 type Node struct {
-	c   *protocluster.Cluster
-	log zerolog.Logger
+	c        *protocluster.Cluster
+	log      zerolog.Logger
+	stopOnce sync.Once
 }
 
 // NewInMemoryProvider returns a membership provider for members in one process: members created with
@@ -133,13 +135,15 @@ func (n *Node) WaitMembers(ctx context.Context, want int) error {
 
 // Stop leaves the cluster. graceful deregisters from the provider and hands grains over (protoactor
 // waits ~2s for that); otherwise the member just stops, as if it crashed, but still stops the
-// provider's timers so nothing keeps running in this process.
+// provider's timers so nothing keeps running in this process. Only the first call has an effect.
 func (n *Node) Stop(graceful bool) {
-	n.c.Shutdown(graceful)
-	if !graceful {
-		if err := n.c.Config.ClusterProvider.Shutdown(false); err != nil && !errors.Is(err, context.Canceled) {
-			n.log.Warn().Err(err).Msg("cluster provider shutdown")
+	n.stopOnce.Do(func() {
+		n.c.Shutdown(graceful)
+		if !graceful {
+			if err := n.c.Config.ClusterProvider.Shutdown(false); err != nil && !errors.Is(err, context.Canceled) {
+				n.log.Warn().Err(err).Msg("cluster provider shutdown")
+			}
 		}
-	}
-	n.log.Info().Bool("graceful", graceful).Msg("cluster member stopped")
+		n.log.Info().Bool("graceful", graceful).Msg("cluster member stopped")
+	})
 }
