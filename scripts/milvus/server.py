@@ -74,6 +74,12 @@ EXTRA_CONFIG = {
         "indexNode", "dataCoord", "dataNode",
     )
 }
+# Strong-consistency reads wait for the next time tick; 200 ms by default
+# made each test search take ~240 ms. A test server can tick faster.
+EXTRA_CONFIG["proxy.timeTickInterval"] = 50
+# Growing segments otherwise get an approximate interim IVF index; the
+# store asks for FLAT (exact) search, and tests assert exact rankings.
+EXTRA_CONFIG["queryNode.segcore.interimIndex.enableIndex"] = "false"
 
 if __name__ == "__main__":
     sys.exit(main())
