@@ -40,7 +40,11 @@ type ChatDeps struct {
 	Models   ChatModels
 }
 
-const maxMessageChars = 10000
+const (
+	maxMessageChars = 10000
+	// storeTimeout bounds storing a finished exchange after its client may have left.
+	storeTimeout = 10 * time.Second
+)
 
 var sessionIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
@@ -206,7 +210,12 @@ type exchange struct {
 
 // store appends the user message and the complete reply in one grain request, after the reply is
 // complete: a cancelled or failed reply is never stored as if complete.
+//
+// The reply is complete once the model's stream ended, so a client that leaves now must not lose it:
+// the store runs detached from the request's cancellation, bounded by storeTimeout.
 func (s *Server) store(ctx context.Context, ex *exchange, usage gateway.Usage) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
 	now := s.now()
 	return s.chat.Sessions.Append(ctx, ex.tenant.TenantID, ex.sessionID, []actors.Message{
 		{Role: "user", Content: ex.user, Timestamp: ex.started, TokenCount: gateway.EstimateTokens(ex.user)},
