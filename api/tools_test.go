@@ -325,4 +325,3 @@ func TestModelBackedToolDegradesGracefully(t *testing.T) {
 		t.Errorf("classify_intent over a non-JSON answer = %s, want success with intent other", body)
 	}
 }
-
