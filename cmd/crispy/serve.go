@@ -169,6 +169,17 @@ func serve(ctx context.Context, env config.Env) error {
 	grains := actors.NewClient(node.Cluster(), 10*time.Second)
 
 	router := gateway.NewRouter(gateway.RouterOptionsFromEnv(env))
+	var auditor api.Auditor = logAuditor{log: log}
+	if ledger, err := store.OpenLedger(startCtx, js, store.LedgerOptions{Replicas: 1}); err != nil {
+		log.Warn().Err(err).Msg("tool audit: ledger unavailable, audit records go to the log")
+	} else {
+		auditor = ledgerAuditor{ledger: ledger, log: log}
+	}
+	toolReg, err := newToolRegistry(env, router, auditor)
+	if err != nil {
+		return err
+	}
+	speechRouter, espeak := newSpeechRouter(log, env)
 	metrics := observe.NewMetrics()
 	srv, err := api.New(api.Deps{
 		Env: env, Tenants: ix, Logger: log, Metrics: metrics, Version: version,
@@ -177,8 +188,11 @@ func serve(ctx context.Context, env config.Env) error {
 			{Name: "sqlite", Check: func(ctx context.Context) (string, error) { return "ok", dbs.Ping(ctx) }},
 			{Name: "vectorStore", Check: func(context.Context) (string, error) { return "embedded (not configured yet)", nil }},
 			{Name: "models", Check: func(context.Context) (string, error) { return describeModels(env), nil }},
+			{Name: "speech", Check: func(context.Context) (string, error) { return "espeak-ng", espeak.Check() }},
 		},
-		Chat: &api.ChatDeps{Sessions: grains, Limiter: grains, Models: router},
+		Chat:   &api.ChatDeps{Sessions: grains, Limiter: grains, Models: router},
+		Tools:  &api.ToolsDeps{Registry: toolReg, Limiter: grains},
+		Speech: &api.SpeechDeps{Router: speechRouter, Limiter: grains},
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/crispy-enigma/crispy/api"
+	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/gateway/speech"
+	"github.com/crispy-enigma/crispy/store"
+	"github.com/crispy-enigma/crispy/tools"
+)
+
+// ledgerAuditor writes every tool execution to the LEDGER stream as a tool_executed event (the
+// projector puts it in the tenant's audit table). Params are only their sha256 (CONTRACT.md "Tools").
+// A failed append is logged, not returned: the tool already ran, and its answer must not be lost.
+type ledgerAuditor struct {
+	ledger *store.Ledger
+	log    zerolog.Logger
+}
+
+func (a ledgerAuditor) AuditTool(ctx context.Context, rec tools.AuditRecord) {
+	outcome := "ok"
+	switch {
+	case isDispatchCode(rec.ErrorCode):
+		outcome = "error" // the tool produced no result: refused, crashed or timed out
+	case !rec.Success:
+		outcome = "failed" // it ran and reported a failure (200 success:false)
+	}
+	ev := store.Event{
+		ID: uuid.NewString(), Kind: store.KindToolExecuted, TenantID: rec.TenantID, TraceID: rec.RequestID,
+		UserID: rec.UserID, Time: rec.Time, LatencyMs: rec.DurationMs, Outcome: outcome, ErrorCode: rec.ErrorCode,
+		Subject: rec.Tool,
+		Detail:  map[string]any{"paramsSha256": rec.ParamsSHA256, "success": rec.Success},
+	}
+	// The request may be over (a client that left); the audit record must still be written.
+	if err := a.ledger.Append(context.WithoutCancel(ctx), ev); err != nil {
+		a.log.Warn().Err(err).Str("tenantId", rec.TenantID).Str("traceId", rec.RequestID).Str("tool", rec.Tool).
+			Msg("tool audit: ledger append failed")
+	}
+}
+
+// isDispatchCode says whether a code means the tool did not produce a result (refused or crashed).
+func isDispatchCode(code string) bool {
+	switch code {
+	case tools.CodeToolNotFound, tools.CodeValidationFailed, tools.CodePermissionDenied,
+		tools.CodeExecutionTimeout, tools.CodeExecutionError:
+		return true
+	}
+	return false
+}
+
+// logAuditor is the fallback when the ledger cannot be opened: one log line per execution.
+type logAuditor struct{ log zerolog.Logger }
+
+func (a logAuditor) AuditTool(_ context.Context, rec tools.AuditRecord) {
+	a.log.Info().Str("event", "tool_executed").Str("tenantId", rec.TenantID).Str("traceId", rec.RequestID).
+		Str("tool", rec.Tool).Str("userId", rec.UserID).Str("paramsSha256", rec.ParamsSHA256).
+		Bool("success", rec.Success).Int64("durationMs", rec.DurationMs).Str("errorCode", rec.ErrorCode).
+		Msg("tool audit")
+}
+
+// newToolRegistry builds the registry with the built-ins whose dependencies exist here. kb_search and
+// ingest_docs need the RAG service, which is not wired into serve yet.
+func newToolRegistry(env config.Env, router *gateway.Router, audit api.Auditor) (*tools.Registry, error) {
+	reg := tools.NewRegistry(api.ToolAudit(audit))
+	if err := tools.RegisterBuiltins(reg, tools.Deps{Completer: api.NewModelCompleter(router, env)}); err != nil {
+		return nil, fmt.Errorf("register tools: %w", err)
+	}
+	return reg, nil
+}
+
+// newSpeechRouter serves POST /tts with espeak-ng; when an OpenAI-compatible server is configured, a
+// tenant's aiModels.tts of "openai/<model>" is served by its /audio/speech.
+func newSpeechRouter(log zerolog.Logger, env config.Env) (*speech.Router, *speech.Espeak) {
+	local := speech.NewEspeak(speech.EspeakOptions{})
+	if err := local.Check(); err != nil {
+		log.Warn().Err(err).Msg("speech: POST /tts will answer tts_error until espeak-ng and the encoders are installed")
+	}
+	r := speech.NewRouter(local)
+	if env.OpenAIBaseURL != "" {
+		// The speech provider's base includes the version; the chat setting may or may not.
+		base := strings.TrimRight(env.OpenAIBaseURL, "/")
+		if !strings.HasSuffix(base, "/v1") {
+			base += "/v1"
+		}
+		r.Handle("openai/", speech.NewOpenAICompatible(base, env.OpenAIAPIKey, "", nil, nil))
+	}
+	return r, local
+}
