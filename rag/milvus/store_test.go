@@ -17,7 +17,7 @@ import (
 
 // milvusAddr returns MILVUS_ADDR, skipping without it — except in CI
 // (CI=true), where a missing Milvus is a failure, not a skip (issue 5).
-func milvusAddr(t *testing.T) string {
+func milvusAddr(t testing.TB) string {
 	t.Helper()
 	addr := os.Getenv("MILVUS_ADDR")
 	if addr == "" {
@@ -33,11 +33,11 @@ var modelSeq atomic.Int64
 
 // freshModel is a model ID no other test (or earlier run) used, so each
 // test gets its own empty collection.
-func freshModel(t *testing.T) string {
+func freshModel(t testing.TB) string {
 	return fmt.Sprintf("test/%s/%d-%d", t.Name(), time.Now().UnixNano(), modelSeq.Add(1))
 }
 
-func open(t *testing.T, opts Options) *Store {
+func open(t testing.TB, opts Options) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -49,7 +49,7 @@ func open(t *testing.T, opts Options) *Store {
 }
 
 // dropAfter removes the test's collection when the test ends.
-func dropAfter(t *testing.T, opts Options) {
+func dropAfter(t testing.TB, opts Options) {
 	t.Cleanup(func() {
 		s := open(t, opts)
 		defer s.Close()
