@@ -8,8 +8,8 @@ import (
 )
 
 // Milvus names (collections, partitions) are letters, digits and '_', must
-// not start with a digit, and are at most 255 characters.
-const maxNameLen = 255
+// not start with a digit, and are at most 255 characters: both functions
+// below stay well under that (≤ 130 characters).
 
 // CollectionName derives the collection for an embedding model and
 // dimension: "crispy_" + the model ID with every run of other characters
@@ -32,7 +32,7 @@ func CollectionName(model string, dim int) string {
 			b.WriteByte('_')
 			lastUnderscore = true
 		}
-		if b.Len() >= 96 { // room for the suffix under maxNameLen
+		if b.Len() >= 96 { // room for the suffix under Milvus's 255
 			break
 		}
 	}
