@@ -117,6 +117,12 @@ func chatToolServer(t *testing.T) (*toolServer, *toolUpstream) {
 			MaxRetries: -1,
 		},
 		tenants: []string{
+			flagTenant("tools-off", `{"tools_enabled": false}`, "local/extractive"),
+			flagTenant("no-calc", `{"tool_calculate": false}`, "local/extractive"),
+			flagTenant("fetcher", `{"http_fetch": true}`, "local/extractive"),
+			flagTenant("tight", `{}`, "local/extractive", `"rateLimit": {"perMinute": 1000, "burst": 1000}`, `"rateLimit": {"perMinute": 2, "burst": 2}`),
+			flagTenant("speaker", `{"tts_enabled": true}`, "local/extractive"),
+			flagTenant("mute", `{"tts_enabled": false}`, "local/extractive"),
 			flagTenant("chatter", `{}`, "tl/echo"),
 			flagTenant("agent", `{"tools_enabled": true}`, "tl/calc"),
 			flagTenant("looper", `{"tools_enabled": true}`, "tl/loop"),
@@ -157,8 +163,7 @@ func splitToolEvents(t *testing.T, frames []sseFrame) (calls, results []map[stri
 
 // CONTRACT.md "POST /chat": the messages sent are the optional tool-result system message
 // `[Tool <name> result]: <json>`, the session history in time order, the new user message.
-func TestChatToolNameResultReachesTheModel(t *testing.T) {
-	ts, up := chatToolServer(t)
+func testChatToolNameResultReachesTheModel(t *testing.T, ts *toolServer, up *toolUpstream) {
 	_, first := ts.jsonChat(t, `{"message":"first","sessionId":"s-tool","stream":false}`, "x-tenant-id: chatter")
 	if first.Message == "" {
 		t.Fatal("empty first reply")
@@ -200,8 +205,8 @@ func TestChatToolNameResultReachesTheModel(t *testing.T) {
 }
 
 // CONTRACT.md "POST /chat": tool failure → 400 tool_error, before any model call.
-func TestChatToolNameFailures(t *testing.T) {
-	ts, up := chatToolServer(t)
+func testChatToolNameFailures(t *testing.T, ts *toolServer, up *toolUpstream) {
+	before := len(up.requests())
 	tests := []struct {
 		name, body string
 		code       string
@@ -224,15 +229,15 @@ func TestChatToolNameFailures(t *testing.T) {
 			}
 		})
 	}
-	if n := len(up.requests()); n != 0 {
+	if n := len(up.requests()) - before; n != 0 {
 		t.Errorf("the model was called %d times; a failed tool must stop the request first", n)
 	}
 }
 
 // Issue 7: when the model asks for tools, the server runs them under the same gate, feeds the results
 // back and continues; the SSE stream reports each call and result before the tokens.
-func TestChatModelRequestedToolRound(t *testing.T) {
-	ts, up := chatToolServer(t)
+func testChatModelRequestedToolRound(t *testing.T, ts *toolServer, up *toolUpstream) {
+	before := len(up.requests())
 	resp, body := ts.streamChat(t, `{"message":"what is six times seven?","sessionId":"s-agent"}`, "x-tenant-id: agent", "x-trace-id: trace-agent")
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
@@ -258,7 +263,7 @@ func TestChatModelRequestedToolRound(t *testing.T) {
 		t.Errorf("done usage %+v", done.Usage)
 	}
 
-	reqs := up.requests()
+	reqs := up.requests()[before:]
 	if len(reqs) != 2 {
 		t.Fatalf("upstream requests = %d, want 2 (the tool round, then the answer)", len(reqs))
 	}
@@ -296,8 +301,8 @@ func TestChatModelRequestedToolRound(t *testing.T) {
 }
 
 // Issue 7: at most 4 rounds; then the model is asked once more without tools.
-func TestChatToolRoundsAreBounded(t *testing.T) {
-	ts, up := chatToolServer(t)
+func testChatToolRoundsAreBounded(t *testing.T, ts *toolServer, up *toolUpstream) {
+	before := len(up.requests())
 	resp, body := ts.streamChat(t, `{"message":"loop forever"}`, "x-tenant-id: looper")
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
@@ -307,7 +312,7 @@ func TestChatToolRoundsAreBounded(t *testing.T) {
 	if len(calls) != maxToolRounds || len(results) != maxToolRounds || reply != "gave up" {
 		t.Errorf("calls %d, results %d, reply %q; want %d rounds then the answer without tools", len(calls), len(results), reply, maxToolRounds)
 	}
-	reqs := up.requests()
+	reqs := up.requests()[before:]
 	if len(reqs) != maxToolRounds+1 || len(reqs[maxToolRounds].Tools) != 0 {
 		t.Errorf("upstream requests %d (last offered %d tools), want %d with none offered last", len(reqs), len(reqs[len(reqs)-1].Tools), maxToolRounds+1)
 	}
@@ -315,8 +320,7 @@ func TestChatToolRoundsAreBounded(t *testing.T) {
 
 // Issue 7: model-requested tools pass the same gate: a tool the tenant may not run is refused, and the
 // model is told so (it is not a request failure).
-func TestChatModelRequestedToolIsGated(t *testing.T) {
-	ts, _ := chatToolServer(t)
+func testChatModelRequestedToolIsGated(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	resp, body := ts.streamChat(t, `{"message":"fetch it"}`, "x-tenant-id: fetcher2")
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)

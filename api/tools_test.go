@@ -106,6 +106,34 @@ func TestNewRefusesToolsOrSpeechWithoutLimiter(t *testing.T) {
 	}
 }
 
+// TestToolsAndSpeech runs the tool, speech and chat-tool tests on one server (embedded NATS, the
+// grains, the real registry and espeak-ng, an OpenAI-compatible test upstream): starting the parts
+// takes seconds, the tests milliseconds. Each test uses its own tenants or sessions.
+func TestToolsAndSpeech(t *testing.T) {
+	ts, up := chatToolServer(t)
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, ts *toolServer, up *toolUpstream)
+	}{
+		{"ToolSchemaListsOnlyPermittedTools", testToolSchemaListsOnlyPermittedTools},
+		{"ToolExecuteStatusesAndCodes", testToolExecuteStatusesAndCodes},
+		{"ToolExecuteIsAudited", testToolExecuteIsAudited},
+		{"ToolExecuteIsRateLimited", testToolExecuteIsRateLimited},
+		{"ModelBackedToolDegradesGracefully", testModelBackedToolDegradesGracefully},
+		{"TTSSynthesizesRealAudio", testTTSSynthesizesRealAudio},
+		{"TTSRefusals", testTTSRefusals},
+		{"TTSVoices", testTTSVoices},
+		{"ChatToolNameResultReachesTheModel", testChatToolNameResultReachesTheModel},
+		{"ChatToolNameFailures", testChatToolNameFailures},
+		{"ChatModelRequestedToolRound", testChatModelRequestedToolRound},
+		{"ChatToolRoundsAreBounded", testChatToolRoundsAreBounded},
+		{"ChatModelRequestedToolIsGated", testChatModelRequestedToolIsGated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, ts, up) })
+	}
+}
+
 type toolDescriptorJSON struct {
 	Name        string          `json:"name"`
 	Description string          `json:"description"`
@@ -115,12 +143,7 @@ type toolDescriptorJSON struct {
 
 // CONTRACT.md "Tools": GET /schema/tools → data.tools (name, description, parameter schema,
 // timeout); ours: only the tools this caller may run are listed.
-func TestToolSchemaListsOnlyPermittedTools(t *testing.T) {
-	ts := newToolServer(t, toolServerOpts{tenants: []string{
-		flagTenant("tools-off", `{"tools_enabled": false}`, "local/extractive"),
-		flagTenant("no-calc", `{"tool_calculate": false}`, "local/extractive"),
-		flagTenant("fetcher", `{"http_fetch": true}`, "local/extractive"),
-	}})
+func testToolSchemaListsOnlyPermittedTools(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	tests := []struct {
 		tenant      string
 		want, never []string
@@ -182,10 +205,7 @@ type toolExecJSON struct {
 // runs but fails is 200 success:false; unknown 404 TOOL_NOT_FOUND; bad params 400
 // VALIDATION_FAILED; not permitted 403 PERMISSION_DENIED; timeout or crash 500 EXECUTION_TIMEOUT /
 // EXECUTION_ERROR.
-func TestToolExecuteStatusesAndCodes(t *testing.T) {
-	ts := newToolServer(t, toolServerOpts{tenants: []string{
-		flagTenant("tools-off", `{"tools_enabled": false}`, "local/extractive"),
-	}})
+func testToolExecuteStatusesAndCodes(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	tests := []struct {
 		name        string
 		tenant      string
@@ -259,8 +279,7 @@ func TestToolExecuteStatusesAndCodes(t *testing.T) {
 
 // CONTRACT.md "Tools": every execution is audited with tenant, tool, request and user IDs, the sha256
 // of the params (never the params), success, duration and error code. The request ID is the trace ID.
-func TestToolExecuteIsAudited(t *testing.T) {
-	ts := newToolServer(t, toolServerOpts{})
+func testToolExecuteIsAudited(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	resp, body := ts.do(t, http.MethodPost, "/tools/execute",
 		`{"tool_name":"calculate","params":{"expression":"secret-ish 1/0"},"user_id":"u-7"}`,
 		"x-tenant-id: open", "x-trace-id: trace-audit-1")
@@ -286,10 +305,7 @@ func TestToolExecuteIsAudited(t *testing.T) {
 }
 
 // CONTRACT.md "Rate limits" (ours: also /tools/execute): denied → 429 rate_limited with the headers.
-func TestToolExecuteIsRateLimited(t *testing.T) {
-	ts := newToolServer(t, toolServerOpts{tenants: []string{
-		flagTenant("tight", `{}`, "local/extractive", `"rateLimit": {"perMinute": 1000, "burst": 1000}`, `"rateLimit": {"perMinute": 2, "burst": 2}`),
-	}})
+func testToolExecuteIsRateLimited(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	body := `{"tool_name":"calculate","params":{"expression":"1+1"},"user_id":"same"}`
 	for i := range 2 {
 		resp, b := ts.do(t, http.MethodPost, "/tools/execute", body, "x-tenant-id: tight")
@@ -306,8 +322,7 @@ func TestToolExecuteIsRateLimited(t *testing.T) {
 
 // The model-backed built-ins reach the tenant's chat model through ModelCompleter; with only
 // local/extractive (which answers prose, not JSON) classify_intent degrades to "other".
-func TestModelBackedToolDegradesGracefully(t *testing.T) {
-	ts := newToolServer(t, toolServerOpts{})
+func testModelBackedToolDegradesGracefully(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	resp, body := ts.do(t, http.MethodPost, "/tools/execute",
 		`{"tool_name":"classify_intent","params":{"text":"refund my order","categories":["billing","support"]}}`, "x-tenant-id: open")
 	if resp.StatusCode != 200 {

@@ -62,18 +62,10 @@ func (ts *toolServer) tts(t *testing.T, body string, headers ...string) (*http.R
 	return ts.do(t, http.MethodPost, "/tts", body, append([]string{"x-tenant-id: speaker", "Content-Type: application/json"}, headers...)...)
 }
 
-func speechTenants() []string {
-	return []string{
-		flagTenant("speaker", `{"tts_enabled": true}`, "local/extractive"),
-		flagTenant("mute", `{"tts_enabled": false}`, "local/extractive"),
-	}
-}
-
 // CONTRACT.md "POST /tts": success is binary audio with the right audio/* type and x-trace-id; ours:
 // real synthesis (espeak-ng; mp3 and opus by Debian's encoders); wav with true RIFF sizes.
-func TestTTSSynthesizesRealAudio(t *testing.T) {
+func testTTSSynthesizesRealAudio(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	needSpeechBinaries(t)
-	ts := newToolServer(t, toolServerOpts{tenants: speechTenants()})
 	tests := []struct {
 		format string
 		body   string
@@ -136,8 +128,7 @@ func TestTTSSynthesizesRealAudio(t *testing.T) {
 }
 
 // CONTRACT.md "POST /tts": non-POST 405; tts_enabled not true → 403 tts_not_enabled; bad body 400.
-func TestTTSRefusals(t *testing.T) {
-	ts := newToolServer(t, toolServerOpts{tenants: speechTenants()})
+func testTTSRefusals(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	tests := []struct {
 		name, tenant, method, body string
 		status                     int
@@ -182,9 +173,8 @@ func TestTTSRefusals(t *testing.T) {
 }
 
 // Ours: GET /tts/voices lists the tenant's provider's voices in the envelope.
-func TestTTSVoices(t *testing.T) {
+func testTTSVoices(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	needSpeechBinaries(t)
-	ts := newToolServer(t, toolServerOpts{tenants: speechTenants()})
 	resp, b := ts.do(t, http.MethodGet, "/tts/voices", "", "x-tenant-id: speaker")
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, b)
