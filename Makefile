@@ -8,7 +8,7 @@ STATICCHECK_VERSION := v0.8.2
 # Packages whose tests run with the race detector (those with goroutines, timers or shared state).
 RACE_PKGS := ./api/... ./actors/... ./store/... ./gateway/... ./rag/... ./tools/... ./config/... ./observe/...
 
-.PHONY: run build test test-race test-multinode provision proto lint fmt bench fuzz clean
+.PHONY: run build test provision proto lint fmt bench fuzz clean milvus-up milvus-down
 
 run: build
 	$(BIN) serve
@@ -19,10 +19,19 @@ build:
 provision:
 	./scripts/provision.sh
 
+# One shell line, so that the Milvus address and the trap that stops Milvus cover both test runs.
 test: provision
 	$(GO) vet $(PKG)
-	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
+	set -e; addr=$$(./scripts/milvus.sh start); export "$$addr"; \
+	trap './scripts/milvus.sh stop' EXIT; \
+	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS); \
 	$(GO) test -count=1 -timeout 15m ./cmd/... ./cluster/... ./test/...
+
+milvus-up:
+	@./scripts/milvus.sh start
+
+milvus-down:
+	./scripts/milvus.sh stop
 
 proto:
 	cd actors/pb && protoc --go_out=. --go_opt=paths=source_relative *.proto
