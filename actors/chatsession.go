@@ -176,6 +176,12 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 		if m.GetTimestampMs() == 0 {
 			m.TimestampMs = now
 		}
+		// History is oldest first by stream order, and ?before= pages by timestamp: keep timestamps
+		// non-decreasing in stream order, or concurrent exchanges (stamped when they started, stored
+		// when they finished) would make paging skip or repeat messages.
+		if n := len(s.msgs); n > 0 {
+			m.TimestampMs = max(m.TimestampMs, s.msgs[n-1].msg.GetTimestampMs())
+		}
 		data, err := proto.Marshal(m)
 		if err != nil {
 			return fmt.Errorf("chat session: encode: %w", err)

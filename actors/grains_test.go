@@ -225,7 +225,9 @@ func TestChatSessionRetention(t *testing.T) {
 		if n := storedCount(t, js, "chat.acme.age"); n != 1 {
 			t.Fatalf("stream holds %d messages, want 1 (old ones removed, not hidden)", n)
 		}
-		// A straggler with an old timestamp after a newer message is deleted on its own.
+		// A message stamped earlier than the last stored one (an exchange that started before another
+		// finished) is stored with the last stored timestamp, so timestamps never decrease in history
+		// order and retention never has to delete from the middle.
 		r = probe.Ask[*pb.AppendResponse](t, p, grain, &pb.AppendRequest{
 			Messages:  []*pb.ChatMessage{chatMsg("user", "late-old", old), chatMsg("user", "newest", clock.Now())},
 			Retention: ret,
@@ -233,8 +235,17 @@ func TestChatSessionRetention(t *testing.T) {
 		if r.GetError() != "" {
 			t.Fatal(r.GetError())
 		}
-		if n := storedCount(t, js, "chat.acme.age"); n != 2 {
-			t.Fatalf("stream holds %d messages, want 2", n)
+		if n := storedCount(t, js, "chat.acme.age"); n != 3 {
+			t.Fatalf("stream holds %d messages, want 3", n)
+		}
+		h = probe.Ask[*pb.HistoryResponse](t, p, grain, &pb.HistoryRequest{Retention: ret})
+		if diff := cmp.Diff([]string{"new", "late-old", "newest"}, contents(h.GetMessages())); diff != "" {
+			t.Fatalf("(-want +got):\n%s", diff)
+		}
+		for i := 1; i < len(h.GetMessages()); i++ {
+			if h.GetMessages()[i].GetTimestampMs() < h.GetMessages()[i-1].GetTimestampMs() {
+				t.Fatalf("timestamps decrease at %d: %v", i, h.GetMessages())
+			}
 		}
 		clock.Advance(2 * day) // everything expires: the session is empty and still writable
 		h = probe.Ask[*pb.HistoryResponse](t, p, grain, &pb.HistoryRequest{Retention: ret})
