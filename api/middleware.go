@@ -146,7 +146,7 @@ func (s *Server) resolveTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		st.tenant, st.source, st.keyID = cfg, res.Source, auth.KeyID
 
 		if req.Method != http.MethodGet && req.Method != http.MethodHead {
-			limit := s.env.MaxRequestBodySize
+			limit := s.bodyLimit(c) // rag.go: POST /ingest has its own, larger limit
 			if req.ContentLength > limit {
 				return errPayloadTooLarge(limit)
 			}

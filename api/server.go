@@ -36,6 +36,7 @@ type Deps struct {
 	Chat   *ChatDeps   // nil: chat routes answer 503 unavailable
 	Tools  *ToolsDeps  // nil: /schema/tools and /tools/execute are not registered; tool_name in /chat is refused
 	Speech *SpeechDeps // nil: /tts and /tts/voices are not registered
+	RAG    *RAGDeps    // nil: /ingest, /documents, /search and /ingest/jobs are not registered
 }
 
 // Server is the tenant-facing HTTP server.
@@ -52,6 +53,7 @@ type Server struct {
 	chat     *ChatDeps
 	tools    *ToolsDeps
 	speech   *SpeechDeps
+	rag      *ragService
 	inflight atomic.Int64 // requests being served, reported when shutdown runs out of time
 }
 
@@ -76,6 +78,13 @@ func New(d Deps) (*Server, error) {
 	}
 	s.tools, s.speech = d.Tools, d.Speech
 	s.tenants.Store(d.Tenants)
+	if d.RAG != nil {
+		r, err := newRAGService(d.RAG)
+		if err != nil {
+			return nil, err
+		}
+		s.rag = r
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -102,6 +111,9 @@ func (s *Server) routes(e *echo.Echo) {
 	}
 	if s.speech != nil {
 		s.ttsRoutes(e)
+	}
+	if s.rag != nil {
+		s.ragRoutes(e)
 	}
 }
 
