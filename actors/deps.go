@@ -54,6 +54,7 @@ func Kinds(deps Deps) []*cluster.Kind {
 	return []*cluster.Kind{
 		cluster.NewKind(KindChatSession, chatSessionProps(deps, "", "")),
 		cluster.NewKind(KindRateLimiter, rateLimiterProps(deps)),
+		cluster.NewKind(KindBudget, budgetProps(deps, "")), // budget.go
 	}
 }
 

@@ -2,3 +2,4 @@
 package pb
 
 //go:generate protoc --go_out=. --go_opt=paths=source_relative actors.proto
+//go:generate protoc --go_out=. --go_opt=paths=source_relative budget.proto

@@ -1,0 +1,88 @@
+package actors
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/crispy-enigma/crispy/actors/pb"
+	"github.com/crispy-enigma/crispy/test/probe"
+)
+
+// TestBudgetDuplicateActivationCannotOverwrite: during membership churn protoactor can briefly run
+// two activations of one tenant's Budget grain (DESIGN.md "Durable Object semantics we keep"). Every
+// counter write is conditional on the KV revision the activation last read, so the stale twin's
+// write is refused; it re-reads and adds on top, and no charge is lost.
+func TestBudgetDuplicateActivationCannotOverwrite(t *testing.T) {
+	js, _ := startNATS(t, t.TempDir())
+	clock := newFakeClock()
+	deps := Deps{JS: js, Now: clock.Now, Logger: zerolog.Nop()}.withDefaults()
+	system := actor.NewActorSystem()
+	twinA := system.Root.Spawn(budgetProps(deps, "acme"))
+	twinB := system.Root.Spawn(budgetProps(deps, "acme"))
+	p := probe.New(t, system, 0)
+	lim := &pb.BudgetLimits{Daily: 1000, Monthly: 10000}
+
+	reserve := func(twin *actor.PID, id string, n int64) {
+		t.Helper()
+		r := probe.Ask[*pb.BudgetReserveResponse](t, p, twin, &pb.BudgetReserveRequest{ReservationId: id, Tokens: n, Limits: lim})
+		if !r.GetAllowed() || r.GetError() != "" {
+			t.Fatalf("reserve %s: %v", id, r)
+		}
+	}
+	commit := func(twin *actor.PID, id string, n int64) {
+		t.Helper()
+		if r := probe.Ask[*pb.BudgetCommitResponse](t, p, twin, &pb.BudgetCommitRequest{ReservationId: id, Actual: n}); r.GetError() != "" {
+			t.Fatalf("commit %s: %s", id, r.GetError())
+		}
+	}
+	// Both twins load the (empty) counters.
+	reserve(twinA, "a1", 10)
+	reserve(twinB, "b1", 10)
+	commit(twinA, "a1", 7)  // A creates the counters
+	commit(twinB, "b1", 5)  // B still thinks they do not exist: refused, re-reads, adds
+	commit(twinA, "a2", 11) // A is now stale in turn (unknown reservation: charged anyway)
+
+	kv, err := js.KeyValue(context.Background(), BucketBudgets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	day, month := periods(clock.Now())
+	for _, period := range []string{day, month} {
+		e, err := kv.Get(context.Background(), "acme."+period)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(e.Value()); got != "23" {
+			t.Errorf("stored counter acme.%s = %s, want 23 (7 + 5 + 11, none overwritten)", period, got)
+		}
+	}
+}
+
+func TestBudgetPeriods(t *testing.T) {
+	tests := []struct {
+		now                   time.Time
+		day, month            string
+		nextDay, nextMonthStr string
+	}{
+		{time.Date(2026, 1, 31, 23, 59, 59, 0, time.UTC), "2026-01-31", "2026-01", "2026-02-01", "2026-02-01"},
+		{time.Date(2026, 12, 31, 12, 0, 0, 0, time.UTC), "2026-12-31", "2026-12", "2027-01-01", "2027-01-01"},
+		// UTC, whatever the caller's zone: 2026-03-01 01:00 in UTC+3 is still February in UTC.
+		{time.Date(2026, 3, 1, 1, 0, 0, 0, time.FixedZone("x", 3*3600)), "2026-02-28", "2026-02", "2026-03-01", "2026-03-01"},
+	}
+	for _, tt := range tests {
+		day, month := periods(tt.now)
+		if day != tt.day || month != tt.month {
+			t.Errorf("periods(%s) = %s, %s; want %s, %s", tt.now, day, month, tt.day, tt.month)
+		}
+		if got := nextDay(tt.now).Format("2006-01-02"); got != tt.nextDay {
+			t.Errorf("nextDay(%s) = %s, want %s", tt.now, got, tt.nextDay)
+		}
+		if got := nextMonth(tt.now).Format("2006-01-02"); got != tt.nextMonthStr {
+			t.Errorf("nextMonth(%s) = %s, want %s", tt.now, got, tt.nextMonthStr)
+		}
+	}
+}
