@@ -22,6 +22,13 @@ type Metrics struct {
 	ToolExecutions *prometheus.CounterVec // tenant, tool, outcome
 	TTSCharacters  *prometheus.CounterVec // tenant
 	TTSRequests    *prometheus.CounterVec // tenant, format, outcome
+
+	// AI gateway (issue 4).
+	ModelLatency   *prometheus.HistogramVec // model, outcome: a whole model call, open to last token
+	ModelRetries   *prometheus.CounterVec   // model: retries of a model before its first token
+	ModelFallbacks *prometheus.CounterVec   // from, to: calls served by the fallback model
+	BudgetRejected *prometheus.CounterVec   // tenant: requests denied by the token budget
+	CacheLookups   *prometheus.CounterVec   // tenant, result (hit, miss): response cache
 }
 
 // NewMetrics creates and registers the collectors, plus the Go runtime and process collectors.
@@ -75,5 +82,27 @@ func NewMetrics() *Metrics {
 	}
 	reg.MustRegister(m.HTTPRequests, m.HTTPDuration, m.HTTPInFlight, m.RateLimited, m.ModelCalls, m.ModelTokens, m.ModelTTFT)
 	reg.MustRegister(m.ToolExecutions, m.TTSCharacters, m.TTSRequests)
+	m.ModelLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "crispy_model_call_duration_seconds",
+		Help:    "Chat model call latency, from opening the call to its last token, by model and outcome.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+	}, []string{"model", "outcome"})
+	m.ModelRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "crispy_model_retries_total",
+		Help: "Retries of a model call after a retryable failure before its first token, by model.",
+	}, []string{"model"})
+	m.ModelFallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "crispy_model_fallbacks_total",
+		Help: "Model calls served by the fallback model after the primary failed, by primary and fallback.",
+	}, []string{"from", "to"})
+	m.BudgetRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "crispy_budget_rejected_total",
+		Help: "Requests denied by a tenant token budget (429 budget_exceeded).",
+	}, []string{"tenant"})
+	m.CacheLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "crispy_response_cache_lookups_total",
+		Help: "Response cache lookups of non-streamed chat, by tenant and result (hit, miss).",
+	}, []string{"tenant", "result"})
+	reg.MustRegister(m.ModelLatency, m.ModelRetries, m.ModelFallbacks, m.BudgetRejected, m.CacheLookups)
 	return m
 }
