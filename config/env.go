@@ -57,6 +57,19 @@ type Env struct {
 	// OpenAIAPIKey is the value of the variable named by OpenAIAPIKeyEnv, read by LoadSecrets;
 	// never logged.
 	OpenAIAPIKey string
+	// OpenAIEmbeddingModels: CRISPY_OPENAI_EMBEDDING_MODELS, comma-separated embedding model IDs (or
+	// prefixes ending in '*') the OpenAI-compatible API serves on /v1/embeddings; default none.
+	OpenAIEmbeddingModels string
+
+	// RoutesFile: CRISPY_ROUTES, a JSON routing table of providers (gateway.Routes); the provider of
+	// the --openai-* flags is added after its entries.
+	RoutesFile string
+	// ModelCallTimeout: CRISPY_MODEL_TIMEOUT, the bound of one model call, streaming included, for
+	// providers without their own timeoutMs; default 120s, 0 or negative means none.
+	ModelCallTimeout time.Duration
+	// ModelFirstTokenTimeout: CRISPY_MODEL_FIRST_TOKEN_TIMEOUT, the bound of a call's wait for its
+	// first token before it is retried or falls back; default 0 (none beyond the call timeout).
+	ModelFirstTokenTimeout time.Duration
 
 	MaxRequestBodySize int64 // MAX_REQUEST_BODY_SIZE; bytes, default 1 MiB
 	MaxMessageLength   int   // MAX_MESSAGE_LENGTH; default 10000 (cannot exceed 10000)
@@ -98,6 +111,7 @@ func DefaultEnv() Env {
 		OpenAIAPIKeyEnv:    "CRISPY_OPENAI_API_KEY",
 		OpenAIModels:       "*",
 		CloudflareTokenEnv: "CRISPY_CF_API_TOKEN",
+		ModelCallTimeout:   120 * time.Second,
 		MaxRequestBodySize: 1 << 20,
 		MaxMessageLength:   MaxMessageLengthLimit,
 		SessionIdleTimeout: 5 * time.Minute,
@@ -131,6 +145,10 @@ func (e *Env) BindFlags(fs *pflag.FlagSet, getenv func(string) string) {
 	b.str(&e.OpenAIAPIKeyEnv, "openai-api-key-env", "name of the environment variable holding the OpenAI-compatible API key", "CRISPY_OPENAI_API_KEY_ENV")
 	b.str(&e.OpenAIModels, "openai-models", "comma-separated model IDs or prefixes ending in '*' served by the OpenAI-compatible API", "CRISPY_OPENAI_MODELS")
 	b.str(&e.CloudflareTokenEnv, "cf-api-token-env", "name of the environment variable holding the Cloudflare API token", "CRISPY_CF_API_TOKEN_ENV")
+	b.str(&e.OpenAIEmbeddingModels, "openai-embedding-models", "comma-separated embedding model IDs or prefixes ending in '*' served by the OpenAI-compatible API on /v1/embeddings", "CRISPY_OPENAI_EMBEDDING_MODELS")
+	b.str(&e.RoutesFile, "routes", "JSON routing table of model providers (the --openai-* provider is added after its entries)", "CRISPY_ROUTES")
+	b.duration(&e.ModelCallTimeout, "model-timeout", "bound of one model call, streaming included, for providers without their own timeoutMs (0: none)", "CRISPY_MODEL_TIMEOUT")
+	b.duration(&e.ModelFirstTokenTimeout, "model-first-token-timeout", "bound of a model call's wait for its first token before retry or fallback (0: none)", "CRISPY_MODEL_FIRST_TOKEN_TIMEOUT")
 	b.int64(&e.MaxRequestBodySize, "max-body-size", "largest request body in bytes (Content-Length above it → 413)", "CRISPY_MAX_BODY_SIZE", "MAX_REQUEST_BODY_SIZE")
 	b.int(&e.MaxMessageLength, "max-message-length", "largest chat message in characters (1–10000)", "CRISPY_MAX_MESSAGE_LENGTH", "MAX_MESSAGE_LENGTH")
 	b.duration(&e.SessionIdleTimeout, "session-idle-timeout", "idle time after which a chat session grain passivates", "CRISPY_SESSION_IDLE_TIMEOUT")
@@ -202,29 +220,33 @@ func (e *Env) Validate() error {
 // credentials inside URLs are replaced.
 func (e Env) Redacted() map[string]any {
 	return map[string]any{
-		"environment":          e.Environment,
-		"node-name":            e.NodeName,
-		"listen":               e.ListenAddr,
-		"admin-addr":           e.AdminAddr,
-		"admin-token-set":      e.AdminToken != "",
-		"data-dir":             e.DataDir,
-		"tenants-dir":          e.TenantsDir,
-		"log-level":            e.LogLevel,
-		"log-format":           e.LogFormat,
-		"nats-url":             redactURLs(e.NATSURL),
-		"milvus-addr":          redactURLs(e.MilvusAddr),
-		"model-id":             e.ModelID,
-		"fallback-model-id":    e.FallbackModelID,
-		"openai-base-url":      redactURLs(e.OpenAIBaseURL),
-		"openai-api-key-env":   e.OpenAIAPIKeyEnv,
-		"openai-api-key-set":   e.OpenAIAPIKey != "",
-		"openai-models":        e.OpenAIModels,
-		"cf-api-token-env":     e.CloudflareTokenEnv,
-		"cf-api-token-set":     e.CloudflareToken != "",
-		"max-body-size":        e.MaxRequestBodySize,
-		"max-message-length":   e.MaxMessageLength,
-		"session-idle-timeout": e.SessionIdleTimeout.String(),
-		"shutdown-timeout":     e.ShutdownTimeout.String(),
+		"environment":               e.Environment,
+		"node-name":                 e.NodeName,
+		"listen":                    e.ListenAddr,
+		"admin-addr":                e.AdminAddr,
+		"admin-token-set":           e.AdminToken != "",
+		"data-dir":                  e.DataDir,
+		"tenants-dir":               e.TenantsDir,
+		"log-level":                 e.LogLevel,
+		"log-format":                e.LogFormat,
+		"nats-url":                  redactURLs(e.NATSURL),
+		"milvus-addr":               redactURLs(e.MilvusAddr),
+		"model-id":                  e.ModelID,
+		"fallback-model-id":         e.FallbackModelID,
+		"openai-base-url":           redactURLs(e.OpenAIBaseURL),
+		"openai-api-key-env":        e.OpenAIAPIKeyEnv,
+		"openai-api-key-set":        e.OpenAIAPIKey != "",
+		"openai-models":             e.OpenAIModels,
+		"cf-api-token-env":          e.CloudflareTokenEnv,
+		"cf-api-token-set":          e.CloudflareToken != "",
+		"openai-embedding-models":   e.OpenAIEmbeddingModels,
+		"routes":                    e.RoutesFile,
+		"model-timeout":             e.ModelCallTimeout.String(),
+		"model-first-token-timeout": e.ModelFirstTokenTimeout.String(),
+		"max-body-size":             e.MaxRequestBodySize,
+		"max-message-length":        e.MaxMessageLength,
+		"session-idle-timeout":      e.SessionIdleTimeout.String(),
+		"shutdown-timeout":          e.ShutdownTimeout.String(),
 	}
 }
 

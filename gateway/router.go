@@ -24,6 +24,11 @@ const (
 	DefaultRetryMaxDelay  = 2 * time.Second
 )
 
+// DefaultCallTimeout bounds one model call (one attempt), from the request to the stream's last byte, when
+// neither the provider nor RouterOptions set a bound. It is an overall bound, not an idle one: generous
+// enough for a long reply from a slow local model, small enough that a wedged upstream frees its slot.
+const DefaultCallTimeout = 120 * time.Second
+
 // ProviderConfig is one row of the routing table: an OpenAI-compatible server and the models it serves.
 type ProviderConfig struct {
 	Name      string
@@ -35,6 +40,17 @@ type ProviderConfig struct {
 	Models        []string
 	PricePer1KIn  float64 // 0 means DefaultPricePer1K
 	PricePer1KOut float64 // 0 means DefaultPricePer1K
+	// Timeout bounds one call to this provider (0: RouterOptions.CallTimeout).
+	Timeout time.Duration
+	// Embeddings are the embedding model IDs this provider serves on /v1/embeddings: exact IDs or
+	// prefixes ending in "*". Chat Models and Embeddings are separate lists: a chat catch-all "*" does
+	// not make a provider an embedding server.
+	Embeddings []string
+	// EmbeddingDimensions fixes the vector length of embedding models by exact ID; models not listed
+	// learn it from their first response.
+	EmbeddingDimensions map[string]int
+	// EmbeddingBatchSize is the most texts sent in one /v1/embeddings request (0: DefaultEmbeddingBatchSize).
+	EmbeddingBatchSize int
 }
 
 // RouterOptions configures a Router. Keep it out of logs: CloudflareToken is a secret.
@@ -64,6 +80,13 @@ type RouterOptions struct {
 	// FirstTokenTimeout bounds each attempt's wait for its first token (0: no bound beyond ctx). An
 	// attempt that exceeds it is a retryable failure.
 	FirstTokenTimeout time.Duration
+	// CallTimeout bounds each attempt as a whole, streaming included, for providers without their own
+	// Timeout: 0 means DefaultCallTimeout, negative means no bound beyond ctx. An attempt that exceeds
+	// it before its first token is a retryable failure; after it, the stream ends with an error.
+	CallTimeout time.Duration
+	// CloudflareAccountID is the account for @cf/ embedding models when the caller names none
+	// (Router.Embedder); chat and EmbedderFor use the tenant's RequestMeta.AccountID.
+	CloudflareAccountID string
 }
 
 // ModelInfo says who serves a model and at what price.
@@ -73,6 +96,8 @@ type ModelInfo struct {
 	Local         bool // a built-in model, not a language model behind a network call
 	PricePer1KIn  float64
 	PricePer1KOut float64
+	// CallTimeout bounds one call to the model (0: none beyond the caller's context).
+	CallTimeout time.Duration
 }
 
 // Router maps model IDs to the models that serve them, and opens chat streams with retries and
@@ -84,10 +109,19 @@ type Router struct {
 	cloudflare *CloudflareWorkersAI
 	local      map[string]ChatModel
 
+	// Embedding routes: built once, so a learned dimension is kept across calls.
+	embedExact    map[string]*OpenAIEmbeddings
+	embedPrefixes []prefixRoute // longest first
+	hashEmbed     *HashEmbedder
+	cfAccountID   string
+	httpClient    *http.Client
+	getenv        func(string) string
+
 	maxRetries        int
 	baseDelay         time.Duration
 	maxDelay          time.Duration
 	firstTokenTimeout time.Duration
+	callTimeout       time.Duration // 0: none
 }
 
 type routedProvider struct {
@@ -113,6 +147,18 @@ func NewRouter(opts RouterOptions) *Router {
 		baseDelay:         opts.RetryBaseDelay,
 		maxDelay:          opts.RetryMaxDelay,
 		firstTokenTimeout: opts.FirstTokenTimeout,
+		callTimeout:       opts.CallTimeout,
+		embedExact:        map[string]*OpenAIEmbeddings{},
+		hashEmbed:         NewHashEmbedder(0),
+		cfAccountID:       opts.CloudflareAccountID,
+		httpClient:        opts.HTTPClient,
+		getenv:            getenv,
+	}
+	switch {
+	case r.callTimeout == 0:
+		r.callTimeout = DefaultCallTimeout
+	case r.callTimeout < 0:
+		r.callTimeout = 0
 	}
 	switch {
 	case r.maxRetries == 0:
@@ -145,8 +191,18 @@ func NewRouter(opts RouterOptions) *Router {
 				r.exact[m] = i
 			}
 		}
+		for _, m := range pc.Embeddings {
+			if p, ok := strings.CutSuffix(m, "*"); ok {
+				r.embedPrefixes = append(r.embedPrefixes, prefixRoute{prefix: p, provider: i})
+			} else if _, dup := r.embedExact[m]; !dup {
+				r.embedExact[m] = r.providerEmbedder(i, m)
+			}
+		}
 	}
 	sort.SliceStable(r.prefixes, func(a, b int) bool { return len(r.prefixes[a].prefix) > len(r.prefixes[b].prefix) })
+	sort.SliceStable(r.embedPrefixes, func(a, b int) bool {
+		return len(r.embedPrefixes[a].prefix) > len(r.embedPrefixes[b].prefix)
+	})
 	token := opts.CloudflareToken
 	if token == "" && opts.CloudflareTokenEnv != "" {
 		token = getenv(opts.CloudflareTokenEnv)
@@ -184,7 +240,7 @@ func (r *Router) route(model string) (ChatModel, ModelInfo, error) {
 		return nil, ModelInfo{}, fmt.Errorf("empty model ID: %w", ErrModelNotServed)
 	}
 	if m := r.local[model]; m != nil {
-		return m, ModelInfo{Model: model, Provider: LocalProviderName, Local: true}, nil
+		return m, ModelInfo{Model: model, Provider: LocalProviderName, Local: true, CallTimeout: r.callTimeout}, nil
 	}
 	reserved := strings.HasPrefix(model, cloudflarePrefix) || strings.HasPrefix(model, localPrefix)
 	if i, ok := r.exact[model]; ok {
@@ -201,7 +257,7 @@ func (r *Router) route(model string) (ChatModel, ModelInfo, error) {
 	}
 	if strings.HasPrefix(model, cloudflarePrefix) && r.cloudflare != nil {
 		return r.cloudflare, ModelInfo{Model: model, Provider: CloudflareProviderName,
-			PricePer1KIn: DefaultPricePer1K, PricePer1KOut: DefaultPricePer1K}, nil
+			PricePer1KIn: DefaultPricePer1K, PricePer1KOut: DefaultPricePer1K, CallTimeout: r.callTimeout}, nil
 	}
 	why := ""
 	if strings.HasPrefix(model, cloudflarePrefix) {
@@ -219,11 +275,24 @@ func (r *Router) providerRoute(model string, i int) (ChatModel, ModelInfo, error
 	if info.PricePer1KOut == 0 {
 		info.PricePer1KOut = DefaultPricePer1K
 	}
+	info.CallTimeout = r.providerTimeout(p.cfg)
 	return p.model, info, nil
 }
 
-// errFirstTokenTimeout is the cancel cause of an attempt that waited too long for its first token.
-var errFirstTokenTimeout = errors.New("no first token in time")
+// providerTimeout is the call bound of a provider: its own, else the router's.
+func (r *Router) providerTimeout(pc ProviderConfig) time.Duration {
+	if pc.Timeout > 0 {
+		return pc.Timeout
+	}
+	return r.callTimeout
+}
+
+// errFirstTokenTimeout is the cancel cause of an attempt that waited too long for its first token;
+// errCallTimeout of one that exceeded its overall call bound.
+var (
+	errFirstTokenTimeout = errors.New("no first token in time")
+	errCallTimeout       = errors.New("model call timed out")
+)
 
 // Open opens a stream on req.Model and waits for its first token (or its normal end) before returning,
 // so that every setup failure is an error here, before the HTTP layer commits SSE headers. A failure
@@ -277,9 +346,14 @@ func (r *Router) Open(ctx context.Context, req ChatRequest, fallbackModel string
 // backoff sleeps before retry n (0-based): base·2ⁿ capped at max, half fixed and half random so that
 // clients retrying together spread out.
 func (r *Router) backoff(ctx context.Context, n int) error {
-	d := r.baseDelay << min(n, 30)
-	if d > r.maxDelay || d <= 0 {
-		d = r.maxDelay
+	return sleepBackoff(ctx, r.baseDelay, r.maxDelay, n)
+}
+
+// sleepBackoff waits base·2ⁿ capped at max, jittered; chat and embedding retries share it.
+func sleepBackoff(ctx context.Context, base, max time.Duration, n int) error {
+	d := base << min(n, 30)
+	if d > max || d <= 0 {
+		d = max
 	}
 	d = d/2 + rand.N(d/2+1)
 	t := time.NewTimer(d)
@@ -303,16 +377,35 @@ func (r *Router) openFirst(ctx context.Context, req ChatRequest) (*routedStream,
 	if r.firstTokenTimeout > 0 {
 		timer = time.AfterFunc(r.firstTokenTimeout, func() { cancel(errFirstTokenTimeout) })
 	}
+	// The call bound covers the whole stream, so it is a timer that cancels the attempt's context
+	// rather than a deadline on the HTTP client, which would also cut a healthy stream mid-reply.
+	var callTimer *time.Timer
+	if info.CallTimeout > 0 {
+		callTimer = time.AfterFunc(info.CallTimeout, func() { cancel(errCallTimeout) })
+	}
+	stop := func() {
+		if callTimer != nil {
+			callTimer.Stop()
+		}
+		cancel(nil)
+	}
 	timedOut := func() error {
+		if errors.Is(context.Cause(actx), errCallTimeout) {
+			return callTimedOut(info, true)
+		}
 		return &UpstreamError{Provider: info.Provider, Model: req.Model, Retryable: true,
 			Message: fmt.Sprintf("no first token within %s", r.firstTokenTimeout), cause: errFirstTokenTimeout}
 	}
+	timerCause := func() bool {
+		c := context.Cause(actx)
+		return ctx.Err() == nil && (errors.Is(c, errFirstTokenTimeout) || errors.Is(c, errCallTimeout))
+	}
 	s, err := m.OpenChat(actx, req)
 	if err != nil {
-		cancel(nil)
-		if ctx.Err() == nil && errors.Is(context.Cause(actx), errFirstTokenTimeout) {
-			return nil, timedOut()
+		if timerCause() {
+			err = timedOut()
 		}
+		stop()
 		return nil, err
 	}
 	tok, err := s.Next(actx)
@@ -321,24 +414,35 @@ func (r *Router) openFirst(ctx context.Context, req ChatRequest) (*routedStream,
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		s.Close()
-		cancel(nil)
-		if ctx.Err() == nil && errors.Is(context.Cause(actx), errFirstTokenTimeout) {
-			return nil, timedOut()
+		if timerCause() {
+			err = timedOut()
 		}
+		stop()
 		return nil, err
 	}
-	return &routedStream{inner: s, model: req.Model, first: tok, pending: err == nil, cancel: cancel}, nil
+	return &routedStream{inner: s, model: req.Model, first: tok, pending: err == nil, cancel: cancel,
+		actx: actx, callTimer: callTimer, info: info}, nil
+}
+
+// callTimedOut is the error of an attempt that exceeded its call bound. Before the first token it is
+// retryable like any other failure to start; after it, nothing is retried.
+func callTimedOut(info ModelInfo, retryable bool) error {
+	return &UpstreamError{Provider: info.Provider, Model: info.Model, Retryable: retryable,
+		Message: fmt.Sprintf("call exceeded its %s timeout", info.CallTimeout), cause: errCallTimeout}
 }
 
 // routedStream replays the first token Open already read, then delegates, wrapping failures so they
 // name the models tried.
 type routedStream struct {
-	inner   ChatStream
-	model   string
-	first   string
-	pending bool
-	tried   []string
-	cancel  context.CancelCauseFunc
+	inner     ChatStream
+	model     string
+	first     string
+	pending   bool
+	tried     []string
+	cancel    context.CancelCauseFunc
+	actx      context.Context // the attempt's context: its cause tells a call timeout from other ends
+	callTimer *time.Timer
+	info      ModelInfo
 }
 
 func (s *routedStream) Next(ctx context.Context) (string, error) {
@@ -348,6 +452,9 @@ func (s *routedStream) Next(ctx context.Context) (string, error) {
 	}
 	tok, err := s.inner.Next(ctx)
 	if err != nil && !errors.Is(err, io.EOF) {
+		if ctx.Err() == nil && errors.Is(context.Cause(s.actx), errCallTimeout) {
+			err = callTimedOut(s.info, false)
+		}
 		return "", &CallError{Tried: s.tried, Errs: []error{fmt.Errorf("after the first token from %s: %w", s.model, err)}}
 	}
 	return tok, err
@@ -358,6 +465,9 @@ func (s *routedStream) Model() string { return s.model }
 
 func (s *routedStream) Close() error {
 	err := s.inner.Close()
+	if s.callTimer != nil {
+		s.callTimer.Stop()
+	}
 	s.cancel(nil)
 	return err
 }

@@ -1,0 +1,111 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// cloudflareEmbeddingDimensions are the vector lengths of Workers AI's embedding models, so that a
+// collection can be sized before the first call. Models not listed learn theirs from the first response.
+var cloudflareEmbeddingDimensions = map[string]int{
+	"@cf/baai/bge-small-en-v1.5": 384,
+	"@cf/baai/bge-base-en-v1.5":  768,
+	"@cf/baai/bge-large-en-v1.5": 1024,
+	"@cf/baai/bge-m3":            1024,
+}
+
+// Embedder returns the embedding model for model ID, for callers that serve no particular tenant:
+// @cf/ models use RouterOptions.CloudflareAccountID. See EmbedderFor.
+func (r *Router) Embedder(model string) (EmbeddingModel, error) {
+	return r.EmbedderFor(model, RequestMeta{})
+}
+
+// EmbedderFor returns the embedding model for model ID, on behalf of meta's tenant. Order:
+// local/hash-embed (built in); an exact embeddings entry of the routing table; the longest embeddings
+// prefix; @cf/ models on Workers AI's OpenAI-compatible /v1/embeddings of the tenant's account
+// (meta.AccountID, else RouterOptions.CloudflareAccountID), through the tenant's AI Gateway when
+// meta.GatewayID is set, when a Cloudflare token is configured. Anything else is ErrModelNotServed
+// (wrapped, naming the model). Embedders of exact entries are shared, so a dimension learned by one
+// call is known to the next.
+func (r *Router) EmbedderFor(model string, meta RequestMeta) (EmbeddingModel, error) {
+	if model == HashEmbedID {
+		return r.hashEmbed, nil
+	}
+	if e := r.embedExact[model]; e != nil {
+		return e, nil
+	}
+	reserved := strings.HasPrefix(model, cloudflarePrefix) || strings.HasPrefix(model, localPrefix)
+	for _, pr := range r.embedPrefixes {
+		if !strings.HasPrefix(model, pr.prefix) {
+			continue
+		}
+		if reserved && !strings.HasPrefix(pr.prefix, cloudflarePrefix) && !strings.HasPrefix(pr.prefix, localPrefix) {
+			continue
+		}
+		return r.providerEmbedder(pr.provider, model), nil
+	}
+	if strings.HasPrefix(model, cloudflarePrefix) && r.cloudflare != nil {
+		account := meta.AccountID
+		if account == "" {
+			account = r.cfAccountID
+		}
+		if account == "" {
+			return nil, fmt.Errorf("embedding model %q: %w (and RouterOptions.CloudflareAccountID is empty)", model, errNoAccountID)
+		}
+		return r.cloudflareEmbedder(model, account, meta), nil
+	}
+	why := ""
+	if model != "" && strings.HasPrefix(model, cloudflarePrefix) {
+		why = " (no Cloudflare API token is configured)"
+	}
+	return nil, fmt.Errorf("embedding model %q%s: %w", model, why, ErrModelNotServed)
+}
+
+// providerEmbedder builds the embedder of table provider i for model.
+func (r *Router) providerEmbedder(i int, model string) *OpenAIEmbeddings {
+	pc := r.providers[i].cfg
+	return NewOpenAIEmbeddings(OpenAIEmbeddingOptions{
+		Name: pc.Name, BaseURL: pc.BaseURL, APIKey: pc.APIKey, APIKeyEnv: pc.APIKeyEnv, Getenv: r.getenv,
+		HTTPClient: r.httpClient, Model: model, Dimension: pc.EmbeddingDimensions[model],
+		BatchSize: pc.EmbeddingBatchSize, Timeout: r.embedTimeout(pc),
+		MaxRetries: r.retriesOption(), RetryBaseDelay: r.baseDelay, RetryMaxDelay: r.maxDelay,
+	})
+}
+
+// cloudflareEmbedder calls Workers AI for one account, through its AI Gateway when meta names one.
+// Workers AI takes at most 100 texts per request.
+func (r *Router) cloudflareEmbedder(model, account string, meta RequestMeta) *OpenAIEmbeddings {
+	cf := r.cloudflare
+	endpoint := cf.apiBase + "/accounts/" + url.PathEscape(account) + "/ai/v1/embeddings"
+	var header http.Header
+	if meta.GatewayID != "" {
+		endpoint = cf.gatewayBase + "/" + url.PathEscape(account) + "/" + url.PathEscape(meta.GatewayID) +
+			"/workers-ai/v1/embeddings"
+		header = http.Header{"Cf-Aig-Metadata": {aiGatewayMetadata(meta)}}
+	}
+	return NewOpenAIEmbeddings(OpenAIEmbeddingOptions{
+		Name: CloudflareProviderName, Endpoint: endpoint, Header: header, APIKey: cf.token,
+		HTTPClient: r.httpClient, Model: model, Dimension: cloudflareEmbeddingDimensions[model],
+		Timeout: r.embedTimeout(ProviderConfig{}), MaxRetries: r.retriesOption(),
+		RetryBaseDelay: r.baseDelay, RetryMaxDelay: r.maxDelay,
+	})
+}
+
+// embedTimeout converts the router's resolved bound back to the options' convention (negative: none).
+func (r *Router) embedTimeout(pc ProviderConfig) time.Duration {
+	if d := r.providerTimeout(pc); d > 0 {
+		return d
+	}
+	return -1
+}
+
+// retriesOption converts the router's resolved retry count back to the options' convention.
+func (r *Router) retriesOption() int {
+	if r.maxRetries == 0 {
+		return -1
+	}
+	return r.maxRetries
+}
