@@ -68,6 +68,7 @@ type testServerOpts struct {
 	models  gateway.RouterOptions
 	noChat  bool
 	now     func() time.Time // the server's clock (Deps.Now); nil = time.Now
+	rag     *testRAGOpts     // non-nil: wire RAG (rag_test.go) over an embedded store in t.TempDir()
 }
 
 type testServer struct {
@@ -76,6 +77,7 @@ type testServer struct {
 	http    *httptest.Server
 	grains  *actors.Client
 	metrics *observe.Metrics
+	rag     *testRAG // set when testServerOpts.rag is
 }
 
 // newTestServer runs the API over real parts: an embedded NATS server with JetStream in a temp
@@ -99,11 +101,17 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 		ts.grains = startGrains(t)
 		deps.Chat = &ChatDeps{Sessions: ts.grains, Limiter: ts.grains, Models: gateway.NewRouter(o.models)}
 	}
+	if o.rag != nil {
+		ts.rag = newTestRAG(t, ts, o, &deps)
+	}
 	srv, err := New(deps)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ts.Server = srv
+	if ts.rag != nil {
+		ts.rag.start(t, srv)
+	}
 	ts.http = httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.http.Close)
 	ts.URL = ts.http.URL
