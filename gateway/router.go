@@ -309,14 +309,20 @@ func (r *Router) Open(ctx context.Context, req ChatRequest, fallbackModel string
 	}
 	var tried []string
 	var errs []error
+	obs := callObserverFrom(ctx) // observer.go
 	for i, model := range models {
+		if i > 0 {
+			obs.fallback(models[i-1], model, errs[len(errs)-1])
+		}
 		tried = append(tried, model)
 		attempts := 1
 		if i == 0 {
 			attempts += r.maxRetries
 		}
+		var lastErr error
 		for a := 0; a < attempts; a++ {
 			if a > 0 {
+				obs.retry(model, a, lastErr)
 				if err := r.backoff(ctx, a-1); err != nil {
 					return nil, &CallError{Tried: tried, Errs: append(errs, fmt.Errorf("waiting to retry %s: %w", model, err))}
 				}
@@ -331,6 +337,7 @@ func (r *Router) Open(ctx context.Context, req ChatRequest, fallbackModel string
 			if ctx.Err() != nil {
 				return nil, &CallError{Tried: tried, Errs: append(errs, err)}
 			}
+			lastErr = err
 			if !IsRetryable(err) || a == attempts-1 {
 				if a > 0 {
 					err = fmt.Errorf("after %d attempts: %w", a+1, err)
