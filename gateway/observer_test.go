@@ -24,7 +24,9 @@ func TestCallObserverSeesRetriesAndFallback(t *testing.T) {
 	})
 	var got []string
 	ctx := WithCallObserver(context.Background(), &CallObserver{
-		OnRetry:    func(model string, attempt int, err error) { got = append(got, "retry "+model+" "+string(rune('0'+attempt))) },
+		OnRetry: func(model string, attempt int, err error) {
+			got = append(got, "retry "+model+" "+string(rune('0'+attempt)))
+		},
 		OnFallback: func(from, to string, err error) { got = append(got, "fallback "+from+" → "+to) },
 	})
 	s, err := r.Open(ctx, ChatRequest{Model: "down/a", Messages: []Message{{Role: "user", Content: "hi"}}}, ExtractiveModelID)
