@@ -80,9 +80,9 @@ const (
 // ragService is the server's RAG state built from RAGDeps.
 type ragService struct {
 	RAGDeps
-	ingester  *rag.Ingester
-	keyword   rag.KeywordSearcher
-	warned    sync.Map // tenant ID → struct{}: embedding-model mismatch logged once
+	ingester *rag.Ingester
+	keyword  rag.KeywordSearcher
+	warned   sync.Map // tenant ID → struct{}: embedding-model mismatch logged once
 }
 
 func newRAGService(d *RAGDeps) (*ragService, error) {

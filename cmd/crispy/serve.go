@@ -25,6 +25,9 @@ import (
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/observe"
+	"github.com/crispy-enigma/crispy/rag"
+	"github.com/crispy-enigma/crispy/rag/embedded"
+	"github.com/crispy-enigma/crispy/rag/milvus"
 	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/tenants"
 )
@@ -168,7 +171,16 @@ func serve(ctx context.Context, env config.Env) error {
 	cleanups = append(cleanups, func() { node.Stop(true); log.Info().Msg("actor cluster stopped") })
 	grains := actors.NewClient(node.Cluster(), 10*time.Second)
 
-	router := gateway.NewRouter(gateway.RouterOptionsFromEnv(env))
+	ragw, err := openRAG(startCtx, log, env, js, dbs, ix)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, ragw.close)
+	routerOpts := gateway.RouterOptionsFromEnv(env)
+	routerOpts.Local = map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(ragw.retriever)}
+	router := gateway.NewRouter(routerOpts)
+	ragw.deps.Models = router
+	ragw.deps.Limiter = grains
 	var auditor api.Auditor = logAuditor{log: log}
 	if ledger, err := store.OpenLedger(startCtx, js, store.LedgerOptions{Replicas: 1}); err != nil {
 		log.Warn().Err(err).Msg("tool audit: ledger unavailable, audit records go to the log")
@@ -186,17 +198,23 @@ func serve(ctx context.Context, env config.Env) error {
 		Components: []api.Component{
 			{Name: "nats", Check: func(context.Context) (string, error) { return "ok", natsHealth() }},
 			{Name: "sqlite", Check: func(ctx context.Context) (string, error) { return "ok", dbs.Ping(ctx) }},
-			{Name: "vectorStore", Check: func(context.Context) (string, error) { return "embedded (not configured yet)", nil }},
+			{Name: "vectorStore", Check: ragw.health},
 			{Name: "models", Check: func(context.Context) (string, error) { return describeModels(env), nil }},
 			{Name: "speech", Check: func(context.Context) (string, error) { return "espeak-ng", espeak.Check() }},
 		},
 		Chat:   &api.ChatDeps{Sessions: grains, Limiter: grains, Models: router},
 		Tools:  &api.ToolsDeps{Registry: toolReg, Limiter: grains},
 		Speech: &api.SpeechDeps{Router: speechRouter, Limiter: grains},
+		RAG:    ragw.deps,
 	})
 	if err != nil {
 		return err
 	}
+	stopIngestWorker, err := srv.StartIngestWorker(ctx)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, stopIngestWorker)
 
 	ln, err := net.Listen("tcp", env.ListenAddr)
 	if err != nil {
@@ -246,4 +264,85 @@ func describeModels(env config.Env) string {
 		d += "; @cf/ models via Workers AI"
 	}
 	return d
+}
+
+// ragWiring is the RAG side of a node: the vector store (embedded, or Milvus with --milvus-addr),
+// the embedder, the ingest job queue, and what /health says about the store.
+type ragWiring struct {
+	deps      *api.RAGDeps
+	retriever *api.Retriever
+	health    func(ctx context.Context) (string, error)
+	close     func()
+}
+
+// openRAG opens the vector store and the job queue. Embeddings are local/hash-embed for every
+// tenant: no embedding provider is wired yet, so a tenant whose aiModels.embeddings names another
+// model (the original's @cf/baai/bge-m3) is embedded locally too; the API logs that once per tenant.
+// Limiter and Models are set by the caller once the grains and the router exist.
+func openRAG(ctx context.Context, log zerolog.Logger, env config.Env, js jetstream.JetStream, dbs *store.TenantDBs, ix *config.Index) (*ragWiring, error) {
+	emb := gateway.NewHashEmbedder(0)
+	w := &ragWiring{}
+	var vs rag.VectorStore
+	if env.MilvusAddr != "" {
+		ms, err := milvus.Open(ctx, milvus.Options{
+			Address: env.MilvusAddr, Model: emb.ID(), Dimension: emb.Dimension(),
+			Namespace: func(tenant string) (string, error) {
+				if cfg, ok := ix.ByID(tenant); ok && cfg.VectorizeNamespace != "" {
+					return cfg.VectorizeNamespace, nil
+				}
+				return tenant, nil
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("milvus %s: %w", env.MilvusAddr, err)
+		}
+		vs = ms
+		w.health = func(ctx context.Context) (string, error) {
+			// Milvus's SDK has no ping here; a TCP connect to its gRPC port is the liveness check.
+			d := net.Dialer{Timeout: 2 * time.Second}
+			c, err := d.DialContext(ctx, "tcp", env.MilvusAddr)
+			if err != nil {
+				return "milvus unreachable", err
+			}
+			_ = c.Close()
+			return "milvus (collection " + ms.Collection() + ")", nil
+		}
+		log.Info().Str("milvus", env.MilvusAddr).Str("collection", ms.Collection()).Msg("vector store: milvus")
+	} else {
+		es, err := embedded.Open(env.DataDir, embedded.Options{Dimension: emb.Dimension()})
+		if err != nil {
+			return nil, fmt.Errorf("embedded vector store: %w", err)
+		}
+		vs = es
+		w.health = func(context.Context) (string, error) {
+			n := 0
+			dirs, _ := os.ReadDir(filepath.Join(env.DataDir, "tenants"))
+			for _, d := range dirs {
+				if _, err := os.Stat(filepath.Join(env.DataDir, "tenants", d.Name(), "vectors.db")); err == nil {
+					n++
+				}
+			}
+			return fmt.Sprintf("embedded (%d tenants)", n), nil
+		}
+		log.Info().Str("dir", env.DataDir).Msg("vector store: embedded")
+	}
+	cache, err := store.OpenTenantKV(ctx, js, store.BucketCache, store.KVOptions{Replicas: 1, AllowTTL: true})
+	if err != nil {
+		_ = vs.Close()
+		return nil, err
+	}
+	jobs, err := api.OpenIngestJobs(ctx, js, api.IngestJobsOptions{Replicas: 1})
+	if err != nil {
+		_ = vs.Close()
+		return nil, err
+	}
+	var ledger *store.Ledger
+	if ledger, err = store.OpenLedger(ctx, js, store.LedgerOptions{Replicas: 1}); err != nil {
+		log.Warn().Err(err).Msg("documents: ledger unavailable, document events are not recorded (the catalogue still is)")
+		ledger = nil
+	}
+	w.retriever = api.NewRetriever(vs, emb, nil)
+	w.deps = &api.RAGDeps{Store: vs, Embedder: emb, Catalog: dbs, Ledger: ledger, Cache: cache, Jobs: jobs}
+	w.close = func() { _ = vs.Close() }
+	return w, nil
 }
