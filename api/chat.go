@@ -38,6 +38,10 @@ type ChatDeps struct {
 	Sessions SessionStore
 	Limiter  RateLimiter
 	Models   ChatModels
+	// Budget enforces tenants' tokenBudget (budget.go); nil enforces none.
+	Budget Budgets
+	// Cache is the response cache of non-streamed chat (cache.go); nil caches nothing.
+	Cache ResponseCache
 }
 
 const (
@@ -173,7 +177,17 @@ func (s *Server) postChat(c echo.Context) error {
 	msgs = append(msgs, gateway.Message{Role: "user", Content: *req.Message})
 
 	started := s.now()
-	stream, err := tl.open(ctx, s.chat.Models, gateway.ChatRequest{
+	call := &modelCall{ // usage.go: budget, cache, ledger, metrics and log line of this call
+		tenant: t, traceID: traceID(c), sessionID: sessionID, userID: req.UserID, primary: primary,
+		newSession: len(history) == 0, started: started,
+	}
+	if handled, err := s.serveCached(c, call, &req, tl, msgs); handled {
+		return err
+	}
+	if err := s.reserveBudget(c, call, msgs, req.MaxTokens); err != nil {
+		return err
+	}
+	stream, err := tl.open(gateway.WithCallObserver(ctx, s.callObserver()), s.chat.Models, gateway.ChatRequest{
 		Model: primary, Messages: msgs, MaxTokens: req.MaxTokens,
 		Meta: gateway.RequestMeta{
 			TenantID: t.TenantID, AccountID: t.AccountID, GatewayID: t.AIGatewayID,
@@ -181,14 +195,14 @@ func (s *Server) postChat(c echo.Context) error {
 		},
 	}, fallback)
 	if err != nil {
-		s.metrics.ModelCalls.WithLabelValues(t.TenantID, primary, "error").Inc()
+		s.modelOpenFailed(ctx, call, err)
 		return Wrap(http.StatusBadGateway, CodeAIError, modelErrorMessage(primary, err), err)
 	}
 	defer stream.Close()
 
 	ex := exchange{
 		tenant: t, sessionID: sessionID, user: *req.Message, started: started, stream: stream, ret: ret,
-		tools: tl,
+		tools: tl, call: call,
 	}
 	if req.Stream == nil || *req.Stream {
 		return s.streamChat(c, &ex)
@@ -206,6 +220,7 @@ type exchange struct {
 	ret       actors.Retention
 	reply     strings.Builder
 	tools     *chatTools // tool events to report before the tokens; nil without tools
+	call      *modelCall // usage.go; nil for an exchange that called no model
 }
 
 // store appends the user message and the complete reply in one grain request, after the reply is
@@ -223,11 +238,9 @@ func (s *Server) store(ctx context.Context, ex *exchange, usage gateway.Usage) e
 	}, ex.ret)
 }
 
+// countUsage settles the model call: metrics, budget commit, ledger event, log line (usage.go).
 func (s *Server) countUsage(ex *exchange, u gateway.Usage, outcome string) {
-	model := ex.stream.Model()
-	s.metrics.ModelCalls.WithLabelValues(ex.tenant.TenantID, model, outcome).Inc()
-	s.metrics.ModelTokens.WithLabelValues(ex.tenant.TenantID, model, "in").Add(float64(u.TokensIn))
-	s.metrics.ModelTokens.WithLabelValues(ex.tenant.TenantID, model, "out").Add(float64(u.TokensOut))
+	s.finishModelCall(context.Background(), ex.call, ex.stream.Model(), u, outcome)
 }
 
 func (s *Server) jsonChat(c echo.Context, ex *exchange) error {
@@ -249,6 +262,8 @@ func (s *Server) jsonChat(c echo.Context, ex *exchange) error {
 	if err := s.store(ctx, ex, u); err != nil {
 		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "the reply could not be stored, retry", err)
 	}
+	s.sessionStored(ctx, ex.call)                                    // usage.go
+	s.cacheReply(ctx, ex.call, ex.stream.Model(), ex.reply.String()) // cache.go
 	h := c.Response().Header()
 	h.Set("x-model-id", ex.stream.Model())
 	h.Set("x-tokens-in", strconv.Itoa(u.TokensIn))
@@ -301,6 +316,8 @@ func (s *Server) streamChat(c echo.Context, ex *exchange) error {
 	if err := s.store(ctx, ex, u); err != nil {
 		s.log.Error().Err(err).Str("traceId", traceID(c)).Str("tenantId", t.TenantID).Msg("store chat reply")
 		w.error(CodeUnavailable, "the reply could not be stored")
+	} else {
+		s.sessionStored(ctx, ex.call) // usage.go
 	}
 	w.done(ex.stream.Model(), u, s.now().Sub(ex.started))
 	return nil
@@ -381,5 +398,6 @@ func (s *Server) deleteSession(c echo.Context) error {
 	if err := s.chat.Sessions.Clear(c.Request().Context(), t.TenantID, id); err != nil {
 		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "session store unavailable, retry shortly", err)
 	}
+	s.sessionCleared(c, id) // usage.go
 	return ok(c, http.StatusOK, map[string]any{"sessionId": id, "deleted": true})
 }

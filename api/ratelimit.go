@@ -11,6 +11,7 @@ import (
 
 	"github.com/crispy-enigma/crispy/actors"
 	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/store"
 )
 
 // RateLimiter decides whether a tenant's user may make one more request (the RateLimiter grain).
@@ -49,6 +50,7 @@ func (s *Server) checkRateLimit(c echo.Context, lim RateLimiter, bodyUser string
 	setRateLimitHeaders(c.Response().Header(), t, d, s.now())
 	if !d.Allowed {
 		s.metrics.RateLimited.WithLabelValues(t.TenantID).Inc()
+		s.recordRejection(c, store.KindRateLimited, bodyUser, nil) // usage.go
 		return NewError(http.StatusTooManyRequests, CodeRateLimited, "rate limit exceeded, retry after the time in Retry-After")
 	}
 	return nil

@@ -37,6 +37,12 @@ type Deps struct {
 	Tools  *ToolsDeps  // nil: /schema/tools and /tools/execute are not registered; tool_name in /chat is refused
 	Speech *SpeechDeps // nil: /tts and /tts/voices are not registered
 	RAG    *RAGDeps    // nil: /ingest, /documents, /search and /ingest/jobs are not registered
+
+	// Ledger records usage, audit and session events (usage.go); nil records none. Pass a nil
+	// interface, not a typed nil pointer.
+	Ledger Ledger
+	// Usage backs GET /usage (usage.go); nil: the route is not registered.
+	Usage UsageReader
 }
 
 // Server is the tenant-facing HTTP server.
@@ -55,6 +61,8 @@ type Server struct {
 	speech   *SpeechDeps
 	rag      *ragService
 	inflight atomic.Int64 // requests being served, reported when shutdown runs out of time
+	ledger   Ledger       // usage.go
+	usage    UsageReader  // usage.go
 }
 
 // New builds the server and its routes.
@@ -77,6 +85,7 @@ func New(d Deps) (*Server, error) {
 		now: d.Now, started: d.Now(), chat: d.Chat,
 	}
 	s.tools, s.speech = d.Tools, d.Speech
+	s.ledger, s.usage = d.Ledger, d.Usage
 	s.tenants.Store(d.Tenants)
 	if d.RAG != nil {
 		r, err := newRAGService(d.RAG)
@@ -111,6 +120,9 @@ func (s *Server) routes(e *echo.Echo) {
 	}
 	if s.speech != nil {
 		s.ttsRoutes(e)
+	}
+	if s.usage != nil {
+		e.GET("/usage", s.getUsage) // usage.go
 	}
 	if s.rag != nil {
 		s.ragRoutes(e)
