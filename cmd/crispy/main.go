@@ -27,5 +27,6 @@ func newRootCmd() *cobra.Command {
 		Version:       version,
 	}
 	root.AddCommand(newServeCmd(), newTenantsCmd())
+	root.AddCommand(newIngestCmd())
 	return root
 }
