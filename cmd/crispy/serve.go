@@ -151,13 +151,17 @@ func serve(ctx context.Context, env config.Env) error {
 	if _, err := store.OpenTenantKV(startCtx, js, "config", store.KVOptions{Replicas: 1}); err != nil {
 		return err
 	}
-	if _, err := store.OpenTenantKV(startCtx, js, "cache", store.KVOptions{Replicas: 1, AllowTTL: true}); err != nil {
+	chatCache, err := store.OpenTenantKV(startCtx, js, store.BucketCache, store.KVOptions{Replicas: 1, AllowTTL: true})
+	if err != nil {
 		return err
 	}
 	dbs := store.OpenTenantDBs(env.DataDir)
 	cleanups = append(cleanups, func() { _ = dbs.Close() })
 
 	if err := actors.EnsureStreams(startCtx, js, 1); err != nil {
+		return err
+	}
+	if _, err := actors.EnsureBudgetBucket(startCtx, js, 1); err != nil {
 		return err
 	}
 	node, err := cluster.Start(startCtx, cluster.Options{
@@ -182,10 +186,21 @@ func serve(ctx context.Context, env config.Env) error {
 	ragw.deps.Models = router
 	ragw.deps.Limiter = grains
 	var auditor api.Auditor = logAuditor{log: log}
+	var usageLedger api.Ledger // nil interface when the ledger is unavailable: usage events are not recorded
 	if ledger, err := store.OpenLedger(startCtx, js, store.LedgerOptions{Replicas: 1}); err != nil {
-		log.Warn().Err(err).Msg("tool audit: ledger unavailable, audit records go to the log")
+		log.Warn().Err(err).Msg("ledger unavailable: tool audit records go to the log, usage events are not recorded")
 	} else {
 		auditor = ledgerAuditor{ledger: ledger, log: log}
+		usageLedger = ledger
+		// Each node projects LEDGER into its own SQLite files, so each needs its own durable consumer.
+		proj := store.NewProjector(js, dbs, store.ProjectorOptions{
+			Durable: "projector-" + env.NodeName,
+			OnError: func(err error) { log.Warn().Err(err).Msg("ledger projector") },
+		})
+		if err := proj.Start(startCtx); err != nil {
+			return err
+		}
+		cleanups = append(cleanups, proj.Stop)
 	}
 	toolReg, err := newToolRegistry(env, router, auditor)
 	if err != nil {
@@ -202,10 +217,12 @@ func serve(ctx context.Context, env config.Env) error {
 			{Name: "models", Check: func(context.Context) (string, error) { return describeModels(env), nil }},
 			{Name: "speech", Check: func(context.Context) (string, error) { return "espeak-ng", espeak.Check() }},
 		},
-		Chat:   &api.ChatDeps{Sessions: grains, Limiter: grains, Models: router},
+		Chat:   &api.ChatDeps{Sessions: grains, Limiter: grains, Models: router, Budget: grains, Cache: chatCache},
 		Tools:  &api.ToolsDeps{Registry: toolReg, Limiter: grains},
 		Speech: &api.SpeechDeps{Router: speechRouter, Limiter: grains},
 		RAG:    ragw.deps,
+		Ledger: usageLedger,
+		Usage:  dbs,
 	})
 	if err != nil {
 		return err
