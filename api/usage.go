@@ -157,7 +157,7 @@ func (s *Server) logModelCall(call *modelCall, model, provider string, u gateway
 	if ev == nil {
 		return
 	}
-	ev.Str("event", "model_call").Str("traceId", call.traceID).Str("tenantId", call.tenant.TenantID).
+	ev.Str("traceId", call.traceID).Str("tenantId", call.tenant.TenantID).
 		Str("sessionId", call.sessionID).Str("model", model).Str("provider", provider).
 		Int("tokensIn", u.TokensIn).Int("tokensOut", u.TokensOut).Bool("estimated", u.Estimated).
 		Bool("cached", cached).Float64("latencyMs", float64(latency.Microseconds())/1000).
