@@ -109,7 +109,21 @@ func (s *Server) finishModelCall(ctx context.Context, call *modelCall, model str
 	s.metrics.ModelTokens.WithLabelValues(t, model, "in").Add(float64(u.TokensIn))
 	s.metrics.ModelTokens.WithLabelValues(t, model, "out").Add(float64(u.TokensOut))
 	s.metrics.ModelLatency.WithLabelValues(model, outcome).Observe(latency.Seconds())
-	s.commitBudget(ctx, call, int64(u.TokensIn+u.TokensOut))
+	// The budget commit (two KV writes) and the ledger append are independent round trips to
+	// JetStream: run them at once, and return when both are done.
+	var committed chan struct{}
+	if call.reservationID != "" {
+		committed = make(chan struct{})
+		go func() {
+			defer close(committed)
+			s.commitBudget(ctx, call, int64(u.TokensIn+u.TokensOut))
+		}()
+	}
+	defer func() {
+		if committed != nil {
+			<-committed
+		}
+	}()
 
 	var info gateway.ModelInfo
 	if p, ok := s.chat.Models.(ModelPricer); ok {
