@@ -47,22 +47,23 @@ type Deps struct {
 
 // Server is the tenant-facing HTTP server.
 type Server struct {
-	env      config.Env
-	tenants  atomic.Pointer[config.Index]
-	log      zerolog.Logger
-	metrics  *observe.Metrics
-	version  string
-	comps    []Component
-	now      func() time.Time
-	started  time.Time
-	echo     *echo.Echo
-	chat     *ChatDeps
-	tools    *ToolsDeps
-	speech   *SpeechDeps
-	rag      *ragService
-	inflight atomic.Int64 // requests being served, reported when shutdown runs out of time
-	ledger   Ledger       // usage.go
-	usage    UsageReader  // usage.go
+	env       config.Env
+	tenants   atomic.Pointer[config.Index]
+	log       zerolog.Logger
+	metrics   *observe.Metrics
+	version   string
+	comps     []Component
+	now       func() time.Time
+	started   time.Time
+	echo      *echo.Echo
+	chat      *ChatDeps
+	tools     *ToolsDeps
+	speech    *SpeechDeps
+	rag       *ragService
+	inflight  atomic.Int64 // requests being served, reported when shutdown runs out of time
+	compCache componentCache
+	ledger    Ledger      // usage.go
+	usage     UsageReader // usage.go
 }
 
 // New builds the server and its routes.
