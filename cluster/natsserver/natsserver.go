@@ -5,6 +5,8 @@ package natsserver
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -16,16 +18,32 @@ type Options struct {
 	// StoreDir is where JetStream keeps its files; it survives restarts.
 	StoreDir string
 	// Host and Port to listen on for clients. Port 0 means no client listener: only in-process
-	// connections (the default for a single node). Port -1 picks a random free port (tests).
+	// connections (the default for a single node); a clustered server still gets one on a random
+	// port of Host, because NATS starts routing only once its client listener is up. Port -1 picks a
+	// random free port (tests).
 	Host string
 	Port int
-	// ServerName names the server (defaults to a generated one).
+	// ServerName names the server (defaults to a generated one). In a NATS cluster with JetStream it
+	// must be unique per server and stable across restarts: JetStream identifies its peers by it.
 	ServerName string
+
+	// ClusterName, ClusterHost and ClusterPort configure the route listener that joins this server to
+	// peers; JetStream then runs clustered (replicated streams, a meta leader elected by the peers).
+	// An empty ClusterName means a standalone server. Every server of one cluster has the same name.
+	ClusterName string
+	ClusterHost string
+	ClusterPort int
+	// Routes are the peers' route URLs (nats://host:port of their cluster listeners). Listing this
+	// server's own address is harmless: NATS detects and drops the route to itself, so every node of a
+	// cluster can be given the same list.
+	Routes []string
 }
 
 // Server is a running embedded NATS server.
 type Server struct {
-	ns *server.Server
+	ns        *server.Server
+	routes    []*url.URL
+	clustered bool
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -43,10 +61,30 @@ func Start(opts Options) (*Server, error) {
 		NoLog:      true,
 	}
 	if opts.Port == 0 {
-		so.DontListen = true
+		if opts.ClusterName == "" {
+			so.DontListen = true
+		} else {
+			// Routing waits for the client listener to be up, so a clustered server needs one: a
+			// random loopback port when none is asked for.
+			so.Port = -1
+		}
 	}
 	if so.Host == "" {
 		so.Host = "127.0.0.1"
+	}
+	if opts.ClusterName != "" {
+		if opts.ServerName == "" {
+			return nil, errors.New("natsserver: a clustered server needs a ServerName unique in the cluster")
+		}
+		routes, err := parseRoutes(opts.Routes)
+		if err != nil {
+			return nil, err
+		}
+		so.Cluster = server.ClusterOpts{Name: opts.ClusterName, Host: opts.ClusterHost, Port: opts.ClusterPort}
+		if so.Cluster.Host == "" {
+			so.Cluster.Host = "127.0.0.1"
+		}
+		so.Routes = routes
 	}
 	ns, err := server.NewServer(so)
 	if err != nil {
@@ -57,8 +95,51 @@ func Start(opts Options) (*Server, error) {
 		ns.Shutdown()
 		return nil, errors.New("natsserver: not ready for connections after 10s")
 	}
-	return &Server{ns: ns}, nil
+	return &Server{ns: ns, routes: so.Routes, clustered: opts.ClusterName != ""}, nil
 }
+
+// parseRoutes turns route URLs into what the server options take.
+func parseRoutes(raw []string) ([]*url.URL, error) {
+	out := make([]*url.URL, 0, len(raw))
+	for _, r := range raw {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		if !strings.Contains(r, "://") {
+			r = "nats://" + r
+		}
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("natsserver: route %q: want nats://host:port", r)
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// Servers is how many servers this one expects in its cluster: itself plus its distinct routes
+// (excluding its own cluster address). It is what replica counts are derived from before the
+// routes are up.
+func (s *Server) Servers() int {
+	n := 1
+	self := ""
+	if a := s.ns.ClusterAddr(); a != nil {
+		self = a.String()
+	}
+	seen := map[string]bool{}
+	for _, u := range s.routes {
+		if u.Host == self || seen[u.Host] {
+			continue
+		}
+		seen[u.Host] = true
+		n++
+	}
+	return n
+}
+
+// Clustered reports whether the server runs with routes (JetStream clustered).
+func (s *Server) Clustered() bool { return s.clustered }
 
 // Connect returns a client connection to the server: in-process when there is no listener.
 func (s *Server) Connect(name string, extra ...nats.Option) (*nats.Conn, error) {
