@@ -84,6 +84,50 @@ type Provider struct {
 	wg      sync.WaitGroup
 	kv      jetstream.KeyValue
 	selfKey string // empty for a client
+	// health tracks this member's own heartbeats; nil for a client (and in watch-only tests).
+	health *heartbeatHealth
+}
+
+// heartbeatHealth records since when this member's heartbeat writes have been succeeding without a
+// failure in between.
+//
+// Why it exists: when the NATS server leading the bucket's stream dies, JetStream elects a new leader
+// after its raft election timeout (4–9 s in nats-server 2.x), longer than the default member TTL. No
+// member can heartbeat meanwhile, so when the bucket is writable again every key is older than the
+// TTL and expires at once, survivors included. Dropping a survivor would be permanent (protoactor
+// blocks a departed member ID forever), so expiry is trusted only once this member's own heartbeats
+// have been succeeding for a whole TTL: by then every live peer has rewritten its key too.
+type heartbeatHealth struct {
+	mu    sync.Mutex
+	since time.Time // start of the current run of successful writes; zero after a failure
+}
+
+func (h *heartbeatHealth) record(now time.Time, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case err != nil:
+		h.since = time.Time{}
+	case h.since.IsZero():
+		h.since = now
+	}
+}
+
+// healthyFor is how long the heartbeats have been succeeding (0 while failing).
+func (h *heartbeatHealth) healthyFor(now time.Time) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.since.IsZero() {
+		return 0
+	}
+	return now.Sub(h.since)
+}
+
+// expiryTrusted reports whether a member key that expired means the member is gone, rather than that
+// the bucket could not be written for a while (see heartbeatHealth). Clients do not heartbeat and
+// trust expiry.
+func (p *Provider) expiryTrusted(now time.Time) bool {
+	return p.health == nil || p.health.healthyFor(now) >= p.opts.TTL
 }
 
 var _ cluster.ClusterProvider = (*Provider)(nil)
@@ -171,6 +215,8 @@ func (p *Provider) start(c *cluster.Cluster, self *record) error {
 		if _, err := kv.Put(setupCtx, selfKey, value); err != nil {
 			return fmt.Errorf("natskv: register member %s: %w", self.ID, err)
 		}
+		p.health = &heartbeatHealth{}
+		p.health.record(time.Now(), nil)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -299,6 +345,7 @@ func (p *Provider) heartbeat(ctx context.Context, kv jetstream.KeyValue, key str
 		putCtx, cancel := context.WithTimeout(ctx, p.opts.Heartbeat)
 		_, err := kv.Put(putCtx, key, value)
 		cancel()
+		p.health.record(time.Now(), err)
 		if err != nil && ctx.Err() == nil {
 			log.Warn().Err(err).Msg("membership heartbeat failed")
 		}

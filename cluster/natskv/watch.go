@@ -149,6 +149,12 @@ func (w *watch) apply(members map[string]record, e jetstream.KeyValueEntry) bool
 		if _, known := members[id]; !known {
 			return false
 		}
+		if e.Operation() == jetstream.KeyValuePurge && !w.p.expiryTrusted(time.Now()) {
+			// An expiry while our own heartbeats were failing says nothing about the peer: keep it
+			// and let reconcile decide once the bucket has been writable for a TTL.
+			w.log.Warn().Str("peer", id).Msg("member key expired while heartbeats were failing; keeping it until reconcile")
+			return false
+		}
 		delete(members, id)
 		w.log.Info().Str("peer", id).Str("op", e.Operation().String()).Msg("cluster member left")
 		return true
@@ -157,9 +163,13 @@ func (w *watch) apply(members map[string]record, e jetstream.KeyValueEntry) bool
 
 // reconcile removes members whose key no longer exists. Watchers normally learn of an expiry from
 // the server's delete marker; this catches a marker that was missed (older servers write none, and
-// a watcher can miss one while reconnecting). Only a definite "not found" removes a member: protoactor
+// a watcher can miss one while reconnecting), and removes the peers whose expiry apply deferred. It
+// does nothing while expiry is not trusted (heartbeatHealth). Only a definite "not found" removes a member: protoactor
 // never takes a removed member ID back, so a failed lookup keeps it.
 func (w *watch) reconcile(ctx context.Context) bool {
+	if !w.p.expiryTrusted(time.Now()) {
+		return false
+	}
 	changed := false
 	for id := range w.members {
 		getCtx, cancel := context.WithTimeout(ctx, w.p.opts.Heartbeat)
