@@ -280,3 +280,24 @@ func TestRouterEmbedderRouting(t *testing.T) {
 		t.Error("an exact entry's embedder is rebuilt per call; its learned dimension would be lost")
 	}
 }
+
+func TestRouterOptionsFromEnvTimeoutsAndEmbeddings(t *testing.T) {
+	def := config.DefaultEnv()
+	def.OpenAIBaseURL = "http://x/v1"
+	def.OpenAIEmbeddingModels = " bge-m3 , nomic* ,"
+	def.ModelFirstTokenTimeout = 15 * time.Second
+	opts := RouterOptionsFromEnv(def)
+	if opts.CallTimeout != 120*time.Second || opts.FirstTokenTimeout != 15*time.Second {
+		t.Errorf("DefaultEnv: call timeout %s, first token %s", opts.CallTimeout, opts.FirstTokenTimeout)
+	}
+	if d := cmp.Diff([]string{"bge-m3", "nomic*"}, opts.Providers[0].Embeddings); d != "" {
+		t.Errorf("embedding models (-want +got):\n%s", d)
+	}
+	if opts := RouterOptionsFromEnv(config.Env{}); opts.CallTimeout >= 0 {
+		t.Errorf("Env's zero timeout must mean none (router -1), got %s", opts.CallTimeout)
+	}
+	opts.Getenv = env(nil)
+	if m, err := NewRouter(opts).Embedder("nomic-embed-text"); err != nil || m.ID() != "nomic-embed-text" {
+		t.Errorf("flag embedding prefix: %v, %v", m, err)
+	}
+}
