@@ -101,7 +101,8 @@ type ModelInfo struct {
 }
 
 // Router maps model IDs to the models that serve them, and opens chat streams with retries and
-// fallback. It is safe for concurrent use; it holds no state that changes after NewRouter.
+// fallback. It is safe for concurrent use; after NewRouter the only state that changes is the dimension
+// an embedding model learns from its first response (atomic).
 type Router struct {
 	providers  []routedProvider
 	exact      map[string]int // model ID → index in providers; the first provider listing it wins
