@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -48,4 +49,110 @@ func Retry(ctx context.Context, fn func(context.Context) error) error {
 		case <-time.After(retryPause):
 		}
 	}
+}
+
+// setupAttempt bounds one stream or bucket management call of a RetryingJetStream.
+const setupAttempt = 3 * time.Second
+
+// RetryingJetStream is a JetStream whose CreateOrUpdate calls for streams, buckets and consumers
+// are retried, each attempt bounded, until the caller's ctx ends.
+//
+// Why: while the nodes of a new NATS cluster start together, they create the same replicated
+// streams at the same moment. One node's create then races another's, falls back to an update of a
+// stream whose raft group is still forming, and that request can go unanswered until the caller's
+// deadline; a stream whose replicas' servers are not all up yet is refused. A second attempt a moment
+// later succeeds. The calls are idempotent, so retrying them is safe; everything else passes through.
+type RetryingJetStream struct {
+	jetstream.JetStream
+	// OnRetry, if set, is told about every failed attempt that will be retried.
+	OnRetry func(op string, err error)
+}
+
+var _ jetstream.JetStream = RetryingJetStream{}
+
+func retryValue[T any](ctx context.Context, onRetry func(string, error), op string, fn func(context.Context) (T, error)) (T, error) {
+	var v T
+	err := retryEach(ctx, setupAttempt, func(ctx context.Context) error {
+		var err error
+		v, err = fn(ctx)
+		if err != nil && onRetry != nil {
+			onRetry(op, err)
+		}
+		return err
+	})
+	return v, err
+}
+
+// retryEach is Retry with a given attempt bound; it returns fn's last error unwrapped, so callers'
+// errors.Is checks (ErrStreamNotFound …) keep working.
+func retryEach(ctx context.Context, attempt time.Duration, fn func(context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		err := fn(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(retryPause):
+		}
+	}
+}
+
+// retryable reports errors that a settling cluster produces; a refused configuration is final.
+func retryable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeJetStreamNotEnabled:
+			return true
+		}
+		// 503 (no leader yet, insufficient resources while peers join) and 500s are transient;
+		// 400s (a bad or incompatible configuration) are not.
+		return apiErr.Code >= 500
+	}
+	return true // timeouts, no responders, connection trouble
+}
+
+func (r RetryingJetStream) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	st, err := retryValue(ctx, r.OnRetry, "stream "+cfg.Name, func(ctx context.Context) (jetstream.Stream, error) {
+		return r.JetStream.CreateOrUpdateStream(ctx, cfg)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return retryingStream{Stream: st, onRetry: r.OnRetry}, nil
+}
+
+func (r RetryingJetStream) CreateOrUpdateObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	return retryValue(ctx, r.OnRetry, "object store "+cfg.Bucket, func(ctx context.Context) (jetstream.ObjectStore, error) {
+		return r.JetStream.CreateOrUpdateObjectStore(ctx, cfg)
+	})
+}
+
+// retryingStream retries CreateOrUpdateConsumer on a stream returned by RetryingJetStream, for the
+// same reason.
+type retryingStream struct {
+	jetstream.Stream
+	onRetry func(string, error)
+}
+
+func (s retryingStream) CreateOrUpdateConsumer(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	return retryValue(ctx, s.onRetry, "consumer "+cfg.Durable, func(ctx context.Context) (jetstream.Consumer, error) {
+		return s.Stream.CreateOrUpdateConsumer(ctx, cfg)
+	})
+}
+
+func (r RetryingJetStream) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	return retryValue(ctx, r.OnRetry, "bucket "+cfg.Bucket, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return r.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+	})
+}
+
+func (r RetryingJetStream) CreateOrUpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	return retryValue(ctx, r.OnRetry, "consumer "+cfg.Durable, func(ctx context.Context) (jetstream.Consumer, error) {
+		return r.JetStream.CreateOrUpdateConsumer(ctx, stream, cfg)
+	})
 }

@@ -29,6 +29,9 @@ type Options struct {
 	// Host and Port of the remote (gRPC) listener; Host defaults to 127.0.0.1, Port 0 picks a free port.
 	Host string
 	Port int
+	// AdvertisedHost is the host:port peers dial to reach this member when it differs from
+	// Host:Port (listening on 0.0.0.0, NAT, containers); empty means Host:Port.
+	AdvertisedHost string
 	// Kinds are the grain kinds this member hosts (actors.Kinds).
 	Kinds []*protocluster.Kind
 	// Provider is the membership provider; nil means an in-memory provider for a single process
@@ -83,8 +86,12 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(protoLog))
 	}))
+	var remoteOpts []remote.ConfigOption
+	if opts.AdvertisedHost != "" {
+		remoteOpts = append(remoteOpts, remote.WithAdvertisedHost(opts.AdvertisedHost))
+	}
 	cfg := protocluster.Configure(opts.ClusterName, opts.Provider, disthash.New(),
-		remote.Configure(opts.Host, opts.Port),
+		remote.Configure(opts.Host, opts.Port, remoteOpts...),
 		protocluster.WithKinds(opts.Kinds...),
 		protocluster.WithRequestTimeout(opts.RequestTimeout),
 	)

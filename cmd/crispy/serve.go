@@ -13,15 +13,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/crispy-enigma/crispy/actors"
 	"github.com/crispy-enigma/crispy/api"
-	"github.com/crispy-enigma/crispy/cluster"
-	"github.com/crispy-enigma/crispy/cluster/natsserver"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/observe"
@@ -34,6 +31,7 @@ import (
 
 func newServeCmd() *cobra.Command {
 	env := config.DefaultEnv()
+	var cs *clusterSettings
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a node: the tenant API on --listen and the operator endpoints on --admin-addr",
@@ -43,12 +41,16 @@ func newServeCmd() *cobra.Command {
 			if err := env.Validate(); err != nil {
 				return err
 			}
+			if err := cs.validate(env); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, env)
+			return serve(ctx, env, cs)
 		},
 	}
 	env.BindFlags(cmd.Flags(), os.Getenv)
+	cs = bindClusterFlags(cmd.Flags(), os.Getenv)
 	return cmd
 }
 
@@ -81,7 +83,7 @@ func loadTenants(log zerolog.Logger, dir string) (*config.Index, error) {
 
 // serve runs one node until ctx ends, then drains: HTTP first (in-flight requests and streams
 // finish), then the actor cluster, then NATS, then the databases.
-func serve(ctx context.Context, env config.Env) error {
+func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	log, err := observe.NewLogger(observe.LogOptions{Level: env.LogLevel, Format: env.LogFormat, Node: env.NodeName})
 	if err != nil {
 		return err
@@ -105,77 +107,42 @@ func serve(ctx context.Context, env config.Env) error {
 		}
 	}()
 
-	// NATS: embedded (JetStream on disk under the data dir) unless a URL is given.
-	var nc *nats.Conn
-	var natsHealth func() error
-	closed := make(chan struct{})
-	onClosed := nats.ClosedHandler(func(*nats.Conn) { close(closed) })
-	if env.NATSURL == "" {
-		srv, err := natsserver.Start(natsserver.Options{StoreDir: filepath.Join(env.DataDir, "nats"), ServerName: env.NodeName})
-		if err != nil {
-			return err
-		}
-		cleanups = append(cleanups, func() { srv.Shutdown(); log.Info().Msg("nats stopped") })
-		if nc, err = srv.Connect("crispy-"+env.NodeName, onClosed); err != nil {
-			return err
-		}
-		natsHealth = srv.Healthy
-	} else {
-		if nc, err = nats.Connect(env.NATSURL, nats.Name("crispy-"+env.NodeName), nats.MaxReconnects(-1), onClosed); err != nil {
-			return fmt.Errorf("connect nats %s: %w", env.NATSURL, err)
-		}
-		natsHealth = func() error {
-			if !nc.IsConnected() {
-				return errors.New("not connected")
-			}
-			return nil
-		}
-	}
-	cleanups = append(cleanups, func() {
-		// Drain is asynchronous: wait for it, so the embedded server is not shut down under it.
-		if err := nc.Drain(); err == nil {
-			select {
-			case <-closed:
-			case <-time.After(5 * time.Second):
-				nc.Close()
-			}
-		}
-	})
-	js, err := jetstream.New(nc)
+	// NATS: embedded (JetStream on disk under the data dir) unless a URL is given; with --cluster,
+	// routed to the peers and every stream and bucket replicated min(3, servers) times (cluster.go).
+	bb, err := openBackbone(ctx, env, cs, log)
 	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+		return err
 	}
+	cleanups = append(cleanups, bb.close)
+	js, natsHealth, replicas := bb.js, bb.health, bb.replicas
 
 	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelStart()
-	if _, err := store.OpenTenantKV(startCtx, js, "config", store.KVOptions{Replicas: 1}); err != nil {
+	if _, err := store.OpenTenantKV(startCtx, js, "config", store.KVOptions{Replicas: replicas}); err != nil {
 		return err
 	}
-	chatCache, err := store.OpenTenantKV(startCtx, js, store.BucketCache, store.KVOptions{Replicas: 1, AllowTTL: true})
+	chatCache, err := store.OpenTenantKV(startCtx, js, store.BucketCache, store.KVOptions{Replicas: replicas, AllowTTL: true})
 	if err != nil {
 		return err
 	}
 	dbs := store.OpenTenantDBs(env.DataDir)
 	cleanups = append(cleanups, func() { _ = dbs.Close() })
 
-	if err := actors.EnsureStreams(startCtx, js, 1); err != nil {
+	if err := actors.EnsureStreams(startCtx, js, replicas); err != nil {
 		return err
 	}
-	if _, err := actors.EnsureBudgetBucket(startCtx, js, 1); err != nil {
+	if _, err := actors.EnsureBudgetBucket(startCtx, js, replicas); err != nil {
 		return err
 	}
-	node, err := cluster.Start(startCtx, cluster.Options{
-		ClusterName: "crispy", NodeName: env.NodeName, Host: "127.0.0.1",
-		Kinds:  actors.Kinds(actors.Deps{JS: js, Replicas: 1, IdleTimeout: env.SessionIdleTimeout, Logger: log}),
-		Logger: log,
-	})
+	node, err := startMember(startCtx, env, cs, bb,
+		actors.Deps{JS: js, Replicas: replicas, IdleTimeout: env.SessionIdleTimeout, Logger: log}, log)
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { node.Stop(true); log.Info().Msg("actor cluster stopped") })
 	grains := actors.NewClient(node.Cluster(), 10*time.Second)
 
-	ragw, err := openRAG(startCtx, log, env, js, dbs, ix)
+	ragw, err := openRAG(startCtx, log, env, js, replicas, dbs, ix)
 	if err != nil {
 		return err
 	}
@@ -187,7 +154,7 @@ func serve(ctx context.Context, env config.Env) error {
 	ragw.deps.Limiter = grains
 	var auditor api.Auditor = logAuditor{log: log}
 	var usageLedger api.Ledger // nil interface when the ledger is unavailable: usage events are not recorded
-	if ledger, err := store.OpenLedger(startCtx, js, store.LedgerOptions{Replicas: 1}); err != nil {
+	if ledger, err := store.OpenLedger(startCtx, js, store.LedgerOptions{Replicas: replicas}); err != nil {
 		log.Warn().Err(err).Msg("ledger unavailable: tool audit records go to the log, usage events are not recorded")
 	} else {
 		auditor = ledgerAuditor{ledger: ledger, log: log}
@@ -212,6 +179,7 @@ func serve(ctx context.Context, env config.Env) error {
 		Env: env, Tenants: ix, Logger: log, Metrics: metrics, Version: version,
 		Components: []api.Component{
 			{Name: "nats", Check: func(context.Context) (string, error) { return "ok", natsHealth() }},
+			{Name: "cluster", Check: membersComponent(node)},
 			{Name: "sqlite", Check: func(ctx context.Context) (string, error) { return "ok", dbs.Ping(ctx) }},
 			{Name: "vectorStore", Check: ragw.health},
 			{Name: "models", Check: func(context.Context) (string, error) { return describeModels(env), nil }},
@@ -296,7 +264,7 @@ type ragWiring struct {
 // tenant: no embedding provider is wired yet, so a tenant whose aiModels.embeddings names another
 // model (the original's @cf/baai/bge-m3) is embedded locally too; the API logs that once per tenant.
 // Limiter and Models are set by the caller once the grains and the router exist.
-func openRAG(ctx context.Context, log zerolog.Logger, env config.Env, js jetstream.JetStream, dbs *store.TenantDBs, ix *config.Index) (*ragWiring, error) {
+func openRAG(ctx context.Context, log zerolog.Logger, env config.Env, js jetstream.JetStream, replicas int, dbs *store.TenantDBs, ix *config.Index) (*ragWiring, error) {
 	emb := gateway.NewHashEmbedder(0)
 	w := &ragWiring{}
 	var vs rag.VectorStore
@@ -343,18 +311,18 @@ func openRAG(ctx context.Context, log zerolog.Logger, env config.Env, js jetstre
 		}
 		log.Info().Str("dir", env.DataDir).Msg("vector store: embedded")
 	}
-	cache, err := store.OpenTenantKV(ctx, js, store.BucketCache, store.KVOptions{Replicas: 1, AllowTTL: true})
+	cache, err := store.OpenTenantKV(ctx, js, store.BucketCache, store.KVOptions{Replicas: replicas, AllowTTL: true})
 	if err != nil {
 		_ = vs.Close()
 		return nil, err
 	}
-	jobs, err := api.OpenIngestJobs(ctx, js, api.IngestJobsOptions{Replicas: 1})
+	jobs, err := api.OpenIngestJobs(ctx, js, api.IngestJobsOptions{Replicas: replicas})
 	if err != nil {
 		_ = vs.Close()
 		return nil, err
 	}
 	var ledger *store.Ledger
-	if ledger, err = store.OpenLedger(ctx, js, store.LedgerOptions{Replicas: 1}); err != nil {
+	if ledger, err = store.OpenLedger(ctx, js, store.LedgerOptions{Replicas: replicas}); err != nil {
 		log.Warn().Err(err).Msg("documents: ledger unavailable, document events are not recorded (the catalogue still is)")
 		ledger = nil
 	}
