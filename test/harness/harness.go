@@ -62,6 +62,14 @@ func (n *Node) URL() string { return "http://" + n.Addr }
 // Start runs `crispy serve` and waits until /readyz answers 200.
 func (n *Node) Start(t testing.TB) {
 	t.Helper()
+	n.Launch(t)
+	n.WaitReady(t, 30*time.Second)
+}
+
+// Launch runs `crispy serve` without waiting for it to be ready: nodes of a cluster start together,
+// because each waits for its peers' NATS servers before it is ready.
+func (n *Node) Launch(t testing.TB) {
+	t.Helper()
 	args := append([]string{"serve", "--listen", n.Addr, "--admin-addr", n.AdminAddr,
 		"--data-dir", n.DataDir, "--tenants-dir", n.TenantsDir, "--log-format", "json", "--node-name", "bb"}, n.Args...)
 	cmd := exec.Command(n.Bin, args...)
@@ -76,24 +84,36 @@ func (n *Node) Start(t testing.TB) {
 	n.cmd, n.done = cmd, make(chan error, 1)
 	go func() { n.done <- cmd.Wait() }()
 	t.Cleanup(func() { n.Kill() })
+}
 
-	deadline := time.Now().Add(30 * time.Second)
+// WaitReady waits until the launched process's /readyz answers 200, failing the test after limit
+// or when the process exits.
+func (n *Node) WaitReady(t testing.TB, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-n.done:
+			n.cmd = nil
 			t.Fatalf("crispy exited during start: %v\n%s", err, n.Output())
 		default:
 		}
-		resp, err := http.Get("http://" + n.AdminAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+		if n.ready() {
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("crispy not ready after 30s\n%s", n.Output())
+	t.Fatalf("crispy not ready after %v\n%s", limit, n.Output())
+}
+
+// ready reports whether /readyz answers 200.
+func (n *Node) ready() bool {
+	resp, err := http.Get("http://" + n.AdminAddr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
 }
 
 // Stop sends SIGTERM and waits for the process to exit, returning its exit error.
