@@ -258,21 +258,32 @@ func (s *Server) jsonChat(c echo.Context, ex *exchange) error {
 	}
 	u := ex.stream.Usage()
 	latency := s.now().Sub(ex.started)
-	s.countUsage(ex, u, "ok")
 	if err := s.store(ctx, ex, u); err != nil {
+		s.countUsage(ex, u, "ok") // the model ran: its tokens are charged even though the reply is lost
 		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "the reply could not be stored, retry", err)
 	}
-	s.sessionStored(ctx, ex.call)                                    // usage.go
-	s.cacheReply(ctx, ex.call, ex.stream.Model(), ex.reply.String()) // cache.go
+	// Written before the answer, so an identical request that follows it is a HIT (a no-op for
+	// tenants without a cache).
+	s.cacheReply(context.WithoutCancel(ctx), ex.call, ex.stream.Model(), ex.reply.String()) // cache.go
 	h := c.Response().Header()
 	h.Set("x-model-id", ex.stream.Model())
 	h.Set("x-tokens-in", strconv.Itoa(u.TokensIn))
 	h.Set("x-tokens-out", strconv.Itoa(u.TokensOut))
 	h.Set("x-tokens-total", strconv.Itoa(u.TokensIn+u.TokensOut))
 	h.Set("x-ai-latency-ms", strconv.FormatInt(latency.Milliseconds(), 10))
-	return ok(c, http.StatusOK, map[string]any{
+	later := s.settleLater()
+	err := okFlushed(c, http.StatusOK, map[string]any{
 		"status": "accepted", "sessionId": ex.sessionID, "stream": false, "message": ex.reply.String(),
 	})
+	// The reply is already durable; settling the call is off the client's path: budget commit,
+	// ledger and session events are several JetStream round trips. Budgets stay exact because the
+	// reservation holds the tokens until this commit.
+	settle := context.WithoutCancel(ctx)
+	later(func() {
+		s.countUsage(ex, u, "ok")
+		s.sessionStored(settle, ex.call) // usage.go
+	})
+	return err
 }
 
 func (s *Server) streamChat(c echo.Context, ex *exchange) error {
@@ -312,14 +323,21 @@ func (s *Server) streamChat(c echo.Context, ex *exchange) error {
 		}
 	}
 	u := ex.stream.Usage()
-	s.countUsage(ex, u, "ok")
-	if err := s.store(ctx, ex, u); err != nil {
-		s.log.Error().Err(err).Str("traceId", traceID(c)).Str("tenantId", t.TenantID).Msg("store chat reply")
+	stored := s.store(ctx, ex, u)
+	if stored != nil {
+		s.log.Error().Err(stored).Str("traceId", traceID(c)).Str("tenantId", t.TenantID).Msg("store chat reply")
 		w.error(CodeUnavailable, "the reply could not be stored")
-	} else {
-		s.sessionStored(ctx, ex.call) // usage.go
 	}
+	later := s.settleLater()
 	w.done(ex.stream.Model(), u, s.now().Sub(ex.started))
+	// Settled after done reached the client, as in jsonChat.
+	settle := context.WithoutCancel(ctx)
+	later(func() {
+		s.countUsage(ex, u, "ok")
+		if stored == nil {
+			s.sessionStored(settle, ex.call) // usage.go
+		}
+	})
 	return nil
 }
 

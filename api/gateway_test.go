@@ -203,6 +203,7 @@ func TestChatBudgetExactUnderConcurrency(t *testing.T) {
 	if n := model.calls.Load(); n != 100 {
 		t.Fatalf("model called %d times, want 100: a rejected request must not reach the model", n)
 	}
+	gs.settling.wg.Wait() // budget commits run after the responses
 	st, err := gs.grains.BudgetStatus(context.Background(), "budgeted")
 	if err != nil {
 		t.Fatal(err)
@@ -222,6 +223,7 @@ func TestChatBudgetChargesActualTokens(t *testing.T) {
 		chatTenant("unmetered", "fake/instant"))
 	used := func() int64 {
 		t.Helper()
+		gs.settling.wg.Wait() // budget commits run after the responses
 		st, err := gs.grains.BudgetStatus(context.Background(), "metered")
 		if err != nil {
 			t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,6 +63,7 @@ type Server struct {
 	rag       *ragService
 	inflight  atomic.Int64 // requests being served, reported when shutdown runs out of time
 	compCache componentCache
+	settling  settler
 	ledger    Ledger      // usage.go
 	usage     UsageReader // usage.go
 }
@@ -88,6 +90,7 @@ func New(d Deps) (*Server, error) {
 	s.tools, s.speech = d.Tools, d.Speech
 	s.ledger, s.usage = d.Ledger, d.Usage
 	s.tenants.Store(d.Tenants)
+	s.settling.sem = make(chan struct{}, maxSettling)
 	if d.RAG != nil {
 		r, err := newRAGService(d.RAG)
 		if err != nil {
@@ -151,7 +154,58 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.echo.Shutdown(ctx); err != nil {
 		return fmt.Errorf("api: shutdown with %d requests in flight: %w", s.inflight.Load(), err)
 	}
+	if err := s.settling.wait(ctx); err != nil {
+		return fmt.Errorf("api: shutdown before every model call was settled: %w", err)
+	}
 	return nil
+}
+
+// maxSettling bounds the settle work running after responses; past it the work runs inline, which
+// slows the handlers down instead of piling up goroutines.
+const maxSettling = 256
+
+// settler runs work that must happen after a response but need not delay it (budget commit,
+// ledger event, cache write), bounded, and lets shutdown wait for it.
+type settler struct {
+	sem chan struct{}
+	wg  sync.WaitGroup
+}
+
+// settleLater reserves a background slot and returns the function that runs the settle work in
+// it. Call it before the response is written, so that anyone who has seen the response and then
+// waits on the settler also waits for this work. Past maxSettling running jobs the work runs
+// inline.
+func (s *Server) settleLater() func(work func()) {
+	select {
+	case s.settling.sem <- struct{}{}:
+		s.settling.wg.Add(1)
+		return func(work func()) {
+			go func() {
+				defer func() {
+					<-s.settling.sem
+					s.settling.wg.Done()
+				}()
+				work()
+			}()
+		}
+	default:
+		return func(work func()) { work() }
+	}
+}
+
+// wait blocks until all background settle work is done or ctx ends.
+func (st *settler) wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		st.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // handleError writes every error envelope: handler errors, Echo's 404/405, and panics.
