@@ -118,6 +118,11 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 
 	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelStart()
+	// The tenants bucket is the source of tenant configs once seeded; nodes reload on deploy (deploy.go).
+	ix, startTenantWatch, err := watchDeployedTenants(startCtx, log, js, replicas, cs.Name != "", env.NodeName, ix)
+	if err != nil {
+		return err
+	}
 	if _, err := store.OpenTenantKV(startCtx, js, "config", store.KVOptions{Replicas: replicas}); err != nil {
 		return err
 	}
@@ -195,6 +200,11 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	if err != nil {
 		return err
 	}
+	stopTenantWatch, err := startTenantWatch(ctx, srv.SetTenants)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, stopTenantWatch)
 	stopIngestWorker, err := srv.StartIngestWorker(ctx)
 	if err != nil {
 		return err

@@ -10,7 +10,7 @@ import (
 )
 
 func newTenantsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "tenants", Short: "Validate tenant configs and make API keys"}
+	cmd := &cobra.Command{Use: "tenants", Short: "Validate, scaffold, deploy, diff and roll back tenant configs; make API keys"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "validate [dir]",
 		Short: "Check every tenants/<name>/tenant.config.json; exit non-zero on any error",
@@ -51,5 +51,6 @@ func newTenantsCmd() *cobra.Command {
 		},
 	})
 	cmd.AddCommand(key)
+	addDeployCommands(cmd) // deploy.go: deploy, diff, rollback, history, new
 	return cmd
 }
