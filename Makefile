@@ -8,7 +8,7 @@ STATICCHECK_VERSION := v0.8.2
 # Packages whose tests run with the race detector (those with goroutines, timers or shared state).
 RACE_PKGS := ./api/... ./actors/... ./store/... ./gateway/... ./rag/... ./tools/... ./config/... ./observe/...
 
-.PHONY: run build test provision proto lint fmt bench fuzz clean milvus-up milvus-down
+.PHONY: run build test provision proto lint fmt bench fuzz clean milvus-up milvus-down llamacpp-up llamacpp-down
 
 run: build
 	$(BIN) serve
@@ -19,11 +19,14 @@ build:
 provision:
 	./scripts/provision.sh
 
-# One shell line, so that the Milvus address and the trap that stops Milvus cover both test runs.
+# One shell line, so that the server addresses and the trap that stops the servers cover both test
+# runs: a real Milvus (scripts/milvus.sh) and a real OpenAI-compatible llama.cpp server with a tiny
+# model the script writes itself (scripts/llamacpp.sh).
 test: provision
 	$(GO) vet $(PKG)
-	set -e; addr=$$(./scripts/milvus.sh start); export "$$addr"; \
-	trap './scripts/milvus.sh stop' EXIT; \
+	set -e; trap './scripts/llamacpp.sh stop; ./scripts/milvus.sh stop' EXIT; \
+	addr=$$(./scripts/milvus.sh start); export "$$addr"; \
+	llama=$$(./scripts/llamacpp.sh start); export "$$llama"; \
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS); \
 	$(GO) test -count=1 -timeout 15m ./cmd/... ./cluster/... ./test/...
 
@@ -32,6 +35,12 @@ milvus-up:
 
 milvus-down:
 	./scripts/milvus.sh stop
+
+llamacpp-up:
+	@./scripts/llamacpp.sh start
+
+llamacpp-down:
+	./scripts/llamacpp.sh stop
 
 proto:
 	cd actors/pb && protoc --go_out=. --go_opt=paths=source_relative *.proto

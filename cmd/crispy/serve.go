@@ -152,7 +152,13 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		return err
 	}
 	cleanups = append(cleanups, ragw.close)
-	routerOpts := gateway.RouterOptionsFromEnv(env)
+	routerOpts, routeWarnings, err := gateway.LoadRouterOptions(env, os.Getenv)
+	if err != nil {
+		return err
+	}
+	for _, w := range routeWarnings {
+		log.Warn().Msg(w)
+	}
 	routerOpts.Local = map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(ragw.retriever)}
 	router := gateway.NewRouter(routerOpts)
 	ragw.deps.Models = router
