@@ -386,8 +386,8 @@ func testIngestMultipart(t *testing.T, ts *testServer) {
 	// docId from the form, and a missing file part.
 	ct, body = multipartBody(t, map[string][]string{"docId": {"notes-1"}}, upload{field: "file", name: "x.txt", data: []byte("plain notes about kites")})
 	resp, b = ts.postMultipart(t, "r-multi", ct, body)
-	if !strings.Contains(string(b), `"docId":"notes-1"`) {
-		t.Fatalf("docId form field not used: %s", b)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"docId":"notes-1"`) {
+		t.Fatalf("docId form field not used: %d %s", resp.StatusCode, b)
 	}
 	ct, body = multipartBody(t, map[string][]string{"docId": {"x"}})
 	resp, b = ts.postMultipart(t, "r-multi", ct, body)

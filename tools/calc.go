@@ -81,7 +81,6 @@ type calcParser struct {
 	src string
 	pos int
 	tok token
-	err error
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
