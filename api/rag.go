@@ -665,6 +665,7 @@ func (s *Server) postSearch(c echo.Context) error {
 	if err := s.checkRateLimit(c, s.rag.Limiter, ""); err != nil {
 		return err
 	}
+	started := time.Now() // metrics.go: the search event's latency
 	t := tenantOf(c)
 	s.noteEmbeddingModel(t)
 	ctx := c.Request().Context()
@@ -676,6 +677,7 @@ func (s *Server) postSearch(c echo.Context) error {
 		if b, err := s.rag.Cache.Get(ctx, t.TenantID, cacheKey); err == nil {
 			var a rag.Answer
 			if json.Unmarshal(b, &a) == nil {
+				s.recordSearch(c, store.SearchCacheHit, started, nil)
 				c.Response().Header().Set("x-cache", "HIT")
 				return ok(c, http.StatusOK, searchData{Status: "ok", TraceID: traceID(c), Answer: a})
 			}
@@ -687,8 +689,14 @@ func (s *Server) postSearch(c echo.Context) error {
 		Keyword: s.rag.keyword, Rewriter: fixedRewrite(rewritten),
 	})
 	a, err := searcher.Search(ctx, t.TenantID, rag.Query{Text: query, TopK: topK, Filter: req.Filter})
+	cacheState := store.SearchCacheOff
+	if cacheKey != "" {
+		cacheState = store.SearchCacheMiss
+	}
 	if err != nil {
-		return ragError(err, "")
+		rerr := ragError(err, "")
+		s.recordSearch(c, cacheState, started, rerr)
+		return rerr
 	}
 	if cacheKey != "" && !a.Refused {
 		if b, err := json.Marshal(a); err == nil {
@@ -697,6 +705,7 @@ func (s *Server) postSearch(c echo.Context) error {
 			}
 		}
 	}
+	s.recordSearch(c, cacheState, started, nil)
 	c.Response().Header().Set("x-cache", "MISS")
 	return ok(c, http.StatusOK, searchData{Status: "ok", TraceID: traceID(c), Answer: a})
 }

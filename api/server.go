@@ -44,6 +44,8 @@ type Deps struct {
 	Ledger Ledger
 	// Usage backs GET /usage (usage.go); nil: the route is not registered.
 	Usage UsageReader
+	// TenantMetrics backs GET /metrics/* (metrics.go); nil: those routes are not registered.
+	TenantMetrics *TenantMetricsDeps
 }
 
 // Server is the tenant-facing HTTP server.
@@ -64,8 +66,9 @@ type Server struct {
 	inflight  atomic.Int64 // requests being served, reported when shutdown runs out of time
 	compCache componentCache
 	settling  settler
-	ledger    Ledger      // usage.go
-	usage     UsageReader // usage.go
+	ledger    Ledger             // usage.go
+	usage     UsageReader        // usage.go
+	tmetrics  *TenantMetricsDeps // metrics.go
 }
 
 // New builds the server and its routes.
@@ -89,6 +92,10 @@ func New(d Deps) (*Server, error) {
 	}
 	s.tools, s.speech = d.Tools, d.Speech
 	s.ledger, s.usage = d.Ledger, d.Usage
+	if d.TenantMetrics != nil && d.TenantMetrics.Reader == nil {
+		return nil, errors.New("api: Deps.TenantMetrics needs a Reader")
+	}
+	s.tmetrics = d.TenantMetrics
 	s.tenants.Store(d.Tenants)
 	s.settling.sem = make(chan struct{}, maxSettling)
 	if d.RAG != nil {
@@ -127,6 +134,9 @@ func (s *Server) routes(e *echo.Echo) {
 	}
 	if s.usage != nil {
 		e.GET("/usage", s.getUsage) // usage.go
+	}
+	if s.tmetrics != nil {
+		s.metricsRoutes(e) // metrics.go
 	}
 	if s.rag != nil {
 		s.ragRoutes(e)
