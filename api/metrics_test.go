@@ -89,8 +89,8 @@ func newMetricsServer(t *testing.T) *metricsServer {
 	})
 	srv, err := New(Deps{
 		Env: env, Tenants: testTenants(t, tenantJSON("other", `, "public": true`), tenantJSON("quiet", `, "public": true`)), Logger: zerolog.Nop(), Metrics: observe.NewMetrics(), Version: "test",
-		Now: func() time.Time { return metricsNow },
-		RAG: &RAGDeps{Store: vs, Embedder: emb, Limiter: grains, Catalog: dbs, Cache: cache},
+		Now:    func() time.Time { return metricsNow },
+		RAG:    &RAGDeps{Store: vs, Embedder: emb, Limiter: grains, Catalog: dbs, Cache: cache},
 		Ledger: ledger, Usage: dbs,
 		TenantMetrics: &TenantMetricsDeps{Reader: dbs, Alerts: cfgKV, Prices: router},
 	})
