@@ -123,7 +123,8 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	if err != nil {
 		return err
 	}
-	if _, err := store.OpenTenantKV(startCtx, js, "config", store.KVOptions{Replicas: replicas}); err != nil {
+	configKV, err := store.OpenTenantKV(startCtx, js, "config", store.KVOptions{Replicas: replicas})
+	if err != nil {
 		return err
 	}
 	chatCache, err := store.OpenTenantKV(startCtx, js, store.BucketCache, store.KVOptions{Replicas: replicas, AllowTTL: true})
@@ -202,6 +203,8 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		RAG:    ragw.deps,
 		Ledger: usageLedger,
 		Usage:  dbs,
+		// GET /metrics/* (tenant metrics); alert rules live in the config bucket.
+		TenantMetrics: &api.TenantMetricsDeps{Reader: dbs, Alerts: configKV, Prices: router},
 	})
 	if err != nil {
 		return err
