@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -20,6 +23,12 @@ const (
 	StreamChat = "CHAT"
 	// storeTimeout bounds one JetStream operation of a grain.
 	storeTimeout = 5 * time.Second
+	// storeAttempt bounds one try of a chat session's JetStream call, retried until storeTimeout.
+	// While the stream's leader is being elected (its server died: 4–9 s of raft election), requests
+	// go unanswered rather than fail; a short attempt re-sends soon after the new leader is up,
+	// instead of waiting for one long timeout. Re-sending is safe: reads are idempotent and every
+	// publish carries a message ID that JetStream deduplicates.
+	storeAttempt = time.Second
 	// maxConflicts bounds how often one request reloads after a "wrong last sequence" refusal.
 	maxConflicts = 5
 )
@@ -34,6 +43,13 @@ func chatSubject(tenantID, sessionID string) string {
 type storedMessage struct {
 	seq uint64
 	msg *pb.ChatMessage
+}
+
+// appendMsgID is the JetStream message ID of message i of an Append: stored as the message's
+// Nats-Msg-Id header, so a re-sent Append (its member left before answering) is recognised both by
+// a grain that loaded the message and, within the stream's duplicate window, by JetStream itself.
+func appendMsgID(requestID string, i int) string {
+	return requestID + "." + strconv.Itoa(i)
 }
 
 // chatSession is the ChatSession grain, identity <tenant>:<sessionId>. Its state is the session's
@@ -51,6 +67,8 @@ type chatSession struct {
 	loaded  bool
 	msgs    []storedMessage // in stream order, which is time order
 	lastSeq uint64          // last subject sequence this activation saw; 0 = none
+	// msgIDs are the message IDs (appendMsgID) of the messages this activation loaded or stored.
+	msgIDs map[string]struct{}
 }
 
 func newChatSession(deps Deps, tenantID, sessionID string) *chatSession {
@@ -103,6 +121,38 @@ func (s *chatSession) opContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), storeTimeout)
 }
 
+// retryStore calls fn with attempts of at most storeAttempt until it succeeds, fails for good, or
+// storeTimeout passed. Only unanswered requests (timeouts, no responders, 503s of a stream without
+// a leader) are retried; fn must be safe to repeat.
+func retryStore[T any](fn func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	for {
+		attempt, cancelAttempt := context.WithTimeout(ctx, storeAttempt)
+		v, err := fn(attempt)
+		cancelAttempt()
+		if err == nil || ctx.Err() != nil || !unanswered(err) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// unanswered reports errors of a JetStream request that nobody answered in time, which is what a
+// stream without a leader produces; an API error with a 4xx code is an answer and final.
+func unanswered(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code >= 500
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
 // ensureLoaded loads the session on the first request of an activation.
 func (s *chatSession) ensureLoaded() error {
 	if s.subject == "" {
@@ -115,24 +165,31 @@ func (s *chatSession) ensureLoaded() error {
 }
 
 // reload replaces the in-memory state with every message of the session's subject.
+//
+// The reads go to the stream leader (CHAT has no direct gets, see EnsureStreams): a follower that
+// lags behind could serve an activation a history without the newest acknowledged messages.
 func (s *chatSession) reload() error {
-	ctx, cancel := s.opContext()
-	defer cancel()
 	if s.stream == nil {
-		st, err := s.deps.JS.Stream(ctx, StreamChat)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			if err := EnsureStreams(ctx, s.deps.JS, s.deps.Replicas); err != nil {
-				return err
+		st, err := retryStore(func(ctx context.Context) (jetstream.Stream, error) {
+			st, err := s.deps.JS.Stream(ctx, StreamChat)
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				if err := EnsureStreams(ctx, s.deps.JS, s.deps.Replicas); err != nil {
+					return nil, err
+				}
+				st, err = s.deps.JS.Stream(ctx, StreamChat)
 			}
-			st, err = s.deps.JS.Stream(ctx, StreamChat)
-		}
+			return st, err
+		})
 		if err != nil {
 			return fmt.Errorf("chat session: stream %s: %w", StreamChat, err)
 		}
 		s.stream = st
 	}
 	s.msgs, s.lastSeq, s.loaded = s.msgs[:0], 0, false
-	last, err := s.stream.GetLastMsgForSubject(ctx, s.subject)
+	s.msgIDs = map[string]struct{}{}
+	last, err := retryStore(func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return s.stream.GetLastMsgForSubject(ctx, s.subject)
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		s.loaded = true
 		return nil
@@ -141,7 +198,9 @@ func (s *chatSession) reload() error {
 		return fmt.Errorf("chat session: load %s: %w", s.subject, err)
 	}
 	for seq := uint64(1); seq <= last.Sequence; {
-		raw, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.subject))
+		raw, err := retryStore(func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+			return s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.subject))
+		})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
@@ -153,6 +212,9 @@ func (s *chatSession) reload() error {
 			return fmt.Errorf("chat session: decode %s seq %d: %w", s.subject, raw.Sequence, err)
 		}
 		s.msgs = append(s.msgs, storedMessage{seq: raw.Sequence, msg: m})
+		if id := raw.Header.Get(jetstream.MsgIDHeader); id != "" {
+			s.msgIDs[id] = struct{}{}
+		}
 		seq = raw.Sequence + 1
 	}
 	s.lastSeq = last.Sequence
@@ -164,14 +226,30 @@ func (s *chatSession) reload() error {
 // activation saw. On "wrong last sequence" another activation wrote in between: reload (which brings
 // its messages in) and continue with the messages not yet stored, so nothing is overwritten and this
 // batch lands after the other's writes.
+//
+// Message i is stored under the message ID appendMsgID(request ID, i) and skipped when this
+// activation already holds that ID, so an Append re-sent after its first grain's member died stores
+// each message once. If JetStream reports the ID as a duplicate that this activation has not loaded
+// (the first grain's write landed after this one loaded), reload brings it in.
 func (s *chatSession) append(req *pb.AppendRequest) error {
 	if err := s.ensureLoaded(); err != nil {
 		return err
+	}
+	requestID := req.GetRequestId()
+	if requestID == "" {
+		// Still give every message an ID, so that re-sending a publish whose ack was lost is safe.
+		requestID = uuid.NewString()
 	}
 	now := s.deps.Now().UnixMilli()
 	pending := req.GetMessages()
 	conflicts := 0
 	for len(pending) > 0 {
+		i := len(req.GetMessages()) - len(pending)
+		msgID := appendMsgID(requestID, i)
+		if _, stored := s.msgIDs[msgID]; stored {
+			pending = pending[1:]
+			continue
+		}
 		m := pending[0]
 		if m.GetTimestampMs() == 0 {
 			m.TimestampMs = now
@@ -186,11 +264,34 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 		if err != nil {
 			return fmt.Errorf("chat session: encode: %w", err)
 		}
-		ctx, cancel := s.opContext()
-		ack, err := s.deps.JS.Publish(ctx, s.subject, data,
-			jetstream.WithExpectStream(StreamChat),
-			jetstream.WithExpectLastSequencePerSubject(s.lastSeq))
-		cancel()
+		expected := s.lastSeq
+		ack, err := retryStore(func(ctx context.Context) (*jetstream.PubAck, error) {
+			return s.deps.JS.Publish(ctx, s.subject, data,
+				jetstream.WithMsgID(msgID),
+				jetstream.WithExpectStream(StreamChat),
+				jetstream.WithExpectLastSequencePerSubject(expected))
+		})
+		if err == nil && ack.Duplicate {
+			// Stored before, by an earlier try of this Append (possibly on another member).
+			if s.lastSeq >= ack.Sequence {
+				// Loaded, then removed again (retention, clear): do not store it twice.
+				s.msgIDs[msgID] = struct{}{}
+				pending = pending[1:]
+				continue
+			}
+			conflicts++
+			if conflicts > maxConflicts {
+				return fmt.Errorf("chat session %s: gave up after %d concurrent-write conflicts", s.subject, maxConflicts)
+			}
+			if err := s.reload(); err != nil {
+				return err
+			}
+			if _, ok := s.msgIDs[msgID]; !ok {
+				// Gone again by the time of the reload: it was stored once, which is what counts.
+				s.msgIDs[msgID] = struct{}{}
+			}
+			continue
+		}
 		if isWrongLastSequence(err) {
 			conflicts++
 			if conflicts > maxConflicts {
@@ -208,6 +309,7 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 		}
 		s.msgs = append(s.msgs, storedMessage{seq: ack.Sequence, msg: m})
 		s.lastSeq = ack.Sequence
+		s.msgIDs[msgID] = struct{}{}
 		pending = pending[1:]
 	}
 	s.applyRetention(req.GetRetention())

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/remote"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -63,14 +65,17 @@ var ErrGrain = errors.New("grain error")
 type Client struct {
 	c       *cluster.Cluster
 	timeout time.Duration
+	fo      *failover
 }
 
-// NewClient returns a client sending through c; timeout bounds every request (a sooner ctx deadline wins).
+// NewClient returns a client sending through c, a started cluster member; timeout bounds every
+// request (a sooner ctx deadline wins). The client follows c's topology for the life of c's actor
+// system: requests to a member that leaves fail (or are re-sent) at once, not after timeout.
 func NewClient(c *cluster.Cluster, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	return &Client{c: c, timeout: timeout}
+	return &Client{c: c, timeout: timeout, fo: newFailover(c)}
 }
 
 // Append stores msgs in order in the session, after applying retention; it returns once JetStream
@@ -80,14 +85,16 @@ func (c *Client) Append(ctx context.Context, tenantID, sessionID string, msgs []
 	if err != nil {
 		return err
 	}
-	req := &pb.AppendRequest{Messages: make([]*pb.ChatMessage, len(msgs)), Retention: toPBRetention(r)}
+	// The request ID makes re-sending safe when the grain's member leaves before answering: the
+	// grain skips messages it already stored under this ID.
+	req := &pb.AppendRequest{Messages: make([]*pb.ChatMessage, len(msgs)), Retention: toPBRetention(r), RequestId: uuid.NewString()}
 	for i, m := range msgs {
 		req.Messages[i] = &pb.ChatMessage{Role: m.Role, Content: m.Content, TokenCount: int32(m.TokenCount)}
 		if !m.Timestamp.IsZero() {
 			req.Messages[i].TimestampMs = m.Timestamp.UnixMilli()
 		}
 	}
-	res, err := request[*pb.AppendResponse](ctx, c, id, KindChatSession, req)
+	res, err := requestIdempotent[*pb.AppendResponse](ctx, c, id, KindChatSession, req)
 	if err != nil {
 		return err
 	}
@@ -105,7 +112,7 @@ func (c *Client) History(ctx context.Context, tenantID, sessionID string, r Rete
 	if !before.IsZero() {
 		req.BeforeMs = before.UnixMilli()
 	}
-	res, err := request[*pb.HistoryResponse](ctx, c, id, KindChatSession, req)
+	res, err := requestIdempotent[*pb.HistoryResponse](ctx, c, id, KindChatSession, req)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +137,7 @@ func (c *Client) Clear(ctx context.Context, tenantID, sessionID string) error {
 	if err != nil {
 		return err
 	}
-	res, err := request[*pb.ClearResponse](ctx, c, id, KindChatSession, &pb.ClearRequest{})
+	res, err := requestIdempotent[*pb.ClearResponse](ctx, c, id, KindChatSession, &pb.ClearRequest{})
 	if err != nil {
 		return err
 	}
@@ -143,7 +150,9 @@ func (c *Client) Allow(ctx context.Context, tenantID, userID string, lim RateLim
 	if err != nil {
 		return RateDecision{}, err
 	}
-	res, err := request[*pb.RateLimitResponse](ctx, c, id, KindRateLimiter, &pb.RateLimitRequest{
+	// Re-sent when the limiter's member leaves: its window died with the member, so one admission
+	// counted there and again on the new activation costs nothing that was not already lost.
+	res, err := requestIdempotent[*pb.RateLimitResponse](ctx, c, id, KindRateLimiter, &pb.RateLimitRequest{
 		PerMinute:      int32(lim.PerMinute),
 		Burst:          int32(lim.Burst),
 		WindowSec:      int32(lim.WindowSec),
@@ -176,12 +185,51 @@ func grainErr(s string) error {
 // the cached activation passivated or its member left).
 const maxDeliveryAttempts = 6
 
-// request sends msg to the grain and waits for a reply of type R. It resolves the grain's PID through
-// the cluster's PID cache (one identity lookup per activation, not per request) and sends with
-// RequestFuture, which costs a few µs instead of cluster.Request's ~15 µs. A dead letter (stale PID)
-// drops the cache entry and resends: the message was never processed, so that is safe. A timeout is
-// not retried, because the grain may have processed the message (an Append must not be stored twice).
+// ErrMemberLeft is returned for a request whose grain's member left the cluster (crashed, or was
+// stopped) before it answered, when the request is not safe to re-send: it may have been processed.
+var ErrMemberLeft = errors.New("grain's member left the cluster before answering")
+
+// errLookupAbandoned is a lookup given up because a member left while it waited: it may have been
+// asking the departed member's placement actor, which never answers.
+var errLookupAbandoned = errors.New("identity lookup abandoned: a member left")
+
+// retryPolicy says what request does when the grain's member leaves before answering.
+type retryPolicy bool
+
+const (
+	// failOnLeave returns ErrMemberLeft at once: the grain may have processed the message.
+	failOnLeave retryPolicy = false
+	// resendOnLeave re-sends to the new owner: the request is idempotent (reads, Clear, an Append
+	// with a request ID), or losing its first effect is harmless (a RateLimiter's admission, whose
+	// state died with the member anyway).
+	resendOnLeave retryPolicy = true
+)
+
+// request sends msg to the grain and waits for a reply of type R. It fails fast (ErrMemberLeft) when
+// the member hosting the grain leaves the cluster before answering; use requestIdempotent for
+// requests that may be re-sent then. See send.
 func request[R proto.Message](ctx context.Context, c *Client, identity, kind string, msg proto.Message) (R, error) {
+	return send[R](ctx, c, identity, kind, msg, failOnLeave)
+}
+
+// requestIdempotent is request for messages that are safe to deliver twice: when the grain's member
+// leaves before answering, the message is re-sent to the grain's new activation on another member.
+func requestIdempotent[R proto.Message](ctx context.Context, c *Client, identity, kind string, msg proto.Message) (R, error) {
+	return send[R](ctx, c, identity, kind, msg, resendOnLeave)
+}
+
+// send resolves the grain's PID through the cluster's PID cache (one identity lookup per activation,
+// not per request) and sends with a future, which costs a few µs instead of cluster.Request's ~15 µs.
+//
+// Failures are handled by what they say about delivery:
+//   - a dead letter (stale PID: the activation passivated) was never processed: drop the cache entry
+//     and resend;
+//   - the grain's member left the topology while the request waited (a crash: the reply will never
+//     come): the client's topology subscription stops the future at once instead of letting it wait
+//     for the timeout; the request is re-sent to the new owner under resendOnLeave, and fails with
+//     ErrMemberLeft otherwise;
+//   - a timeout is not retried: the grain is alive and may have processed the message.
+func send[R proto.Message](ctx context.Context, c *Client, identity, kind string, msg proto.Message, policy retryPolicy) (R, error) {
 	var zero R
 	if err := ctx.Err(); err != nil {
 		return zero, err
@@ -190,6 +238,7 @@ func request[R proto.Message](ctx context.Context, c *Client, identity, kind str
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	system := c.c.ActorSystem
 	var lastErr error
 	for attempt := 0; attempt < maxDeliveryAttempts; attempt++ {
 		if attempt > 0 {
@@ -205,22 +254,33 @@ func request[R proto.Message](ctx context.Context, c *Client, identity, kind str
 		if remaining <= 0 {
 			break
 		}
-		pid, ok := c.c.PidCache.Get(identity, kind)
-		if !ok || pid == nil {
-			pid = c.c.Get(identity, kind)
-			if pid == nil {
-				lastErr = fmt.Errorf("%s %s: no activation (no member hosts kind?)", kind, identity)
-				continue
+		pid, err := c.resolve(ctx, identity, kind, remaining)
+		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return zero, ctxErr
 			}
-			c.c.PidCache.Set(identity, kind, pid)
+			lastErr = err
+			continue
 		}
-		res, err := wait(ctx, c.c.ActorSystem, c.c.ActorSystem.Root.RequestFuture(pid, msg, remaining))
+		f := actor.NewFuture(system, remaining)
+		call := c.fo.track(pid.Address, func() { system.Root.Stop(f.PID()) })
+		system.Root.RequestWithCustomSender(pid, msg, f.PID())
+		res, err := wait(ctx, system, f)
+		memberLeft := c.fo.untrack(call)
 		if err == nil {
 			typed, ok := res.(R)
 			if !ok {
 				return zero, fmt.Errorf("%s %s: unexpected reply %T", kind, identity, res)
 			}
 			return typed, nil
+		}
+		if memberLeft && ctx.Err() == nil {
+			c.c.PidCache.RemoveByValue(identity, kind, pid)
+			if policy == failOnLeave {
+				return zero, fmt.Errorf("%s %s at %s: %w", kind, identity, pid.Address, ErrMemberLeft)
+			}
+			lastErr = fmt.Errorf("%s %s at %s: %w", kind, identity, pid.Address, ErrMemberLeft)
+			continue
 		}
 		if errors.Is(err, actor.ErrDeadLetter) || errors.Is(err, remote.ErrDeadLetter) {
 			c.c.PidCache.RemoveByValue(identity, kind, pid)
@@ -241,27 +301,187 @@ func request[R proto.Message](ctx context.Context, c *Client, identity, kind str
 	return zero, fmt.Errorf("%s %s: not delivered: %w", kind, identity, lastErr)
 }
 
+// resolve returns the grain's PID: from the PID cache, or by an identity lookup. A cached PID on a
+// member that is no longer in the topology is dropped.
+//
+// The lookup (disthash) asks the owner's placement actor with a fixed 5 s timeout. Right after a
+// crash, before the member's key expired, the owner may be the dead member: the lookup runs in its own
+// goroutine and is abandoned as soon as a member leaves, so the retry asks the new owner instead of
+// waiting those 5 s out. Lookups happen once per activation, so the goroutine is not on the hot path.
+func (c *Client) resolve(ctx context.Context, identity, kind string, limit time.Duration) (*actor.PID, error) {
+	if pid, ok := c.c.PidCache.Get(identity, kind); ok && pid != nil {
+		if c.fo.isMember(pid.Address) {
+			return pid, nil
+		}
+		c.c.PidCache.RemoveByValue(identity, kind, pid)
+	}
+	left := c.fo.leftSignal()
+	found := make(chan *actor.PID, 1)
+	go func() { found <- c.c.Get(identity, kind) }()
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	var pid *actor.PID
+	select {
+	case pid = <-found:
+	case <-left:
+		return nil, fmt.Errorf("%s %s: %w", kind, identity, errLookupAbandoned)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-timer.C:
+		return nil, fmt.Errorf("%s %s: identity lookup: %w", kind, identity, context.DeadlineExceeded)
+	}
+	if pid == nil {
+		return nil, fmt.Errorf("%s %s: no activation (no member hosts kind, or the owner did not answer)", kind, identity)
+	}
+	if !c.fo.isMember(pid.Address) {
+		// The lookup ran on a topology that still had the departed member.
+		return nil, fmt.Errorf("%s %s at %s: %w", kind, identity, pid.Address, ErrMemberLeft)
+	}
+	c.c.PidCache.Set(identity, kind, pid)
+	return pid, nil
+}
+
+// errStopped is a future stopped without a reply: by failover (member left) or ctx.
+var errStopped = errors.New("request stopped before a reply")
+
 // wait waits for the future, or for ctx to end: then it stops the future (no goroutine per request,
 // which matters on the hot path) and returns ctx's error.
 func wait(ctx context.Context, system *actor.ActorSystem, f *actor.Future) (any, error) {
-	if ctx.Done() == nil {
-		return f.Result()
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { system.Root.Stop(f.PID()) })
 	}
-	stop := context.AfterFunc(ctx, func() { system.Root.Stop(f.PID()) })
 	res, err := f.Result()
-	stop()
+	if stop != nil {
+		stop()
+	}
 	if res == nil && err == nil {
 		// A stopped future resolves with neither a result nor an error.
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
-		return nil, errors.New("empty reply")
+		return nil, errStopped
 	}
 	return res, err
 }
 
-// EnsureStreams creates or updates the CHAT stream: subjects chat.>, file storage, the given replicas,
-// direct gets for fast loads.
+// failover tracks the requests in flight per member address and the current topology, so that a
+// member leaving fails its requests at once. Without it, a request sent to a grain on a member that
+// crashed waits for the whole request timeout (remote has no way to know the reply will not come),
+// which made the first request of an affected session take ~10 s after a SIGKILL although the
+// member left the topology after ~3 s.
+type failover struct {
+	mu      sync.Mutex
+	members map[string]bool // addresses in the current topology; nil until the first one is known
+	calls   map[string]map[*call]struct{}
+	left    chan struct{} // closed and replaced whenever a member leaves
+}
+
+// call is one request in flight.
+type call struct {
+	addr       string
+	stop       func()
+	memberLeft bool // guarded by failover.mu
+}
+
+func newFailover(c *cluster.Cluster) *failover {
+	fo := &failover{calls: map[string]map[*call]struct{}{}, left: make(chan struct{})}
+	if ms := c.MemberList.Members().Members(); len(ms) > 0 {
+		fo.setMembers(ms)
+	}
+	c.ActorSystem.EventStream.Subscribe(func(evt any) {
+		if t, ok := evt.(*cluster.ClusterTopology); ok {
+			fo.onTopology(t)
+		}
+	})
+	return fo
+}
+
+func (fo *failover) setMembers(ms []*cluster.Member) {
+	fo.members = make(map[string]bool, len(ms))
+	for _, m := range ms {
+		fo.members[m.Address()] = true
+	}
+}
+
+// onTopology records the new member set and stops every request in flight to a member that left.
+func (fo *failover) onTopology(t *cluster.ClusterTopology) {
+	var stops []func()
+	fo.mu.Lock()
+	fo.setMembers(t.GetMembers())
+	for _, m := range t.GetLeft() {
+		addr := m.Address()
+		for cl := range fo.calls[addr] {
+			cl.memberLeft = true
+			stops = append(stops, cl.stop)
+		}
+		delete(fo.calls, addr)
+	}
+	if len(t.GetLeft()) > 0 {
+		close(fo.left)
+		fo.left = make(chan struct{})
+	}
+	fo.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
+}
+
+// isMember reports whether addr is in the current topology (true while the topology is unknown).
+func (fo *failover) isMember(addr string) bool {
+	fo.mu.Lock()
+	defer fo.mu.Unlock()
+	return fo.members == nil || fo.members[addr]
+}
+
+// leftSignal is closed when the next member leaves.
+func (fo *failover) leftSignal() <-chan struct{} {
+	fo.mu.Lock()
+	defer fo.mu.Unlock()
+	return fo.left
+}
+
+// track registers a request to addr; stop ends its future. A request to a member that already left
+// is stopped at once (the topology changed between resolving the PID and sending).
+func (fo *failover) track(addr string, stop func()) *call {
+	cl := &call{addr: addr, stop: stop}
+	fo.mu.Lock()
+	if fo.members != nil && !fo.members[addr] {
+		cl.memberLeft = true
+		fo.mu.Unlock()
+		stop()
+		return cl
+	}
+	set := fo.calls[addr]
+	if set == nil {
+		set = map[*call]struct{}{}
+		fo.calls[addr] = set
+	}
+	set[cl] = struct{}{}
+	fo.mu.Unlock()
+	return cl
+}
+
+// untrack ends the request's tracking and reports whether its member left while it was in flight.
+func (fo *failover) untrack(cl *call) bool {
+	fo.mu.Lock()
+	defer fo.mu.Unlock()
+	if set := fo.calls[cl.addr]; set != nil {
+		delete(set, cl)
+		if len(set) == 0 {
+			delete(fo.calls, cl.addr)
+		}
+	}
+	return cl.memberLeft
+}
+
+// EnsureStreams creates or updates the CHAT stream: subjects chat.>, file storage, the given replicas.
+//
+// Direct gets are off: with them, any replica answers a get, and a follower that lags behind the
+// leader would hand a grain activating after a move a history without the newest acknowledged
+// messages (the conditional write would then be refused and reload, but History would already have
+// answered with the stale view). Without them, gets are answered by the stream leader, which has
+// applied every acknowledged write. Loads happen once per activation, so the extra hop is cheap.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	if replicas <= 0 {
 		replicas = 1
@@ -272,7 +492,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) er
 		Subjects:    []string{"chat.>"},
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-		AllowDirect: true,
+		AllowDirect: false,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 	})

@@ -148,9 +148,13 @@ func (x *Retention) GetMaxMessages() int32 {
 }
 
 type AppendRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Messages      []*ChatMessage         `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
-	Retention     *Retention             `protobuf:"bytes,2,opt,name=retention,proto3" json:"retention,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Messages  []*ChatMessage         `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	Retention *Retention             `protobuf:"bytes,2,opt,name=retention,proto3" json:"retention,omitempty"`
+	// request_id makes the append idempotent: the client picks it once per Append and keeps it when it
+	// re-sends after the owning member left, and the grain stores message i with JetStream message ID
+	// "<request_id>.<i>", skipping one it already holds.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -197,6 +201,13 @@ func (x *AppendRequest) GetRetention() *Retention {
 		return x.Retention
 	}
 	return nil
+}
+
+func (x *AppendRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type AppendResponse struct {
@@ -594,10 +605,12 @@ const file_actors_proto_rawDesc = "" +
 	"\tRetention\x12\x1c\n" +
 	"\n" +
 	"max_age_ms\x18\x01 \x01(\x03R\bmaxAgeMs\x12!\n" +
-	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\"\x85\x01\n" +
+	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\"\xa4\x01\n" +
 	"\rAppendRequest\x129\n" +
 	"\bmessages\x18\x01 \x03(\v2\x1d.crispy.actors.v1.ChatMessageR\bmessages\x129\n" +
-	"\tretention\x18\x02 \x01(\v2\x1b.crispy.actors.v1.RetentionR\tretention\"&\n" +
+	"\tretention\x18\x02 \x01(\v2\x1b.crispy.actors.v1.RetentionR\tretention\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"&\n" +
 	"\x0eAppendResponse\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\"~\n" +
 	"\x0eHistoryRequest\x129\n" +
