@@ -247,6 +247,7 @@ func (e *OpenAIEmbeddings) embedBatch(ctx context.Context, batch []string) ([][]
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "application/json")
+	setTraceHeader(ctx, hreq.Header, "") // trace.go
 	if e.apiKey != "" {
 		hreq.Header.Set("Authorization", "Bearer "+e.apiKey)
 	}

@@ -157,6 +157,7 @@ func openChatCompletions(ctx context.Context, client *http.Client, provider, end
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "text/event-stream")
+	setTraceHeader(ctx, hreq.Header, req.Meta.TraceID) // trace.go
 	if key != "" {
 		hreq.Header.Set("Authorization", "Bearer "+key)
 	}
