@@ -33,5 +33,6 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(newServeCmd(), newTenantsCmd())
 	root.AddCommand(newIngestCmd())
+	root.AddCommand(newBenchCmd()) // bench.go
 	return root
 }
