@@ -3,6 +3,8 @@ package natskv
 import (
 	"context"
 	"errors"
+	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -13,13 +15,14 @@ import (
 // entry is a bucket entry for apply; it embeds the interface and overrides what apply reads.
 type entry struct {
 	jetstream.KeyValueEntry
-	key string
-	op  jetstream.KeyValueOp
+	key   string
+	op    jetstream.KeyValueOp
+	value []byte
 }
 
 func (e entry) Key() string                     { return e.key }
 func (e entry) Operation() jetstream.KeyValueOp { return e.op }
-func (e entry) Value() []byte                   { return nil }
+func (e entry) Value() []byte                   { return e.value }
 
 func TestHeartbeatHealth(t *testing.T) {
 	t0 := time.Unix(1000, 0)
@@ -85,5 +88,42 @@ func TestReconcileWaitsForHealthyHeartbeats(t *testing.T) {
 	w := &watch{p: p, prefix: "c.", self: &record{ID: "s"}, members: map[string]record{"x": {ID: "x"}}, log: p.log}
 	if w.reconcile(context.Background()) || len(w.members) != 1 {
 		t.Fatalf("reconcile removed members while heartbeats fail: %v", w.members)
+	}
+}
+
+// A peer whose remote port refuses connections has no process behind it: probe removes it at once,
+// even while expiry is not trusted (the members bucket had no leader), and a snapshot read before
+// its key expires does not bring it back. A peer that accepts connections stays.
+func TestProbeRemovesPeerWhoseRemoteRefuses(t *testing.T) {
+	alive, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alive.Close()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadPort := closed.Addr().(*net.TCPAddr).Port
+	closed.Close()
+
+	p := New(nil, Options{TTL: time.Second, Logger: zerolog.Nop()})
+	p.health = &heartbeatHealth{} // heartbeats failing: expiry not trusted
+	w := &watch{p: p, prefix: "c.", self: &record{ID: "s"}, log: p.log, members: map[string]record{
+		"up":   {ID: "up", Host: "127.0.0.1", Port: alive.Addr().(*net.TCPAddr).Port},
+		"dead": {ID: "dead", Host: "127.0.0.1", Port: deadPort},
+	}}
+	if !w.probe(context.Background()) {
+		t.Fatal("probe reported no change")
+	}
+	if _, ok := w.members["dead"]; ok {
+		t.Error("peer with a refusing remote kept")
+	}
+	if _, ok := w.members["up"]; !ok {
+		t.Error("live peer removed")
+	}
+	value := []byte(`{"id":"dead","host":"127.0.0.1","port":` + strconv.Itoa(deadPort) + `}`)
+	if w.apply(w.members, entry{key: "c.dead", op: jetstream.KeyValuePut, value: value}) {
+		t.Error("a late heartbeat of the dead peer brought it back")
 	}
 }

@@ -2,9 +2,12 @@ package natskv
 
 import (
 	"context"
+	"net"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,9 +118,25 @@ func startWatch(t *testing.T, p *Provider, self *record, rec *recorder) *watch {
 	return w
 }
 
+// remotePorts holds one open listener's port per test: the port put gives every member, so the
+// watcher's probe finds the members' remotes alive (a closed port would make them leave at once).
+var remotePorts sync.Map // *testing.T → int
+
+// put writes member id's key, as that member's heartbeat does.
 func put(t *testing.T, kv jetstream.KeyValue, id string) {
 	t.Helper()
-	value := []byte(`{"id":"` + id + `","host":"127.0.0.1","port":1,"kinds":["k"]}`)
+	p, ok := remotePorts.Load(t)
+	if !ok {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close(); remotePorts.Delete(t) })
+		p = ln.Addr().(*net.TCPAddr).Port
+		remotePorts.Store(t, p)
+	}
+	port := p.(int)
+	value := []byte(`{"id":"` + id + `","host":"127.0.0.1","port":` + strconv.Itoa(port) + `,"kinds":["k"]}`)
 	if _, err := kv.Put(context.Background(), "c."+id, value); err != nil {
 		t.Fatalf("put %s: %v", id, err)
 	}

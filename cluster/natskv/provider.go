@@ -123,6 +123,12 @@ func (h *heartbeatHealth) healthyFor(now time.Time) time.Duration {
 	return now.Sub(h.since)
 }
 
+// probeEvery is how often a member probes its peers' remote ports (watch.probe): twice per
+// heartbeat, at most every 500 ms.
+func (p *Provider) probeEvery() time.Duration {
+	return min(p.opts.Heartbeat/2, 500*time.Millisecond)
+}
+
 // expiryTrusted reports whether a member key that expired means the member is gone, rather than that
 // the bucket could not be written for a while (see heartbeatHealth). Clients do not heartbeat and
 // trust expiry.

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/asynkron/protoactor-go/cluster"
@@ -29,8 +32,15 @@ type watch struct {
 	prefix  string
 	self    *record // nil for a client
 	members map[string]record
-	log     zerolog.Logger
+	// gone are members found dead by probe; their key may outlive them by up to a TTL, and a
+	// snapshot read meanwhile must not bring them back.
+	gone map[string]bool
+	log  zerolog.Logger
 }
+
+// probeTimeout bounds one connection attempt of probe. Only a refusal counts; a timeout (a host
+// down, a partition) says nothing and leaves the member to its key's TTL.
+const probeTimeout = 300 * time.Millisecond
 
 // snapshot starts a watcher under ctx, reads the bucket's current members (until the watcher's
 // end-of-initial-values marker or until initCtx ends), replaces the member set with them and
@@ -52,6 +62,9 @@ func (w *watch) snapshot(initCtx, ctx context.Context) (jetstream.KeyWatcher, er
 			}
 			if e == nil {
 				// A fresh snapshot is authoritative: members missing from it are gone.
+				for id := range w.gone {
+					delete(current, id)
+				}
 				w.members = current
 				w.publish()
 				return watcher, nil
@@ -66,6 +79,8 @@ func (w *watch) snapshot(initCtx, ctx context.Context) (jetstream.KeyWatcher, er
 func (w *watch) run(ctx context.Context, watcher jetstream.KeyWatcher) {
 	reconcile := time.NewTicker(w.p.opts.Heartbeat)
 	defer reconcile.Stop()
+	probe := time.NewTicker(w.p.probeEvery())
+	defer probe.Stop()
 	defer func() {
 		if watcher != nil {
 			_ = watcher.Stop()
@@ -105,8 +120,58 @@ func (w *watch) run(ctx context.Context, watcher jetstream.KeyWatcher) {
 			if w.reconcile(ctx) {
 				w.publish()
 			}
+		case <-probe.C:
+			if w.probe(ctx) {
+				w.publish()
+			}
 		}
 	}
+}
+
+// probe connects to every peer's actor remote (gRPC) port and removes the peers that refuse the
+// connection: nothing listens there any more, so the member's process is gone.
+//
+// Why: the key's TTL alone makes a crashed member leave after the TTL, and much later when the
+// crashed node's NATS server led the members bucket, because expiry is then not trusted until the
+// bucket has been writable for a TTL after JetStream's leader election (4–9 s; see heartbeatHealth).
+// Meanwhile every request to the dead member's grains fails. A refused connection is definite and
+// independent of JetStream: a member's remote listens before it registers and until its process
+// ends. A timeout is not definite (host down, partition) and is left to the TTL. A node restarted on
+// the same port answers again; its old member then leaves by TTL, as before.
+func (w *watch) probe(ctx context.Context) bool {
+	if w.self == nil || len(w.members) == 0 {
+		return false // clients leave membership to the members' keys
+	}
+	type result struct {
+		id      string
+		refused bool
+	}
+	results := make(chan result, len(w.members))
+	for id, r := range w.members {
+		go func() {
+			d := net.Dialer{Timeout: probeTimeout}
+			conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(r.Host, strconv.Itoa(r.Port)))
+			if err == nil {
+				conn.Close()
+			}
+			results <- result{id: id, refused: errors.Is(err, syscall.ECONNREFUSED)}
+		}()
+	}
+	changed := false
+	for range len(w.members) {
+		res := <-results
+		if !res.refused || ctx.Err() != nil {
+			continue
+		}
+		if w.gone == nil {
+			w.gone = map[string]bool{}
+		}
+		w.gone[res.id] = true
+		delete(w.members, res.id)
+		w.log.Info().Str("peer", res.id).Msg("cluster member left: its remote refuses connections")
+		changed = true
+	}
+	return changed
 }
 
 // apply folds one bucket entry into members and reports whether the member set changed. This
@@ -120,7 +185,7 @@ func (w *watch) apply(members map[string]record, e jetstream.KeyValueEntry) bool
 	isSelf := w.self != nil && id == w.self.ID
 	switch e.Operation() {
 	case jetstream.KeyValuePut:
-		if isSelf {
+		if isSelf || w.gone[id] {
 			return false
 		}
 		var r record
