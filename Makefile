@@ -8,7 +8,7 @@ STATICCHECK_VERSION := v0.8.2
 # Packages whose tests run with the race detector (those with goroutines, timers or shared state).
 RACE_PKGS := ./api/... ./actors/... ./store/... ./gateway/... ./rag/... ./tools/... ./config/... ./observe/...
 
-.PHONY: run build test provision proto lint fmt bench fuzz clean milvus-up milvus-down llamacpp-up llamacpp-down
+.PHONY: run build test provision proto lint fmt bench smoke fuzz clean milvus-up milvus-down llamacpp-up llamacpp-down
 
 run: build
 	$(BIN) serve
@@ -53,8 +53,15 @@ lint:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-bench:
+# The Go benchmarks, then a short `crispy bench` against a fresh node (report in bin/bench-report.json).
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKG)
+	SMOKE_DURATION=$(or $(BENCH_DURATION),15s) SMOKE_OUT=bin/bench-report.json ./scripts/smoke.sh
+
+# CI smoke load: a fresh node, ≤ 30 s of mixed load; fails on any 5xx, lost message or leaked
+# goroutine, and unless the node exits 0 on SIGTERM. Never on timing.
+smoke: build
+	./scripts/smoke.sh
 
 # Short coverage-guided runs of every fuzz target (the seed corpora run in `make test`).
 fuzz:

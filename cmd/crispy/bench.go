@@ -760,7 +760,7 @@ func (b *bench) intervals(ctx context.Context, started time.Time, rep *BenchRepo
 			ir.LatencyMs = summarize(ms)
 			last = now
 			if len(b.o.Admin) > 0 {
-				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second) // the last tick may come as the load ends
 				rss, gor, err := sampleNodes(sctx, b.client, b.o.Admin)
 				cancel()
 				ir.RSSBytes, ir.Goroutines = rss, gor
