@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/crispy-enigma/crispy/rag/milvus"
 	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/tenants"
+	"github.com/crispy-enigma/crispy/tools"
 )
 
 func newServeCmd() *cobra.Command {
@@ -123,6 +125,10 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	if err != nil {
 		return err
 	}
+	// What outlives start-up and needs tenant configs (the Milvus partition names) reads the index
+	// the watcher swaps in, not the one loaded at start.
+	var tenantsNow atomic.Pointer[config.Index]
+	tenantsNow.Store(ix)
 	configKV, err := store.OpenTenantKV(startCtx, js, "config", store.KVOptions{Replicas: replicas})
 	if err != nil {
 		return err
@@ -148,7 +154,9 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	cleanups = append(cleanups, func() { node.Stop(true); log.Info().Msg("actor cluster stopped") })
 	grains := actors.NewClient(node.Cluster(), 10*time.Second)
 
-	ragw, err := openRAG(startCtx, log, env, js, replicas, dbs, ix)
+	ragw, err := openRAG(startCtx, log, env, js, replicas, dbs, func(id string) (*config.TenantConfig, bool) {
+		return tenantsNow.Load().ByID(id)
+	})
 	if err != nil {
 		return err
 	}
@@ -209,7 +217,16 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	if err != nil {
 		return err
 	}
-	stopTenantWatch, err := startTenantWatch(ctx, srv.SetTenants)
+	// kb_search and ingest_docs reach the documents through the API's own ingest and search paths.
+	if kb := srv.KnowledgeBase(); kb != nil {
+		if err := errors.Join(toolReg.Register(tools.KBSearch(kb)), toolReg.Register(tools.IngestDocs(kb))); err != nil {
+			return fmt.Errorf("register knowledge-base tools: %w", err)
+		}
+	}
+	stopTenantWatch, err := startTenantWatch(ctx, func(next *config.Index) {
+		tenantsNow.Store(next)
+		srv.SetTenants(next)
+	})
 	if err != nil {
 		return err
 	}
@@ -283,7 +300,7 @@ type ragWiring struct {
 // tenant: no embedding provider is wired yet, so a tenant whose aiModels.embeddings names another
 // model (the original's @cf/baai/bge-m3) is embedded locally too; the API logs that once per tenant.
 // Limiter and Models are set by the caller once the grains and the router exist.
-func openRAG(ctx context.Context, log zerolog.Logger, env config.Env, js jetstream.JetStream, replicas int, dbs *store.TenantDBs, ix *config.Index) (*ragWiring, error) {
+func openRAG(ctx context.Context, log zerolog.Logger, env config.Env, js jetstream.JetStream, replicas int, dbs *store.TenantDBs, lookup func(id string) (*config.TenantConfig, bool)) (*ragWiring, error) {
 	emb := gateway.NewHashEmbedder(0)
 	w := &ragWiring{}
 	var vs rag.VectorStore
@@ -291,7 +308,7 @@ func openRAG(ctx context.Context, log zerolog.Logger, env config.Env, js jetstre
 		ms, err := milvus.Open(ctx, milvus.Options{
 			Address: env.MilvusAddr, Model: emb.ID(), Dimension: emb.Dimension(),
 			Namespace: func(tenant string) (string, error) {
-				if cfg, ok := ix.ByID(tenant); ok && cfg.VectorizeNamespace != "" {
+				if cfg, ok := lookup(tenant); ok && cfg.VectorizeNamespace != "" {
 					return cfg.VectorizeNamespace, nil
 				}
 				return tenant, nil

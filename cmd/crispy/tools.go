@@ -65,8 +65,8 @@ func (a logAuditor) AuditTool(_ context.Context, rec tools.AuditRecord) {
 		Msg("tool audit")
 }
 
-// newToolRegistry builds the registry with the built-ins whose dependencies exist here. kb_search and
-// ingest_docs need the RAG service, which is not wired into serve yet.
+// newToolRegistry builds the registry with the built-ins whose dependencies exist before the API
+// server does; serve adds kb_search and ingest_docs once the server's knowledge base exists.
 func newToolRegistry(env config.Env, router *gateway.Router, audit api.Auditor) (*tools.Registry, error) {
 	reg := tools.NewRegistry(api.ToolAudit(audit))
 	if err := tools.RegisterBuiltins(reg, tools.Deps{Completer: api.NewModelCompleter(router, env)}); err != nil {
