@@ -17,6 +17,8 @@ import (
 	"time"
 
 	protocluster "github.com/asynkron/protoactor-go/cluster"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crispy-enigma/crispy/test/harness"
 )
@@ -241,6 +243,9 @@ func TestCluster(t *testing.T) {
 		ld := newLoad(c, 24)
 		ld.start(6)
 		time.Sleep(2 * time.Second)
+		// Which JetStream streams the victim leads decides the failover time: a stream whose leader
+		// dies takes JetStream's raft election (4–9 s, fixed in nats-server) to accept writes again.
+		leaders := streamLeaders(t, c.Nodes[(victim+1)%3], "CHAT", "KV_members")
 		c.Nodes[victim].Kill()
 		killed := time.Now()
 
@@ -248,7 +253,10 @@ func TestCluster(t *testing.T) {
 		survivor := c.Nodes[(victim+1)%3]
 		var firstOK time.Duration
 		for attempt := 0; ; attempt++ {
-			if code := chatOnce(survivor.URL(), loadTenant, probe, fmt.Sprintf("after kill %d", attempt), "u"); code == 200 {
+			t0 := time.Now()
+			code := chatOnce(survivor.URL(), loadTenant, probe, fmt.Sprintf("after kill %d", attempt), "u")
+			t.Logf("after kill: attempt %d at +%v: %d in %v", attempt, t0.Sub(killed).Round(time.Millisecond), code, time.Since(t0).Round(time.Millisecond))
+			if code == 200 {
 				firstOK = time.Since(killed)
 				ld.ack(probe, fmt.Sprintf("after kill %d", attempt))
 				break
@@ -258,7 +266,11 @@ func TestCluster(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		t.Logf("SIGKILL → first successful /chat for a session the killed node owned: %v", firstOK.Round(time.Millisecond))
+		t.Logf("SIGKILL → first successful /chat for a session the killed node owned: %v (stream leaders before the kill: %v; victim n%d)",
+			firstOK.Round(time.Millisecond), leaders, victim)
+		if os.Getenv("CRISPY_CLUSTER_LOGS") != "" {
+			t.Logf("killed at %s; survivor log:\n%s", killed.UTC().Format(time.RFC3339Nano), survivor.Output())
+		}
 
 		// The moved session has its full history on its new owner, read through the third node.
 		other := c.Nodes[(victim+2)%3]
@@ -312,6 +324,33 @@ func TestCluster(t *testing.T) {
 			}
 		}
 	})
+}
+
+// streamLeaders asks JetStream through node n which server leads each stream ("?" if unknown).
+func streamLeaders(t *testing.T, n *harness.Node, streams ...string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	nc, err := nats.Connect(n.NATSURL(), nats.Timeout(2*time.Second))
+	if err != nil {
+		t.Logf("stream leaders: %v", err)
+		return out
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Logf("stream leaders: %v", err)
+		return out
+	}
+	for _, name := range streams {
+		out[name] = "?"
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := js.Stream(ctx, name)
+		if err == nil && st.CachedInfo().Cluster != nil {
+			out[name] = st.CachedInfo().Cluster.Leader
+		}
+		cancel()
+	}
+	return out
 }
 
 func containsStr(list []string, s string) bool {

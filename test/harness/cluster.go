@@ -118,5 +118,18 @@ func (n *Node) MemberAddress() string {
 	return m[len(m)-1][1]
 }
 
+// natsURL matches the log line in which a node reports its embedded NATS server's client URL.
+var natsURL = regexp.MustCompile(`"clientURL":"([^"]+)"[^\n]*"event":"embedded nats started"`)
+
+// NATSURL is the client URL of the node's embedded NATS server from its log, or "" before it started.
+// Tests use it to ask JetStream which server leads a stream.
+func (n *Node) NATSURL() string {
+	m := natsURL.FindAllStringSubmatch(n.Output(), -1)
+	if len(m) == 0 {
+		return ""
+	}
+	return m[len(m)-1][1]
+}
+
 // Running reports whether the process was started and has not been stopped or killed.
 func (n *Node) Running() bool { return n.cmd != nil }
