@@ -50,32 +50,48 @@ func estimateCall(msgs []gateway.Message, maxTokens int) int64 {
 // model selection and before any model call. Over the budget → 429 budget_exceeded (the rate-limit
 // headers are already set). A tenant without tokenBudget skips the grain entirely.
 func (s *Server) reserveBudget(c echo.Context, call *modelCall, msgs []gateway.Message, maxTokens int) error {
-	tb := call.tenant.TokenBudget
-	if s.chat.Budget == nil || tb == nil || (tb.Daily <= 0 && tb.Monthly <= 0) {
-		return nil
-	}
-	call.estimate = estimateCall(msgs, maxTokens)
-	id := uuid.NewString()
-	d, err := s.chat.Budget.Reserve(c.Request().Context(), call.tenant.TenantID, id, call.estimate,
-		actors.TokenBudget{Daily: tb.Daily, Monthly: tb.Monthly})
+	denied, err := s.reserve(c.Request().Context(), call, msgs, maxTokens)
 	if err != nil {
 		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "token budget unavailable, retry shortly", err)
 	}
+	if denied == nil {
+		return nil
+	}
+	h := c.Response().Header()
+	if !denied.ResetAt.IsZero() {
+		h.Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(denied.ResetAt.Sub(s.now()))), 10))
+	}
+	s.recordRejection(c, store.KindBudgetExceeded, call.userID, budgetDetail(call, *denied))
+	return NewError(http.StatusTooManyRequests, CodeBudgetExceeded,
+		"token budget exceeded: this request's estimate of "+strconv.FormatInt(call.estimate, 10)+
+			" tokens would pass the tenant's tokenBudget")
+}
+
+// reserve reserves the call's estimate (CONTRACT.md's rule over msgs, plus the max output) on the
+// tenant's Budget grain. A tenant without tokenBudget is not metered. denied is the grain's answer
+// when the estimate does not fit; nothing is reserved then.
+func (s *Server) reserve(ctx context.Context, call *modelCall, msgs []gateway.Message, maxTokens int) (denied *actors.BudgetDecision, err error) {
+	tb := call.tenant.TokenBudget
+	if s.chat == nil || s.chat.Budget == nil || tb == nil || (tb.Daily <= 0 && tb.Monthly <= 0) {
+		return nil, nil
+	}
+	call.estimate = estimateCall(msgs, maxTokens)
+	id := uuid.NewString()
+	d, err := s.chat.Budget.Reserve(ctx, call.tenant.TenantID, id, call.estimate,
+		actors.TokenBudget{Daily: tb.Daily, Monthly: tb.Monthly})
+	if err != nil {
+		return nil, err
+	}
 	if !d.Allowed {
 		s.metrics.BudgetRejected.WithLabelValues(call.tenant.TenantID).Inc()
-		h := c.Response().Header()
-		if !d.ResetAt.IsZero() {
-			h.Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(d.ResetAt.Sub(s.now()))), 10))
-		}
-		s.recordRejection(c, store.KindBudgetExceeded, call.userID, map[string]any{
-			"estimate": call.estimate, "dailyRemaining": d.DailyRemaining, "monthlyRemaining": d.MonthlyRemaining,
-		})
-		return NewError(http.StatusTooManyRequests, CodeBudgetExceeded,
-			"token budget exceeded: this request's estimate of "+strconv.FormatInt(call.estimate, 10)+
-				" tokens would pass the tenant's tokenBudget")
+		return &d, nil
 	}
 	call.reservationID = id
-	return nil
+	return nil, nil
+}
+
+func budgetDetail(call *modelCall, d actors.BudgetDecision) map[string]any {
+	return map[string]any{"estimate": call.estimate, "dailyRemaining": d.DailyRemaining, "monthlyRemaining": d.MonthlyRemaining}
 }
 
 // commitBudget charges the actual tokens and frees the rest of the reservation.

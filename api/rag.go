@@ -22,6 +22,7 @@ import (
 
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/observe"
 	"github.com/crispy-enigma/crispy/rag"
 	"github.com/crispy-enigma/crispy/store"
 )
@@ -785,7 +786,7 @@ func (s *Server) rewriteQuery(ctx context.Context, t *config.TenantConfig, query
 					"knowledge base. Keep its meaning and language. Reply with the rewritten query only, no quotes or explanation."},
 				{Role: "user", Content: query},
 			},
-			Meta: gateway.RequestMeta{TenantID: t.TenantID, AccountID: t.AccountID, GatewayID: t.AIGatewayID},
+			Meta: gateway.RequestMeta{TenantID: t.TenantID, AccountID: t.AccountID, GatewayID: t.AIGatewayID, TraceID: observe.TraceID(ctx), Route: "/search"},
 		}, "")
 		done <- result{text, err}
 	}()

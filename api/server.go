@@ -104,6 +104,10 @@ func New(d Deps) (*Server, error) {
 			return nil, err
 		}
 		s.rag = r
+		if r.Models != nil && s.chat != nil {
+			// Query rewrites are model calls of the tenant's: budgeted and in the ledger like /chat's.
+			r.Models = meteredRewrite{meteredModels: meteredModels{s: s, models: r.Models}, describe: r.Models.Describe}
+		}
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

@@ -189,7 +189,7 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		}
 		cleanups = append(cleanups, proj.Stop)
 	}
-	toolReg, err := newToolRegistry(env, router, auditor)
+	toolReg, err := newToolRegistry(auditor)
 	if err != nil {
 		return err
 	}
@@ -217,10 +217,16 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	if err != nil {
 		return err
 	}
+	// The model-backed tools call the tenant's chat model metered like /chat (budget, ledger);
 	// kb_search and ingest_docs reach the documents through the API's own ingest and search paths.
+	completer := api.NewModelCompleter(srv.Metered(router), env)
+	late := []tools.Tool{tools.Summarize(completer), tools.ExtractEntities(completer), tools.ClassifyIntent(completer)}
 	if kb := srv.KnowledgeBase(); kb != nil {
-		if err := errors.Join(toolReg.Register(tools.KBSearch(kb)), toolReg.Register(tools.IngestDocs(kb))); err != nil {
-			return fmt.Errorf("register knowledge-base tools: %w", err)
+		late = append(late, tools.KBSearch(kb), tools.IngestDocs(kb))
+	}
+	for _, tool := range late {
+		if err := toolReg.Register(tool); err != nil {
+			return fmt.Errorf("register tool %s: %w", tool.Name, err)
 		}
 	}
 	stopTenantWatch, err := startTenantWatch(ctx, func(next *config.Index) {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/crispy-enigma/crispy/api"
 	"github.com/crispy-enigma/crispy/config"
-	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/gateway/speech"
 	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/tools"
@@ -65,11 +64,12 @@ func (a logAuditor) AuditTool(_ context.Context, rec tools.AuditRecord) {
 		Msg("tool audit")
 }
 
-// newToolRegistry builds the registry with the built-ins whose dependencies exist before the API
-// server does; serve adds kb_search and ingest_docs once the server's knowledge base exists.
-func newToolRegistry(env config.Env, router *gateway.Router, audit api.Auditor) (*tools.Registry, error) {
+// newToolRegistry builds the registry with the built-ins that need nothing from the API server;
+// serve adds the model-backed tools (metered by the server) and kb_search / ingest_docs (through
+// its knowledge base) once the server exists.
+func newToolRegistry(audit api.Auditor) (*tools.Registry, error) {
 	reg := tools.NewRegistry(api.ToolAudit(audit))
-	if err := tools.RegisterBuiltins(reg, tools.Deps{Completer: api.NewModelCompleter(router, env)}); err != nil {
+	if err := tools.RegisterBuiltins(reg, tools.Deps{}); err != nil {
 		return nil, fmt.Errorf("register tools: %w", err)
 	}
 	return reg, nil
