@@ -69,6 +69,21 @@ func EnsureBudgetBucket(ctx context.Context, js jetstream.JetStream, replicas in
 	if err != nil {
 		return nil, fmt.Errorf("ensure kv bucket %s: %w", BucketBudgets, err)
 	}
+	// KV reads use direct gets, which any replica may answer: a lagging follower would hand Reserve
+	// an old counter and over-admit until the next fenced write. Budgets read from the leader.
+	st, err := js.Stream(ctx, "KV_"+BucketBudgets)
+	if err != nil {
+		return nil, fmt.Errorf("kv bucket %s stream: %w", BucketBudgets, err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.AllowDirect {
+		cfg.AllowDirect = false
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("kv bucket %s: turn off direct gets: %w", BucketBudgets, err)
+		}
+		if kv, err = js.KeyValue(ctx, BucketBudgets); err != nil {
+			return nil, fmt.Errorf("bind kv bucket %s: %w", BucketBudgets, err)
+		}
+	}
 	return kv, nil
 }
 
