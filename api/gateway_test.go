@@ -15,12 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/crispy-enigma/crispy/actors"
-	"github.com/crispy-enigma/crispy/cluster"
-	"github.com/crispy-enigma/crispy/cluster/natsserver"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/observe"
@@ -37,38 +33,9 @@ type gatewayServer struct {
 
 func newGatewayServer(t testing.TB, models gateway.RouterOptions, tenants ...string) *gatewayServer {
 	t.Helper()
-	ns, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect("gateway-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	grains, js := startGrains(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := actors.EnsureStreams(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := actors.EnsureBudgetBucket(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	node, err := cluster.Start(ctx, cluster.Options{
-		ClusterName: "gateway-test", NodeName: "n1",
-		Kinds:  actors.Kinds(actors.Deps{JS: js, IdleTimeout: time.Minute, Logger: zerolog.Nop()}),
-		Logger: zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { node.Stop(true) })
-	grains := actors.NewClient(node.Cluster(), 10*time.Second)
 	cache, err := store.OpenTenantKV(ctx, js, store.BucketCache, store.KVOptions{AllowTTL: true})
 	if err != nil {
 		t.Fatal(err)

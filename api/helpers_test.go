@@ -14,11 +14,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/crispy-enigma/crispy/actors"
-	"github.com/crispy-enigma/crispy/cluster"
-	"github.com/crispy-enigma/crispy/cluster/natsserver"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/observe"
+	"github.com/crispy-enigma/crispy/test/fixture"
 )
 
 // Test tenants. "acme" is keyed with testKey; "globex" is keyed with globexKey; "open" is public;
@@ -76,6 +75,7 @@ type testServer struct {
 	URL     string
 	http    *httptest.Server
 	grains  *actors.Client
+	js      jetstream.JetStream // the NATS server the grains (and RAG, when set) run on
 	metrics *observe.Metrics
 	rag     *testRAG // set when testServerOpts.rag is
 }
@@ -98,7 +98,7 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 	}
 	ts := &testServer{metrics: deps.Metrics}
 	if !o.noChat {
-		ts.grains = startGrains(t)
+		ts.grains, ts.js = startGrains(t)
 		deps.Chat = &ChatDeps{Sessions: ts.grains, Limiter: ts.grains, Models: gateway.NewRouter(o.models)}
 	}
 	if o.rag != nil {
@@ -118,37 +118,11 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 	return ts
 }
 
-func startGrains(t testing.TB) *actors.Client {
+// startGrains starts an embedded NATS server and a one-member cluster with the real grains.
+func startGrains(t testing.TB) (*actors.Client, jetstream.JetStream) {
 	t.Helper()
-	ns, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect("api-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := actors.EnsureStreams(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	node, err := cluster.Start(ctx, cluster.Options{
-		ClusterName: "api-test", NodeName: "n1", Host: "127.0.0.1",
-		Kinds:  actors.Kinds(actors.Deps{JS: js, Replicas: 1, IdleTimeout: time.Minute, Logger: zerolog.Nop()}),
-		Logger: zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { node.Stop(true) })
-	return actors.NewClient(node.Cluster(), 10*time.Second)
+	js := fixture.JetStream(t)
+	return fixture.Grains(t, js), js
 }
 
 // do sends a request with headers given as "Name: value" strings and returns the response and body.

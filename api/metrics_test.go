@@ -13,10 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/crispy-enigma/crispy/cluster/natsserver"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/observe"
@@ -38,21 +36,7 @@ type metricsServer struct {
 
 func newMetricsServer(t *testing.T) *metricsServer {
 	t.Helper()
-	grains := startGrains(t)
-	ns, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect("metrics-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	grains, js := startGrains(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cache, err := store.OpenTenantKV(ctx, js, store.BucketCache, store.KVOptions{AllowTTL: true})

@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/crispy-enigma/crispy/cluster/natsserver"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/rag"
 	"github.com/crispy-enigma/crispy/rag/embedded"
@@ -41,22 +38,9 @@ type testRAG struct {
 func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *testRAG {
 	t.Helper()
 	if ts.grains == nil {
-		ts.grains = startGrains(t)
+		ts.grains, ts.js = startGrains(t)
 	}
-	ns, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect("rag-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := ts.js
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cache, err := store.OpenTenantKV(ctx, js, store.BucketCache, store.KVOptions{AllowTTL: true})

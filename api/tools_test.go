@@ -58,7 +58,7 @@ func newToolServer(t testing.TB, o toolServerOpts) *toolServer {
 	t.Helper()
 	env := config.DefaultEnv()
 	env.NodeName, env.Environment, env.MaxRequestBodySize = "test", "test", 64<<10
-	grains := startGrains(t)
+	grains, _ := startGrains(t)
 	router := gateway.NewRouter(o.models)
 	audit := &auditRecorder{}
 	reg := tools.NewRegistry(ToolAudit(audit))

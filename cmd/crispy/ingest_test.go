@@ -11,19 +11,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/crispy-enigma/crispy/actors"
 	"github.com/crispy-enigma/crispy/api"
-	"github.com/crispy-enigma/crispy/cluster"
-	"github.com/crispy-enigma/crispy/cluster/natsserver"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/rag/embedded"
 	"github.com/crispy-enigma/crispy/store"
+	"github.com/crispy-enigma/crispy/test/fixture"
 )
 
 const cliTestKey = "ck_cli_test_key"
@@ -44,35 +40,7 @@ func startIngestServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect("cli-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := actors.EnsureStreams(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	node, err := cluster.Start(ctx, cluster.Options{
-		ClusterName: "cli-test", NodeName: "n1", Host: "127.0.0.1",
-		Kinds:  actors.Kinds(actors.Deps{JS: js, Replicas: 1, IdleTimeout: time.Minute, Logger: zerolog.Nop()}),
-		Logger: zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { node.Stop(true) })
-	grains := actors.NewClient(node.Cluster(), 10*time.Second)
+	grains := fixture.Grains(t, fixture.JetStream(t))
 
 	dir := t.TempDir()
 	emb := gateway.NewHashEmbedder(0)
