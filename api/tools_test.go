@@ -17,6 +17,7 @@ import (
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/gateway/speech"
 	"github.com/crispy-enigma/crispy/observe"
+	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/tools"
 )
 
@@ -51,7 +52,33 @@ type toolServerOpts struct {
 // real tool registry with the built-ins and the real espeak-ng speech router.
 type toolServer struct {
 	*testServer
-	audit *auditRecorder
+	audit  *auditRecorder
+	ledger *ledgerRecorder
+}
+
+// ledgerRecorder keeps the events the server appends, for tests that check what is recorded.
+type ledgerRecorder struct {
+	mu     sync.Mutex
+	events []store.Event
+}
+
+func (l *ledgerRecorder) Append(_ context.Context, ev store.Event) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, ev)
+	return nil
+}
+
+func (l *ledgerRecorder) kind(kind string) []store.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []store.Event
+	for _, ev := range l.events {
+		if ev.Kind == kind {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 func newToolServer(t testing.TB, o toolServerOpts) *toolServer {
@@ -80,6 +107,7 @@ func newToolServer(t testing.TB, o toolServerOpts) *toolServer {
 		Chat:   &ChatDeps{Sessions: grains, Limiter: grains, Models: router},
 		Tools:  &ToolsDeps{Registry: reg, Limiter: grains},
 		Speech: &SpeechDeps{Router: speech.NewRouter(speech.NewEspeak(speech.EspeakOptions{})), Limiter: grains},
+		Ledger: &ledgerRecorder{},
 	}
 	srv, err := New(deps)
 	if err != nil {
@@ -87,7 +115,7 @@ func newToolServer(t testing.TB, o toolServerOpts) *toolServer {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &toolServer{testServer: &testServer{Server: srv, URL: hs.URL, http: hs, grains: grains, metrics: deps.Metrics}, audit: audit}
+	return &toolServer{testServer: &testServer{Server: srv, URL: hs.URL, http: hs, grains: grains, metrics: deps.Metrics}, audit: audit, ledger: deps.Ledger.(*ledgerRecorder)}
 }
 
 // flagTenant is a public tenant with the given featureFlags JSON and chat model.

@@ -6,12 +6,14 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway/speech"
+	"github.com/crispy-enigma/crispy/store"
 )
 
 // SpeechRouter picks a tenant's synthesizer (speech.Router).
@@ -121,6 +123,14 @@ func (s *Server) postTTS(c echo.Context) error {
 	}
 	s.metrics.TTSRequests.WithLabelValues(t.TenantID, req.Format, "ok").Inc()
 	s.metrics.TTSCharacters.WithLabelValues(t.TenantID).Add(float64(audio.Characters))
+	// Speech is metered in characters, not tokens: the ledger records them exactly (audit kind
+	// "speech"); the budget, which counts model tokens, does not apply.
+	s.appendEvent(c.Request().Context(), store.Event{
+		Kind: KindSpeech, TenantID: t.TenantID, TraceID: traceID(c), Subject: cmpOr(t.AIModels.TTS, speech.LocalModel),
+		LatencyMs: time.Since(state(c).start).Milliseconds(),
+		Detail: map[string]any{"characters": audio.Characters, "format": req.Format, "voice": req.Voice,
+			"durationMs": audio.Duration.Milliseconds()},
+	})
 	h := c.Response().Header()
 	h.Set("x-tts-characters", strconv.Itoa(audio.Characters))
 	if audio.Duration > 0 {
@@ -132,6 +142,9 @@ func (s *Server) postTTS(c echo.Context) error {
 	}
 	return c.Blob(http.StatusOK, ct, audio.Data)
 }
+
+// KindSpeech is the ledger event of one synthesis; its detail holds the characters spoken.
+const KindSpeech = "speech"
 
 // ttsClientMessage is the message of an invalid speech request; the speech package's errors name
 // the field and hold no internals (e.g. `unknown voice "xx"`).

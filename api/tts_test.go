@@ -124,6 +124,16 @@ func testTTSSynthesizesRealAudio(t *testing.T, ts *toolServer, _ *toolUpstream) 
 		if n := counterValue(t, ts.metrics.TTSCharacters.WithLabelValues("speaker")); n < 21*3 {
 			t.Errorf("crispy_tts_characters_total{tenant=speaker} = %v, want at least %d", n, 21*3)
 		}
+		// And in the tenant's ledger, exactly: one speech event per synthesis with its characters.
+		found := false
+		for _, ev := range ts.ledger.kind(KindSpeech) {
+			if ev.TenantID == "speaker" && ev.Detail["characters"] == len("One. Two three four five six seven eight nine ten.") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no speech ledger event with the characters of the long text: %+v", ts.ledger.kind(KindSpeech))
+		}
 	})
 }
 
