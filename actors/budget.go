@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crispy-enigma/crispy/actors/pb"
+	"github.com/crispy-enigma/crispy/observe"
 )
 
 // KindBudget is the Budget grain's kind (identity = tenant ID).
@@ -99,7 +100,7 @@ func (c *Client) Reserve(ctx context.Context, tenantID, reservationID string, to
 	}
 	res, err := request[*pb.BudgetReserveResponse](ctx, c, tenantID, KindBudget, &pb.BudgetReserveRequest{
 		ReservationId: reservationID, Tokens: tokens,
-		Limits: &pb.BudgetLimits{Daily: lim.Daily, Monthly: lim.Monthly},
+		Limits: &pb.BudgetLimits{Daily: lim.Daily, Monthly: lim.Monthly}, TraceId: observe.TraceID(ctx),
 	})
 	if err != nil {
 		return BudgetDecision{}, err
@@ -122,7 +123,7 @@ func (c *Client) Commit(ctx context.Context, tenantID, reservationID string, act
 		return fmt.Errorf("tenant %q: %w", tenantID, ErrInvalidID)
 	}
 	res, err := request[*pb.BudgetCommitResponse](ctx, c, tenantID, KindBudget,
-		&pb.BudgetCommitRequest{ReservationId: reservationID, Actual: actual})
+		&pb.BudgetCommitRequest{ReservationId: reservationID, Actual: actual, TraceId: observe.TraceID(ctx)})
 	if err != nil {
 		return err
 	}
@@ -136,7 +137,7 @@ func (c *Client) Release(ctx context.Context, tenantID, reservationID string) er
 		return fmt.Errorf("tenant %q: %w", tenantID, ErrInvalidID)
 	}
 	res, err := request[*pb.BudgetReleaseResponse](ctx, c, tenantID, KindBudget,
-		&pb.BudgetReleaseRequest{ReservationId: reservationID})
+		&pb.BudgetReleaseRequest{ReservationId: reservationID, TraceId: observe.TraceID(ctx)})
 	if err != nil {
 		return err
 	}
@@ -148,7 +149,7 @@ func (c *Client) BudgetStatus(ctx context.Context, tenantID string) (BudgetStatu
 	if !ValidTenantID(tenantID) {
 		return BudgetStatus{}, fmt.Errorf("tenant %q: %w", tenantID, ErrInvalidID)
 	}
-	res, err := request[*pb.BudgetStatusResponse](ctx, c, tenantID, KindBudget, &pb.BudgetStatusRequest{})
+	res, err := request[*pb.BudgetStatusResponse](ctx, c, tenantID, KindBudget, &pb.BudgetStatusRequest{TraceId: observe.TraceID(ctx)})
 	if err != nil {
 		return BudgetStatus{}, err
 	}
@@ -193,6 +194,9 @@ type budget struct {
 	counters map[string]*budgetCounter // period ("2026-01-02" or "2026-01") → counter
 	reserved map[string]int64          // period → tokens held by live reservations
 	res      map[string]reservation    // reservation ID → reservation
+	// traceID is the trace ID of the request being handled (one at a time), for the log lines
+	// written about it; "" between requests.
+	traceID string
 }
 
 func newBudget(deps Deps, tenantID string) *budget {
@@ -215,15 +219,21 @@ func (b *budget) Receive(ctx actor.Context) {
 			b.tenantID = msg.Identity.Identity
 		}
 	case *pb.BudgetReserveRequest:
+		b.traceID = msg.GetTraceId()
 		ctx.Respond(b.reserve(msg))
+		b.traceID = ""
 	case *pb.BudgetCommitRequest:
+		b.traceID = msg.GetTraceId()
 		ctx.Respond(&pb.BudgetCommitResponse{Error: errString(b.commit(msg))})
+		b.traceID = ""
 	case *pb.BudgetReleaseRequest:
 		b.expire()
 		b.drop(msg.GetReservationId())
 		ctx.Respond(&pb.BudgetReleaseResponse{})
 	case *pb.BudgetStatusRequest:
+		b.traceID = msg.GetTraceId()
 		ctx.Respond(b.status())
+		b.traceID = ""
 	case *actor.ReceiveTimeout:
 		// Passivate only when no reservation is held: they live in memory, and dropping one would
 		// let requests in flight overshoot the budget when they commit.
@@ -314,7 +324,7 @@ func (b *budget) commit(req *pb.BudgetCommitRequest) error {
 		b.drop(req.GetReservationId())
 	} else {
 		r.day, r.month = periods(b.deps.Now())
-		b.deps.Logger.Warn().Str("tenantId", b.tenantID).Str("reservationId", req.GetReservationId()).
+		b.deps.Logger.Warn().Str("traceId", b.traceID).Str("tenantId", b.tenantID).Str("reservationId", req.GetReservationId()).
 			Msg("budget: commit of an unknown or expired reservation; charging it to the current period")
 	}
 	actual := max(0, req.GetActual())
@@ -470,7 +480,7 @@ func (b *budget) add(period string, n int64) error {
 		if conflicts >= maxConflicts {
 			return fmt.Errorf("budget %s: gave up on %s after %d concurrent-write conflicts: %w", b.tenantID, period, conflicts, err)
 		}
-		b.deps.Logger.Warn().Str("tenantId", b.tenantID).Str("period", period).
+		b.deps.Logger.Warn().Str("traceId", b.traceID).Str("tenantId", b.tenantID).Str("period", period).
 			Msg("budget: counter write refused (another activation wrote); re-reading")
 		fresh, err := b.load(period)
 		if err != nil {

@@ -69,6 +69,9 @@ type chatSession struct {
 	lastSeq uint64          // last subject sequence this activation saw; 0 = none
 	// msgIDs are the message IDs (appendMsgID) of the messages this activation loaded or stored.
 	msgIDs map[string]struct{}
+	// traceID is the trace ID of the request being handled (the grain handles one at a time), for
+	// the log lines written about it; "" between requests.
+	traceID string
 }
 
 func newChatSession(deps Deps, tenantID, sessionID string) *chatSession {
@@ -101,12 +104,18 @@ func (s *chatSession) Receive(ctx actor.Context) {
 		// Passivate: the state is in JetStream and comes back on the next activation.
 		ctx.Poison(ctx.Self())
 	case *pb.AppendRequest:
+		s.traceID = msg.GetTraceId()
 		ctx.Respond(&pb.AppendResponse{Error: errString(s.append(msg))})
+		s.traceID = ""
 	case *pb.HistoryRequest:
+		s.traceID = msg.GetTraceId()
 		msgs, err := s.history(msg)
 		ctx.Respond(&pb.HistoryResponse{Messages: msgs, Error: errString(err)})
+		s.traceID = ""
 	case *pb.ClearRequest:
+		s.traceID = msg.GetTraceId()
 		ctx.Respond(&pb.ClearResponse{Error: errString(s.clear())})
+		s.traceID = ""
 	}
 }
 
@@ -297,7 +306,7 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 			if conflicts > maxConflicts {
 				return fmt.Errorf("chat session %s: gave up after %d concurrent-write conflicts: %w", s.subject, maxConflicts, err)
 			}
-			s.deps.Logger.Warn().Str("subject", s.subject).Uint64("expectedSeq", s.lastSeq).
+			s.deps.Logger.Warn().Str("traceId", s.traceID).Str("subject", s.subject).Uint64("expectedSeq", s.lastSeq).
 				Msg("chat session: write refused (another activation wrote); reloading")
 			if err := s.reload(); err != nil {
 				return err
@@ -399,7 +408,7 @@ func (s *chatSession) applyRetention(r *pb.Retention) {
 			upTo = s.msgs[first].seq
 		}
 		if err := s.stream.Purge(ctx, jetstream.WithPurgeSubject(s.subject), jetstream.WithPurgeSequence(upTo)); err != nil {
-			s.deps.Logger.Error().Err(err).Str("subject", s.subject).Msg("chat session: retention purge failed")
+			s.deps.Logger.Error().Err(err).Str("traceId", s.traceID).Str("subject", s.subject).Msg("chat session: retention purge failed")
 			return
 		}
 	}
@@ -413,7 +422,7 @@ func (s *chatSession) applyRetention(r *pb.Retention) {
 			continue
 		}
 		if err := s.stream.DeleteMsg(ctx, sm.seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			s.deps.Logger.Error().Err(err).Str("subject", s.subject).Uint64("seq", sm.seq).Msg("chat session: retention delete failed")
+			s.deps.Logger.Error().Err(err).Str("traceId", s.traceID).Str("subject", s.subject).Uint64("seq", sm.seq).Msg("chat session: retention delete failed")
 			out = append(out, sm) // keep it so the next request retries
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crispy-enigma/crispy/actors/pb"
+	"github.com/crispy-enigma/crispy/observe"
 )
 
 // Message is one chat message.
@@ -87,7 +88,7 @@ func (c *Client) Append(ctx context.Context, tenantID, sessionID string, msgs []
 	}
 	// The request ID makes re-sending safe when the grain's member leaves before answering: the
 	// grain skips messages it already stored under this ID.
-	req := &pb.AppendRequest{Messages: make([]*pb.ChatMessage, len(msgs)), Retention: toPBRetention(r), RequestId: uuid.NewString()}
+	req := &pb.AppendRequest{Messages: make([]*pb.ChatMessage, len(msgs)), Retention: toPBRetention(r), RequestId: uuid.NewString(), TraceId: observe.TraceID(ctx)}
 	for i, m := range msgs {
 		req.Messages[i] = &pb.ChatMessage{Role: m.Role, Content: m.Content, TokenCount: int32(m.TokenCount)}
 		if !m.Timestamp.IsZero() {
@@ -108,7 +109,7 @@ func (c *Client) History(ctx context.Context, tenantID, sessionID string, r Rete
 	if err != nil {
 		return nil, err
 	}
-	req := &pb.HistoryRequest{Retention: toPBRetention(r), Limit: int32(max(0, limit))}
+	req := &pb.HistoryRequest{Retention: toPBRetention(r), Limit: int32(max(0, limit)), TraceId: observe.TraceID(ctx)}
 	if !before.IsZero() {
 		req.BeforeMs = before.UnixMilli()
 	}
@@ -137,7 +138,7 @@ func (c *Client) Clear(ctx context.Context, tenantID, sessionID string) error {
 	if err != nil {
 		return err
 	}
-	res, err := requestIdempotent[*pb.ClearResponse](ctx, c, id, KindChatSession, &pb.ClearRequest{})
+	res, err := requestIdempotent[*pb.ClearResponse](ctx, c, id, KindChatSession, &pb.ClearRequest{TraceId: observe.TraceID(ctx)})
 	if err != nil {
 		return err
 	}
@@ -157,6 +158,7 @@ func (c *Client) Allow(ctx context.Context, tenantID, userID string, lim RateLim
 		Burst:          int32(lim.Burst),
 		WindowSec:      int32(lim.WindowSec),
 		BurstWindowSec: int32(lim.BurstWindowSec),
+		TraceId:        observe.TraceID(ctx),
 	})
 	if err != nil {
 		return RateDecision{}, err

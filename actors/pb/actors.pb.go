@@ -154,7 +154,10 @@ type AppendRequest struct {
 	// request_id makes the append idempotent: the client picks it once per Append and keeps it when it
 	// re-sends after the owning member left, and the grain stores message i with JetStream message ID
 	// "<request_id>.<i>", skipping one it already holds.
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// trace_id is the HTTP request's trace ID (observe.TraceID), so the grain's log lines about this
+	// request can be joined with the API's, whichever member hosts the grain.
+	TraceId       string `protobuf:"bytes,4,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -210,6 +213,13 @@ func (x *AppendRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *AppendRequest) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
 type AppendResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Error         string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"` // empty on success
@@ -259,6 +269,7 @@ type HistoryRequest struct {
 	Retention     *Retention             `protobuf:"bytes,1,opt,name=retention,proto3" json:"retention,omitempty"`
 	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`                       // 0 = all
 	BeforeMs      int64                  `protobuf:"varint,3,opt,name=before_ms,json=beforeMs,proto3" json:"before_ms,omitempty"` // 0 = no bound; else only messages with timestamp < before_ms
+	TraceId       string                 `protobuf:"bytes,4,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`     // see AppendRequest.trace_id
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -312,6 +323,13 @@ func (x *HistoryRequest) GetBeforeMs() int64 {
 		return x.BeforeMs
 	}
 	return 0
+}
+
+func (x *HistoryRequest) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
 }
 
 type HistoryResponse struct {
@@ -368,6 +386,7 @@ func (x *HistoryResponse) GetError() string {
 
 type ClearRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	TraceId       string                 `protobuf:"bytes,1,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"` // see AppendRequest.trace_id
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -400,6 +419,13 @@ func (x *ClearRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ClearRequest.ProtoReflect.Descriptor instead.
 func (*ClearRequest) Descriptor() ([]byte, []int) {
 	return file_actors_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ClearRequest) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
 }
 
 type ClearResponse struct {
@@ -453,6 +479,7 @@ type RateLimitRequest struct {
 	Burst          int32                  `protobuf:"varint,2,opt,name=burst,proto3" json:"burst,omitempty"`
 	WindowSec      int32                  `protobuf:"varint,3,opt,name=window_sec,json=windowSec,proto3" json:"window_sec,omitempty"`
 	BurstWindowSec int32                  `protobuf:"varint,4,opt,name=burst_window_sec,json=burstWindowSec,proto3" json:"burst_window_sec,omitempty"`
+	TraceId        string                 `protobuf:"bytes,5,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"` // see AppendRequest.trace_id
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -513,6 +540,13 @@ func (x *RateLimitRequest) GetBurstWindowSec() int32 {
 		return x.BurstWindowSec
 	}
 	return 0
+}
+
+func (x *RateLimitRequest) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
 }
 
 type RateLimitResponse struct {
@@ -605,31 +639,35 @@ const file_actors_proto_rawDesc = "" +
 	"\tRetention\x12\x1c\n" +
 	"\n" +
 	"max_age_ms\x18\x01 \x01(\x03R\bmaxAgeMs\x12!\n" +
-	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\"\xa4\x01\n" +
+	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\"\xbf\x01\n" +
 	"\rAppendRequest\x129\n" +
 	"\bmessages\x18\x01 \x03(\v2\x1d.crispy.actors.v1.ChatMessageR\bmessages\x129\n" +
 	"\tretention\x18\x02 \x01(\v2\x1b.crispy.actors.v1.RetentionR\tretention\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"&\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12\x19\n" +
+	"\btrace_id\x18\x04 \x01(\tR\atraceId\"&\n" +
 	"\x0eAppendResponse\x12\x14\n" +
-	"\x05error\x18\x01 \x01(\tR\x05error\"~\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\"\x99\x01\n" +
 	"\x0eHistoryRequest\x129\n" +
 	"\tretention\x18\x01 \x01(\v2\x1b.crispy.actors.v1.RetentionR\tretention\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1b\n" +
-	"\tbefore_ms\x18\x03 \x01(\x03R\bbeforeMs\"b\n" +
+	"\tbefore_ms\x18\x03 \x01(\x03R\bbeforeMs\x12\x19\n" +
+	"\btrace_id\x18\x04 \x01(\tR\atraceId\"b\n" +
 	"\x0fHistoryResponse\x129\n" +
 	"\bmessages\x18\x01 \x03(\v2\x1d.crispy.actors.v1.ChatMessageR\bmessages\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\x0e\n" +
-	"\fClearRequest\"%\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\")\n" +
+	"\fClearRequest\x12\x19\n" +
+	"\btrace_id\x18\x01 \x01(\tR\atraceId\"%\n" +
 	"\rClearResponse\x12\x14\n" +
-	"\x05error\x18\x01 \x01(\tR\x05error\"\x90\x01\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\"\xab\x01\n" +
 	"\x10RateLimitRequest\x12\x1d\n" +
 	"\n" +
 	"per_minute\x18\x01 \x01(\x05R\tperMinute\x12\x14\n" +
 	"\x05burst\x18\x02 \x01(\x05R\x05burst\x12\x1d\n" +
 	"\n" +
 	"window_sec\x18\x03 \x01(\x05R\twindowSec\x12(\n" +
-	"\x10burst_window_sec\x18\x04 \x01(\x05R\x0eburstWindowSec\"\xa7\x01\n" +
+	"\x10burst_window_sec\x18\x04 \x01(\x05R\x0eburstWindowSec\x12\x19\n" +
+	"\btrace_id\x18\x05 \x01(\tR\atraceId\"\xa7\x01\n" +
 	"\x11RateLimitResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1c\n" +

@@ -84,6 +84,7 @@ type BudgetReserveRequest struct {
 	ReservationId string                 `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"` // chosen by the caller; reserving an ID that is held again is a no-op
 	Tokens        int64                  `protobuf:"varint,2,opt,name=tokens,proto3" json:"tokens,omitempty"`
 	Limits        *BudgetLimits          `protobuf:"bytes,3,opt,name=limits,proto3" json:"limits,omitempty"`
+	TraceId       string                 `protobuf:"bytes,4,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"` // the HTTP request's trace ID, for the grain's log lines (see AppendRequest.trace_id)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -137,6 +138,13 @@ func (x *BudgetReserveRequest) GetLimits() *BudgetLimits {
 		return x.Limits
 	}
 	return nil
+}
+
+func (x *BudgetReserveRequest) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
 }
 
 type BudgetReserveResponse struct {
@@ -222,6 +230,7 @@ type BudgetCommitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ReservationId string                 `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
 	Actual        int64                  `protobuf:"varint,2,opt,name=actual,proto3" json:"actual,omitempty"`
+	TraceId       string                 `protobuf:"bytes,3,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"` // the HTTP request's trace ID, for the grain's log lines (see AppendRequest.trace_id)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -268,6 +277,13 @@ func (x *BudgetCommitRequest) GetActual() int64 {
 		return x.Actual
 	}
 	return 0
+}
+
+func (x *BudgetCommitRequest) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
 }
 
 type BudgetCommitResponse struct {
@@ -317,6 +333,7 @@ func (x *BudgetCommitResponse) GetError() string {
 type BudgetReleaseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ReservationId string                 `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	TraceId       string                 `protobuf:"bytes,2,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"` // the HTTP request's trace ID, for the grain's log lines (see AppendRequest.trace_id)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,6 +371,13 @@ func (*BudgetReleaseRequest) Descriptor() ([]byte, []int) {
 func (x *BudgetReleaseRequest) GetReservationId() string {
 	if x != nil {
 		return x.ReservationId
+	}
+	return ""
+}
+
+func (x *BudgetReleaseRequest) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
 	}
 	return ""
 }
@@ -405,6 +429,7 @@ func (x *BudgetReleaseResponse) GetError() string {
 // BudgetStatusRequest reads the counters of the current day and month.
 type BudgetStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	TraceId       string                 `protobuf:"bytes,1,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"` // the HTTP request's trace ID, for the grain's log lines (see AppendRequest.trace_id)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -437,6 +462,13 @@ func (x *BudgetStatusRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use BudgetStatusRequest.ProtoReflect.Descriptor instead.
 func (*BudgetStatusRequest) Descriptor() ([]byte, []int) {
 	return file_budget_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BudgetStatusRequest) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
 }
 
 type BudgetStatusResponse struct {
@@ -546,27 +578,31 @@ const file_budget_proto_rawDesc = "" +
 	"\fbudget.proto\x12\x10crispy.actors.v1\">\n" +
 	"\fBudgetLimits\x12\x14\n" +
 	"\x05daily\x18\x01 \x01(\x03R\x05daily\x12\x18\n" +
-	"\amonthly\x18\x02 \x01(\x03R\amonthly\"\x8d\x01\n" +
+	"\amonthly\x18\x02 \x01(\x03R\amonthly\"\xa8\x01\n" +
 	"\x14BudgetReserveRequest\x12%\n" +
 	"\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\x12\x16\n" +
 	"\x06tokens\x18\x02 \x01(\x03R\x06tokens\x126\n" +
-	"\x06limits\x18\x03 \x01(\v2\x1e.crispy.actors.v1.BudgetLimitsR\x06limits\"\xbd\x01\n" +
+	"\x06limits\x18\x03 \x01(\v2\x1e.crispy.actors.v1.BudgetLimitsR\x06limits\x12\x19\n" +
+	"\btrace_id\x18\x04 \x01(\tR\atraceId\"\xbd\x01\n" +
 	"\x15BudgetReserveResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12'\n" +
 	"\x0fdaily_remaining\x18\x02 \x01(\x03R\x0edailyRemaining\x12+\n" +
 	"\x11monthly_remaining\x18\x03 \x01(\x03R\x10monthlyRemaining\x12\x1e\n" +
 	"\vreset_at_ms\x18\x04 \x01(\x03R\tresetAtMs\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"T\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"o\n" +
 	"\x13BudgetCommitRequest\x12%\n" +
 	"\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\x12\x16\n" +
-	"\x06actual\x18\x02 \x01(\x03R\x06actual\",\n" +
+	"\x06actual\x18\x02 \x01(\x03R\x06actual\x12\x19\n" +
+	"\btrace_id\x18\x03 \x01(\tR\atraceId\",\n" +
 	"\x14BudgetCommitResponse\x12\x14\n" +
-	"\x05error\x18\x01 \x01(\tR\x05error\"=\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\"X\n" +
 	"\x14BudgetReleaseRequest\x12%\n" +
-	"\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\"-\n" +
+	"\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\x12\x19\n" +
+	"\btrace_id\x18\x02 \x01(\tR\atraceId\"-\n" +
 	"\x15BudgetReleaseResponse\x12\x14\n" +
-	"\x05error\x18\x01 \x01(\tR\x05error\"\x15\n" +
-	"\x13BudgetStatusRequest\"\xfc\x01\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\"0\n" +
+	"\x13BudgetStatusRequest\x12\x19\n" +
+	"\btrace_id\x18\x01 \x01(\tR\atraceId\"\xfc\x01\n" +
 	"\x14BudgetStatusResponse\x12\x10\n" +
 	"\x03day\x18\x01 \x01(\tR\x03day\x12\x14\n" +
 	"\x05month\x18\x02 \x01(\tR\x05month\x12\x19\n" +
