@@ -12,6 +12,8 @@ import (
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crispy-enigma/crispy/actors/pb"
@@ -67,6 +69,7 @@ type Client struct {
 	c       *cluster.Cluster
 	timeout time.Duration
 	fo      *failover
+	tracer  observe.Tracer // disabled unless WithTracer
 }
 
 // NewClient returns a client sending through c, a started cluster member; timeout bounds every
@@ -77,6 +80,14 @@ func NewClient(c *cluster.Cluster, timeout time.Duration) *Client {
 		timeout = 5 * time.Second
 	}
 	return &Client{c: c, timeout: timeout, fo: newFailover(c)}
+}
+
+// WithTracer returns a client like c (sharing its cluster and failover tracking) that records one
+// span per grain request with t.
+func (c *Client) WithTracer(t observe.Tracer) *Client {
+	cp := *c
+	cp.tracer = t
+	return &cp
 }
 
 // Append stores msgs in order in the session, after applying retention; it returns once JetStream
@@ -232,6 +243,23 @@ func requestIdempotent[R proto.Message](ctx context.Context, c *Client, identity
 //     ErrMemberLeft otherwise;
 //   - a timeout is not retried: the grain is alive and may have processed the message.
 func send[R proto.Message](ctx context.Context, c *Client, identity, kind string, msg proto.Message, policy retryPolicy) (R, error) {
+	if !c.tracer.Enabled() {
+		return deliver[R](ctx, c, identity, kind, msg, policy)
+	}
+	// One span per request, re-sends included: the span's duration is what the caller waited.
+	ctx, span := c.tracer.Start(ctx, "grain "+kind, trace.SpanKindClient)
+	span.SetAttributes(
+		attribute.String("grain.kind", kind),
+		attribute.String("grain.request", string(msg.ProtoReflect().Descriptor().Name())),
+		attribute.String("crispy.trace_id", observe.TraceID(ctx)),
+	)
+	res, err := deliver[R](ctx, c, identity, kind, msg, policy)
+	observe.EndSpan(span, err)
+	return res, err
+}
+
+// deliver is send without the span.
+func deliver[R proto.Message](ctx context.Context, c *Client, identity, kind string, msg proto.Message, policy retryPolicy) (R, error) {
 	var zero R
 	if err := ctx.Err(); err != nil {
 		return zero, err

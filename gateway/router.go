@@ -11,6 +11,12 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/crispy-enigma/crispy/observe"
 )
 
 // DefaultPricePer1K is CONTRACT.md's price per 1K tokens, in and out, for models the routing table
@@ -87,6 +93,9 @@ type RouterOptions struct {
 	// CloudflareAccountID is the account for @cf/ embedding models when the caller names none
 	// (Router.Embedder); chat and EmbedderFor use the tenant's RequestMeta.AccountID.
 	CloudflareAccountID string
+	// Tracer records one span per Open (and so per Complete), ending when the stream closes; the
+	// zero value records none.
+	Tracer observe.Tracer
 }
 
 // ModelInfo says who serves a model and at what price.
@@ -123,6 +132,7 @@ type Router struct {
 	maxDelay          time.Duration
 	firstTokenTimeout time.Duration
 	callTimeout       time.Duration // 0: none
+	tracer            observe.Tracer
 }
 
 type routedProvider struct {
@@ -154,6 +164,7 @@ func NewRouter(opts RouterOptions) *Router {
 		cfAccountID:       opts.CloudflareAccountID,
 		httpClient:        opts.HTTPClient,
 		getenv:            getenv,
+		tracer:            opts.Tracer,
 	}
 	switch {
 	case r.callTimeout == 0:
@@ -304,6 +315,30 @@ var (
 // stream, not only its opening: pass the request's context, whose cancellation (a client that left)
 // aborts the upstream call at any point, including a blocked Next. Close the stream when done.
 func (r *Router) Open(ctx context.Context, req ChatRequest, fallbackModel string) (ChatStream, error) {
+	if !r.tracer.Enabled() {
+		s, err := r.open(ctx, req, fallbackModel)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	ctx, span := r.tracer.Start(ctx, "model "+req.Model, trace.SpanKindClient)
+	span.SetAttributes(attribute.String("gen_ai.request.model", req.Model),
+		attribute.String("crispy.trace_id", observe.TraceID(ctx)))
+	s, err := r.open(ctx, req, fallbackModel)
+	if err != nil {
+		observe.EndSpan(span, err)
+		return nil, err
+	}
+	span.SetAttributes(attribute.String("gen_ai.response.model", s.model),
+		attribute.String("gen_ai.provider.name", s.info.Provider),
+		attribute.Int("crispy.models_tried", len(s.tried)))
+	s.span = span // ended by Close, with the token counts
+	return s, nil
+}
+
+// open is Open without the span.
+func (r *Router) open(ctx context.Context, req ChatRequest, fallbackModel string) (*routedStream, error) {
 	models := []string{req.Model}
 	if fallbackModel != "" && fallbackModel != req.Model {
 		models = append(models, fallbackModel)
@@ -451,6 +486,7 @@ type routedStream struct {
 	actx      context.Context // the attempt's context: its cause tells a call timeout from other ends
 	callTimer *time.Timer
 	info      ModelInfo
+	span      trace.Span // nil when not traced
 }
 
 func (s *routedStream) Next(ctx context.Context) (string, error) {
@@ -463,7 +499,12 @@ func (s *routedStream) Next(ctx context.Context) (string, error) {
 		if ctx.Err() == nil && errors.Is(context.Cause(s.actx), errCallTimeout) {
 			err = callTimedOut(s.info, false)
 		}
-		return "", &CallError{Tried: s.tried, Errs: []error{fmt.Errorf("after the first token from %s: %w", s.model, err)}}
+		err = &CallError{Tried: s.tried, Errs: []error{fmt.Errorf("after the first token from %s: %w", s.model, err)}}
+		if s.span != nil {
+			s.span.RecordError(err)
+			s.span.SetStatus(codes.Error, err.Error())
+		}
+		return "", err
 	}
 	return tok, err
 }
@@ -477,6 +518,12 @@ func (s *routedStream) Close() error {
 		s.callTimer.Stop()
 	}
 	s.cancel(nil)
+	if s.span != nil {
+		u := s.inner.Usage()
+		s.span.SetAttributes(attribute.Int("gen_ai.usage.input_tokens", u.TokensIn),
+			attribute.Int("gen_ai.usage.output_tokens", u.TokensOut), attribute.Bool("crispy.tokens_estimated", u.Estimated))
+		s.span.End()
+	}
 	return err
 }
 

@@ -7,7 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/observe"
 )
 
 // ErrEmptyQuery is a query without non-space characters (400).
@@ -71,6 +75,7 @@ type Searcher struct {
 	embedder       gateway.EmbeddingModel
 	rewriter       QueryRewriter // nil: no rewriting
 	rewriteTimeout time.Duration
+	tracer         observe.Tracer
 }
 
 // SearcherOptions are the optional parts of a Searcher.
@@ -82,6 +87,8 @@ type SearcherOptions struct {
 	Rewriter QueryRewriter
 	// RewriteTimeout overrides RewriteTimeout (tests).
 	RewriteTimeout time.Duration
+	// Tracer records one span per Search; the zero value records none.
+	Tracer observe.Tracer
 }
 
 // NewSearcher returns a Searcher over store using embedder for queries (it
@@ -95,7 +102,7 @@ func NewSearcher(store VectorStore, embedder gateway.EmbeddingModel, opts Search
 	if timeout <= 0 {
 		timeout = RewriteTimeout
 	}
-	return &Searcher{store: store, keyword: kw, embedder: embedder, rewriter: opts.Rewriter, rewriteTimeout: timeout}
+	return &Searcher{store: store, keyword: kw, embedder: embedder, rewriter: opts.Rewriter, rewriteTimeout: timeout, tracer: opts.Tracer}
 }
 
 // Search runs CONTRACT.md's pipeline: rewrite (falls back to the original on
@@ -107,6 +114,22 @@ func NewSearcher(store VectorStore, embedder gateway.EmbeddingModel, opts Search
 // Errors: ErrEmptyQuery, ErrTopKTooLarge, ErrInvalidTenant (400);
 // ErrEmbedding (502); others are store failures (500).
 func (s *Searcher) Search(ctx context.Context, tenant string, q Query) (Answer, error) {
+	if !s.tracer.Enabled() {
+		return s.search(ctx, tenant, q)
+	}
+	ctx, span := s.tracer.Start(ctx, "rag search", trace.SpanKindInternal)
+	span.SetAttributes(attribute.String("tenant", tenant), attribute.Int("rag.top_k", q.TopK),
+		attribute.String("crispy.trace_id", observe.TraceID(ctx)))
+	a, err := s.search(ctx, tenant, q)
+	if err == nil {
+		span.SetAttributes(attribute.Int("rag.sources", len(a.Sources)), attribute.Bool("rag.refused", a.Refused))
+	}
+	observe.EndSpan(span, err)
+	return a, err
+}
+
+// search is Search without the span.
+func (s *Searcher) search(ctx context.Context, tenant string, q Query) (Answer, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return Answer{}, err
 	}
