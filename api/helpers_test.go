@@ -68,6 +68,7 @@ type testServerOpts struct {
 	noChat  bool
 	now     func() time.Time // the server's clock (Deps.Now); nil = time.Now
 	rag     *testRAGOpts     // non-nil: wire RAG (rag_test.go) over an embedded store in t.TempDir()
+	tracing *observe.Tracing // non-nil: the server, grain client and router record spans with it
 }
 
 type testServer struct {
@@ -93,12 +94,14 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 	}
 	deps := Deps{
 		Env: env, Tenants: testTenants(t, o.tenants...), Logger: zerolog.Nop(), Metrics: observe.NewMetrics(),
-		Version: "test", Now: o.now,
+		Version: "test", Now: o.now, Tracing: o.tracing,
 		Components: []Component{{Name: "nats", Check: func(context.Context) (string, error) { return "ok", nil }}},
 	}
 	ts := &testServer{metrics: deps.Metrics}
 	if !o.noChat {
 		ts.grains, ts.js = startGrains(t)
+		ts.grains = ts.grains.WithTracer(o.tracing.Tracer("github.com/crispy-enigma/crispy/actors"))
+		o.models.Tracer = o.tracing.Tracer("github.com/crispy-enigma/crispy/gateway")
 		deps.Chat = &ChatDeps{Sessions: ts.grains, Limiter: ts.grains, Models: gateway.NewRouter(o.models)}
 	}
 	if o.rag != nil {

@@ -33,7 +33,7 @@ func (s *Server) KnowledgeBase() *KnowledgeBase {
 // sources and the confidence.
 func (kb *KnowledgeBase) SearchKB(ctx context.Context, tenantID, query string, topK int) (any, error) {
 	r := kb.s.rag
-	searcher := rag.NewSearcher(r.Store, r.Embedder, rag.SearcherOptions{Keyword: r.keyword})
+	searcher := rag.NewSearcher(r.Store, r.Embedder, rag.SearcherOptions{Keyword: r.keyword, Tracer: kb.s.ragTracer})
 	a, err := searcher.Search(ctx, tenantID, rag.Query{Text: query, TopK: min(max(topK, 1), rag.MaxTopK)})
 	if err != nil {
 		return nil, fmt.Errorf("kb_search: %w", err)

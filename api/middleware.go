@@ -9,6 +9,9 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/observe"
@@ -51,7 +54,13 @@ func (s *Server) observeRequest(next echo.HandlerFunc) echo.HandlerFunc {
 		st := &requestState{start: time.Now(), traceID: observe.TraceIDFrom(req.Header.Get)}
 		c.Set(stateKey, st)
 		c.Response().Header().Set("x-trace-id", st.traceID)
-		c.SetRequest(req.WithContext(observe.WithTraceID(req.Context(), st.traceID)))
+		ctx := observe.WithTraceID(req.Context(), st.traceID)
+		var span trace.Span // nil unless tracing is on
+		if s.tracer.Enabled() {
+			// Named by route when it ends (the route is known only after routing).
+			ctx, span = s.tracer.Start(ctx, "HTTP "+req.Method, trace.SpanKindServer)
+		}
+		c.SetRequest(req.WithContext(ctx))
 		s.metrics.HTTPInFlight.Inc()
 		s.inflight.Add(1)
 
@@ -65,6 +74,9 @@ func (s *Server) observeRequest(next echo.HandlerFunc) echo.HandlerFunc {
 			s.inflight.Add(-1)
 			s.metrics.HTTPInFlight.Dec()
 			s.record(c, st)
+			if span != nil {
+				endRequestSpan(span, c, st)
+			}
 		}()
 		if err := next(c); err != nil {
 			c.Error(err)
@@ -73,16 +85,49 @@ func (s *Server) observeRequest(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-func (s *Server) record(c echo.Context, st *requestState) {
-	status := c.Response().Status
+// routeOf is the request's route pattern, or "unmatched": bounded label cardinality, never the raw
+// path.
+func routeOf(c echo.Context, st *requestState) string {
 	route := c.Path()
 	if route == "" || (st.err != nil && st.err.Code == CodeNotFound) {
-		route = "unmatched" // bounded label cardinality: never the raw path
+		return "unmatched"
 	}
-	tenant := ""
+	return route
+}
+
+func tenantIDOf(st *requestState) string {
 	if st.tenant != nil {
-		tenant = st.tenant.TenantID
+		return st.tenant.TenantID
 	}
+	return ""
+}
+
+// endRequestSpan names the request's span by its route, records tenant, status and our trace ID
+// (which joins the span with the log lines), and ends it.
+func endRequestSpan(span trace.Span, c echo.Context, st *requestState) {
+	route, status := routeOf(c, st), c.Response().Status
+	span.SetName(c.Request().Method + " " + route)
+	span.SetAttributes(
+		attribute.String("http.route", route),
+		attribute.String("http.request.method", c.Request().Method),
+		attribute.Int("http.response.status_code", status),
+		attribute.String("tenant", tenantIDOf(st)),
+		attribute.String("crispy.trace_id", st.traceID),
+	)
+	if status >= 500 {
+		msg := http.StatusText(status)
+		if st.err != nil {
+			msg = st.err.Code
+		}
+		span.SetStatus(codes.Error, msg)
+	}
+	span.End()
+}
+
+func (s *Server) record(c echo.Context, st *requestState) {
+	status := c.Response().Status
+	route := routeOf(c, st)
+	tenant := tenantIDOf(st)
 	elapsed := time.Since(st.start)
 	method := c.Request().Method
 	code := statusLabel(status)

@@ -687,7 +687,7 @@ func (s *Server) postSearch(c echo.Context) error {
 	// The rewrite already happened (the cache is keyed on it), so this request's Searcher is
 	// handed the result rather than asking the model again.
 	searcher := rag.NewSearcher(s.rag.Store, s.rag.Embedder, rag.SearcherOptions{
-		Keyword: s.rag.keyword, Rewriter: fixedRewrite(rewritten),
+		Keyword: s.rag.keyword, Rewriter: fixedRewrite(rewritten), Tracer: s.ragTracer,
 	})
 	a, err := searcher.Search(ctx, t.TenantID, rag.Query{Text: query, TopK: topK, Filter: req.Filter})
 	cacheState := store.SearchCacheOff

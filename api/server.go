@@ -46,6 +46,11 @@ type Deps struct {
 	Usage UsageReader
 	// TenantMetrics backs GET /metrics/* (metrics.go); nil: those routes are not registered.
 	TenantMetrics *TenantMetricsDeps
+	// Tracing records one span per HTTP request and per search (observe.SetupTracing); nil records
+	// none. The grain client and model router are given their tracers by the caller
+	// (actors.Client.WithTracer, gateway.RouterOptions.Tracer); their spans are children of the
+	// request's through the request context.
+	Tracing *observe.Tracing
 }
 
 // Server is the tenant-facing HTTP server.
@@ -69,6 +74,8 @@ type Server struct {
 	ledger    Ledger             // usage.go
 	usage     UsageReader        // usage.go
 	tmetrics  *TenantMetricsDeps // metrics.go
+	tracer    observe.Tracer     // HTTP request spans
+	ragTracer observe.Tracer     // rag.Searcher spans
 }
 
 // New builds the server and its routes.
@@ -89,6 +96,8 @@ func New(d Deps) (*Server, error) {
 	s := &Server{
 		env: d.Env, log: d.Logger, metrics: d.Metrics, version: d.Version, comps: d.Components,
 		now: d.Now, started: d.Now(), chat: d.Chat,
+		tracer:    d.Tracing.Tracer("github.com/crispy-enigma/crispy/api"),
+		ragTracer: d.Tracing.Tracer("github.com/crispy-enigma/crispy/rag"),
 	}
 	s.tools, s.speech = d.Tools, d.Speech
 	s.ledger, s.usage = d.Ledger, d.Usage

@@ -75,7 +75,11 @@ type Env struct {
 	MaxMessageLength   int   // MAX_MESSAGE_LENGTH; default 10000 (cannot exceed 10000)
 
 	SessionIdleTimeout time.Duration // CRISPY_SESSION_IDLE_TIMEOUT; grain passivation, default 5m
-	ShutdownTimeout    time.Duration // CRISPY_SHUTDOWN_TIMEOUT; drain budget, default 20s
+
+	// OTLPEndpoint: CRISPY_OTLP_ENDPOINT, an OTLP/HTTP collector URL (e.g. http://127.0.0.1:4318)
+	// to export traces to; empty (the default) turns tracing off.
+	OTLPEndpoint    string
+	ShutdownTimeout time.Duration // CRISPY_SHUTDOWN_TIMEOUT; drain budget, default 20s
 
 	// Collected by BindFlags, reported by Validate and Warnings.
 	flags    *pflag.FlagSet
@@ -153,6 +157,7 @@ func (e *Env) BindFlags(fs *pflag.FlagSet, getenv func(string) string) {
 	b.int(&e.MaxMessageLength, "max-message-length", "largest chat message in characters (1–10000)", "CRISPY_MAX_MESSAGE_LENGTH", "MAX_MESSAGE_LENGTH")
 	b.duration(&e.SessionIdleTimeout, "session-idle-timeout", "idle time after which a chat session grain passivates", "CRISPY_SESSION_IDLE_TIMEOUT")
 	b.duration(&e.ShutdownTimeout, "shutdown-timeout", "time allowed to drain requests on shutdown", "CRISPY_SHUTDOWN_TIMEOUT")
+	b.str(&e.OTLPEndpoint, "otlp-endpoint", "OTLP/HTTP collector URL to export traces to, e.g. http://127.0.0.1:4318 (empty: tracing off)", "CRISPY_OTLP_ENDPOINT")
 }
 
 // LoadSecrets reads the secrets named by OpenAIAPIKeyEnv and CloudflareTokenEnv. Call it after
@@ -247,6 +252,7 @@ func (e Env) Redacted() map[string]any {
 		"max-message-length":        e.MaxMessageLength,
 		"session-idle-timeout":      e.SessionIdleTimeout.String(),
 		"shutdown-timeout":          e.ShutdownTimeout.String(),
+		"otlp-endpoint":             redactURLs(e.OTLPEndpoint),
 	}
 }
 

@@ -109,6 +109,23 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		}
 	}()
 
+	// Tracing is off (no-op tracers) unless --otlp-endpoint is set. Shut down last, so the spans of
+	// the requests drained on shutdown are exported.
+	tracing, err := observe.SetupTracing(ctx, observe.TracingOptions{Endpoint: env.OTLPEndpoint, Version: version})
+	if err != nil {
+		return err
+	}
+	if tracing != nil {
+		log.Info().Str("endpoint", env.OTLPEndpoint).Msg("exporting traces over OTLP/HTTP")
+		cleanups = append(cleanups, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tracing.Shutdown(sctx); err != nil {
+				log.Warn().Err(err).Msg("tracing shutdown")
+			}
+		})
+	}
+
 	// NATS: embedded (JetStream on disk under the data dir) unless a URL is given; with --cluster,
 	// routed to the peers and every stream and bucket replicated min(3, servers) times (cluster.go).
 	bb, err := openBackbone(ctx, env, cs, log)
@@ -152,7 +169,7 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		return err
 	}
 	cleanups = append(cleanups, func() { node.Stop(true); log.Info().Msg("actor cluster stopped") })
-	grains := actors.NewClient(node.Cluster(), 10*time.Second)
+	grains := actors.NewClient(node.Cluster(), 10*time.Second).WithTracer(tracing.Tracer("github.com/crispy-enigma/crispy/actors"))
 
 	ragw, err := openRAG(startCtx, log, env, js, replicas, dbs, func(id string) (*config.TenantConfig, bool) {
 		return tenantsNow.Load().ByID(id)
@@ -169,6 +186,7 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		log.Warn().Msg(w)
 	}
 	routerOpts.Local = map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(ragw.retriever)}
+	routerOpts.Tracer = tracing.Tracer("github.com/crispy-enigma/crispy/gateway")
 	router := gateway.NewRouter(routerOpts)
 	ragw.deps.Models = router
 	ragw.deps.Limiter = grains
@@ -196,7 +214,7 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	speechRouter, espeak := newSpeechRouter(log, env)
 	metrics := observe.NewMetrics()
 	srv, err := api.New(api.Deps{
-		Env: env, Tenants: ix, Logger: log, Metrics: metrics, Version: version,
+		Env: env, Tenants: ix, Logger: log, Metrics: metrics, Version: version, Tracing: tracing,
 		Components: []api.Component{
 			{Name: "nats", Check: func(context.Context) (string, error) { return "ok", natsHealth() }},
 			{Name: "cluster", Check: membersComponent(node)},
