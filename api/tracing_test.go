@@ -73,7 +73,7 @@ func TestTracingOneChatIsOneTrace(t *testing.T) {
 		"http.route":                attribute.StringValue("/chat"),
 	} {
 		if got := spanAttr(*root, key); got != want {
-			t.Errorf("request span %s = %v, want %v", key, got.Emit(), want.Emit())
+			t.Errorf("request span %s = %v, want %v", key, got.String(), want.String())
 		}
 	}
 	if got := root.Resource.Set(); !got.HasValue("service.name") {
@@ -107,7 +107,7 @@ func TestTracingOneChatIsOneTrace(t *testing.T) {
 				"gen_ai.usage.output_tokens": attribute.IntValue(fakeCompletionTokens),
 			} {
 				if got := spanAttr(s, key); got != want {
-					t.Errorf("model span %s = %v, want %v", key, got.Emit(), want.Emit())
+					t.Errorf("model span %s = %v, want %v", key, got.String(), want.String())
 				}
 			}
 		}
