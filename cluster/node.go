@@ -14,7 +14,6 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	protocluster "github.com/asynkron/protoactor-go/cluster"
-	testprovider "github.com/asynkron/protoactor-go/cluster/clusterproviders/test"
 	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/rs/zerolog"
@@ -49,15 +48,6 @@ type Node struct {
 	log      zerolog.Logger
 	stopOnce sync.Once
 }
-
-// NewInMemoryProvider returns a membership provider for members in one process: members created with
-// providers from the same agent see each other. Tests use it for multi-member clusters.
-func NewInMemoryProvider(agent *testprovider.InMemAgent) protocluster.ClusterProvider {
-	return testprovider.NewTestProvider(agent)
-}
-
-// NewInMemoryAgent returns the shared membership registry of in-memory providers.
-func NewInMemoryAgent() *testprovider.InMemAgent { return testprovider.NewInMemAgent() }
 
 // Start starts a cluster member and joins the cluster. protoactor waits about a second for the
 // first topology before returning.
