@@ -293,10 +293,10 @@ func deliver[R proto.Message](ctx context.Context, c *Client, identity, kind str
 			continue
 		}
 		f := actor.NewFuture(system, remaining)
-		call := c.fo.track(pid.Address, func() { system.Root.Stop(f.PID()) })
+		call := c.fo.track(pid, func() { system.Root.Stop(f.PID()) })
 		system.Root.RequestWithCustomSender(pid, msg, f.PID())
 		res, err := wait(ctx, system, f)
-		memberLeft := c.fo.untrack(call)
+		memberLeft, activationEnded := c.fo.untrack(call)
 		if err == nil {
 			typed, ok := res.(R)
 			if !ok {
@@ -310,6 +310,15 @@ func deliver[R proto.Message](ctx context.Context, c *Client, identity, kind str
 				return zero, fmt.Errorf("%s %s at %s: %w", kind, identity, pid.Address, ErrMemberLeft)
 			}
 			lastErr = fmt.Errorf("%s %s at %s: %w", kind, identity, pid.Address, ErrMemberLeft)
+			continue
+		}
+		if activationEnded && ctx.Err() == nil {
+			// The activation stopped (moved after a topology change, or passivated) with this
+			// request still in its mailbox, where protoactor drops it without a reply. Its reply,
+			// had there been one, would have arrived before the termination (one connection, in
+			// order), so the grain never handled it: re-sending is safe for every request.
+			c.c.PidCache.RemoveByValue(identity, kind, pid)
+			lastErr = fmt.Errorf("%s %s at %s: %w", kind, identity, pid.Address, errActivationEnded)
 			continue
 		}
 		if errors.Is(err, actor.ErrDeadLetter) || errors.Is(err, remote.ErrDeadLetter) {
@@ -371,6 +380,9 @@ func (c *Client) resolve(ctx context.Context, identity, kind string, limit time.
 	return pid, nil
 }
 
+// errActivationEnded is a request whose grain activation stopped before answering it.
+var errActivationEnded = errors.New("grain activation stopped before answering")
+
 // errStopped is a future stopped without a reply: by failover (member left) or ctx.
 var errStopped = errors.New("request stopped before a reply")
 
@@ -395,33 +407,49 @@ func wait(ctx context.Context, system *actor.ActorSystem, f *actor.Future) (any,
 	return res, err
 }
 
-// failover tracks the requests in flight per member address and the current topology, so that a
-// member leaving fails its requests at once. Without it, a request sent to a grain on a member that
-// crashed waits for the whole request timeout (remote has no way to know the reply will not come),
-// which made the first request of an affected session take ~10 s after a SIGKILL although the
-// member left the topology after ~3 s.
+// failover tracks the requests in flight per member address and per grain activation, and the
+// current topology, so that a request whose reply will not come fails at once instead of after the
+// whole request timeout:
+//
+//   - A member leaving: remote has no way to know the reply will not come, which made the first
+//     request of an affected session take ~10 s after a SIGKILL although the member left the
+//     topology after ~3 s.
+//   - An activation stopping: when a member joins, disthash poisons the activations that now belong
+//     to it (and a grain passivates by poisoning itself). Requests that reach the mailbox after the
+//     poison are dropped by protoactor without a dead letter, so callers that had resolved the old
+//     PID waited out the timeout: the soak saw a few 503s after 10 s at every node restart. The
+//     placement actor broadcasts ActivationTerminated to every member's event stream once the
+//     activation stopped; that ends the requests still waiting on it.
 type failover struct {
 	mu      sync.Mutex
-	members map[string]bool // addresses in the current topology; nil until the first one is known
-	calls   map[string]map[*call]struct{}
-	left    chan struct{} // closed and replaced whenever a member leaves
+	members map[string]bool               // addresses in the current topology; nil until the first one is known
+	calls   map[string]map[*call]struct{} // by member address
+	byPID   map[string]map[*call]struct{} // by activation (pidKey)
+	left    chan struct{}                 // closed and replaced whenever a member leaves
 }
 
 // call is one request in flight.
 type call struct {
-	addr       string
-	stop       func()
-	memberLeft bool // guarded by failover.mu
+	addr, pid       string
+	stop            func()
+	memberLeft      bool // guarded by failover.mu
+	activationEnded bool // guarded by failover.mu
 }
 
+// pidKey identifies an activation across members.
+func pidKey(pid *actor.PID) string { return pid.GetAddress() + "/" + pid.GetId() }
+
 func newFailover(c *cluster.Cluster) *failover {
-	fo := &failover{calls: map[string]map[*call]struct{}{}, left: make(chan struct{})}
+	fo := &failover{calls: map[string]map[*call]struct{}{}, byPID: map[string]map[*call]struct{}{}, left: make(chan struct{})}
 	if ms := c.MemberList.Members().Members(); len(ms) > 0 {
 		fo.setMembers(ms)
 	}
 	c.ActorSystem.EventStream.Subscribe(func(evt any) {
-		if t, ok := evt.(*cluster.ClusterTopology); ok {
-			fo.onTopology(t)
+		switch e := evt.(type) {
+		case *cluster.ClusterTopology:
+			fo.onTopology(e)
+		case *cluster.ActivationTerminated:
+			fo.onActivationTerminated(e.GetPid())
 		}
 	})
 	return fo
@@ -444,12 +472,30 @@ func (fo *failover) onTopology(t *cluster.ClusterTopology) {
 		for cl := range fo.calls[addr] {
 			cl.memberLeft = true
 			stops = append(stops, cl.stop)
+			fo.removeLocked(cl)
 		}
-		delete(fo.calls, addr)
 	}
 	if len(t.GetLeft()) > 0 {
 		close(fo.left)
 		fo.left = make(chan struct{})
+	}
+	fo.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
+}
+
+// onActivationTerminated stops every request in flight to the activation pid.
+func (fo *failover) onActivationTerminated(pid *actor.PID) {
+	if pid == nil {
+		return
+	}
+	var stops []func()
+	fo.mu.Lock()
+	for cl := range fo.byPID[pidKey(pid)] {
+		cl.activationEnded = true
+		stops = append(stops, cl.stop)
+		fo.removeLocked(cl)
 	}
 	fo.mu.Unlock()
 	for _, stop := range stops {
@@ -471,38 +517,53 @@ func (fo *failover) leftSignal() <-chan struct{} {
 	return fo.left
 }
 
-// track registers a request to addr; stop ends its future. A request to a member that already left
-// is stopped at once (the topology changed between resolving the PID and sending).
-func (fo *failover) track(addr string, stop func()) *call {
-	cl := &call{addr: addr, stop: stop}
+// track registers a request to the activation pid; stop ends its future. A request to a member that
+// already left is stopped at once (the topology changed between resolving the PID and sending).
+func (fo *failover) track(pid *actor.PID, stop func()) *call {
+	cl := &call{addr: pid.GetAddress(), pid: pidKey(pid), stop: stop}
 	fo.mu.Lock()
-	if fo.members != nil && !fo.members[addr] {
+	if fo.members != nil && !fo.members[cl.addr] {
 		cl.memberLeft = true
 		fo.mu.Unlock()
 		stop()
 		return cl
 	}
-	set := fo.calls[addr]
-	if set == nil {
-		set = map[*call]struct{}{}
-		fo.calls[addr] = set
-	}
-	set[cl] = struct{}{}
+	addToSet(fo.calls, cl.addr, cl)
+	addToSet(fo.byPID, cl.pid, cl)
 	fo.mu.Unlock()
 	return cl
 }
 
-// untrack ends the request's tracking and reports whether its member left while it was in flight.
-func (fo *failover) untrack(cl *call) bool {
+// untrack ends the request's tracking and reports whether its member left, or its activation
+// stopped, while it was in flight.
+func (fo *failover) untrack(cl *call) (memberLeft, activationEnded bool) {
 	fo.mu.Lock()
 	defer fo.mu.Unlock()
-	if set := fo.calls[cl.addr]; set != nil {
+	fo.removeLocked(cl)
+	return cl.memberLeft, cl.activationEnded
+}
+
+func (fo *failover) removeLocked(cl *call) {
+	removeFromSet(fo.calls, cl.addr, cl)
+	removeFromSet(fo.byPID, cl.pid, cl)
+}
+
+func addToSet(m map[string]map[*call]struct{}, key string, cl *call) {
+	set := m[key]
+	if set == nil {
+		set = map[*call]struct{}{}
+		m[key] = set
+	}
+	set[cl] = struct{}{}
+}
+
+func removeFromSet(m map[string]map[*call]struct{}, key string, cl *call) {
+	if set := m[key]; set != nil {
 		delete(set, cl)
 		if len(set) == 0 {
-			delete(fo.calls, cl.addr)
+			delete(m, key)
 		}
 	}
-	return cl.memberLeft
 }
 
 // EnsureStreams creates or updates the CHAT stream: subjects chat.>, file storage, the given replicas.

@@ -1,7 +1,10 @@
 package actors
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
@@ -9,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/crispy-enigma/crispy/actors/pb"
+	crispycluster "github.com/crispy-enigma/crispy/cluster"
 	"github.com/crispy-enigma/crispy/test/probe"
 )
 
@@ -16,26 +20,28 @@ func member(host string, port int32) *cluster.Member {
 	return &cluster.Member{Id: host + "-id", Host: host, Port: port}
 }
 
+func pidAt(m *cluster.Member, id string) *actor.PID { return actor.NewPID(m.Address(), id) }
+
 // A member leaving stops exactly the requests in flight to it, marks them, and wakes lookups;
 // requests to members still there are untouched.
 func TestFailoverStopsRequestsToADepartedMember(t *testing.T) {
 	a, b := member("10.0.0.1", 1), member("10.0.0.2", 2)
-	fo := &failover{calls: map[string]map[*call]struct{}{}, left: make(chan struct{})}
+	fo := &failover{calls: map[string]map[*call]struct{}{}, byPID: map[string]map[*call]struct{}{}, left: make(chan struct{})}
 	fo.onTopology(&cluster.ClusterTopology{Members: []*cluster.Member{a, b}, Joined: []*cluster.Member{a, b}})
 
 	stopped := map[string]int{}
-	toA := fo.track(a.Address(), func() { stopped["a"]++ })
-	toB := fo.track(b.Address(), func() { stopped["b"]++ })
+	toA := fo.track(pidAt(a, "g1"), func() { stopped["a"]++ })
+	toB := fo.track(pidAt(b, "g2"), func() { stopped["b"]++ })
 	left := fo.leftSignal()
 
 	fo.onTopology(&cluster.ClusterTopology{Members: []*cluster.Member{b}, Left: []*cluster.Member{a}})
 	if diff := cmp.Diff(map[string]int{"a": 1}, stopped); diff != "" {
 		t.Fatalf("stopped requests (-want +got):\n%s", diff)
 	}
-	if !fo.untrack(toA) {
+	if memberLeft, _ := fo.untrack(toA); !memberLeft {
 		t.Error("request to the departed member not reported as memberLeft")
 	}
-	if fo.untrack(toB) {
+	if memberLeft, _ := fo.untrack(toB); memberLeft {
 		t.Error("request to a remaining member reported as memberLeft")
 	}
 	select {
@@ -48,12 +54,114 @@ func TestFailoverStopsRequestsToADepartedMember(t *testing.T) {
 	}
 
 	// A PID resolved just before the topology change is stopped as soon as it is tracked.
-	late := fo.track(a.Address(), func() { stopped["late"]++ })
-	if stopped["late"] != 1 || !fo.untrack(late) {
-		t.Errorf("request to an address already gone: stopped %d, memberLeft %v", stopped["late"], late.memberLeft)
+	late := fo.track(pidAt(a, "g3"), func() { stopped["late"]++ })
+	if memberLeft, _ := fo.untrack(late); stopped["late"] != 1 || !memberLeft {
+		t.Errorf("request to an address already gone: stopped %d, memberLeft %v", stopped["late"], memberLeft)
 	}
-	if len(fo.calls) != 0 {
-		t.Errorf("calls left tracked: %v", fo.calls)
+	if len(fo.calls) != 0 || len(fo.byPID) != 0 {
+		t.Errorf("calls left tracked: %v %v", fo.calls, fo.byPID)
+	}
+}
+
+// An activation's ActivationTerminated stops exactly the requests in flight to that activation.
+func TestFailoverStopsRequestsToATerminatedActivation(t *testing.T) {
+	a := member("10.0.0.1", 1)
+	fo := &failover{calls: map[string]map[*call]struct{}{}, byPID: map[string]map[*call]struct{}{}, left: make(chan struct{})}
+	fo.onTopology(&cluster.ClusterTopology{Members: []*cluster.Member{a}, Joined: []*cluster.Member{a}})
+
+	stopped := map[string]int{}
+	first := fo.track(pidAt(a, "session$1"), func() { stopped["first"]++ })
+	second := fo.track(pidAt(a, "session$1"), func() { stopped["second"]++ })
+	other := fo.track(pidAt(a, "session$2"), func() { stopped["other"]++ })
+
+	fo.onActivationTerminated(pidAt(a, "session$1"))
+	fo.onActivationTerminated(nil) // ignored
+	if diff := cmp.Diff(map[string]int{"first": 1, "second": 1}, stopped); diff != "" {
+		t.Fatalf("stopped requests (-want +got):\n%s", diff)
+	}
+	for name, cl := range map[string]*call{"first": first, "second": second} {
+		if memberLeft, ended := fo.untrack(cl); memberLeft || !ended {
+			t.Errorf("%s: memberLeft %v activationEnded %v, want false true", name, memberLeft, ended)
+		}
+	}
+	if _, ended := fo.untrack(other); ended {
+		t.Error("request to another activation reported as activationEnded")
+	}
+	if len(fo.calls) != 0 || len(fo.byPID) != 0 {
+		t.Errorf("calls left tracked: %v %v", fo.calls, fo.byPID)
+	}
+}
+
+// A request that reaches a grain's mailbox after the grain was poisoned (disthash moving it to a
+// member that joined, or passivation) is dropped by protoactor without a dead letter. The client
+// re-sends it to a new activation when the old one's ActivationTerminated arrives, instead of
+// waiting out the request timeout (the soak's 503s after 10 s at every restart).
+func TestRequestQueuedBehindAStoppingActivationIsResent(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	handling, release := make(chan struct{}), make(chan struct{})
+	var activations atomic.Int32
+	kind := cluster.NewKind("Blocker", actor.PropsFromFunc(func(c actor.Context) {
+		switch m := c.Message().(type) {
+		case *actor.Started:
+			activations.Add(1)
+		case *pb.HistoryRequest:
+			if m.GetTraceId() == "block" {
+				close(handling)
+				<-release
+			}
+			c.Respond(&pb.HistoryResponse{})
+		}
+	}))
+	node, err := crispycluster.Start(ctx, crispycluster.Options{NodeName: "t", Kinds: []*cluster.Kind{kind}, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Stop(true)
+	const timeout = 5 * time.Second
+	c := NewClient(node.Cluster(), timeout)
+	// failOnLeave: a request the stopped activation never handled is re-sent even when it is not
+	// idempotent.
+	ask := func(traceID string) error {
+		_, err := deliver[*pb.HistoryResponse](ctx, c, "x", "Blocker", &pb.HistoryRequest{TraceId: traceID}, failOnLeave)
+		return err
+	}
+
+	blocked := make(chan error, 1)
+	go func() { blocked <- ask("block") }()
+	<-handling
+	pid, ok := c.c.PidCache.Get("x", "Blocker")
+	if !ok {
+		t.Fatal("the activation's PID is not cached")
+	}
+	node.Cluster().ActorSystem.Root.Poison(pid) // queued behind "block"
+
+	queued := make(chan error, 1)
+	start := time.Now()
+	go func() { queued <- ask("queued") }() // resolves the cached PID: queued behind the poison
+	for {
+		c.fo.mu.Lock()
+		n := len(c.fo.byPID[pidKey(pid)])
+		c.fo.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // the send follows the tracking in the same goroutine
+	close(release)
+
+	if err := <-blocked; err != nil {
+		t.Fatalf("blocking request: %v", err)
+	}
+	if err := <-queued; err != nil {
+		t.Fatalf("request queued behind the poison: %v (after %v)", err, time.Since(start))
+	}
+	if d := time.Since(start); d >= timeout {
+		t.Errorf("queued request answered after %v: it waited out the timeout", d)
+	}
+	if n := activations.Load(); n != 2 {
+		t.Errorf("activations = %d, want 2 (the re-sent request activates the grain again)", n)
 	}
 }
 
