@@ -29,6 +29,8 @@ const (
 	// instead of waiting for one long timeout. Re-sending is safe: reads are idempotent and every
 	// publish carries a message ID that JetStream deduplicates.
 	storeAttempt = time.Second
+	// slowReload is how long loading a session may take before it is logged.
+	slowReload = time.Second
 	// maxConflicts bounds how often one request reloads after a "wrong last sequence" refusal.
 	maxConflicts = 5
 )
@@ -133,16 +135,22 @@ func (s *chatSession) opContext() (context.Context, context.CancelFunc) {
 // retryStore calls fn with attempts of at most storeAttempt until it succeeds, fails for good, or
 // storeTimeout passed. Only unanswered requests (timeouts, no responders, 503s of a stream without
 // a leader) are retried; fn must be safe to repeat.
-func retryStore[T any](fn func(context.Context) (T, error)) (T, error) {
+//
+// Every retry is logged (op names the call), so slow stores show in the logs, not only as slow
+// requests.
+func retryStore[T any](s *chatSession, op string, fn func(context.Context) (T, error)) (T, error) {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	for {
-		attempt, cancelAttempt := context.WithTimeout(ctx, storeAttempt)
-		v, err := fn(attempt)
+	for attempt := 1; ; attempt++ {
+		actx, cancelAttempt := context.WithTimeout(ctx, storeAttempt)
+		v, err := fn(actx)
 		cancelAttempt()
 		if err == nil || ctx.Err() != nil || !unanswered(err) {
 			return v, err
 		}
+		s.deps.Logger.Warn().Err(err).Str("op", op).Str("subject", s.subject).Str("traceId", s.traceID).
+			Int("attempt", attempt).Dur("elapsed", time.Since(start)).Msg("chat session: store did not answer; retrying")
 		select {
 		case <-ctx.Done():
 			return v, err
@@ -178,8 +186,15 @@ func (s *chatSession) ensureLoaded() error {
 // The reads go to the stream leader (CHAT has no direct gets, see EnsureStreams): a follower that
 // lags behind could serve an activation a history without the newest acknowledged messages.
 func (s *chatSession) reload() error {
+	start := time.Now()
+	defer func() {
+		if d := time.Since(start); d > slowReload {
+			s.deps.Logger.Warn().Str("subject", s.subject).Str("traceId", s.traceID).Int("messages", len(s.msgs)).
+				Dur("elapsed", d).Msg("chat session: slow load")
+		}
+	}()
 	if s.stream == nil {
-		st, err := retryStore(func(ctx context.Context) (jetstream.Stream, error) {
+		st, err := retryStore(s, "stream info", func(ctx context.Context) (jetstream.Stream, error) {
 			st, err := s.deps.JS.Stream(ctx, StreamChat)
 			if errors.Is(err, jetstream.ErrStreamNotFound) {
 				if err := EnsureStreams(ctx, s.deps.JS, s.deps.Replicas); err != nil {
@@ -196,7 +211,7 @@ func (s *chatSession) reload() error {
 	}
 	s.msgs, s.lastSeq, s.loaded = s.msgs[:0], 0, false
 	s.msgIDs = map[string]struct{}{}
-	last, err := retryStore(func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+	last, err := retryStore(s, "stream info", func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 		return s.stream.GetLastMsgForSubject(ctx, s.subject)
 	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -207,7 +222,7 @@ func (s *chatSession) reload() error {
 		return fmt.Errorf("chat session: load %s: %w", s.subject, err)
 	}
 	for seq := uint64(1); seq <= last.Sequence; {
-		raw, err := retryStore(func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		raw, err := retryStore(s, "get message", func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 			return s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(s.subject))
 		})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -274,7 +289,7 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 			return fmt.Errorf("chat session: encode: %w", err)
 		}
 		expected := s.lastSeq
-		ack, err := retryStore(func(ctx context.Context) (*jetstream.PubAck, error) {
+		ack, err := retryStore(s, "publish", func(ctx context.Context) (*jetstream.PubAck, error) {
 			return s.deps.JS.Publish(ctx, s.subject, data,
 				jetstream.WithMsgID(msgID),
 				jetstream.WithExpectStream(StreamChat),
