@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -153,8 +154,60 @@ func (l *Ledger) Append(ctx context.Context, ev Event) error {
 		return fmt.Errorf("store: append: %w: %w", ErrInvalidEvent, err)
 	}
 	subject := "ledger." + ev.TenantID + "." + ev.Kind
-	if _, err := l.js.Publish(ctx, subject, data, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(LedgerStream)); err != nil {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultAppendTimeout)
+		defer cancel()
+	}
+	err = retryUnanswered(ctx, func(ctx context.Context) error {
+		_, err := l.js.Publish(ctx, subject, data, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(LedgerStream))
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("store: append %s event %s: %w", ev.Kind, ev.ID, err)
 	}
 	return nil
+}
+
+// defaultAppendTimeout bounds an Append whose ctx has no deadline: it retries until the stream
+// answers, which must not be forever.
+const defaultAppendTimeout = 10 * time.Second
+
+// publishAttempt bounds one try of a ledger publish.
+//
+// Why retry: when the LEDGER stream's leader leaves (a node restarts), a publish already sent to it
+// is never acknowledged, and nats.go waits for the ack until the caller's deadline even though a new
+// leader is elected within a second or two (seen in the soak: events dropped with "context deadline
+// exceeded" on the surviving nodes). A short attempt re-sends to the new leader instead. Re-sending
+// is safe: the event ID is the Nats-Msg-Id, which JetStream deduplicates within the stream's
+// duplicate window.
+const publishAttempt = time.Second
+
+// retryUnanswered calls fn with attempts of at most publishAttempt until it succeeds, fails with an
+// answer (an API error below 500), or ctx ends.
+func retryUnanswered(ctx context.Context, fn func(context.Context) error) error {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, publishAttempt)
+		err := fn(attempt)
+		cancel()
+		if err == nil || ctx.Err() != nil || !unanswered(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// unanswered reports errors of a JetStream request nobody answered in time, which is what a stream
+// between leaders produces; an API error with a 4xx code is an answer and final.
+func unanswered(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code >= 500
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -406,4 +407,50 @@ func BenchmarkProjectorApply(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestRetryUnanswered(t *testing.T) {
+	refused := &jetstream.APIError{Code: 400, ErrorCode: 10071, Description: "wrong last sequence"}
+	noLeader := &jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}
+	tests := []struct {
+		name      string
+		errs      []error // what each attempt returns; past the end: success
+		wantCalls int
+		wantErr   error
+	}{
+		{"first attempt succeeds", nil, 1, nil},
+		{"unanswered publish is re-sent", []error{context.DeadlineExceeded, nats.ErrNoResponders}, 3, nil},
+		{"503 without a leader is re-sent", []error{noLeader}, 2, nil},
+		{"4xx is an answer and final", []error{refused}, 1, refused},
+		{"other errors are final", []error{jetstream.ErrStreamNotFound}, 1, jetstream.ErrStreamNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			err := retryUnanswered(t.Context(), func(ctx context.Context) error {
+				if _, ok := ctx.Deadline(); !ok {
+					t.Error("attempt has no deadline")
+				}
+				calls++
+				if calls <= len(tt.errs) {
+					return tt.errs[calls-1]
+				}
+				return nil
+			})
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if calls != tt.wantCalls {
+				t.Fatalf("calls = %d, want %d", calls, tt.wantCalls)
+			}
+		})
+	}
+	t.Run("stops when ctx ends", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+		defer cancel()
+		err := retryUnanswered(ctx, func(context.Context) error { return nats.ErrTimeout })
+		if !errors.Is(err, nats.ErrTimeout) {
+			t.Fatalf("err = %v, want the last attempt's error", err)
+		}
+	})
 }
