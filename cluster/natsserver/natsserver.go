@@ -85,6 +85,11 @@ func Start(opts Options) (*Server, error) {
 			so.Cluster.Host = "127.0.0.1"
 		}
 		so.Routes = routes
+		// Lame duck mode (Shutdown) closes client connections still open over this long, after a
+		// grace period; the node's own connection is drained before, so this bounds only how long
+		// external clients (a CLI connected to the client port) delay a stop.
+		so.LameDuckDuration = 3 * time.Second
+		so.LameDuckGracePeriod = 500 * time.Millisecond
 	}
 	ns, err := server.NewServer(so)
 	if err != nil {
@@ -171,7 +176,17 @@ func (s *Server) Healthy() error {
 }
 
 // Shutdown stops the server and waits for it, flushing JetStream to disk.
+//
+// A clustered server first hands off the raft leaderships it holds (lame duck mode): it steps down
+// as leader of every stream, consumer and the meta group, becomes an observer so it is not elected
+// again, and waits a second for the new leaders before stopping. A plain Shutdown also steps down
+// but stops at once, so requests in flight to it go unanswered until the peers elect new leaders;
+// the soak saw publishes on the surviving nodes stall for seconds at every restart.
 func (s *Server) Shutdown() {
-	s.ns.Shutdown()
+	if s.clustered {
+		s.ns.LameDuckShutdown()
+	} else {
+		s.ns.Shutdown()
+	}
 	s.ns.WaitForShutdown()
 }
