@@ -14,12 +14,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/crispy-enigma/crispy/actors"
+	"github.com/crispy-enigma/crispy/api"
 	"github.com/crispy-enigma/crispy/cluster"
 	"github.com/crispy-enigma/crispy/cluster/natskv"
 	"github.com/crispy-enigma/crispy/cluster/natsserver"
 	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/store"
 )
 
 // clusterSettings are serve's multi-node settings. With Name empty the node runs alone exactly as
@@ -213,12 +216,51 @@ func openBackbone(ctx context.Context, env config.Env, cs *clusterSettings, log 
 		nc.Close()
 		return nil, err
 	}
-	if err := actors.EnsureStreams(joinCtx, b.js, b.replicas); err != nil {
+	if err := ensureReplicated(joinCtx, b.js, b.replicas); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("create replicated streams (replicas %d): %w", b.replicas, err)
 	}
 	log.Info().Int("replicas", b.replicas).Dur("waited", time.Since(start)).Msg("jetstream cluster ready")
 	return b, nil
+}
+
+// ensureReplicated creates (or updates) the streams and buckets serve opens, all at once, before
+// serve opens them one after the other.
+//
+// Why: on a cold cluster each replicated create waits for its raft group's first election, ~3 s
+// here. One after the other they took ~25 s, and pushed the last ones past start-up's deadline: the
+// soak's nodes came up without the LEDGER stream, recording no usage. Concurrently they take about
+// one election, and serve's opens are then updates of existing streams, answered at once. (The
+// membership bucket is natskv's, created when the member starts.)
+func ensureReplicated(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, create := range []func(context.Context) error{
+		func(ctx context.Context) error { return actors.EnsureStreams(ctx, js, replicas) },
+		func(ctx context.Context) error { _, err := actors.EnsureBudgetBucket(ctx, js, replicas); return err },
+		func(ctx context.Context) error {
+			_, err := store.OpenLedger(ctx, js, store.LedgerOptions{Replicas: replicas})
+			return err
+		},
+		func(ctx context.Context) error {
+			_, err := store.OpenTenantStore(ctx, js, store.TenantStoreOptions{Replicas: replicas})
+			return err
+		},
+		func(ctx context.Context) error {
+			_, err := store.OpenTenantKV(ctx, js, store.BucketConfig, store.KVOptions{Replicas: replicas})
+			return err
+		},
+		func(ctx context.Context) error {
+			_, err := store.OpenTenantKV(ctx, js, store.BucketCache, store.KVOptions{Replicas: replicas, AllowTTL: true})
+			return err
+		},
+		func(ctx context.Context) error {
+			_, err := api.OpenIngestJobs(ctx, js, api.IngestJobsOptions{Replicas: replicas})
+			return err
+		},
+	} {
+		g.Go(func() error { return create(ctx) })
+	}
+	return g.Wait()
 }
 
 // startMember starts this node's protoactor member: NATS KV membership in a cluster, the in-memory

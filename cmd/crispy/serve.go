@@ -146,7 +146,7 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	// the watcher swaps in, not the one loaded at start.
 	var tenantsNow atomic.Pointer[config.Index]
 	tenantsNow.Store(ix)
-	configKV, err := store.OpenTenantKV(startCtx, js, "config", store.KVOptions{Replicas: replicas})
+	configKV, err := store.OpenTenantKV(startCtx, js, store.BucketConfig, store.KVOptions{Replicas: replicas})
 	if err != nil {
 		return err
 	}
@@ -190,23 +190,22 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	router := gateway.NewRouter(routerOpts)
 	ragw.deps.Models = router
 	ragw.deps.Limiter = grains
-	var auditor api.Auditor = logAuditor{log: log}
-	var usageLedger api.Ledger // nil interface when the ledger is unavailable: usage events are not recorded
-	if ledger, err := store.OpenLedger(startCtx, js, store.LedgerOptions{Replicas: replicas}); err != nil {
-		log.Warn().Err(err).Msg("ledger unavailable: tool audit records go to the log, usage events are not recorded")
-	} else {
-		auditor = ledgerAuditor{ledger: ledger, log: log}
-		usageLedger = ledger
-		// Each node projects LEDGER into its own SQLite files, so each needs its own durable consumer.
-		proj := store.NewProjector(js, dbs, store.ProjectorOptions{
-			Durable: "projector-" + env.NodeName,
-			OnError: func(err error) { log.Warn().Err(err).Msg("ledger projector") },
-		})
-		if err := proj.Start(startCtx); err != nil {
-			return err
-		}
-		cleanups = append(cleanups, proj.Stop)
+	// Without the ledger a node would serve without recording usage, audit or session metadata:
+	// that is a failed start, not a degraded mode (the soak once started three nodes that way).
+	ledger, err := store.OpenLedger(startCtx, js, store.LedgerOptions{Replicas: replicas})
+	if err != nil {
+		return err
 	}
+	auditor := ledgerAuditor{ledger: ledger, log: log}
+	// Each node projects LEDGER into its own SQLite files, so each needs its own durable consumer.
+	proj := store.NewProjector(js, dbs, store.ProjectorOptions{
+		Durable: "projector-" + env.NodeName,
+		OnError: func(err error) { log.Warn().Err(err).Msg("ledger projector") },
+	})
+	if err := proj.Start(startCtx); err != nil {
+		return err
+	}
+	cleanups = append(cleanups, proj.Stop)
 	toolReg, err := newToolRegistry(auditor)
 	if err != nil {
 		return err
@@ -227,7 +226,7 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		Tools:  &api.ToolsDeps{Registry: toolReg, Limiter: grains},
 		Speech: &api.SpeechDeps{Router: speechRouter, Limiter: grains},
 		RAG:    ragw.deps,
-		Ledger: usageLedger,
+		Ledger: ledger,
 		Usage:  dbs,
 		// GET /metrics/* (tenant metrics); alert rules live in the config bucket.
 		TenantMetrics: &api.TenantMetricsDeps{Reader: dbs, Alerts: configKV, Prices: router},
@@ -381,10 +380,10 @@ func openRAG(ctx context.Context, log zerolog.Logger, env config.Env, js jetstre
 		_ = vs.Close()
 		return nil, err
 	}
-	var ledger *store.Ledger
-	if ledger, err = store.OpenLedger(ctx, js, store.LedgerOptions{Replicas: replicas}); err != nil {
-		log.Warn().Err(err).Msg("documents: ledger unavailable, document events are not recorded (the catalogue still is)")
-		ledger = nil
+	ledger, err := store.OpenLedger(ctx, js, store.LedgerOptions{Replicas: replicas})
+	if err != nil {
+		_ = vs.Close()
+		return nil, err
 	}
 	w.retriever = api.NewRetriever(vs, emb, nil)
 	w.deps = &api.RAGDeps{Store: vs, Embedder: emb, Catalog: dbs, Ledger: ledger, Cache: cache, Jobs: jobs}

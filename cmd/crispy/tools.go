@@ -54,16 +54,6 @@ func isDispatchCode(code string) bool {
 	return false
 }
 
-// logAuditor is the fallback when the ledger cannot be opened: one log line per execution.
-type logAuditor struct{ log zerolog.Logger }
-
-func (a logAuditor) AuditTool(_ context.Context, rec tools.AuditRecord) {
-	a.log.Info().Str("event", "tool_executed").Str("tenantId", rec.TenantID).Str("traceId", rec.RequestID).
-		Str("tool", rec.Tool).Str("userId", rec.UserID).Str("paramsSha256", rec.ParamsSHA256).
-		Bool("success", rec.Success).Int64("durationMs", rec.DurationMs).Str("errorCode", rec.ErrorCode).
-		Msg("tool audit")
-}
-
 // newToolRegistry builds the registry with the built-ins that need nothing from the API server;
 // serve adds the model-backed tools (metered by the server) and kb_search / ingest_docs (through
 // its knowledge base) once the server exists.
