@@ -8,7 +8,7 @@ STATICCHECK_VERSION := v0.8.2
 # Packages whose tests run with the race detector (those with goroutines, timers or shared state).
 RACE_PKGS := ./api/... ./actors/... ./store/... ./gateway/... ./rag/... ./tools/... ./config/... ./observe/...
 
-.PHONY: run build test provision proto lint fmt bench smoke fuzz clean milvus-up milvus-down llamacpp-up llamacpp-down
+.PHONY: run build test provision proto lint fmt bench smoke soak fuzz clean milvus-up milvus-down llamacpp-up llamacpp-down
 
 run: build
 	$(BIN) serve
@@ -62,6 +62,11 @@ bench: build
 # goroutine, and unless the node exits 0 on SIGTERM. Never on timing.
 smoke: build
 	./scripts/smoke.sh
+
+# Manual soak (not in CI): 3 nodes, mixed load, a rolling restart every 2 min; results in soak/.
+# SOAK_DURATION, SOAK_RESTART_EVERY (s), SOAK_RESTARTS, SOAK_CONCURRENCY override the 10m/120/4/16.
+soak: build
+	./scripts/soak.sh
 
 # Short coverage-guided runs of every fuzz target (the seed corpora run in `make test`).
 fuzz:
