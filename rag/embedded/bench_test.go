@@ -119,3 +119,32 @@ func BenchmarkUpsert(b *testing.B) {
 	}
 	b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "chunks/s")
 }
+
+// BenchmarkKeywordSearch reports the latency of a BM25 top-10 search whose words match every chunk
+// (the worst case: "the", "text" in a corpus of similar documents), as corpora grow.
+func BenchmarkKeywordSearch(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 50_000} {
+		b.Run(fmt.Sprintf("chunks=%d", n), func(b *testing.B) {
+			s, err := Open(b.TempDir(), Options{Dimension: benchDim})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			fill(b, s, "bench", n)
+			ctx := context.Background()
+			var lat []time.Duration
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				start := time.Now()
+				hits, err := s.KeywordSearch(ctx, "bench", fmt.Sprintf("where is the chunk text number %d", i%n), 10, nil)
+				lat = append(lat, time.Since(start))
+				if err != nil || len(hits) != 10 {
+					b.Fatalf("%d hits, %v", len(hits), err)
+				}
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
+}

@@ -132,6 +132,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 	text, content='chunks', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
 	INSERT INTO chunks_fts(rowid, text) VALUES (new.rowid, new.text);
 END;
@@ -579,8 +580,8 @@ func (s *Store) KeywordSearch(ctx context.Context, tenant, query string, topK in
 	if err := rag.CheckTopK(topK); err != nil {
 		return nil, err
 	}
-	match := FTSQuery(query)
-	if match == "" {
+	terms := ftsTerms(query)
+	if len(terms) == 0 {
 		if err := rag.ValidateTenant(tenant); err != nil {
 			return nil, err
 		}
@@ -590,13 +591,24 @@ func (s *Store) KeywordSearch(ctx context.Context, tenant, query string, topK in
 	if err != nil {
 		return nil, err
 	}
+	terms, err = t.selective(ctx, terms)
+	if err != nil {
+		return nil, err
+	}
+	if len(terms) == 0 {
+		return nil, nil
+	}
+	match := ftsMatch(terms)
 	limit := topK
 	if len(filter) > 0 {
 		limit = maxFilteredKeywordRows
 	}
-	rows, err := t.db.QueryContext(ctx, `SELECT c.id, c.doc_id, c.idx, c.text, c.vector, c.meta, bm25(chunks_fts)
-		FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid
-		WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?`, match, limit)
+	// Rank in the FTS index alone, then read the rows of the top hits only: joined before the
+	// LIMIT, SQLite fetched every matching chunk's row (text, vector) just to sort them.
+	rows, err := t.db.QueryContext(ctx, `SELECT c.id, c.doc_id, c.idx, c.text, c.vector, c.meta, r.rank
+		FROM (SELECT rowid, bm25(chunks_fts) AS rank FROM chunks_fts WHERE chunks_fts MATCH ?
+		      ORDER BY rank LIMIT ?) r
+		JOIN chunks c ON c.rowid = r.rowid ORDER BY r.rank`, match, limit)
 	if err != nil {
 		return nil, fmt.Errorf("keyword search: %w", err)
 	}
@@ -622,7 +634,11 @@ const maxFTSTerms = 32
 // FTSQuery turns free text into a safe FTS5 MATCH expression: its words
 // (letters and digits), each double-quoted, joined with OR; "" when the
 // text has no words.
-func FTSQuery(text string) string {
+func FTSQuery(text string) string { return ftsMatch(ftsTerms(text)) }
+
+// ftsTerms returns the distinct words (letters and digits, lower case) of
+// text, at most maxFTSTerms.
+func ftsTerms(text string) []string {
 	words := strings.FieldsFunc(strings.ToLower(text), func(r rune) bool {
 		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
 	})
@@ -633,9 +649,82 @@ func FTSQuery(text string) string {
 			continue
 		}
 		seen[w] = true
-		terms = append(terms, `"`+w+`"`) // words hold no quotes, so no escaping is needed
+		terms = append(terms, w)
 	}
-	return strings.Join(terms, " OR ")
+	return terms
+}
+
+// ftsMatch quotes each term and joins them with OR. Terms hold no quotes
+// (ftsTerms keeps letters and digits), so no escaping is needed.
+func ftsMatch(terms []string) string {
+	quoted := make([]string, len(terms))
+	for i, t := range terms {
+		quoted[i] = `"` + t + `"`
+	}
+	return strings.Join(quoted, " OR ")
+}
+
+// minCorpusForPruning is the chunk count below which every term is kept:
+// small corpora rank fast whatever the query.
+const minCorpusForPruning = 256
+
+// selective drops the terms that cannot change the ranking: those in no
+// chunk, and those in at least half of them. FTS5's BM25 gives the latter an
+// IDF of ~0 (it clamps log((N-n+0.5)/(n+0.5)) ≤ 0 to 1e-6), so they only add
+// matches scored ~0 — yet every match is scored, so a question with "the" in
+// it ranked the whole corpus: search cost grew with every document ingested
+// (the soak's throughput halved in two minutes). When every term is that
+// common, the rarest alone is kept, so the search still answers.
+//
+// Document frequencies come from the fts5vocab table, one indexed lookup per
+// term; N is the in-memory chunk count.
+func (t *tenantIndex) selective(ctx context.Context, terms []string) ([]string, error) {
+	t.mu.RLock()
+	n := len(t.ids)
+	t.mu.RUnlock()
+	if n < minCorpusForPruning {
+		return terms, nil
+	}
+	args := make([]any, len(terms))
+	for i, term := range terms {
+		args[i] = term
+	}
+	rows, err := t.db.QueryContext(ctx, `SELECT term, doc FROM chunks_vocab WHERE term IN (?`+
+		strings.Repeat(",?", len(terms)-1)+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("keyword search: term frequencies: %w", err)
+	}
+	defer rows.Close()
+	df := make(map[string]int, len(terms))
+	for rows.Next() {
+		var term string
+		var docs int
+		if err := rows.Scan(&term, &docs); err != nil {
+			return nil, fmt.Errorf("keyword search: term frequencies: %w", err)
+		}
+		df[term] = docs
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("keyword search: term frequencies: %w", err)
+	}
+	var kept []string
+	rarest := ""
+	for _, term := range terms {
+		d := df[term]
+		if d == 0 {
+			continue
+		}
+		if 2*d < n {
+			kept = append(kept, term)
+		}
+		if rarest == "" || d < df[rarest] {
+			rarest = term
+		}
+	}
+	if len(kept) == 0 && rarest != "" {
+		kept = []string{rarest}
+	}
+	return kept, nil
 }
 
 func encodeVector(v []float32) []byte {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -77,6 +78,60 @@ func TestKeywordSearchBM25(t *testing.T) {
 	}
 	if hits, err := s.KeywordSearch(ctx, "t1", "!!!", 5, nil); err != nil || len(hits) != 0 {
 		t.Fatalf("wordless query: %v %v", hits, err)
+	}
+}
+
+// In a corpus large enough to prune, words in at least half of the chunks do not take part in the
+// match (their BM25 weight is ~0, yet each match costs a score): the ranking of the chunks with the
+// rare words is unchanged, the chunks matching only the common words are not returned, and a query
+// of common words alone still answers with its rarest word.
+func TestKeywordSearchIgnoresWordsInMostChunks(t *testing.T) {
+	s := newStore(t, 4)
+	ctx := context.Background()
+	var chunks []rag.Chunk
+	for i := range minCorpusForPruning {
+		text := fmt.Sprintf("the keeper climbs the stairs number %d", i)
+		switch i {
+		case 7:
+			text = "the lighthouse keeper climbs the lighthouse stairs"
+		case 8:
+			text = "the lighthouse at dusk"
+		}
+		if i%3 == 0 {
+			text += " every evening"
+		}
+		chunks = append(chunks, rag.Chunk{ID: fmt.Sprintf("d%d:0", i), DocID: fmt.Sprintf("d%d", i), Text: text, Vector: []float32{1, 0, 0, 0}})
+	}
+	if err := s.Upsert(ctx, "t1", chunks); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		query string
+		first []string // the top hits, in any order
+		n     int      // hits in all
+	}{
+		{"Where is the lighthouse keeper?", []string{"d7:0", "d8:0"}, 2}, // "the", "keeper" are in most chunks
+		{"evening lighthouse", []string{"d7:0", "d8:0"}, 3},              // "evening" is in a third: kept, ranks below
+		{"the keeper climbs", nil, 3},                                    // all common: the rarest, "climbs", is kept
+		{"submarine", nil, 0},                                            // in no chunk
+	}
+	for _, tt := range tests {
+		hits, err := s.KeywordSearch(ctx, "t1", tt.query, 3, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.query, err)
+		}
+		var got []string
+		for _, h := range hits {
+			got = append(got, h.Chunk.ID)
+		}
+		if len(got) != tt.n {
+			t.Errorf("%q: %v, want %d hits", tt.query, got, tt.n)
+			continue
+		}
+		top := slices.Sorted(slices.Values(got[:len(tt.first)]))
+		if !slices.Equal(top, tt.first) {
+			t.Errorf("%q: %v, want %v first", tt.query, got, tt.first)
+		}
 	}
 }
 
