@@ -234,7 +234,9 @@ func (s *Server) store(ctx context.Context, ex *exchange, usage gateway.Usage) e
 	now := s.now()
 	return s.chat.Sessions.Append(ctx, ex.tenant.TenantID, ex.sessionID, []actors.Message{
 		{Role: "user", Content: ex.user, Timestamp: ex.started, TokenCount: gateway.EstimateTokens(ex.user)},
-		{Role: "assistant", Content: ex.reply.String(), Timestamp: now, TokenCount: usage.TokensOut},
+		// A copy without the builder's spare capacity (up to half of it): the session's activation
+		// keeps the message in memory until it passivates.
+		{Role: "assistant", Content: strings.Clone(ex.reply.String()), Timestamp: now, TokenCount: usage.TokensOut},
 	}, ex.ret)
 }
 
