@@ -122,7 +122,10 @@ func (c *Client) Commit(ctx context.Context, tenantID, reservationID string, act
 	if !ValidTenantID(tenantID) {
 		return fmt.Errorf("tenant %q: %w", tenantID, ErrInvalidID)
 	}
-	res, err := request[*pb.BudgetCommitResponse](ctx, c, tenantID, KindBudget,
+	// Re-sent when the grain's member leaves before answering: each counter write carries the
+	// reservation ID as its JetStream message ID, so a commit the lost member already wrote is
+	// recognised as a duplicate by the new activation instead of charged twice (commit).
+	res, err := requestIdempotent[*pb.BudgetCommitResponse](ctx, c, tenantID, KindBudget,
 		&pb.BudgetCommitRequest{ReservationId: reservationID, Actual: actual, TraceId: observe.TraceID(ctx)})
 	if err != nil {
 		return err
@@ -317,6 +320,11 @@ func (b *budget) reserve(req *pb.BudgetReserveRequest) *pb.BudgetReserveResponse
 // commit charges the actual tokens to the periods the reservation was admitted in (a call that
 // straddles midnight counts for the day it started), or to the current ones when the reservation is
 // unknown (expired, or lost with a node).
+//
+// It is idempotent per reservation: each counter write is published with the message ID
+// "<reservation>.<period>", so a commit re-sent after its first grain's member left (having written,
+// but not answered) is refused by JetStream's duplicate detection and not charged twice. The window
+// is the bucket stream's (2 min); a reservation is committed once, within seconds.
 func (b *budget) commit(req *pb.BudgetCommitRequest) error {
 	b.expire()
 	r, ok := b.res[req.GetReservationId()]
@@ -331,10 +339,11 @@ func (b *budget) commit(req *pb.BudgetCommitRequest) error {
 	if actual == 0 {
 		return nil
 	}
-	if err := b.add(r.day, actual); err != nil {
+	id := req.GetReservationId()
+	if err := b.add(r.day, actual, id); err != nil {
 		return err
 	}
-	return b.add(r.month, actual)
+	return b.add(r.month, actual, id)
 }
 
 // drop removes a reservation and what it held.
@@ -450,28 +459,42 @@ func (b *budget) load(period string) (*budgetCounter, error) {
 
 // add adds n tokens to the period's counter with a write conditional on the revision last seen. A
 // refusal means another activation wrote: re-read the counter and add again.
-func (b *budget) add(period string, n int64) error {
+func (b *budget) add(period string, n int64, reservationID string) error {
 	c, err := b.counter(period)
 	if err != nil {
 		return err
 	}
+	var opts []jetstream.PublishOpt
+	if reservationID != "" {
+		opts = append(opts, jetstream.WithMsgID(reservationID+"."+period))
+	}
 	for conflicts := 0; ; conflicts++ {
 		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-		kv, err := b.bucket(ctx)
-		if err != nil {
+		if _, err := b.bucket(ctx); err != nil {
 			cancel()
 			return err
 		}
+		// A KV write is a message on $KV.<bucket>.<key>; publishing it directly adds the message
+		// ID a KV Update cannot carry. The expected last subject sequence is the revision read,
+		// as Update would send (0: the key does not exist yet, as Create).
 		val := []byte(strconv.FormatInt(c.used+n, 10))
-		var rev uint64
-		if c.rev == 0 {
-			rev, err = kv.Create(ctx, b.key(period), val)
-		} else {
-			rev, err = kv.Update(ctx, b.key(period), val, c.rev)
-		}
+		ack, err := b.deps.JS.Publish(ctx, "$KV."+BucketBudgets+"."+b.key(period), val,
+			append(opts, jetstream.WithExpectLastSequencePerSubject(c.rev))...)
 		cancel()
+		if err == nil && ack.Duplicate {
+			// Written before by an earlier try of this commit (possibly by another activation):
+			// re-read the counter, which already holds it.
+			b.deps.Logger.Info().Str("traceId", b.traceID).Str("tenantId", b.tenantID).Str("period", period).
+				Str("reservationId", reservationID).Msg("budget: commit already recorded; not charged twice")
+			fresh, err := b.load(period)
+			if err != nil {
+				return err
+			}
+			*c = *fresh
+			return nil
+		}
 		if err == nil {
-			c.used, c.rev = c.used+n, rev
+			c.used, c.rev = c.used+n, ack.Sequence
 			return nil
 		}
 		if !isRevisionConflict(err) {

@@ -62,6 +62,41 @@ func TestBudgetDuplicateActivationCannotOverwrite(t *testing.T) {
 	}
 }
 
+// TestBudgetCommitIsIdempotentPerReservation: a Commit is re-sent when its grain's member leaves
+// before answering, possibly after that member wrote it. The re-sent commit, on the same or on a
+// new activation (which does not know the reservation), is recognised by its message ID and not
+// charged twice; other commits still are.
+func TestBudgetCommitIsIdempotentPerReservation(t *testing.T) {
+	js, _ := startNATS(t, t.TempDir())
+	clock := newFakeClock()
+	deps := Deps{JS: js, Now: clock.Now, Logger: zerolog.Nop()}.withDefaults()
+	system := actor.NewActorSystem()
+	p := probe.New(t, system, 0)
+	lim := &pb.BudgetLimits{Daily: 1000, Monthly: 10000}
+	commit := func(pid *actor.PID, id string, n int64) {
+		t.Helper()
+		if r := probe.Ask[*pb.BudgetCommitResponse](t, p, pid, &pb.BudgetCommitRequest{ReservationId: id, Actual: n}); r.GetError() != "" {
+			t.Fatalf("commit %s: %s", id, r.GetError())
+		}
+	}
+
+	first := system.Root.Spawn(budgetProps(deps, "acme"))
+	if r := probe.Ask[*pb.BudgetReserveResponse](t, p, first, &pb.BudgetReserveRequest{ReservationId: "r1", Tokens: 50, Limits: lim}); !r.GetAllowed() {
+		t.Fatalf("reserve: %v", r)
+	}
+	commit(first, "r1", 40)
+	commit(first, "r1", 40) // re-sent to the same activation
+	second := system.Root.Spawn(budgetProps(deps, "acme"))
+	commit(second, "r1", 40) // re-sent to a new activation after the member was lost
+	commit(second, "r2", 5)  // a different reservation is charged
+	commit(first, "r1", 40)  // and the first activation, now stale, still recognises it
+
+	st := probe.Ask[*pb.BudgetStatusResponse](t, p, system.Root.Spawn(budgetProps(deps, "acme")), &pb.BudgetStatusRequest{})
+	if st.GetDayUsed() != 45 || st.GetMonthUsed() != 45 {
+		t.Errorf("used day %d month %d, want 45 (r1 once, r2)", st.GetDayUsed(), st.GetMonthUsed())
+	}
+}
+
 func TestBudgetPeriods(t *testing.T) {
 	tests := []struct {
 		now                   time.Time
