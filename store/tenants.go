@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -153,6 +154,25 @@ func OpenTenantStore(ctx context.Context, js jetstream.JetStream, opts TenantSto
 		return nil, fmt.Errorf("store: open kv bucket %q: %w", BucketTenants, err)
 	}
 	return newTenantStore(ctx, js, kv)
+}
+
+// allowAtomicPublish turns on atomic batch publishing on the bucket's stream (the KV API has no
+// option for it), so DeployBatch can write several tenants as one commit. Nodes and older CLIs
+// write single revisions as before.
+func allowAtomicPublish(ctx context.Context, js jetstream.JetStream, stream string) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("store: stream %s: %w", stream, err)
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.AllowAtomicPublish {
+		return nil
+	}
+	cfg.AllowAtomicPublish = true
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("store: allow atomic publish on %s: %w", stream, err)
+	}
+	return nil
 }
 
 // BindTenantStore opens the existing tenants bucket, or fails with ErrNoTenantsBucket.
@@ -315,11 +335,118 @@ func (s *TenantStore) Delete(ctx context.Context, tenantID string, expectRevisio
 }
 
 func (s *TenantStore) write(ctx context.Context, tenantID string, value []byte, expect uint64, action string, meta WriteMeta, rollbackTo uint64) (TenantRevision, error) {
-	if err := ValidateTenantID(tenantID); err != nil {
-		return TenantRevision{}, fmt.Errorf("store: %w", err)
+	m, err := revisionMsg(tenantID, value, action, meta, rollbackTo)
+	if err != nil {
+		return TenantRevision{}, err
 	}
-	// A KV put is a publish to $KV.<bucket>.<key> (ADR-8); publishing it here lets the revision
-	// carry who/where headers, which KeyValue.Put cannot.
+	ack, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect), jetstream.WithExpectStream("KV_"+BucketTenants))
+	if err != nil {
+		if isWrongLastSequence(err) {
+			return TenantRevision{}, fmt.Errorf("store: %s %s: expected revision %d: %w", action, tenantID, expect, ErrRevisionConflict)
+		}
+		return TenantRevision{}, fmt.Errorf("store: %s %s: %w", action, tenantID, err)
+	}
+	return writtenRevision(tenantID, value, ack.Sequence, action, meta, rollbackTo), nil
+}
+
+// MaxDeployBatch is the most tenants DeployBatch writes in one commit: JetStream's limit on an
+// atomic batch.
+const MaxDeployBatch = 1000
+
+// DeployBatch writes every config as its tenant's new revision in one atomic commit, provided each
+// tenant's latest revision is still expect[tenant ID] (0: never written): either all are written,
+// or — a revision changed, the stream refused the batch, the connection failed before the commit —
+// none is, and watching nodes see the new revisions together. Configs are written in the order
+// given.
+//
+// Why atomic: a deploy --all is validated as a whole (the index must load with every new config),
+// so a deploy that stopped halfway left a state nobody validated. JetStream's atomic batch publish
+// (ADR-50) checks every message's expected subject sequence at the commit and stores all or none.
+func (s *TenantStore) DeployBatch(ctx context.Context, cfgs []*config.TenantConfig, expect map[string]uint64, meta WriteMeta) ([]TenantRevision, error) {
+	switch {
+	case len(cfgs) == 0:
+		return nil, nil
+	case len(cfgs) > MaxDeployBatch:
+		return nil, fmt.Errorf("store: deploy of %d tenants: at most %d are written atomically", len(cfgs), MaxDeployBatch)
+	}
+	// A bucket made before DeployBatch existed does not allow it yet.
+	if err := allowAtomicPublish(ctx, s.js, "KV_"+BucketTenants); err != nil {
+		return nil, err
+	}
+	batchID := uuid.NewString()
+	values := make([][]byte, len(cfgs))
+	msgs := make([]*nats.Msg, len(cfgs))
+	for i, cfg := range cfgs {
+		if cfg == nil {
+			return nil, errors.New("store: deploy: nil tenant config")
+		}
+		value, err := CanonicalTenantConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		m, err := revisionMsg(cfg.TenantID, value, ActionDeploy, meta, 0)
+		if err != nil {
+			return nil, err
+		}
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expect[cfg.TenantID], 10))
+		m.Header.Set(hdrBatchID, batchID)
+		m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
+		values[i], msgs[i] = value, m
+	}
+	// Every message but the last is a plain publish; the last commits and is answered for the
+	// batch. One connection keeps them in order.
+	last := msgs[len(msgs)-1]
+	last.Header.Set(hdrBatchCommit, "1")
+	nc := s.js.Conn()
+	for _, m := range msgs[:len(msgs)-1] {
+		if err := nc.PublishMsg(m); err != nil {
+			return nil, fmt.Errorf("store: deploy batch: %w", err)
+		}
+	}
+	ack, err := s.js.PublishMsg(ctx, last, jetstream.WithExpectStream("KV_"+BucketTenants))
+	if err != nil {
+		if isWrongLastSequence(err) {
+			return nil, fmt.Errorf("store: deploy batch: a tenant changed since it was validated: %w", ErrRevisionConflict)
+		}
+		return nil, fmt.Errorf("store: deploy batch: %w", err)
+	}
+	// The batch is stored contiguously, ending at the commit's sequence.
+	first := ack.Sequence - uint64(len(msgs)-1)
+	revs := make([]TenantRevision, len(cfgs))
+	for i, cfg := range cfgs {
+		revs[i] = writtenRevision(cfg.TenantID, values[i], first+uint64(i), ActionDeploy, meta, 0)
+	}
+	return revs, nil
+}
+
+// Atomic batch publish headers (ADR-50).
+const (
+	hdrBatchID     = "Nats-Batch-Id"
+	hdrBatchSeq    = "Nats-Batch-Sequence"
+	hdrBatchCommit = "Nats-Batch-Commit"
+)
+
+// isWrongLastSequence reports a publish refused by its expected last subject sequence.
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+func writtenRevision(tenantID string, value []byte, seq uint64, action string, meta WriteMeta, rollbackTo uint64) TenantRevision {
+	return TenantRevision{
+		TenantID: tenantID, Revision: seq, Time: time.Now().UTC(), Digest: Digest(value),
+		Deleted: action == ActionDelete, Action: action, By: meta.By, From: meta.From,
+		RollbackTo: rollbackTo, Value: value,
+	}
+}
+
+// revisionMsg is the KV put (a publish to $KV.<bucket>.<key>, ADR-8) of one revision: publishing
+// it directly lets the revision carry who/where headers, which KeyValue.Put cannot.
+func revisionMsg(tenantID string, value []byte, action string, meta WriteMeta, rollbackTo uint64) (*nats.Msg, error) {
+	if err := ValidateTenantID(tenantID); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	m := &nats.Msg{Subject: tenantSubject(tenantID), Header: nats.Header{}, Data: value}
 	m.Header.Set(hdrAction, action)
 	if meta.By != "" {
@@ -334,20 +461,7 @@ func (s *TenantStore) write(ctx context.Context, tenantID string, value []byte, 
 	if action == ActionDelete {
 		m.Header.Set(hdrKVOp, "DEL")
 	}
-	ack, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect), jetstream.WithExpectStream("KV_"+BucketTenants))
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			return TenantRevision{}, fmt.Errorf("store: %s %s: expected revision %d: %w", action, tenantID, expect, ErrRevisionConflict)
-		}
-		return TenantRevision{}, fmt.Errorf("store: %s %s: %w", action, tenantID, err)
-	}
-	return TenantRevision{
-		TenantID: tenantID, Revision: ack.Sequence, Time: time.Now().UTC(), Digest: Digest(value),
-		Deleted: action == ActionDelete, Action: action, By: meta.By, From: meta.From,
-		RollbackTo: rollbackTo, Value: value,
-	}, nil
+	return m, nil
 }
 
 func revisionFromMsg(tenantID string, m *jetstream.RawStreamMsg) TenantRevision {
@@ -471,8 +585,8 @@ type IndexWatch struct {
 }
 
 // WatchIndex watches the bucket and calls apply with an index built from every deployed config:
-// once when the current state has been read, then after each change. Changes that arrive
-// together (a deploy --all) are applied as one index. A state that does not index (a config that
+// once when the current state has been read, then after each change. Changes stored together (a
+// deploy --all, DeployBatch) are applied as one index. A state that does not index (a config that
 // no longer parses, a host claimed twice) is reported to onError and not applied, so the caller
 // keeps its previous index; an empty bucket is not applied either (a node never drops every
 // tenant because its bucket was emptied). apply and onError run on the watch's goroutine, one at
@@ -519,20 +633,17 @@ func (s *TenantStore) WatchIndex(ctx context.Context, apply func(*config.Index, 
 			if !ready {
 				continue
 			}
-			// Take what else has already arrived, so a batch becomes one index.
-		drain:
-			for {
-				select {
-				case e, ok := <-updates:
-					if !ok {
-						return
-					}
-					if e != nil {
-						applyEntry(state, e)
-					}
-				default:
-					break drain
+			// Entries still pending in the stream (Delta) were stored with or before this one: a
+			// deploy --all is one atomic batch of consecutive entries. Take them all, so a batch
+			// becomes one index and no node serves half of it.
+			for e.Delta() > 0 {
+				if e, ok = <-updates; !ok {
+					return
 				}
+				if e == nil {
+					break
+				}
+				applyEntry(state, e)
 			}
 			rebuild()
 		}

@@ -283,6 +283,60 @@ func TestTenantStoreWatchIndex(t *testing.T) {
 	}
 }
 
+// DeployBatch writes all of its configs or none, and a watching node applies the batch as one
+// index: here a host moves from a to b in one deploy, a state that does not index if a node
+// applied b's revision before a's.
+func TestTenantStoreDeployBatchIsAtomic(t *testing.T) {
+	ctx := context.Background()
+	s := openTenantStore(t)
+	revs, err := s.DeployBatch(ctx, []*config.TenantConfig{tenantConfig(t, "a", 60, "shared.example"), tenantConfig(t, "c", 7)}, nil, WriteMeta{By: "ci"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(revs) != 2 || revs[1].Revision != revs[0].Revision+1 || revs[0].By != "ci" {
+		t.Fatalf("revisions %+v", revs)
+	}
+	for _, r := range revs {
+		got, err := s.Get(ctx, r.TenantID)
+		if err != nil || got.Revision != r.Revision || got.Digest != r.Digest || got.Action != ActionDeploy || got.By != "ci" {
+			t.Fatalf("stored %s: %+v, %v; want revision %d", r.TenantID, got, err, r.Revision)
+		}
+	}
+
+	applied := make(chan *config.Index, 16)
+	w, err := s.WatchIndex(ctx, func(ix *config.Index, _ []TenantRevision) { applied <- ix },
+		func(err error) { t.Errorf("watcher: %v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	<-applied // the current state
+
+	expect := map[string]uint64{"a": revs[0].Revision} // b: 0, never written
+	move := []*config.TenantConfig{tenantConfig(t, "b", 1, "shared.example"), tenantConfig(t, "a", 60, "a.example")}
+	// A stale expectation for one tenant refuses the whole batch.
+	stale := map[string]uint64{"a": revs[0].Revision - 1}
+	if _, err := s.DeployBatch(ctx, move, stale, WriteMeta{}); !errors.Is(err, ErrRevisionConflict) {
+		t.Fatalf("stale batch: %v, want ErrRevisionConflict", err)
+	}
+	if _, err := s.Get(ctx, "b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("refused batch wrote b: %v", err)
+	}
+	if _, err := s.DeployBatch(ctx, move, expect, WriteMeta{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ix := <-applied:
+		b, ok := ix.ByID("b")
+		a, _ := ix.ByID("a")
+		if !ok || ix.Len() != 3 || b.AllowedHosts[0] != "shared.example" || a.AllowedHosts[0] != "a.example" {
+			t.Fatalf("index after the batch: %d tenants, a %+v, b %+v", ix.Len(), a, b)
+		}
+	case <-time.After(10 * time.Second): // a hang guard, not a timing assertion
+		t.Fatal("the batch was not applied")
+	}
+}
+
 func TestTenantAuditEventIsRecorded(t *testing.T) {
 	ctx := context.Background()
 	js, _ := startNATS(t, t.TempDir())

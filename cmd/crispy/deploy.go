@@ -281,8 +281,8 @@ func runDeploy(ctx context.Context, stdout, stderr io.Writer, f deployFlags, nam
 	if lerr != nil {
 		fmt.Fprintf(stderr, "warning: audit events are not recorded: %v\n", lerr)
 	}
-	meta := writeMeta()
 	slices.SortFunc(local, func(a, b *config.TenantConfig) int { return strings.Compare(a.TenantID, b.TenantID) })
+	var changed []*config.TenantConfig
 	for _, c := range local {
 		value, err := store.CanonicalTenantConfig(c)
 		if err != nil {
@@ -292,12 +292,17 @@ func runDeploy(ctx context.Context, stdout, stderr io.Writer, f deployFlags, nam
 			fmt.Fprintf(stdout, "%s: unchanged (revision %d, digest %s)\n", c.TenantID, cur.Revision, cur.ShortDigest())
 			continue
 		}
-		rev, err := ts.Deploy(ctx, c, expect[c.TenantID], meta)
-		if err != nil {
-			return fmt.Errorf("deploy %s: %w (re-run to validate against the new state)", c.TenantID, err)
-		}
-		fmt.Fprintf(stdout, "%s: deployed revision %d, digest %s\n", c.TenantID, rev.Revision, rev.ShortDigest())
-		audit(ctx, ledger, stderr, rev, expect[c.TenantID])
+		changed = append(changed, c)
+	}
+	// One atomic commit: every changed tenant is written, or none is (a tenant changed since it was
+	// validated, the connection failed), and nodes apply them as one index.
+	revs, err := ts.DeployBatch(ctx, changed, expect, writeMeta())
+	if err != nil {
+		return fmt.Errorf("deploy: %w; nothing was written (re-run to validate against the new state)", err)
+	}
+	for _, rev := range revs {
+		fmt.Fprintf(stdout, "%s: deployed revision %d, digest %s\n", rev.TenantID, rev.Revision, rev.ShortDigest())
+		audit(ctx, ledger, stderr, rev, expect[rev.TenantID])
 	}
 	return nil
 }
