@@ -181,6 +181,33 @@ func (s *chatSession) ensureLoaded() error {
 	return s.reload()
 }
 
+// refresh reloads the session when the stream's last message on its subject is not the one this
+// activation last saw: another activation wrote (or cleared) since.
+//
+// Why every read asks the stream: protoactor's disthash spawns an activation on whichever member a
+// requester asks, and a requester with a stale topology (a member just crashed or joined) can ask
+// a member that is no longer the owner. That activation is not re-checked until the next topology
+// change, so it can live on beside the owner's for its idle timeout. Writes are fenced (conditional
+// on the last subject sequence), but a read answered from its memory missed the owner's writes:
+// the crash soak read histories without messages acknowledged seconds before. One request to the
+// stream leader per read makes every read see every acknowledged write.
+func (s *chatSession) refresh() error {
+	last, err := retryStore(s, "last message", func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return s.stream.GetLastMsgForSubject(ctx, s.subject)
+	})
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		if s.lastSeq == 0 {
+			return nil
+		}
+	case err != nil:
+		return fmt.Errorf("chat session: load %s: %w", s.subject, err)
+	case last.Sequence == s.lastSeq:
+		return nil
+	}
+	return s.reload()
+}
+
 // reload replaces the in-memory state with every message of the session's subject.
 //
 // The reads go to the stream leader (CHAT has no direct gets, see EnsureStreams): a follower that
@@ -352,7 +379,11 @@ func isWrongLastSequence(err error) bool {
 
 // history applies retention, then returns the newest limit messages older than before, oldest first.
 func (s *chatSession) history(req *pb.HistoryRequest) ([]*pb.ChatMessage, error) {
-	if err := s.ensureLoaded(); err != nil {
+	if s.loaded {
+		if err := s.refresh(); err != nil {
+			return nil, err
+		}
+	} else if err := s.ensureLoaded(); err != nil {
 		return nil, err
 	}
 	s.applyRetention(req.GetRetention())
