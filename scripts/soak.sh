@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak (manual, `make soak`; not in CI): three nodes on loopback in one cluster, mixed load from
 # `crispy bench` for SOAK_DURATION, and a rolling restart — one node stopped with SIGTERM and started
-# again every SOAK_RESTART_EVERY seconds (n1, n2, n3, n1, …). Bench samples every SOAK_INTERVAL:
+# again every SOAK_RESTART_EVERY seconds (n1, n2, n3, n1, …); SOAK_SIGNAL=KILL crashes it instead. Bench samples every SOAK_INTERVAL:
 # requests, errors, 5xx, p50/p99 and each node's RSS and goroutines from its admin listener.
 #
 # Everything lands in SOAK_DIR (default ./soak, git-ignored): bench.log (the per-interval table),
@@ -19,6 +19,7 @@ DURATION=${SOAK_DURATION:-10m}
 EVERY=${SOAK_RESTART_EVERY:-120}
 RESTARTS=${SOAK_RESTARTS:-4}
 INTERVAL=${SOAK_INTERVAL:-10s}
+SIGNAL=${SOAK_SIGNAL:-TERM} # KILL: a crash instead of a drain
 CONCURRENCY=${SOAK_CONCURRENCY:-16}
 LOG_LEVEL=${SOAK_LOG_LEVEL:-warn}
 MIX=${SOAK_MIX:-chat-json=5,chat-stream=2,search=2,ingest=1,history=2,health=1}
@@ -79,8 +80,8 @@ for round in $(seq 1 "$RESTARTS"); do
 	kill -0 "$bench" 2>/dev/null || break
 	i=$(((round - 1) % 3 + 1))
 	p=${pids[$i]}
-	echo "$(stamp) n$i SIGTERM" >>"$DIR/restarts.log"
-	kill -TERM "$p"
+	echo "$(stamp) n$i SIG$SIGNAL" >>"$DIR/restarts.log"
+	kill "-$SIGNAL" "$p"
 	rc=0
 	wait "$p" || rc=$?
 	echo "$(stamp) n$i exited $rc" >>"$DIR/restarts.log"

@@ -276,14 +276,16 @@ type IntervalReport struct {
 
 // Invariants are the checks bench can make from outside.
 type Invariants struct {
-	AcknowledgedMessages int            `json:"acknowledgedMessages"`
-	SessionsChecked      int            `json:"sessionsChecked"`
-	LostMessages         int            `json:"lostMessages"`
-	HistoryErrors        int            `json:"historyErrors"`
-	Status5xx            int            `json:"status5xx"`
-	TransportErrors      int            `json:"transportErrors"`
-	GoroutinesBefore     map[string]int `json:"goroutinesBefore,omitempty"`
-	GoroutinesAfter      map[string]int `json:"goroutinesAfter,omitempty"`
+	AcknowledgedMessages int `json:"acknowledgedMessages"`
+	SessionsChecked      int `json:"sessionsChecked"`
+	LostMessages         int `json:"lostMessages"`
+	// LostSamples names up to maxLostSamples of them ("<session>: <message>"), to look up in logs.
+	LostSamples      []string       `json:"lostSamples,omitempty"`
+	HistoryErrors    int            `json:"historyErrors"`
+	Status5xx        int            `json:"status5xx"`
+	TransportErrors  int            `json:"transportErrors"`
+	GoroutinesBefore map[string]int `json:"goroutinesBefore,omitempty"`
+	GoroutinesAfter  map[string]int `json:"goroutinesAfter,omitempty"`
 }
 
 // BenchReport is what --out writes.
@@ -633,6 +635,9 @@ func runBench(ctx context.Context, o benchOptions, w io.Writer) (*BenchReport, e
 		fmt.Fprintf(w, ", goroutines %v → %v", inv.GoroutinesBefore, inv.GoroutinesAfter)
 	}
 	fmt.Fprintln(w)
+	for _, m := range inv.LostSamples {
+		fmt.Fprintln(w, "lost:", m)
+	}
 	if rep.Passed {
 		fmt.Fprintln(w, "PASS")
 	} else {
@@ -815,21 +820,29 @@ func (b *bench) checkHistory(ctx context.Context, rep *BenchReport) {
 				inv.HistoryErrors++
 				return
 			}
-			inv.LostMessages += lost
+			inv.LostMessages += len(lost)
+			for _, m := range lost {
+				if len(inv.LostSamples) < maxLostSamples {
+					inv.LostSamples = append(inv.LostSamples, s+": "+m)
+				}
+			}
 		}()
 	}
 	wg.Wait()
 }
 
+// maxLostSamples bounds BenchReport.Invariants.LostSamples.
+const maxLostSamples = 20
+
 // lostIn fetches a session's history (from any target, retrying a few times across them: a node
-// may be restarting in a soak run) and counts the messages it lacks.
-func (b *bench) lostIn(ctx context.Context, session string, messages []string) (int, error) {
+// may be restarting in a soak run) and returns the messages it lacks.
+func (b *bench) lostIn(ctx context.Context, session string, messages []string) ([]string, error) {
 	var lastErr error
 	for attempt := range 2 * len(b.o.Targets) {
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
-				return 0, ctx.Err()
+				return nil, ctx.Err()
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
@@ -840,15 +853,15 @@ func (b *bench) lostIn(ctx context.Context, session string, messages []string) (
 			lastErr = err
 			continue
 		}
-		lost := 0
+		var lost []string
 		for _, m := range messages {
 			if !have[m] {
-				lost++
+				lost = append(lost, m)
 			}
 		}
 		return lost, nil
 	}
-	return 0, lastErr
+	return nil, lastErr
 }
 
 func (b *bench) history(ctx context.Context, session string) (map[string]bool, error) {
