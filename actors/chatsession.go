@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -32,7 +33,7 @@ const (
 	// slowReload is how long loading a session may take before it is logged.
 	slowReload = time.Second
 	// maxConflicts bounds how often one request reloads after a "wrong last sequence" refusal.
-	maxConflicts = 5
+	maxConflicts = 10
 )
 
 // chatSubject is the subject of a session's messages. Tenant and session IDs are validated to be
@@ -350,6 +351,7 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 			}
 			s.deps.Logger.Warn().Str("traceId", s.traceID).Str("subject", s.subject).Uint64("expectedSeq", s.lastSeq).
 				Msg("chat session: write refused (another activation wrote); reloading")
+			conflictBackoff(conflicts)
 			if err := s.reload(); err != nil {
 				return err
 			}
@@ -365,6 +367,14 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 	}
 	s.applyRetention(req.GetRetention())
 	return nil
+}
+
+// conflictBackoff pauses a random 0–10·n ms before the nth retry after a refused write. Two
+// activations of one session that both take a stream of appends (after a crash, until the stale one
+// passivates) otherwise refuse each other in lockstep: the crash soak saw requests give up after
+// five conflicts in a row within 100 ms. The random pause lets one of them win the next round.
+func conflictBackoff(n int) {
+	time.Sleep(time.Duration(rand.Int64N(int64(10*n)+1)) * time.Millisecond)
 }
 
 // isWrongLastSequence reports whether a publish was refused by its expected-last-subject-sequence.
