@@ -11,11 +11,11 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crispy-enigma/crispy/actors/pb"
+	"github.com/crispy-enigma/crispy/store"
 )
 
 const (
@@ -147,7 +147,7 @@ func retryStore[T any](s *chatSession, op string, fn func(context.Context) (T, e
 		actx, cancelAttempt := context.WithTimeout(ctx, storeAttempt)
 		v, err := fn(actx)
 		cancelAttempt()
-		if err == nil || ctx.Err() != nil || !unanswered(err) {
+		if err == nil || ctx.Err() != nil || !store.Unanswered(err) {
 			return v, err
 		}
 		s.deps.Logger.Warn().Err(err).Str("op", op).Str("subject", s.subject).Str("traceId", s.traceID).
@@ -158,17 +158,6 @@ func retryStore[T any](s *chatSession, op string, fn func(context.Context) (T, e
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// unanswered reports errors of a JetStream request that nobody answered in time, which is what a
-// stream without a leader produces; an API error with a 4xx code is an answer and final.
-func unanswered(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.Code >= 500
-	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // ensureLoaded loads the session on the first request of an activation.

@@ -190,7 +190,7 @@ func retryUnanswered(ctx context.Context, fn func(context.Context) error) error 
 		attempt, cancel := context.WithTimeout(ctx, publishAttempt)
 		err := fn(attempt)
 		cancel()
-		if err == nil || ctx.Err() != nil || !unanswered(err) {
+		if err == nil || ctx.Err() != nil || !Unanswered(err) {
 			return err
 		}
 		select {
@@ -201,9 +201,10 @@ func retryUnanswered(ctx context.Context, fn func(context.Context) error) error 
 	}
 }
 
-// unanswered reports errors of a JetStream request nobody answered in time, which is what a stream
-// between leaders produces; an API error with a 4xx code is an answer and final.
-func unanswered(err error) bool {
+// Unanswered reports errors of a JetStream request nobody answered in time, which is what a stream
+// between leaders produces; an API error with a 4xx code is an answer and final. Such a request may
+// be re-sent when re-sending is safe (a read, a publish with a message ID).
+func Unanswered(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		return apiErr.Code >= 500
