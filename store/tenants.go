@@ -586,7 +586,7 @@ type IndexWatch struct {
 
 // WatchIndex watches the bucket and calls apply with an index built from every deployed config:
 // once when the current state has been read, then after each change. Changes stored together (a
-// deploy --all, DeployBatch) are applied as one index. A state that does not index (a config that
+// deploy --all, DeployBatch) are applied as one index when they arrive together. A state that does not index (a config that
 // no longer parses, a host claimed twice) is reported to onError and not applied, so the caller
 // keeps its previous index; an empty bucket is not applied either (a node never drops every
 // tenant because its bucket was emptied). apply and onError run on the watch's goroutine, one at
@@ -633,9 +633,12 @@ func (s *TenantStore) WatchIndex(ctx context.Context, apply func(*config.Index, 
 			if !ready {
 				continue
 			}
-			// Entries still pending in the stream (Delta) were stored with or before this one: a
-			// deploy --all is one atomic batch of consecutive entries. Take them all, so a batch
-			// becomes one index and no node serves half of it.
+			// Entries still pending in the stream (Delta) were stored with or before this one, and
+			// entries already delivered arrived with it: take them all, so that a deploy --all (one
+			// atomic batch of consecutive entries) becomes one index. In a NATS cluster the batch is
+			// one raft entry and arrives whole; a standalone server may deliver its first entry
+			// before it stored the rest, and then a part is seen first — applied if it indexes, else
+			// reported and the previous index kept — until the rest follows.
 			for e.Delta() > 0 {
 				if e, ok = <-updates; !ok {
 					return
@@ -644,6 +647,20 @@ func (s *TenantStore) WatchIndex(ctx context.Context, apply func(*config.Index, 
 					break
 				}
 				applyEntry(state, e)
+			}
+		drain:
+			for {
+				select {
+				case e, ok := <-updates:
+					if !ok {
+						return
+					}
+					if e != nil {
+						applyEntry(state, e)
+					}
+				default:
+					break drain
+				}
 			}
 			rebuild()
 		}
