@@ -124,7 +124,7 @@ func (s *Server) postTTS(c echo.Context) error {
 	s.metrics.TTSRequests.WithLabelValues(t.TenantID, req.Format, "ok").Inc()
 	s.metrics.TTSCharacters.WithLabelValues(t.TenantID).Add(float64(audio.Characters))
 	// Speech is metered in characters, not tokens: the ledger records them exactly (audit kind
-	// "speech"); the budget, which counts model tokens, does not apply.
+	// "speech", summed by GET /usage); the budget, which counts model tokens, does not apply.
 	s.appendEvent(c.Request().Context(), store.Event{
 		Kind: KindSpeech, TenantID: t.TenantID, TraceID: traceID(c), Subject: cmpOr(t.AIModels.TTS, speech.LocalModel),
 		LatencyMs: time.Since(state(c).start).Milliseconds(),
@@ -143,8 +143,9 @@ func (s *Server) postTTS(c echo.Context) error {
 	return c.Blob(http.StatusOK, ct, audio.Data)
 }
 
-// KindSpeech is the ledger event of one synthesis; its detail holds the characters spoken.
-const KindSpeech = "speech"
+// KindSpeech is the ledger event of one synthesis; its detail holds the characters spoken, which
+// GET /usage sums.
+const KindSpeech = store.KindSpeech
 
 // ttsClientMessage is the message of an invalid speech request; the speech package's errors name
 // the field and hold no internals (e.g. `unknown voice "xx"`).

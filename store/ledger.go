@@ -29,6 +29,7 @@ const (
 	KindSessionDeleted   = "session_deleted"   // SessionID → row removed (+ audit)
 	KindDocumentIngested = "document_ingested" // Subject = doc ID, Detail from DocumentDetail → documents
 	KindDocumentDeleted  = "document_deleted"  // Subject = doc ID → row removed (+ audit)
+	KindSpeech           = "speech"            // a POST /tts synthesis: Subject = model, Detail.characters → audit, summed by Usage
 )
 
 // ErrInvalidEvent is returned (wrapped) by Append for an event that cannot be recorded.

@@ -212,6 +212,48 @@ func TestLedgerProjectsIntoTenantReadModel(t *testing.T) {
 	}
 }
 
+// Usage adds the tenant's speech syntheses (audit kind "speech") to its model calls: per day and
+// per model, as syntheses and characters, without counting them as requests or tokens.
+func TestUsageSumsSpeech(t *testing.T) {
+	f := newLedgerFixture(t)
+	f.startProjector(t, "projector-test")
+	speech := func(id string, at time.Time, model string, chars int) Event {
+		return Event{ID: id, Kind: KindSpeech, TenantID: "acme", Time: at, Subject: model, LatencyMs: 40,
+			Detail: map[string]any{"characters": chars, "format": "mp3"}}
+	}
+	evs := []Event{
+		{ID: "m1", Kind: KindModelCall, TenantID: "acme", Time: day1, Model: "local/extractive", TokensIn: 5, TokensOut: 7, LatencyMs: 300},
+		speech("tts1", day1.Add(time.Minute), "local/espeak", 12),
+		speech("tts2", day1.Add(2*time.Minute), "local/espeak", 30),
+		speech("tts3", day2, "openai/tts-1", 100),
+	}
+	f.append(t, evs...)
+	waitProjected(t, f, "acme", len(evs))
+
+	byDay, err := f.dbs.Usage(t.Context(), "acme", time.Time{}, time.Time{}, "day")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDay := []UsageRow{
+		{Key: "2026-03-01", Requests: 1, TokensIn: 5, TokensOut: 7, AvgLatencyMs: 300, Syntheses: 2, Characters: 42},
+		{Key: "2026-03-02", Syntheses: 1, Characters: 100},
+	}
+	if diff := cmp.Diff(wantDay, byDay); diff != "" {
+		t.Errorf("Usage by day (-want +got):\n%s", diff)
+	}
+	byModel, err := f.dbs.Usage(t.Context(), "acme", day1, day2, "model") // to is exclusive
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantModel := []UsageRow{
+		{Key: "local/espeak", Syntheses: 2, Characters: 42},
+		{Key: "local/extractive", Requests: 1, TokensIn: 5, TokensOut: 7, AvgLatencyMs: 300},
+	}
+	if diff := cmp.Diff(wantModel, byModel); diff != "" {
+		t.Errorf("Usage by model in [day1, day2) (-want +got):\n%s", diff)
+	}
+}
+
 func TestLedgerAppendDedupesByEventID(t *testing.T) {
 	f := newLedgerFixture(t)
 	ev := Event{ID: "same", Kind: KindModelCall, TenantID: "acme", Time: day1, Model: "m", TokensIn: 1}

@@ -23,17 +23,22 @@ type UsageRow struct {
 	AvgLatencyMs float64 `json:"avgLatencyMs"`
 	Cached       int64   `json:"cached"`
 	Estimated    int64   `json:"estimated"`
+	// Syntheses and Characters are the POST /tts calls and the characters they spoke (speech is
+	// metered in characters, not tokens; Requests counts model calls only).
+	Syntheses  int64 `json:"syntheses"`
+	Characters int64 `json:"characters"`
 }
 
-// Usage sums the tenant's model calls with from <= time < to, grouped by UTC day or by model, in
-// ascending key order. A zero from or to leaves that side open. Backs GET /usage.
+// Usage sums the tenant's model calls and speech syntheses with from <= time < to, grouped by UTC
+// day or by model, in ascending key order. A zero from or to leaves that side open. Backs GET /usage.
 func (t *TenantDBs) Usage(ctx context.Context, tenantID string, from, to time.Time, groupBy string) ([]UsageRow, error) {
-	var key string
+	day := `strftime('%Y-%m-%d', ts / 1000, 'unixepoch')`
+	var key, speechKey string
 	switch groupBy {
 	case "day":
-		key = `strftime('%Y-%m-%d', ts / 1000, 'unixepoch')`
+		key, speechKey = day, day
 	case "model":
-		key = `model`
+		key, speechKey = `model`, `subject` // a speech event's subject is its model
 	default:
 		return nil, fmt.Errorf("store: usage: %w: %q", ErrInvalidGroupBy, groupBy)
 	}
@@ -48,9 +53,19 @@ func (t *TenantDBs) Usage(ctx context.Context, tenantID string, from, to time.Ti
 	if err != nil {
 		return nil, fmt.Errorf("store: usage: %w", err)
 	}
-	rows, err := db.QueryContext(ctx, `SELECT `+key+` AS k, count(*), sum(tokens_in), sum(tokens_out), sum(cost),
-		avg(latency_ms), sum(cached), sum(estimated)
-		FROM usage WHERE ts >= ? AND ts < ? GROUP BY k ORDER BY k`, lo, hi)
+	// Speech events live in the audit table (kind "speech", characters in the detail): they carry
+	// no tokens, and kept out of usage they do not skew the chat SLIs computed from it.
+	rows, err := db.QueryContext(ctx, `SELECT k, sum(n), sum(tin), sum(tout), sum(cost),
+		coalesce(CAST(sum(lat) AS REAL) / nullif(sum(n), 0), 0), sum(cached), sum(est), sum(syn), sum(chars)
+		FROM (
+			SELECT `+key+` AS k, count(*) AS n, sum(tokens_in) AS tin, sum(tokens_out) AS tout, sum(cost) AS cost,
+				sum(latency_ms) AS lat, sum(cached) AS cached, sum(estimated) AS est, 0 AS syn, 0 AS chars
+			FROM usage WHERE ts >= ? AND ts < ? GROUP BY k
+			UNION ALL
+			SELECT `+speechKey+` AS k, 0, 0, 0, 0, 0, 0, 0, count(*),
+				coalesce(sum(json_extract(detail, '$.characters')), 0)
+			FROM audit WHERE kind = ? AND ts >= ? AND ts < ? GROUP BY k
+		) GROUP BY k ORDER BY k`, lo, hi, KindSpeech, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("store: usage %s: %w", tenantID, err)
 	}
@@ -58,7 +73,8 @@ func (t *TenantDBs) Usage(ctx context.Context, tenantID string, from, to time.Ti
 	var out []UsageRow
 	for rows.Next() {
 		var r UsageRow
-		if err := rows.Scan(&r.Key, &r.Requests, &r.TokensIn, &r.TokensOut, &r.Cost, &r.AvgLatencyMs, &r.Cached, &r.Estimated); err != nil {
+		if err := rows.Scan(&r.Key, &r.Requests, &r.TokensIn, &r.TokensOut, &r.Cost, &r.AvgLatencyMs, &r.Cached, &r.Estimated,
+			&r.Syntheses, &r.Characters); err != nil {
 			return nil, fmt.Errorf("store: usage %s: %w", tenantID, err)
 		}
 		out = append(out, r)
