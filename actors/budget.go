@@ -13,6 +13,7 @@ import (
 
 	"github.com/crispy-enigma/crispy/actors/pb"
 	"github.com/crispy-enigma/crispy/observe"
+	"github.com/crispy-enigma/crispy/store"
 )
 
 // KindBudget is the Budget grain's kind (identity = tenant ID).
@@ -497,7 +498,7 @@ func (b *budget) add(period string, n int64, reservationID string) error {
 			c.used, c.rev = c.used+n, ack.Sequence
 			return nil
 		}
-		if !isRevisionConflict(err) {
+		if !store.IsWrongLastSequence(err) { // anything but "the counter changed since it was read"
 			return fmt.Errorf("budget %s: write %s: %w", b.tenantID, period, err)
 		}
 		if conflicts >= maxConflicts {
@@ -511,9 +512,4 @@ func (b *budget) add(period string, n int64, reservationID string) error {
 		}
 		*c = *fresh
 	}
-}
-
-// isRevisionConflict reports whether a KV Create or Update was refused because the key changed.
-func isRevisionConflict(err error) bool {
-	return errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err)
 }

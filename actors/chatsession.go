@@ -333,7 +333,7 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 			}
 			continue
 		}
-		if isWrongLastSequence(err) {
+		if store.IsWrongLastSequence(err) {
 			conflicts++
 			if conflicts > maxConflicts {
 				return fmt.Errorf("chat session %s: gave up after %d concurrent-write conflicts: %w", s.subject, maxConflicts, err)
@@ -364,16 +364,6 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 // five conflicts in a row within 100 ms. The random pause lets one of them win the next round.
 func conflictBackoff(n int) {
 	time.Sleep(time.Duration(rand.Int64N(int64(10*n)+1)) * time.Millisecond)
-}
-
-// isWrongLastSequence reports whether a publish was refused by its expected-last-subject-sequence.
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) {
-		return false
-	}
-	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 // history applies retention, then returns the newest limit messages older than before, oldest first.

@@ -341,7 +341,7 @@ func (s *TenantStore) write(ctx context.Context, tenantID string, value []byte, 
 	}
 	ack, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect), jetstream.WithExpectStream("KV_"+BucketTenants))
 	if err != nil {
-		if isWrongLastSequence(err) {
+		if IsWrongLastSequence(err) {
 			return TenantRevision{}, fmt.Errorf("store: %s %s: expected revision %d: %w", action, tenantID, expect, ErrRevisionConflict)
 		}
 		return TenantRevision{}, fmt.Errorf("store: %s %s: %w", action, tenantID, err)
@@ -356,8 +356,7 @@ const MaxDeployBatch = 1000
 // DeployBatch writes every config as its tenant's new revision in one atomic commit, provided each
 // tenant's latest revision is still expect[tenant ID] (0: never written): either all are written,
 // or — a revision changed, the stream refused the batch, the connection failed before the commit —
-// none is, and watching nodes see the new revisions together. Configs are written in the order
-// given.
+// none is. The revisions are stored contiguously, in the order given.
 //
 // Why atomic: a deploy --all is validated as a whole (the index must load with every new config),
 // so a deploy that stopped halfway left a state nobody validated. JetStream's atomic batch publish
@@ -405,7 +404,7 @@ func (s *TenantStore) DeployBatch(ctx context.Context, cfgs []*config.TenantConf
 	}
 	ack, err := s.js.PublishMsg(ctx, last, jetstream.WithExpectStream("KV_"+BucketTenants))
 	if err != nil {
-		if isWrongLastSequence(err) {
+		if IsWrongLastSequence(err) {
 			return nil, fmt.Errorf("store: deploy batch: a tenant changed since it was validated: %w", ErrRevisionConflict)
 		}
 		return nil, fmt.Errorf("store: deploy batch: %w", err)
@@ -426,8 +425,9 @@ const (
 	hdrBatchCommit = "Nats-Batch-Commit"
 )
 
-// isWrongLastSequence reports a publish refused by its expected last subject sequence.
-func isWrongLastSequence(err error) bool {
+// IsWrongLastSequence reports a publish refused by its expected last subject sequence: another
+// writer wrote the subject since the revision the publisher read.
+func IsWrongLastSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
@@ -586,9 +586,9 @@ type IndexWatch struct {
 
 // WatchIndex watches the bucket and calls apply with an index built from every deployed config:
 // once when the current state has been read, then after each change. Changes stored together (a
-// deploy --all, DeployBatch) are applied as one index when they arrive together. A state that does not index (a config that
-// no longer parses, a host claimed twice) is reported to onError and not applied, so the caller
-// keeps its previous index; an empty bucket is not applied either (a node never drops every
+// deploy --all, DeployBatch) are applied as one index when they arrive together. A state that
+// does not index (a config that no longer parses, a host claimed twice) is reported to onError and
+// not applied, so the caller keeps its previous index; an empty bucket is not applied either (a node never drops every
 // tenant because its bucket was emptied). apply and onError run on the watch's goroutine, one at
 // a time. Stop ends the watch and waits for the goroutine.
 func (s *TenantStore) WatchIndex(ctx context.Context, apply func(*config.Index, []TenantRevision), onError func(error)) (*IndexWatch, error) {
