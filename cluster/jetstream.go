@@ -54,8 +54,8 @@ func Retry(ctx context.Context, fn func(context.Context) error) error {
 // setupAttempt bounds one stream or bucket management call of a RetryingJetStream.
 const setupAttempt = 3 * time.Second
 
-// RetryingJetStream is a JetStream whose CreateOrUpdate calls for streams, buckets and consumers
-// are retried, each attempt bounded, until the caller's ctx ends.
+// RetryingJetStream is a JetStream whose CreateOrUpdate calls for streams, buckets and consumers,
+// and UpdateStream, are retried, each attempt bounded, until the caller's ctx ends.
 //
 // Why: while the nodes of a new NATS cluster start together, they create the same replicated
 // streams at the same moment. One node's create then races another's, falls back to an update of a
@@ -124,6 +124,15 @@ func (r RetryingJetStream) CreateOrUpdateStream(ctx context.Context, cfg jetstre
 		return nil, err
 	}
 	return retryingStream{Stream: st, onRetry: r.OnRetry}, nil
+}
+
+// UpdateStream is retried too: start-up turns options the KV API cannot set (direct gets off) on
+// a bucket's stream right after creating it, and on a cold cluster that update went unanswered
+// until the 90 s join deadline.
+func (r RetryingJetStream) UpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	return retryValue(ctx, r.OnRetry, "stream update "+cfg.Name, func(ctx context.Context) (jetstream.Stream, error) {
+		return r.JetStream.UpdateStream(ctx, cfg)
+	})
 }
 
 func (r RetryingJetStream) CreateOrUpdateObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
