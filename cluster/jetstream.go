@@ -55,7 +55,8 @@ func Retry(ctx context.Context, fn func(context.Context) error) error {
 const setupAttempt = 3 * time.Second
 
 // RetryingJetStream is a JetStream whose CreateOrUpdate calls for streams, buckets and consumers,
-// and UpdateStream, are retried, each attempt bounded, until the caller's ctx ends.
+// UpdateStream, and the Stream and KeyValue lookups are retried, each attempt bounded, until the
+// caller's ctx ends.
 //
 // Why: while the nodes of a new NATS cluster start together, they create the same replicated
 // streams at the same moment. One node's create then races another's, falls back to an update of a
@@ -75,17 +76,18 @@ func retryValue[T any](ctx context.Context, onRetry func(string, error), op stri
 	err := retryEach(ctx, setupAttempt, func(ctx context.Context) error {
 		var err error
 		v, err = fn(ctx)
-		if err != nil && onRetry != nil {
+		return err
+	}, func(err error) {
+		if onRetry != nil {
 			onRetry(op, err)
 		}
-		return err
 	})
 	return v, err
 }
 
 // retryEach is Retry with a given attempt bound; it returns fn's last error unwrapped, so callers'
-// errors.Is checks (ErrStreamNotFound …) keep working.
-func retryEach(ctx context.Context, attempt time.Duration, fn func(context.Context) error) error {
+// errors.Is checks (ErrStreamNotFound …) keep working. onRetry hears of each error it retries.
+func retryEach(ctx context.Context, attempt time.Duration, fn func(context.Context) error, onRetry func(error)) error {
 	for {
 		actx, cancel := context.WithTimeout(ctx, attempt)
 		err := fn(actx)
@@ -93,6 +95,7 @@ func retryEach(ctx context.Context, attempt time.Duration, fn func(context.Conte
 		if err == nil || ctx.Err() != nil || !retryable(err) {
 			return err
 		}
+		onRetry(err)
 		select {
 		case <-ctx.Done():
 			return err
@@ -103,6 +106,9 @@ func retryEach(ctx context.Context, attempt time.Duration, fn func(context.Conte
 
 // retryable reports errors that a settling cluster produces; a refused configuration is final.
 func retryable(err error) bool {
+	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false // an answer (KeyValue reports a missing bucket without the API error)
+	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
@@ -124,6 +130,21 @@ func (r RetryingJetStream) CreateOrUpdateStream(ctx context.Context, cfg jetstre
 		return nil, err
 	}
 	return retryingStream{Stream: st, onRetry: r.OnRetry}, nil
+}
+
+// Stream and KeyValue lookups are retried like the creates: start-up looks a bucket's stream up
+// right after creating it, and on a cold cluster that request went unanswered until the 90 s join
+// deadline (seen in the soak). A stream that does not exist is an answer (404), not retried.
+func (r RetryingJetStream) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	return retryValue(ctx, r.OnRetry, "stream info "+name, func(ctx context.Context) (jetstream.Stream, error) {
+		return r.JetStream.Stream(ctx, name)
+	})
+}
+
+func (r RetryingJetStream) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	return retryValue(ctx, r.OnRetry, "bucket "+bucket, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return r.JetStream.KeyValue(ctx, bucket)
+	})
 }
 
 // UpdateStream is retried too: start-up turns options the KV API cannot set (direct gets off) on
