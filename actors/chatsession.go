@@ -75,6 +75,8 @@ type chatSession struct {
 	// traceID is the trace ID of the request being handled (the grain handles one at a time), for
 	// the log lines written about it; "" between requests.
 	traceID string
+	// stopping: passivateIfMoved queued this activation's stop.
+	stopping bool
 }
 
 func newChatSession(deps Deps, tenantID, sessionID string) *chatSession {
@@ -109,17 +111,32 @@ func (s *chatSession) Receive(ctx actor.Context) {
 	case *pb.AppendRequest:
 		s.traceID = msg.GetTraceId()
 		ctx.Respond(&pb.AppendResponse{Error: errString(s.append(msg))})
-		s.traceID = ""
+		s.passivateIfMoved(ctx)
 	case *pb.HistoryRequest:
 		s.traceID = msg.GetTraceId()
 		msgs, err := s.history(msg)
 		ctx.Respond(&pb.HistoryResponse{Messages: msgs, Error: errString(err)})
-		s.traceID = ""
+		s.passivateIfMoved(ctx)
 	case *pb.ClearRequest:
 		s.traceID = msg.GetTraceId()
 		ctx.Respond(&pb.ClearResponse{Error: errString(s.clear())})
-		s.traceID = ""
+		s.passivateIfMoved(ctx)
 	}
+}
+
+// passivateIfMoved ends a request: it stops this activation when this member does not own the
+// session under its current topology (Placement), so that a duplicate activation started by a
+// requester with a stale topology does not outlive the change. The requests already queued are
+// answered first (the stop is queued behind them); later ones are re-sent to the owner.
+func (s *chatSession) passivateIfMoved(ctx actor.Context) {
+	defer func() { s.traceID = "" }()
+	if s.subject == "" || s.deps.Placement.Owns(KindChatSession, s.tenantID+":"+s.sessionID) || s.stopping {
+		return
+	}
+	s.stopping = true
+	s.deps.Logger.Info().Str("subject", s.subject).Str("traceId", s.traceID).
+		Msg("chat session: this member does not own the session; passivating")
+	ctx.Poison(ctx.Self())
 }
 
 func errString(err error) string {

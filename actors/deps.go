@@ -33,6 +33,9 @@ type Deps struct {
 	Logger      zerolog.Logger
 	// Now is the clock (nil = time.Now); tests pass a fake one.
 	Now func() time.Time
+	// Placement tells a chat session whether this member owns it (nil: it always does). Bind it
+	// to the cluster once the member started.
+	Placement *Placement
 }
 
 func (d Deps) withDefaults() Deps {

@@ -163,11 +163,13 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	if _, err := actors.EnsureBudgetBucket(startCtx, js, replicas); err != nil {
 		return err
 	}
+	placement := actors.NewPlacement()
 	node, err := startMember(startCtx, env, cs, bb,
-		actors.Deps{JS: js, Replicas: replicas, IdleTimeout: env.SessionIdleTimeout, Logger: log}, log)
+		actors.Deps{JS: js, Replicas: replicas, IdleTimeout: env.SessionIdleTimeout, Logger: log, Placement: placement}, log)
 	if err != nil {
 		return err
 	}
+	placement.Bind(node.Cluster())
 	cleanups = append(cleanups, func() { node.Stop(true); log.Info().Msg("actor cluster stopped") })
 	grains := actors.NewClient(node.Cluster(), 10*time.Second).WithTracer(tracing.Tracer("github.com/crispy-enigma/crispy/actors"))
 
