@@ -1,4 +1,4 @@
-package cluster
+package cluster_test
 
 import (
 	"context"
@@ -8,29 +8,17 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/crispy-enigma/crispy/cluster/natsserver"
+	"github.com/crispy-enigma/crispy/cluster"
+	"github.com/crispy-enigma/crispy/test/fixture"
 )
 
 // A lookup of a stream or bucket that does not exist is an answer: RetryingJetStream returns it at
 // once instead of retrying until the caller's deadline (the budget grain creates a missing bucket,
 // the chat session a missing stream).
 func TestRetryingJetStreamMissingIsAnAnswer(t *testing.T) {
-	srv, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := fixture.JetStream(t)
 	retried := 0
-	r := RetryingJetStream{JetStream: js, OnRetry: func(string, error) { retried++ }}
+	r := cluster.RetryingJetStream{JetStream: js, OnRetry: func(string, error) { retried++ }}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if _, err := r.Stream(ctx, "NOPE"); !errors.Is(err, jetstream.ErrStreamNotFound) {
