@@ -126,7 +126,7 @@ func (s *Server) postTTS(c echo.Context) error {
 	// Speech is metered in characters, not tokens: the ledger records them exactly (audit kind
 	// "speech", summed by GET /usage); the budget, which counts model tokens, does not apply.
 	s.appendEvent(c.Request().Context(), store.Event{
-		Kind: KindSpeech, TenantID: t.TenantID, TraceID: traceID(c), Subject: cmpOr(t.AIModels.TTS, speech.LocalModel),
+		Kind: store.KindSpeech, TenantID: t.TenantID, TraceID: traceID(c), Subject: cmpOr(t.AIModels.TTS, speech.LocalModel),
 		LatencyMs: time.Since(state(c).start).Milliseconds(),
 		Detail: map[string]any{"characters": audio.Characters, "format": req.Format, "voice": req.Voice,
 			"durationMs": audio.Duration.Milliseconds()},
@@ -142,10 +142,6 @@ func (s *Server) postTTS(c echo.Context) error {
 	}
 	return c.Blob(http.StatusOK, ct, audio.Data)
 }
-
-// KindSpeech is the ledger event of one synthesis; its detail holds the characters spoken, which
-// GET /usage sums.
-const KindSpeech = store.KindSpeech
 
 // ttsClientMessage is the message of an invalid speech request; the speech package's errors name
 // the field and hold no internals (e.g. `unknown voice "xx"`).

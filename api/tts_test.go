@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/crispy-enigma/crispy/gateway/speech"
+	"github.com/crispy-enigma/crispy/store"
 )
 
 // needSpeechBinaries skips when espeak-ng or the encoders are missing, except in CI, where the
@@ -126,13 +127,13 @@ func testTTSSynthesizesRealAudio(t *testing.T, ts *toolServer, _ *toolUpstream) 
 		}
 		// And in the tenant's ledger, exactly: one speech event per synthesis with its characters.
 		found := false
-		for _, ev := range ts.ledger.kind(KindSpeech) {
+		for _, ev := range ts.ledger.kind(store.KindSpeech) {
 			if ev.TenantID == "speaker" && ev.Detail["characters"] == len("One. Two three four five six seven eight nine ten.") {
 				found = true
 			}
 		}
 		if !found {
-			t.Errorf("no speech ledger event with the characters of the long text: %+v", ts.ledger.kind(KindSpeech))
+			t.Errorf("no speech ledger event with the characters of the long text: %+v", ts.ledger.kind(store.KindSpeech))
 		}
 	})
 }
