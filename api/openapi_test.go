@@ -24,10 +24,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/crispy-enigma/crispy/config"
-	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/gateway/speech"
 	"github.com/crispy-enigma/crispy/observe"
-	"github.com/crispy-enigma/crispy/rag/embedded"
 	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/tools"
 )
@@ -173,68 +171,42 @@ const openAPIAdminToken = "admin-secret"
 
 func newOpenAPIServer(t *testing.T) *openAPIServer {
 	t.Helper()
-	grains, js := startGrains(t)
+	env := config.DefaultEnv()
+	env.NodeName, env.Environment, env.MaxRequestBodySize = "test", "test", 8192
+	ts := &testServer{metrics: observe.NewMetrics()}
+	ts.grains, ts.js = startGrains(t)
+	deps := Deps{
+		Env: env, Tenants: testTenants(t, openAPITenants()...), Logger: zerolog.Nop(), Metrics: ts.metrics, Version: "test",
+		Components: []Component{{Name: "nats", Check: func(context.Context) (string, error) { return "ok", nil }}},
+		Chat:       &ChatDeps{Sessions: ts.grains, Limiter: ts.grains},
+	}
+	// RAG as TestRAG wires it (rag_test.go); its ledger, tenant databases and router serve the rest.
+	rg := newTestRAG(t, ts, testServerOpts{rag: &testRAGOpts{jobMinDocs: 3}}, &deps)
+	router, dbs := deps.RAG.Models, deps.RAG.Catalog
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cache, err := store.OpenTenantKV(ctx, js, store.BucketCache, store.KVOptions{AllowTTL: true})
+	cfgKV, err := store.OpenTenantKV(ctx, ts.js, "config", store.KVOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfgKV, err := store.OpenTenantKV(ctx, js, "config", store.KVOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ledger, err := store.OpenLedger(ctx, js, store.LedgerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jobs, err := OpenIngestJobs(ctx, js, IngestJobsOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	dbs := store.OpenTenantDBs(dir)
-	t.Cleanup(func() { _ = dbs.Close() })
-	proj := store.NewProjector(js, dbs, store.ProjectorOptions{Durable: "projector-openapi", RetryDelay: 50 * time.Millisecond})
+	proj := store.NewProjector(ts.js, dbs, store.ProjectorOptions{Durable: "projector-openapi", RetryDelay: 50 * time.Millisecond})
 	if err := proj.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(proj.Stop)
-	emb := gateway.NewHashEmbedder(0)
-	vs, err := embedded.Open(dir, embedded.Options{Dimension: emb.Dimension()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = vs.Close() })
-	router := gateway.NewRouter(gateway.RouterOptions{
-		Local: map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(NewRetriever(vs, emb, nil))},
-	})
-	env := config.DefaultEnv()
-	env.NodeName, env.Environment, env.MaxRequestBodySize = "test", "test", 8192
 	reg := tools.NewRegistry()
 	if err := tools.RegisterBuiltins(reg, tools.Deps{Completer: NewModelCompleter(router, env)}); err != nil {
 		t.Fatal(err)
 	}
-	metrics := observe.NewMetrics()
-	srv, err := New(Deps{
-		Env: env, Tenants: testTenants(t, openAPITenants()...), Logger: zerolog.Nop(), Metrics: metrics, Version: "test",
-		Components: []Component{{Name: "nats", Check: func(context.Context) (string, error) { return "ok", nil }}},
-		Chat:       &ChatDeps{Sessions: grains, Limiter: grains, Models: router},
-		Tools:      &ToolsDeps{Registry: reg, Limiter: grains},
-		Speech:     &SpeechDeps{Router: speech.NewRouter(speech.NewEspeak(speech.EspeakOptions{})), Limiter: grains},
-		RAG: &RAGDeps{Store: vs, Embedder: emb, Limiter: grains, Catalog: dbs, Ledger: ledger, Cache: cache,
-			Jobs: jobs, JobMinDocs: 3},
-		Ledger: ledger, Usage: dbs,
-		TenantMetrics: &TenantMetricsDeps{Reader: dbs, Alerts: cfgKV, Prices: router},
-	})
+	deps.Tools = &ToolsDeps{Registry: reg, Limiter: ts.grains}
+	deps.Speech = &SpeechDeps{Router: speech.NewRouter(speech.NewEspeak(speech.EspeakOptions{})), Limiter: ts.grains}
+	deps.Ledger, deps.Usage = deps.RAG.Ledger, dbs
+	deps.TenantMetrics = &TenantMetricsDeps{Reader: dbs, Alerts: cfgKV, Prices: router}
+	srv, err := New(deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop, err := srv.StartIngestWorker(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stop)
+	rg.start(t, srv)
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -242,7 +214,7 @@ func newOpenAPIServer(t *testing.T) *openAPIServer {
 	})
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	admin := httptest.NewServer(AdminHandler(metrics, srv.Ready, openAPIAdminToken))
+	admin := httptest.NewServer(AdminHandler(ts.metrics, srv.Ready, openAPIAdminToken))
 	t.Cleanup(admin.Close)
 	return &openAPIServer{Server: srv, URL: hs.URL, AdminURL: admin.URL, dbs: dbs}
 }
@@ -315,14 +287,8 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 		{name: "ingest batch", method: "POST", path: "/ingest", headers: oa, status: 200,
 			body: `{"documents":[{"docId":"sun","text":"The sun is a star."},{"docId":"bad..id","text":"x"}]}`},
 		{name: "ingest job", method: "POST", path: "/ingest", headers: oa, status: 202,
-			body: `{"documents":[{"docId":"a","text":"alpha"},{"docId":"b","text":"beta"},{"docId":"c","text":"gamma"},{"docId":"d","text":"delta"}]}`,
-			check: func(t *testing.T, _ *http.Response, body []byte, ids map[string]string) {
-				var env struct{ Data ingestJobAccepted }
-				if err := json.Unmarshal(body, &env); err != nil || env.Data.JobID == "" {
-					t.Fatalf("no job ID in %s", body)
-				}
-				ids["{job}"] = env.Data.JobID
-			}},
+			body:  `{"documents":[{"docId":"a","text":"alpha"},{"docId":"b","text":"beta"},{"docId":"c","text":"gamma"},{"docId":"d","text":"delta"}]}`,
+			check: rememberID("{job}", "jobId")},
 		{name: "ingest job status", method: "GET", path: "/ingest/jobs/{job}", headers: oa, status: 200},
 		{name: "ingest multipart", method: "POST", path: "/ingest", headers: oa, body: mpBody, contentType: mpType, status: 200},
 		{name: "ingest blank", method: "POST", path: "/ingest", headers: oa, body: `{"docId":"blank","text":"   "}`, status: 400, code: CodeInvalidRequest},
@@ -385,14 +351,8 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 		{name: "anomalies", method: "GET", path: "/metrics/anomalies", headers: oa, status: 200},
 		{name: "bad period", method: "GET", path: "/metrics/cost?period=2d", headers: oa, status: 400, code: CodeInvalidRequest, offSpec: true},
 		{name: "add alert", method: "POST", path: "/metrics/alerts", headers: oa, status: 201,
-			body: `{"metric":"model.requests","operator":"gte","threshold":1,"period":"1h","name":"busy"}`,
-			check: func(t *testing.T, _ *http.Response, body []byte, ids map[string]string) {
-				var env struct{ Data AlertRule }
-				if err := json.Unmarshal(body, &env); err != nil || env.Data.ID == "" {
-					t.Fatalf("no alert ID in %s", body)
-				}
-				ids["{alert}"] = env.Data.ID
-			}},
+			body:  `{"metric":"model.requests","operator":"gte","threshold":1,"period":"1h","name":"busy"}`,
+			check: rememberID("{alert}", "id")},
 		{name: "alerts", method: "GET", path: "/metrics/alerts", headers: oa, status: 200},
 		{name: "overview", method: "GET", path: "/metrics/overview", headers: oa, status: 200},
 		{name: "delete alert", method: "DELETE", path: "/metrics/alerts/{alert}", headers: oa, status: 200},
@@ -466,6 +426,20 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 				call.check(t, resp, body, ids)
 			}
 		})
+	}
+}
+
+// rememberID keeps the string field of an answer's data under key, for the paths of later calls.
+func rememberID(key, field string) func(t *testing.T, resp *http.Response, body []byte, ids map[string]string) {
+	return func(t *testing.T, _ *http.Response, body []byte, ids map[string]string) {
+		t.Helper()
+		var env struct{ Data map[string]any }
+		_ = json.Unmarshal(body, &env)
+		id, _ := env.Data[field].(string)
+		if id == "" {
+			t.Fatalf("no %s in %s", field, body)
+		}
+		ids[key] = id
 	}
 }
 
