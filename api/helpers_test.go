@@ -70,6 +70,10 @@ type testServerOpts struct {
 	now     func() time.Time // the server's clock (Deps.Now); nil = time.Now
 	rag     *testRAGOpts     // non-nil: wire RAG (rag_test.go) over an embedded store in t.TempDir()
 	tracing *observe.Tracing // non-nil: the server, grain client and router record spans with it
+	// deps, when set, completes the dependencies after the grains and RAG are wired, before New.
+	deps func(t testing.TB, ts *testServer, d *Deps)
+	// meter, when set, completes the metering options (a ledger, a budget) before the Meter is built.
+	meter func(t testing.TB, ts *testServer, o *metering.Options)
 }
 
 type testServer struct {
@@ -106,6 +110,9 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 		ts.grains = ts.grains.WithTracer(o.tracing.Tracer("github.com/crispy-enigma/crispy/actors"))
 		mo.Limiter = ts.grains
 	}
+	if o.meter != nil {
+		o.meter(t, ts, &mo)
+	}
 	ts.mt = metering.New(mo)
 	deps.Meter = ts.mt
 	o.models.Meter = ts.mt
@@ -115,6 +122,9 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 	}
 	if o.rag != nil {
 		ts.rag = newTestRAG(t, ts, o, &deps)
+	}
+	if o.deps != nil {
+		o.deps(t, ts, &deps)
 	}
 	srv, err := New(deps)
 	if err != nil {

@@ -29,6 +29,8 @@ type testRAGOpts struct {
 }
 
 type testRAG struct {
+	dbs     *store.TenantDBs
+	router  *gateway.Router
 	store   *embedded.Store
 	jobs    *store.JobQueue
 	service *rag.Service
@@ -80,7 +82,7 @@ func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *tes
 		t.Fatal(err)
 	}
 	deps.RAG = &RAGDeps{Service: svc, MaxUploadSize: o.rag.maxUpload}
-	return &testRAG{store: vs, jobs: jobs, service: svc}
+	return &testRAG{dbs: dbs, router: router, store: vs, jobs: jobs, service: svc}
 }
 
 func (r *testRAG) start(t testing.TB, _ *Server) {

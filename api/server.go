@@ -121,7 +121,7 @@ func New(d Deps) (*Server, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.observeRequest, s.resolveTenant)
+	e.Use(s.observeRequest, withPublicRoutes(e, s.resolveTenant)) // openapi.go: GET /openapi.json needs no tenant
 	s.routes(e)
 	s.echo = e
 	return s, nil

@@ -117,7 +117,7 @@ type envError struct {
 	err  error
 }
 
-// MaxMessageLengthLimit is the hard upper bound of MAX_MESSAGE_LENGTH (CONTRACT.md: message is
+// MaxMessageLengthLimit is the hard upper bound of MAX_MESSAGE_LENGTH (docs/api.md: message is
 // 1–10000 characters; the variable may only lower it).
 const MaxMessageLengthLimit = 10000
 

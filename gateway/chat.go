@@ -1,5 +1,5 @@
 // Package gateway is the AI gateway: chat providers behind one streaming interface, model routing,
-// retries and fallback (DESIGN.md "AI gateway"). Embeddings and speech live beside the chat side.
+// retries and fallback (docs/architecture.md). Embeddings and speech live beside the chat side.
 package gateway
 
 import (
@@ -77,7 +77,7 @@ type ChatModel interface {
 	OpenChat(ctx context.Context, req ChatRequest) (ChatStream, error)
 }
 
-// EstimateTokens is CONTRACT.md's estimate ("Token budgets"): ceil(chars/4) per message, so at least 1
+// EstimateTokens is docs/api.md's estimate ("Token budgets"): ceil(chars/4) per message, so at least 1
 // for each non-empty message, summed. Characters are runes, so non-ASCII text is not over-counted by its
 // UTF-8 byte length. Summing per message (rather than ceil of the total) never under-estimates, which
 // is the safe side for budget reservations.

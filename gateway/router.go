@@ -19,7 +19,7 @@ import (
 	"github.com/crispy-enigma/crispy/observe"
 )
 
-// DefaultPricePer1K is CONTRACT.md's price per 1K tokens, in and out, for models the routing table
+// DefaultPricePer1K is docs/api.md's price per 1K tokens, in and out, for models the routing table
 // prices at zero or does not list.
 const DefaultPricePer1K = 0.0002
 

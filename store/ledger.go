@@ -38,7 +38,7 @@ var kindRe = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
 
 // Event is one ledger record, JSON-encoded on the stream. It carries counts, IDs and outcomes, never
 // a raw prompt or answer: Detail is stored verbatim in the audit table, so callers put hashes and
-// sizes there (e.g. the sha256 of tool params, as CONTRACT.md's tool audit asks), not content.
+// sizes there (e.g. the sha256 of tool params, as docs/api.md's tool audit asks), not content.
 type Event struct {
 	// ID identifies the event; Append sends it as Nats-Msg-Id so a retried Append within the
 	// stream's duplicate window is stored once, and the projector applies each ID once.

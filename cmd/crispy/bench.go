@@ -460,7 +460,7 @@ func (b *bench) do(ctx context.Context, op string) int {
 }
 
 // streamCompleted reads an SSE reply to its end and reports whether it ended with event: done and
-// no event: error (CONTRACT.md: the reply is stored after the stream completes).
+// no event: error (docs/api.md: the reply is stored after the stream completes).
 func streamCompleted(r io.Reader) bool {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -792,7 +792,7 @@ func (b *bench) intervals(ctx context.Context, started time.Time, rep *BenchRepo
 }
 
 // checkHistory reads every session that acknowledged a message and counts the acknowledged user
-// messages missing from it (CONTRACT.md/DESIGN.md: an acknowledged chat message is never lost).
+// messages missing from it (docs/api.md: an acknowledged chat message is never lost).
 func (b *bench) checkHistory(ctx context.Context, rep *BenchReport) {
 	b.mu.Lock()
 	sessions := slices.Clone(b.sessions)

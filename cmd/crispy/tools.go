@@ -15,7 +15,7 @@ import (
 )
 
 // ledgerAuditor writes every tool execution to the LEDGER stream as a tool_executed event (the
-// projector puts it in the tenant's audit table). Params are only their sha256 (CONTRACT.md "Tools").
+// projector puts it in the tenant's audit table). Params are only their sha256 (docs/api.md "Tools").
 // A failed append is logged, not returned: the tool already ran, and its answer must not be lost.
 type ledgerAuditor struct {
 	ledger *store.Ledger
