@@ -12,7 +12,7 @@ import (
 	"github.com/crispy-enigma/crispy/observe"
 )
 
-// AdminHandler serves the operator endpoints (CONTRACT.md "Operator endpoints"): Prometheus
+// AdminHandler serves the operator endpoints (docs/api.md "Operator endpoints"): Prometheus
 // /metrics, /healthz (the process is alive), /readyz (every component is up) and pprof. They are
 // not tenant-scoped and listen on their own address; token, when set, is required as a bearer token.
 func AdminHandler(m *observe.Metrics, ready func(ctx context.Context) (map[string]string, bool), token string) http.Handler {

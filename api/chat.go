@@ -43,7 +43,7 @@ const (
 	storeTimeout = 10 * time.Second
 )
 
-// chatRequest is CONTRACT.md's POST /chat body. Pointers tell "absent" from "zero".
+// chatRequest is docs/api.md's POST /chat body. Pointers tell "absent" from "zero".
 type chatRequest struct {
 	Message    *string         `json:"message"`
 	SessionID  *string         `json:"sessionId"`

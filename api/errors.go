@@ -1,4 +1,4 @@
-// Package api is the tenant-facing HTTP server: Echo middleware in CONTRACT.md's order, handlers,
+// Package api is the tenant-facing HTTP server: Echo middleware in docs/api.md's order, handlers,
 // SSE, the response envelope and the error codes.
 package api
 
@@ -10,7 +10,7 @@ import (
 	"github.com/crispy-enigma/crispy/wire"
 )
 
-// Error codes of CONTRACT.md. They are part of the wire contract: never rename one.
+// Error codes of docs/api.md. They are part of the wire contract: never rename one.
 const (
 	CodeNotFound         = wire.CodeNotFound
 	CodeMethodNotAllowed = wire.CodeMethodNotAllowed
@@ -32,7 +32,7 @@ const (
 	CodeUnavailable      = wire.CodeUnavailable
 )
 
-// Error is the one error type handlers return. It carries the HTTP status, the CONTRACT.md code,
+// Error is the one error type handlers return. It carries the HTTP status, the docs/api.md code,
 // a message that is safe to show the client, and the cause, which only the log sees.
 type Error struct {
 	Status  int

@@ -77,7 +77,7 @@ func newGatewayServer(t testing.TB, models gateway.RouterOptions, tenants ...str
 	}
 }
 
-// exactModel answers "ok" at once and reports as usage exactly CONTRACT.md's estimate of the input
+// exactModel answers "ok" at once and reports as usage exactly docs/api.md's estimate of the input
 // plus maxTokens as output: its calls cost what the budget reserved, so a budget admits a known
 // number of them however they interleave.
 type exactModel struct{ calls atomic.Int64 }
@@ -127,7 +127,7 @@ func errorCode(t testing.TB, body []byte) string {
 	return env.Error.Code
 }
 
-// TestChatBudgetExactUnderConcurrency is CONTRACT.md "Token budgets" (ours: "exact under any
+// TestChatBudgetExactUnderConcurrency is docs/api.md "Token budgets" (ours: "exact under any
 // concurrency"): 500 concurrent POST /chat against a daily budget of 1000 tokens, each request
 // estimated at 10 (message "hello" = ceil(5/4) = 2 input + maxTokens 8) and charged exactly that,
 // admit exactly 100; the other 400 get 429 budget_exceeded with the rate-limit headers, and the

@@ -169,7 +169,7 @@ var metricsRoutes = []string{
 	"/metrics/anomalies", "/metrics/overview",
 }
 
-// TestMetricsPeriod is CONTRACT.md "Tenant metrics": period = 1h | 24h | 7d, default 24h, else 400.
+// TestMetricsPeriod is docs/api.md "Tenant metrics": period = 1h | 24h | 7d, default 24h, else 400.
 func TestMetricsPeriod(t *testing.T) {
 	ms := newMetricsServer(t)
 	cases := []struct {
@@ -275,7 +275,7 @@ func TestMetricsFromLedger(t *testing.T) {
 	t.Run("cost", func(t *testing.T) {
 		var d store.CostSummary
 		ms.get(t, "/metrics/cost", "open", &d)
-		// fake/chat is not in the routing table: CONTRACT.md's default 0.0002 in and out. The built-in
+		// fake/chat is not in the routing table: docs/api.md's default 0.0002 in and out. The built-in
 		// extractive model is priced by the router: free.
 		p := gateway.DefaultPricePer1K
 		wantChat := store.ModelCost{Requests: 22, TokensIn: 20010, TokensOut: 10000, TotalTokens: 30010,

@@ -114,7 +114,7 @@ func (s *Server) postIngest(c echo.Context) error {
 	return s.ingestBatch(c, docs)
 }
 
-// ingestOriginal is the original single-document form and its answer (CONTRACT.md).
+// ingestOriginal is the original single-document form and its answer (docs/api.md).
 func (s *Server) ingestOriginal(c echo.Context, d ingestDoc) error {
 	p := pendingFromJSON(d, "")
 	if p.Err != nil {

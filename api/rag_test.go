@@ -212,7 +212,7 @@ func TestRAG(t *testing.T) {
 	}
 }
 
-// CONTRACT.md POST /ingest: `{docId, text, source?, title?, url?, chunking?}` →
+// docs/api.md POST /ingest: `{docId, text, source?, title?, url?, chunking?}` →
 // `data: {status:"ingested", docId, chunks, embeddingModelId}`; whitespace-only text → 400.
 func testIngestOriginal(t *testing.T, ts *testServer) {
 	h := hdr("r-orig")
@@ -224,7 +224,7 @@ func testIngestOriginal(t *testing.T, ts *testServer) {
 	// chunking options are honoured: "one two three four five six seven eight nine" at (14, 4) is six chunks.
 	ts.ragJSON(t, "POST", "/ingest", `{"docId":"fixture","text":"one two three four five six seven eight nine","chunking":{"maxChunkSize":14,"overlap":4}}`, 200, &d, h...)
 	if d["chunks"] != 6.0 {
-		t.Fatalf("chunks = %v, want 6 (CONTRACT.md fixture)", d["chunks"])
+		t.Fatalf("chunks = %v, want 6 (docs/api.md fixture)", d["chunks"])
 	}
 	for _, tc := range []struct{ name, body, code string }{
 		{"whitespace-only text", `{"docId":"w","text":"  \n\t "}`, CodeInvalidRequest},
@@ -384,7 +384,7 @@ func testIngestMultipart(t *testing.T, ts *testServer) {
 	wantError(t, resp, b, 400, CodeInvalidRequest)
 }
 
-// CONTRACT.md "Body size": the global limit (4096 bytes in tests) still holds for other routes;
+// docs/api.md "Body size": the global limit (4096 bytes in tests) still holds for other routes;
 // POST /ingest has its own (64 KiB here), for JSON and multipart alike.
 func testIngestBodyLimit(t *testing.T, ts *testServer) {
 	h := hdr("r-multi")
@@ -485,7 +485,7 @@ func testDocumentsListAndDelete(t *testing.T, ts *testServer) {
 	}
 }
 
-// CONTRACT.md POST /search: the data's exact keys, citations [n], confidence in [0,1], topK ≤ 20.
+// docs/api.md POST /search: the data's exact keys, citations [n], confidence in [0,1], topK ≤ 20.
 func testSearchShape(t *testing.T, ts *testServer) {
 	h := hdr("r-shape")
 	ts.ragJSON(t, "POST", "/ingest", ingestBody("lighthouse", docLighthouse), 200, nil, h...)
@@ -567,7 +567,7 @@ func mustField(t *testing.T, raw json.RawMessage, k string) json.RawMessage {
 	return m[k]
 }
 
-// CONTRACT.md cache: a repeat is served from the tenant's cache; any change to the tenant's
+// docs/api.md cache: a repeat is served from the tenant's cache; any change to the tenant's
 // documents clears it (ours).
 func testSearchCache(t *testing.T, ts *testServer) {
 	h := hdr("r-cache")
@@ -603,7 +603,7 @@ func testSearchCache(t *testing.T, ts *testServer) {
 	}
 }
 
-// CONTRACT.md safety: a self-harm query answers the refusal with confidence 0 and is not cached.
+// docs/api.md safety: a self-harm query answers the refusal with confidence 0 and is not cached.
 func testSearchSelfHarm(t *testing.T, ts *testServer) {
 	h := hdr("r-harm")
 	ts.ragJSON(t, "POST", "/ingest", ingestBody("bakery", docBakery), 200, nil, h...)
@@ -780,7 +780,7 @@ func testRAGTenantIsolation(t *testing.T, ts *testServer) {
 	}
 }
 
-// CONTRACT.md rate limits (ours): /ingest and /search carry the headers and answer 429 past the limit.
+// docs/api.md rate limits (ours): /ingest and /search carry the headers and answer 429 past the limit.
 func testRAGRateLimit(t *testing.T, ts *testServer) {
 	h := hdr("r-tight")
 	resp, _ := ts.do(t, "POST", "/ingest", ingestBody("a", "alpha"), h...)

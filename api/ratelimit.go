@@ -13,7 +13,7 @@ import (
 	"github.com/crispy-enigma/crispy/metering"
 )
 
-// rateLimitUser picks the rate-limit identity of CONTRACT.md: body userId, else x-user-id, else
+// rateLimitUser picks the rate-limit identity of docs/api.md: body userId, else x-user-id, else
 // the API key's ID, else the client IP.
 func rateLimitUser(c echo.Context, bodyUser string) string {
 	if bodyUser != "" {

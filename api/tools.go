@@ -30,7 +30,7 @@ func (s *Server) toolRoutes(e *echo.Echo) {
 	e.POST("/tools/execute", s.postToolExecute)
 }
 
-// getToolSchema lists only the tools this caller may run (CONTRACT.md "Tools", ours).
+// getToolSchema lists only the tools this caller may run (docs/api.md "Tools", ours).
 func (s *Server) getToolSchema(c echo.Context) error {
 	list := s.tools.Registry.List(tenantOf(c))
 	if list == nil {
@@ -39,7 +39,7 @@ func (s *Server) getToolSchema(c echo.Context) error {
 	return ok(c, http.StatusOK, map[string]any{"tools": list})
 }
 
-// toolExecuteRequest is CONTRACT.md's POST /tools/execute body. Params stay raw: the registry
+// toolExecuteRequest is docs/api.md's POST /tools/execute body. Params stay raw: the registry
 // validates them against the tool's schema (and refuses anything that is not an object).
 type toolExecuteRequest struct {
 	ToolName *string         `json:"tool_name"`
@@ -86,7 +86,7 @@ func (s *Server) postToolExecute(c echo.Context) error {
 	})
 }
 
-// toolError maps a dispatch failure to the envelope: the registry's status and CONTRACT.md code
+// toolError maps a dispatch failure to the envelope: the registry's status and docs/api.md code
 // (TOOL_NOT_FOUND, VALIDATION_FAILED, PERMISSION_DENIED, EXECUTION_TIMEOUT, EXECUTION_ERROR) and its
 // client-safe message; the cause goes to the log only.
 func toolError(e *tools.Error) *Error {

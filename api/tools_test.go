@@ -174,7 +174,7 @@ type toolDescriptorJSON struct {
 	Timeout     int64           `json:"timeout"`
 }
 
-// CONTRACT.md "Tools": GET /schema/tools → data.tools (name, description, parameter schema,
+// docs/api.md "Tools": GET /schema/tools → data.tools (name, description, parameter schema,
 // timeout); ours: only the tools this caller may run are listed.
 func testToolSchemaListsOnlyPermittedTools(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	tests := []struct {
@@ -234,7 +234,7 @@ type toolExecJSON struct {
 	} `json:"metadata"`
 }
 
-// CONTRACT.md "Tools": POST /tools/execute → data {success, data, metadata:{durationMs}}; a tool that
+// docs/api.md "Tools": POST /tools/execute → data {success, data, metadata:{durationMs}}; a tool that
 // runs but fails is 200 success:false; unknown 404 TOOL_NOT_FOUND; bad params 400
 // VALIDATION_FAILED; not permitted 403 PERMISSION_DENIED; timeout or crash 500 EXECUTION_TIMEOUT /
 // EXECUTION_ERROR.
@@ -310,7 +310,7 @@ func testToolExecuteStatusesAndCodes(t *testing.T, ts *toolServer, _ *toolUpstre
 	}
 }
 
-// CONTRACT.md "Tools": every execution is audited with tenant, tool, request and user IDs, the sha256
+// docs/api.md "Tools": every execution is audited with tenant, tool, request and user IDs, the sha256
 // of the params (never the params), success, duration and error code. The request ID is the trace ID.
 func testToolExecuteIsAudited(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	resp, body := ts.do(t, http.MethodPost, "/tools/execute",
@@ -337,7 +337,7 @@ func testToolExecuteIsAudited(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	}
 }
 
-// CONTRACT.md "Rate limits" (ours: also /tools/execute): denied → 429 rate_limited with the headers.
+// docs/api.md "Rate limits" (ours: also /tools/execute): denied → 429 rate_limited with the headers.
 func testToolExecuteIsRateLimited(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	body := `{"tool_name":"calculate","params":{"expression":"1+1"},"user_id":"same"}`
 	for i := range 2 {

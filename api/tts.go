@@ -33,7 +33,7 @@ func (s *Server) ttsRoutes(e *echo.Echo) {
 	e.GET("/tts/voices", s.getVoices)
 }
 
-// ttsRequest is CONTRACT.md's POST /tts body. Pointers tell "absent" from "zero".
+// ttsRequest is docs/api.md's POST /tts body. Pointers tell "absent" from "zero".
 type ttsRequest struct {
 	Text      *string  `json:"text"`
 	Voice     string   `json:"voice"`
@@ -72,7 +72,7 @@ func validateTTS(req *ttsRequest) (speech.Request, error) {
 	return speech.Normalize(out) // the provider's own limits, should they ever be tighter
 }
 
-// ttsEnabled is CONTRACT.md's gate: featureFlags.tts_enabled must be true (absent is off).
+// ttsEnabled is docs/api.md's gate: featureFlags.tts_enabled must be true (absent is off).
 func ttsEnabled(c echo.Context) error {
 	if !tenantOf(c).Flag("tts_enabled") {
 		return NewError(http.StatusForbidden, CodeTTSNotEnabled, "text-to-speech is not enabled for this tenant")
@@ -80,7 +80,7 @@ func ttsEnabled(c echo.Context) error {
 	return nil
 }
 
-// postTTS answers with the audio itself, not an envelope (CONTRACT.md: binary answers are the
+// postTTS answers with the audio itself, not an envelope (docs/api.md: binary answers are the
 // exception); failures are enveloped as everywhere.
 func (s *Server) postTTS(c echo.Context) error {
 	if err := ttsEnabled(c); err != nil {

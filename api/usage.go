@@ -56,7 +56,7 @@ type usageTotals struct {
 	Estimated int64   `json:"estimated"`
 }
 
-// getUsage is GET /usage?from=&to=&groupBy=day|model (CONTRACT.md "Tenant metrics", ours): the
+// getUsage is GET /usage?from=&to=&groupBy=day|model (docs/api.md "Tenant metrics", ours): the
 // calling tenant's model calls from its own read model. from and to are RFC 3339 dates
 // ("2026-01-02", a whole UTC day: to's day is included), RFC 3339 times (to exclusive) or epoch
 // milliseconds. Defaults: to = now, from = to − 30 days, groupBy = day.
