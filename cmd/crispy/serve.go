@@ -21,6 +21,7 @@ import (
 	"github.com/crispy-enigma/crispy/actors"
 	"github.com/crispy-enigma/crispy/api"
 	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/console"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/observe"
 	"github.com/crispy-enigma/crispy/rag"
@@ -232,6 +233,7 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		Usage:  dbs,
 		// GET /metrics/* (tenant metrics); alert rules live in the config bucket.
 		TenantMetrics: &api.TenantMetricsDeps{Reader: dbs, Alerts: configKV, Prices: router},
+		Console:       console.TenantHandler(),
 	})
 	if err != nil {
 		return err
@@ -262,6 +264,11 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 	}
 	cleanups = append(cleanups, stopIngestWorker)
 
+	operator, stopOperator, err := operatorConsole(env, cs, bb, node, js, metrics)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, stopOperator)
 	ln, err := net.Listen("tcp", env.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", env.ListenAddr, err)
@@ -271,7 +278,7 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		_ = ln.Close()
 		return fmt.Errorf("listen admin %s: %w", env.AdminAddr, err)
 	}
-	admin := &http.Server{Handler: api.AdminHandler(metrics, srv.Ready, env.AdminToken), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: api.AdminHandler(metrics, srv.Ready, env.AdminToken, operator), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	go func() {
