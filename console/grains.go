@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -19,6 +20,10 @@ import (
 // activatorPrefix is where protoactor's disthash identity lookup spawns grain activations:
 // "partition-activator/<identity>$<seq>".
 const activatorPrefix = "partition-activator/"
+
+// childOfActivation matches a key below an activation: "$<seq>/" (protoactor's sequence IDs use
+// [0-9A-Za-z~+]).
+var childOfActivation = regexp.MustCompile(`\$[0-9A-Za-z~+]+/`)
 
 // LocalGrains counts the grain activations in system's process registry by kind. protoactor does
 // not say which kind an activation is, so the kind is read from the identity's shape, which the
@@ -45,7 +50,7 @@ func kindOf(key string) string {
 		return ""
 	}
 	i := strings.LastIndexByte(rest, '$')
-	if i <= 0 || strings.Contains(rest[i:], "/") {
+	if i <= 0 || strings.Contains(rest[i:], "/") || childOfActivation.MatchString(rest) {
 		return "" // not an activation, or a child actor of one
 	}
 	id := rest[:i]

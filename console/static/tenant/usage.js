@@ -67,7 +67,7 @@ export function render(main) {
         h('div', {class: 'grid2'},
           barChart({title: 'Requests per day', id: 'chart-requests-day', labels, format: fmtInt, height: 200,
             series: [{name: 'requests', values: rows.map((r) => r.requests)}]}),
-          barChart({title: 'Cost per day (USD)', id: 'chart-cost-day', labels, format: (v) => fmtNum(v, 4), height: 200,
+          barChart({title: 'Cost per day (USD)', id: 'chart-cost-day', labels, format: (v) => fmtNum(v, 6), height: 200,
             series: [{name: 'cost', values: rows.map((r) => r.cost)}]})),
         h('details', {}, h('summary', {}, 'Table'), table('Usage per day (UTC)', [
           {label: 'Day', value: (r) => r.key}, {label: 'Requests', num: true, value: (r) => fmtInt(r.requests)},
@@ -80,7 +80,7 @@ export function render(main) {
       clear(byModel, rows.length ? h('div', {class: 'grid2'},
         barChart({title: 'Tokens per model', id: 'chart-tokens-model', labels: rows.map((r) => r.key), stacked: true, format: fmtInt, height: 220,
           series: [{name: 'in', values: rows.map((r) => r.tokensIn)}, {name: 'out', values: rows.map((r) => r.tokensOut)}]}),
-        barChart({title: 'Cost per model (USD)', id: 'chart-cost-model', labels: rows.map((r) => r.key), format: (v) => fmtNum(v, 4), height: 220,
+        barChart({title: 'Cost per model (USD)', id: 'chart-cost-model', labels: rows.map((r) => r.key), format: (v) => fmtNum(v, 6), height: 220,
           series: [{name: 'cost', values: rows.map((r) => r.cost)}]})) : h('p', {class: 'muted'}, 'No model calls in this period.'),
       table('Usage per model', [
         {label: 'Model', value: (r) => r.key}, {label: 'Requests', num: true, value: (r) => fmtInt(r.requests)},
