@@ -125,6 +125,9 @@ func TestConsoleInChromium(t *testing.T) {
 	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancelTimeout()
 
+	if err := chromedp.Run(ctx); err != nil { // starts the browser on ctx, not on a step's shorter one
+		t.Fatalf("start chromium: %v", err)
+	}
 	// Page errors (uncaught exceptions, console.error, CSP refusals) fail the test.
 	var mu sync.Mutex
 	var pageErrors []string
@@ -161,25 +164,41 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	run := func(step string, actions ...chromedp.Action) {
 		t.Helper()
-		if err := chromedp.Run(ctx, actions...); err != nil {
-			var body string
-			_ = chromedp.Run(ctx, shot("failed"), chromedp.Text("body", &body, chromedp.ByQuery))
-			t.Fatalf("%s: %v (screenshot %s/failed.png)\npage text:\n%s", step, err, out, body)
+		for i, a := range actions {
+			sctx, cancel := context.WithTimeout(ctx, 40*time.Second)
+			err := chromedp.Run(sctx, a)
+			cancel()
+			if err != nil {
+				var body string
+				_ = chromedp.Run(ctx, shot("failed"), chromedp.Text("body", &body, chromedp.ByQuery))
+				t.Fatalf("%s, action %d: %v (screenshot %s/failed.png)\npage text:\n%s", step, i, err, out, body)
+			}
 		}
 	}
 	poll := func(expr string) chromedp.Action { // waits until expr is truthy (the page's own state)
 		return chromedp.Poll(expr, nil, chromedp.WithPollingTimeout(30*time.Second))
 	}
 
-	// Sign in with the key only: the tenant is resolved from it.
+	// A wrong key shows the envelope's message; then sign in with the key only (the tenant is
+	// resolved from it).
+	var refused string
 	run("sign in",
 		chromedp.Navigate(base+"/console/"),
 		chromedp.WaitVisible("#api-key", chromedp.ByID),
+		chromedp.SendKeys("#tenant-id", "console", chromedp.ByID),
+		chromedp.SendKeys("#api-key", "ck_wrong", chromedp.ByID),
+		chromedp.Click("#signin-btn", chromedp.ByID),
+		chromedp.WaitVisible("#signin .banner-error", chromedp.ByQuery),
+		chromedp.Text("#signin .banner-error", &refused, chromedp.ByQuery),
 		shot("signin"),
+		chromedp.Evaluate(`document.getElementById('tenant-id').value = document.getElementById('api-key').value = ''`, nil),
 		chromedp.SendKeys("#api-key", consoleKey, chromedp.ByID),
 		chromedp.Click("#signin-btn", chromedp.ByID),
 		chromedp.WaitVisible("#tenant-name", chromedp.ByID),
 	)
+	if !strings.Contains(refused, "missing or invalid API key (unauthorized") {
+		t.Errorf("a wrong key shows %q, want the envelope's message and code", refused)
+	}
 	var tenantName string
 	run("tenant name", chromedp.Text("#tenant-name", &tenantName, chromedp.ByID))
 	if !strings.Contains(tenantName, "console") {
@@ -257,6 +276,14 @@ func TestConsoleInChromium(t *testing.T) {
 	if tokens < 5 || !strings.Contains(reply, "27 days") {
 		t.Fatalf("reply arrived in %d token events: %q; want several, quoting the document", tokens, reply)
 	}
+	// The session list reopens a session from the server's history; the stopped reply was not stored.
+	run("history",
+		chromedp.Click("#new-session", chromedp.ByID),
+		chromedp.Click("#session-list li:nth-child(1) button", chromedp.ByQuery),
+		poll(`document.querySelectorAll('#log .msg').length === 2 && document.getElementById('chat-status').textContent === '2 messages'`),
+		chromedp.Click("#session-list li:nth-child(2) button", chromedp.ByQuery),
+		poll(`document.getElementById('chat-status').textContent === 'Empty session'`),
+	)
 
 	// Usage: wait until the ledger has projected both model calls, then the chart must show
 	// exactly what GET /usage says.
