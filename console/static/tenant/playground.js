@@ -16,8 +16,11 @@ function loadSessions() {
 }
 function saveSessions(list) { localStorage.setItem(sessionsKey(), JSON.stringify(list.slice(0, MAX_SESSIONS))); }
 
+// newSessionId uses getRandomValues, which (unlike randomUUID) works outside secure contexts too,
+// e.g. a node reached over plain HTTP on a LAN address.
 function newSessionId() {
-  return 'c-' + crypto.randomUUID().replaceAll('-', '').slice(0, 20);
+  const b = crypto.getRandomValues(new Uint8Array(10));
+  return 'c-' + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
 export function render(main, {health}) {
