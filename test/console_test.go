@@ -148,18 +148,24 @@ func TestConsoleInChromium(t *testing.T) {
 		}
 	})
 
+	// shot writes the whole page to test/out/console/<name>.png; for the README, the viewport of
+	// the playground and usage pages to docs/img/ (CONSOLE_DOCS_IMG=1).
 	shot := func(name string) chromedp.Action {
 		return chromedp.ActionFunc(func(ctx context.Context) error {
-			var buf []byte
-			if err := chromedp.CaptureScreenshot(&buf).Do(ctx); err != nil {
-				return err
-			}
 			if os.Getenv("CONSOLE_DOCS_IMG") == "1" && (name == "playground" || name == "usage") {
-				if err := os.WriteFile(filepath.Join("..", "docs", "img", "console-"+name+".png"), buf, 0o644); err != nil {
+				var view []byte
+				if err := chromedp.CaptureScreenshot(&view).Do(ctx); err != nil {
+					return err
+				}
+				if err := os.WriteFile(filepath.Join("..", "docs", "img", "console-"+name+".png"), view, 0o644); err != nil {
 					return err
 				}
 			}
-			return os.WriteFile(filepath.Join(out, name+".png"), buf, 0o644)
+			var full []byte
+			if err := chromedp.FullScreenshot(&full, 100).Do(ctx); err != nil { // 100: PNG
+				return err
+			}
+			return os.WriteFile(filepath.Join(out, name+".png"), full, 0o644)
 		})
 	}
 	run := func(step string, actions ...chromedp.Action) {

@@ -68,7 +68,7 @@ function tenantCharts(o) {
   return h('div', {class: 'grid2'},
     lineChart({title: 'Requests per second', id: 'chart-rps', x, series: series((v) => v.rps), format: (v) => fmtNum(v, 2)}),
     lineChart({title: 'Errors (4xx + 5xx) per second', id: 'chart-eps', x, series: series((v) => v.eps), format: (v) => fmtNum(v, 2)}),
-    lineChart({title: 'Latency p95 (ms, bucket bound)', id: 'chart-p95', x, series: series((v) => (v.p95 === null ? null : v.p95 * 1000)), format: (v) => fmtNum(v, 0)}));
+    lineChart({title: 'Latency p95 (ms, bucket bound)', id: 'chart-p95', x, series: series((v) => (v.p95 === null ? null : v.p95 * 1000)), format: (v) => fmtNum(v, 1)}));
 }
 
 function render(o) {
