@@ -8,6 +8,9 @@ import {errorBanner} from './ui.js';
 
 const DAY = 86400000;
 
+// fmtUSD keeps axis ticks short: tiny amounts (local models cost fractions of a cent) in exponent form.
+function fmtUSD(v) { return v === 0 ? '0' : Math.abs(v) < 0.01 ? v.toExponential(1) : fmtNum(v, 4); }
+
 function isoDay(ms) { return new Date(ms).toISOString().slice(0, 10); }
 
 // days fills the days of the window that have no row with zeros, so the chart's x axis is time.
@@ -67,7 +70,7 @@ export function render(main) {
         h('div', {class: 'grid2'},
           barChart({title: 'Requests per day', id: 'chart-requests-day', labels, format: fmtInt, height: 200,
             series: [{name: 'requests', values: rows.map((r) => r.requests)}]}),
-          barChart({title: 'Cost per day (USD)', id: 'chart-cost-day', labels, format: (v) => fmtNum(v, 6), height: 200,
+          barChart({title: 'Cost per day (USD)', id: 'chart-cost-day', labels, format: fmtUSD, height: 200,
             series: [{name: 'cost', values: rows.map((r) => r.cost)}]})),
         h('details', {}, h('summary', {}, 'Table'), table('Usage per day (UTC)', [
           {label: 'Day', value: (r) => r.key}, {label: 'Requests', num: true, value: (r) => fmtInt(r.requests)},
@@ -80,7 +83,7 @@ export function render(main) {
       clear(byModel, rows.length ? h('div', {class: 'grid2'},
         barChart({title: 'Tokens per model', id: 'chart-tokens-model', labels: rows.map((r) => r.key), stacked: true, format: fmtInt, height: 220,
           series: [{name: 'in', values: rows.map((r) => r.tokensIn)}, {name: 'out', values: rows.map((r) => r.tokensOut)}]}),
-        barChart({title: 'Cost per model (USD)', id: 'chart-cost-model', labels: rows.map((r) => r.key), format: (v) => fmtNum(v, 6), height: 220,
+        barChart({title: 'Cost per model (USD)', id: 'chart-cost-model', labels: rows.map((r) => r.key), format: fmtUSD, height: 220,
           series: [{name: 'cost', values: rows.map((r) => r.cost)}]})) : h('p', {class: 'muted'}, 'No model calls in this period.'),
       table('Usage per model', [
         {label: 'Model', value: (r) => r.key}, {label: 'Requests', num: true, value: (r) => fmtInt(r.requests)},
