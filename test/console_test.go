@@ -294,7 +294,6 @@ func TestConsoleInChromium(t *testing.T) {
 	// Usage: wait until the ledger has projected both model calls, then the chart must show
 	// exactly what GET /usage says.
 	usage := waitUsage(t, base, 2)
-	}
 	var chartIn, chartOut float64
 	var totalRequests string
 	run("usage",
