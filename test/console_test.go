@@ -291,9 +291,11 @@ func TestConsoleInChromium(t *testing.T) {
 		poll(`document.getElementById('chat-status').textContent === 'Empty session'`),
 	)
 
-	// Usage: wait until the ledger has projected both model calls, then the chart must show
-	// exactly what GET /usage says.
-	usage := waitUsage(t, base, 2)
+	// Usage: wait until the ledger has projected every model call — the stopped one, the extractive
+	// reply, and the query rewrite of each of the two searches (the tenant's chat model is not a
+	// local one, so /search asks it to rewrite; the endless upstream makes those time out) — then
+	// the chart must show exactly what GET /usage says.
+	usage := waitUsage(t, base, 4)
 	var chartIn, chartOut float64
 	var totalRequests string
 	run("usage",
