@@ -62,7 +62,7 @@ func consoleTenants(t *testing.T) string {
   "aiModels": {"chat": "slow/model", "embeddings": "local/hash-embed", "fallbackChat": "local/extractive"},
   "vectorizeNamespace": "console",
   "rateLimit": {"perMinute": 1000, "burst": 1000},
-  "featureFlags": {"tts_enabled": true, "tools_enabled": false},
+  "featureFlags": {"tts_enabled": true, "tools_enabled": true},
   "allowedHosts": ["console.example.test"],
   "apiKeys": [%q],
   "tokenBudget": {"daily": 1000000, "monthly": 10000000}
@@ -76,12 +76,33 @@ func consoleTenants(t *testing.T) string {
 	return dir
 }
 
-// endlessUpstream streams tokens until its client goes away, and reports that on cancelled.
-func endlessUpstream(t *testing.T) (*httptest.Server, <-chan struct{}) {
+// fakeUpstream is an OpenAI-compatible model. Asked "what is 6*7?" with tools offered, it calls the
+// calculate tool, and answers once it has the result; anything else it streams endlessly until its
+// client goes away, which it reports on cancelled.
+func fakeUpstream(t *testing.T) (*httptest.Server, <-chan struct{}) {
 	cancelled := make(chan struct{})
 	var once sync.Once
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Messages []struct {
+				Role    string `json:"role"`
+				Content string `json:"content"`
+			} `json:"messages"`
+			Tools []json.RawMessage `json:"tools"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
 		w.Header().Set("Content-Type", "text/event-stream")
+		last := req.Messages[len(req.Messages)-1]
+		switch {
+		case last.Role == "tool":
+			fmt.Fprint(w, "data: {\"choices\":[{\"delta\":{\"content\":\"It is 42.\"}}]}\n\n")
+			fmt.Fprint(w, "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+			return
+		case last.Content == "what is 6*7?" && len(req.Tools) > 0:
+			fmt.Fprint(w, `data: {"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"calculate","arguments":"{\"expression\":\"6*7\"}"}}]}}]}`+"\n\n")
+			fmt.Fprint(w, "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n")
+			return
+		}
 		for i := 0; ; i++ {
 			fmt.Fprintf(w, "data: {\"choices\":[{\"delta\":{\"content\":\"w%d \"}}]}\n\n", i)
 			w.(http.Flusher).Flush()
@@ -100,7 +121,7 @@ func endlessUpstream(t *testing.T) (*httptest.Server, <-chan struct{}) {
 func TestConsoleInChromium(t *testing.T) {
 	chromium := chromiumPath(t)
 	started := time.Now()
-	up, upstreamCancelled := endlessUpstream(t)
+	up, upstreamCancelled := fakeUpstream(t)
 	n := newNode(t, "CRISPY_OPENAI_BASE_URL="+up.URL)
 	n.TenantsDir = consoleTenants(t)
 	n.Start(t)
@@ -238,6 +259,22 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatal("Stop did not cancel the upstream model call within 10 s")
 	}
 
+	// A model-requested tool call and its result show inline, before the reply.
+	var toolCall, toolResult, toolReply string
+	run("tool call",
+		chromedp.Click("#new-session", chromedp.ByID),
+		chromedp.SendKeys("#message", "what is 6*7?", chromedp.ByID),
+		chromedp.Click("#send", chromedp.ByID),
+		poll(`document.querySelector('.msg.assistant')?.dataset.done === 'true'`),
+		chromedp.Text(`.tool[data-kind="tool_call"]`, &toolCall, chromedp.ByQuery),
+		chromedp.Text(`.tool[data-kind="tool_result"]`, &toolResult, chromedp.ByQuery),
+		chromedp.Text(".msg.assistant .body", &toolReply, chromedp.ByQuery),
+		shot("playground-tools"),
+	)
+	if !strings.Contains(toolCall, "calculate") || !strings.Contains(toolResult, "42") || toolReply != "It is 42." {
+		t.Fatalf("tool call %q, result %q, reply %q; want calculate, 42 and the model's answer", toolCall, toolResult, toolReply)
+	}
+
 	// Knowledge: upload by the file input (the drop zone's keyboard path), then search.
 	doc := filepath.Join(t.TempDir(), "moon-facts.md")
 	if err := os.WriteFile(doc, []byte("# Moon facts\n\nThe moon orbits the earth every 27 days. Tides follow the moon.\n"), 0o644); err != nil {
@@ -287,15 +324,16 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.Click("#new-session", chromedp.ByID),
 		chromedp.Click("#session-list li:nth-child(1) button", chromedp.ByQuery),
 		poll(`document.querySelectorAll('#log .msg').length === 2 && document.getElementById('chat-status').textContent === '2 messages'`),
-		chromedp.Click("#session-list li:nth-child(2) button", chromedp.ByQuery),
+		chromedp.Click("#session-list li:nth-child(3) button", chromedp.ByQuery),
 		poll(`document.getElementById('chat-status').textContent === 'Empty session'`),
 	)
 
-	// Usage: wait until the ledger has projected every model call — the stopped one, the extractive
-	// reply, and the query rewrite of each of the two searches (the tenant's chat model is not a
-	// local one, so /search asks it to rewrite; the endless upstream makes those time out) — then
-	// the chart must show exactly what GET /usage says.
-	usage := waitUsage(t, base, 4)
+	// Usage: wait until the ledger has projected every model call — the stopped one, the tool chat
+	// (one call, its rounds summed), the extractive reply, and the query rewrite of each of the two
+	// searches (the tenant's chat model is not a local one, so /search asks it to rewrite; the
+	// endless upstream makes those time out) — then the chart must show exactly what GET /usage says.
+	usage := waitUsage(t, base, 5)
+	t.Logf("GET /usage totals: %+v", usage)
 	var chartIn, chartOut float64
 	var totalRequests string
 	run("usage",
