@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +53,9 @@ type Deps struct {
 	// (actors.Client.WithTracer, gateway.RouterOptions.Tracer, rag.ServiceOptions.Tracer); their
 	// spans are children of the request's through the request context.
 	Tracing *observe.Tracing
+	// Console serves the web console's static pages under /console/ (console.TenantHandler), before
+	// tenant resolution: the pages carry no data and call the API with the tenant's key like any client.
+	Console http.Handler
 }
 
 // Server is the tenant-facing HTTP server.
@@ -121,6 +125,9 @@ func New(d Deps) (*Server, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	if d.Console != nil {
+		e.Pre(echo.WrapMiddleware(consoleFirst(d.Console)))
+	}
 	e.Use(s.observeRequest, withPublicRoutes(e, s.resolveTenant)) // openapi.go: GET /openapi.json needs no tenant
 	s.routes(e)
 	s.echo = e
@@ -226,3 +233,17 @@ func fromEchoError(he *echo.HTTPError) *Error {
 }
 
 func statusLabel(code int) string { return strconv.Itoa(code) }
+
+// consoleFirst answers /console and /console/... with the console's handler and passes everything
+// else on.
+func consoleFirst(console http.Handler) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/console" || strings.HasPrefix(r.URL.Path, "/console/") {
+				console.ServeHTTP(w, r)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}

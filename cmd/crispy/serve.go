@@ -19,6 +19,7 @@ import (
 	"github.com/crispy-enigma/crispy/actors"
 	"github.com/crispy-enigma/crispy/api"
 	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/console"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/metering"
 	"github.com/crispy-enigma/crispy/observe"
@@ -241,6 +242,7 @@ func serve(ctx context.Context, env config.Env) error {
 		Usage:  dbs,
 		// GET /metrics/* (tenant metrics); alert rules live in the config bucket.
 		TenantMetrics: &api.TenantMetricsDeps{Reader: dbs, Alerts: res.Config, Prices: router},
+		Console:       console.TenantHandler(),
 	})
 	if err != nil {
 		return err
@@ -259,6 +261,12 @@ func serve(ctx context.Context, env config.Env) error {
 	}
 	cleanups = append(cleanups, stopIngestWorker)
 
+	// The operator endpoints carry the console's operator view.
+	operator, stopOperator, err := operatorConsole(env, bb, node, metrics)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, stopOperator)
 	ln, err := net.Listen("tcp", env.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", env.ListenAddr, err)
@@ -268,7 +276,7 @@ func serve(ctx context.Context, env config.Env) error {
 		_ = ln.Close()
 		return fmt.Errorf("listen admin %s: %w", env.AdminAddr, err)
 	}
-	admin := &http.Server{Handler: api.AdminHandler(metrics, srv.Ready, env.AdminToken), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: api.AdminHandler(metrics, srv.Ready, env.AdminToken, operator), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	go func() {
