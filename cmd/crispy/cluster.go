@@ -268,6 +268,9 @@ func ensureReplicated(ctx context.Context, js jetstream.JetStream, replicas int)
 // node has that listener too (protoactor always starts it), and a port a firewall or a supervisor
 // was told about must be the one it gets.
 func startMember(ctx context.Context, env config.Env, cs *clusterSettings, b *backbone, deps actors.Deps, log zerolog.Logger) (*cluster.Node, error) {
+	// Alone for good: no membership provider, and a JetStream no other process can reach (embedded,
+	// no client listener), so no other activation of a chat session can ever write its messages.
+	deps.SingleMember = cs.Name == "" && env.NATSURL == "" && cs.NATSListen == ""
 	opts := cluster.Options{
 		ClusterName: "crispy", NodeName: env.NodeName, Host: cs.Host, Port: cs.Port, AdvertisedHost: cs.AdvertisedHost,
 		Kinds: actors.Kinds(deps), Logger: log,
