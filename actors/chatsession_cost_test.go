@@ -67,7 +67,7 @@ func TestChatSessionStoreRoundTrips(t *testing.T) {
 			grain := system.Root.Spawn(chatSessionProps(deps, "acme", "s"))
 			// The CHAT stream's handle is shared by the node's sessions: fetch it now so that no
 			// case counts it.
-			if _, err := (&chatSession{deps: deps}).chatStream(); err != nil {
+			if _, err := (&chatSession{deps: &deps}).chatStream(); err != nil {
 				t.Fatal(err)
 			}
 			replies := func() uint64 { return js.Conn().Stats().InMsgs }

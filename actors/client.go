@@ -462,6 +462,13 @@ func newFailover(c *cluster.Cluster) *failover {
 			fo.onTopology(e)
 		case *cluster.ActivationTerminated:
 			fo.onActivationTerminated(e.GetPid())
+			// Forget the PID of a passivated activation: protoactor's PID cache keeps entries
+			// until a request hits a dead letter, and a cached PID holds on to its whole stopped
+			// actor (the PID caches a pointer to its process), so every session that passivated
+			// kept about 1.5 KB of heap.
+			if id := e.GetClusterIdentity(); id != nil && e.GetPid() != nil {
+				c.PidCache.RemoveByValue(id.GetIdentity(), id.GetKind(), e.GetPid())
+			}
 		}
 	})
 	return fo

@@ -103,7 +103,8 @@ func Kinds(deps Deps) []*cluster.Kind {
 // chatSessionProps makes ChatSession props. With an empty tenant the identity comes from the
 // cluster (ClusterInit); tests spawn sessions directly with an identity to force duplicate activations.
 func chatSessionProps(deps Deps, tenantID, sessionID string) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return newChatSession(deps, tenantID, sessionID) })
+	shared := &deps
+	return actor.PropsFromProducer(func() actor.Actor { return newChatSession(shared, tenantID, sessionID) })
 }
 
 func rateLimiterProps(deps Deps) *actor.Props {

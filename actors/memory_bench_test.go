@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,6 +67,7 @@ func BenchmarkSessionMemory(b *testing.B) {
 				b.Fatalf("%d sessions active, want %d", got, b.N)
 			}
 			heap1, rss1 := settledHeap(), rss()
+			writeHeapProfile(b, mode+"-active")
 			b.ReportMetric(float64(heap1-heap0)/float64(b.N), "heap-B/session")
 			b.ReportMetric(float64(rss1-rss0)/float64(b.N), "rss-B/session")
 
@@ -85,12 +87,30 @@ func BenchmarkSessionMemory(b *testing.B) {
 				b.Fatalf("%d sessions still active after passivation", got)
 			}
 			heap2 := settledHeap()
+			writeHeapProfile(b, mode+"-passivated")
 			b.ReportMetric(float64(heap2-heap0)/float64(b.N), "heap-B/passivated")
 			if testing.Verbose() {
 				fmt.Fprintf(os.Stderr, "sessions %d: heap %d -> %d -> %d MiB, rss %d -> %d MiB\n",
 					b.N, heap0>>20, heap1>>20, heap2>>20, rss0>>20, rss1>>20)
 			}
 		})
+	}
+}
+
+// writeHeapProfile writes the heap profile to $SESSION_MEMORY_PROFILE-<name>.pb.gz when that is
+// set: where the bytes of a session are (go tool pprof -sample_index=inuse_space).
+func writeHeapProfile(b *testing.B, name string) {
+	prefix := os.Getenv("SESSION_MEMORY_PROFILE")
+	if prefix == "" {
+		return
+	}
+	f, err := os.Create(prefix + "-" + name + ".pb.gz")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
 	}
 }
 
