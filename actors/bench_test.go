@@ -54,12 +54,22 @@ func BenchmarkClientAllowOneUser(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
 }
 
-// BenchmarkAppendHistory is one chat turn's storage: append user + assistant message (two
-// JetStream-acknowledged writes), then read the history with a retention cap.
+// BenchmarkAppendHistory is one chat turn's storage: read the history with a retention cap, then
+// append the user + assistant message (one atomic batch: one JetStream-acknowledged write). members
+// "cluster" is a member of a cluster (every read asks the stream whether another activation wrote),
+// "single" a node alone for good (Deps.SingleMember: reads from memory); "new" starts a new session
+// every turn (AppendNew: nothing is loaded, no history read, as /chat without a sessionId would).
 func BenchmarkAppendHistory(b *testing.B) {
-	for _, sessions := range []int{1, 64} {
-		b.Run(fmt.Sprintf("sessions=%d", sessions), func(b *testing.B) {
-			e := startEnv(b, b.TempDir(), 0)
+	for _, bc := range []struct {
+		members  string
+		sessions int
+	}{{"cluster", 1}, {"cluster", 64}, {"single", 64}, {"single", 0}} {
+		name := fmt.Sprintf("members=%s/sessions=%d", bc.members, bc.sessions)
+		if bc.sessions == 0 {
+			name = fmt.Sprintf("members=%s/sessions=new", bc.members)
+		}
+		b.Run(name, func(b *testing.B) {
+			e := startEnvWith(b, b.TempDir(), actors.Deps{SingleMember: bc.members == "single"})
 			r := actors.Retention{MaxAge: 30 * 24 * time.Hour, MaxMessages: 50}
 			ctx := context.Background()
 			var n atomic.Int64
@@ -67,13 +77,20 @@ func BenchmarkAppendHistory(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					session := fmt.Sprintf("s%d", n.Add(1)%int64(sessions))
 					msgs := []actors.Message{{Role: "user", Content: "hello"}, {Role: "assistant", Content: "hi"}}
-					if err := e.client.Append(ctx, "acme", session, msgs, r); err != nil {
+					if bc.sessions == 0 {
+						if err := e.client.AppendNew(ctx, "acme", fmt.Sprintf("n%d", n.Add(1)), msgs, r); err != nil {
+							b.Error(err)
+							return
+						}
+						continue
+					}
+					session := fmt.Sprintf("s%d", n.Add(1)%int64(bc.sessions))
+					if _, err := e.client.History(ctx, "acme", session, r, 0, time.Time{}); err != nil {
 						b.Error(err)
 						return
 					}
-					if _, err := e.client.History(ctx, "acme", session, r, 0, time.Time{}); err != nil {
+					if err := e.client.Append(ctx, "acme", session, msgs, r); err != nil {
 						b.Error(err)
 						return
 					}

@@ -91,15 +91,27 @@ func (c *Client) WithTracer(t observe.Tracer) *Client {
 }
 
 // Append stores msgs in order in the session, after applying retention; it returns once JetStream
-// acknowledged them.
+// acknowledged them. Several messages are stored atomically: all or none.
 func (c *Client) Append(ctx context.Context, tenantID, sessionID string, msgs []Message, r Retention) error {
+	return c.appendMsgs(ctx, tenantID, sessionID, msgs, r, false)
+}
+
+// AppendNew is Append for a session ID the caller has just created (a random ID it never handed out
+// before this request): the session's activation does not load a history it cannot have. Should the
+// session have messages after all, the write is refused by its expected sequence and the session
+// loads and retries, so the result is the same as Append's.
+func (c *Client) AppendNew(ctx context.Context, tenantID, sessionID string, msgs []Message, r Retention) error {
+	return c.appendMsgs(ctx, tenantID, sessionID, msgs, r, true)
+}
+
+func (c *Client) appendMsgs(ctx context.Context, tenantID, sessionID string, msgs []Message, r Retention, newSession bool) error {
 	id, err := sessionIdentity(tenantID, sessionID)
 	if err != nil {
 		return err
 	}
 	// The request ID makes re-sending safe when the grain's member leaves before answering: the
 	// grain skips messages it already stored under this ID.
-	req := &pb.AppendRequest{Messages: make([]*pb.ChatMessage, len(msgs)), Retention: toPBRetention(r), RequestId: uuid.NewString(), TraceId: observe.TraceID(ctx)}
+	req := &pb.AppendRequest{Messages: make([]*pb.ChatMessage, len(msgs)), Retention: toPBRetention(r), RequestId: uuid.NewString(), TraceId: observe.TraceID(ctx), NewSession: newSession}
 	for i, m := range msgs {
 		req.Messages[i] = &pb.ChatMessage{Role: m.Role, Content: m.Content, TokenCount: int32(m.TokenCount)}
 		if !m.Timestamp.IsZero() {
@@ -450,6 +462,13 @@ func newFailover(c *cluster.Cluster) *failover {
 			fo.onTopology(e)
 		case *cluster.ActivationTerminated:
 			fo.onActivationTerminated(e.GetPid())
+			// Forget the PID of a passivated activation: protoactor's PID cache keeps entries
+			// until a request hits a dead letter, and a cached PID holds on to its whole stopped
+			// actor (the PID caches a pointer to its process), so every session that passivated
+			// kept about 1.5 KB of heap.
+			if id := e.GetClusterIdentity(); id != nil && e.GetPid() != nil {
+				c.PidCache.RemoveByValue(id.GetIdentity(), id.GetKind(), e.GetPid())
+			}
 		}
 	})
 	return fo
@@ -573,6 +592,9 @@ func removeFromSet(m map[string]map[*call]struct{}, key string, cl *call) {
 // messages (the conditional write would then be refused and reload, but History would already have
 // answered with the stale view). Without them, gets are answered by the stream leader, which has
 // applied every acknowledged write. Loads happen once per activation, so the extra hop is cheap.
+//
+// Atomic publish is on: a chat session stores an exchange (the user's message and the reply) as one
+// batch, one write and one acknowledgement.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	if replicas <= 0 {
 		replicas = 1
@@ -586,6 +608,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) er
 		AllowDirect: false,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
+		// Atomic batches: see chatSession.append.
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", StreamChat, err)

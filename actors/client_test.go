@@ -30,6 +30,12 @@ type env struct {
 
 func startEnv(t testing.TB, dir string, idle time.Duration) *env {
 	t.Helper()
+	return startEnvWith(t, dir, actors.Deps{IdleTimeout: idle})
+}
+
+// startEnvWith is startEnv with the grains' dependencies (JS and Logger are filled in).
+func startEnvWith(t testing.TB, dir string, deps actors.Deps) *env {
+	t.Helper()
 	srv, err := natsserver.Start(natsserver.Options{StoreDir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +55,7 @@ func startEnv(t testing.TB, dir string, idle time.Duration) *env {
 	}
 	node, err := cluster.Start(ctx, cluster.Options{
 		NodeName: "test",
-		Kinds:    actors.Kinds(actors.Deps{JS: js, IdleTimeout: idle, Logger: zerolog.Nop()}),
+		Kinds:    actors.Kinds(withJS(deps, js)),
 		Logger:   zerolog.Nop(),
 	})
 	if err != nil {
@@ -66,6 +72,11 @@ func startEnv(t testing.TB, dir string, idle time.Duration) *env {
 	}
 	t.Cleanup(e.stop)
 	return e
+}
+
+func withJS(d actors.Deps, js jetstream.JetStream) actors.Deps {
+	d.JS, d.Logger = js, zerolog.Nop()
+	return d
 }
 
 func subjectCount(t testing.TB, js jetstream.JetStream, subject string) uint64 {

@@ -5,6 +5,7 @@
 package actors
 
 import (
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -36,6 +37,41 @@ type Deps struct {
 	// Placement tells a chat session whether this member owns it (nil: it always does). Bind it
 	// to the cluster once the member started.
 	Placement *Placement
+	// SingleMember: this member is alone for its whole life (no membership provider, so no other
+	// member can ever host a grain). A session then has at most one activation at a time (disthash
+	// spawns the next only after the last one stopped), nothing else writes its subject, and a read
+	// is answered from memory instead of asking the stream whether another activation wrote.
+	SingleMember bool
+
+	// streams caches the CHAT stream's handle for every activation (set by withDefaults).
+	streams *streamCache
+	// forceBatch writes exchanges as atomic batches whatever the replicas (tests of the batch path
+	// on a one-server JetStream).
+	forceBatch bool
+}
+
+// streamCache holds a JetStream stream handle once one activation fetched it.
+type streamCache struct {
+	mu sync.Mutex
+	st jetstream.Stream
+}
+
+func (c *streamCache) get() jetstream.Stream {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st
+}
+
+func (c *streamCache) set(st jetstream.Stream) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.st = st
+	c.mu.Unlock()
 }
 
 func (d Deps) withDefaults() Deps {
@@ -47,6 +83,9 @@ func (d Deps) withDefaults() Deps {
 	}
 	if d.Replicas <= 0 {
 		d.Replicas = 1
+	}
+	if d.streams == nil {
+		d.streams = &streamCache{}
 	}
 	return d
 }
@@ -64,7 +103,8 @@ func Kinds(deps Deps) []*cluster.Kind {
 // chatSessionProps makes ChatSession props. With an empty tenant the identity comes from the
 // cluster (ClusterInit); tests spawn sessions directly with an identity to force duplicate activations.
 func chatSessionProps(deps Deps, tenantID, sessionID string) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return newChatSession(deps, tenantID, sessionID) })
+	shared := &deps
+	return actor.PropsFromProducer(func() actor.Actor { return newChatSession(shared, tenantID, sessionID) })
 }
 
 func rateLimiterProps(deps Deps) *actor.Props {

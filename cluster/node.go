@@ -130,17 +130,26 @@ func (n *Node) WaitMembers(ctx context.Context, want int) error {
 	return nil
 }
 
-// Stop leaves the cluster. graceful deregisters from the provider and hands grains over (protoactor
-// waits ~2s for that); otherwise the member just stops, as if it crashed, but still stops the
-// provider's timers so nothing keeps running in this process. Only the first call has an effect.
+// Stop leaves the cluster. graceful deregisters from the membership provider first, so that peers
+// see this member leave at once (rather than after its TTL) and stop routing to it; otherwise the
+// member just stops, as if it crashed, but still stops the provider's timers so nothing keeps running
+// in this process. Only the first call has an effect.
+//
+// Why not protoactor's graceful shutdown: it stops disthash's placement actor, which poisons every
+// activation and waits for each in turn (up to 10 s apiece: a grain busy with a store call or
+// behind a deep mailbox), then sleeps 2 s "for ownership transfer" — disthash transfers nothing.
+// After load that took 25 s and logged placement-actor timeouts, past the shutdown budget. Nothing
+// is lost by not stopping grains one by one: a chat session replies only after JetStream
+// acknowledged its writes, and budget counters are in JetStream too; a rate limiter's window is
+// memory either way. The HTTP drain before this already ended the requests that used them.
 func (n *Node) Stop(graceful bool) {
 	n.stopOnce.Do(func() {
-		n.c.Shutdown(graceful)
-		if !graceful {
-			if err := n.c.Config.ClusterProvider.Shutdown(false); err != nil && !errors.Is(err, context.Canceled) {
-				n.log.Warn().Err(err).Msg("cluster provider shutdown")
-			}
+		start := time.Now()
+		provider := n.c.Config.ClusterProvider
+		if err := provider.Shutdown(graceful); err != nil && !errors.Is(err, context.Canceled) {
+			n.log.Warn().Err(err).Msg("cluster provider shutdown")
 		}
-		n.log.Info().Bool("graceful", graceful).Msg("cluster member stopped")
+		n.c.Shutdown(false)
+		n.log.Info().Bool("graceful", graceful).Dur("took", time.Since(start)).Msg("cluster member stopped")
 	})
 }

@@ -157,7 +157,12 @@ type AppendRequest struct {
 	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// trace_id is the HTTP request's trace ID (observe.TraceID), so the grain's log lines about this
 	// request can be joined with the API's, whichever member hosts the grain.
-	TraceId       string `protobuf:"bytes,4,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	TraceId string `protobuf:"bytes,4,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// new_session: the caller created this session ID for this request (it was never handed out), so
+	// no earlier message can exist. An activation that has not loaded the session then skips the load;
+	// the write is still conditional on the subject being empty, and if that is refused the grain loads
+	// and retries as for any concurrent write.
+	NewSession    bool `protobuf:"varint,5,opt,name=new_session,json=newSession,proto3" json:"new_session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -218,6 +223,13 @@ func (x *AppendRequest) GetTraceId() string {
 		return x.TraceId
 	}
 	return ""
+}
+
+func (x *AppendRequest) GetNewSession() bool {
+	if x != nil {
+		return x.NewSession
+	}
+	return false
 }
 
 type AppendResponse struct {
@@ -639,13 +651,15 @@ const file_actors_proto_rawDesc = "" +
 	"\tRetention\x12\x1c\n" +
 	"\n" +
 	"max_age_ms\x18\x01 \x01(\x03R\bmaxAgeMs\x12!\n" +
-	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\"\xbf\x01\n" +
+	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\"\xe0\x01\n" +
 	"\rAppendRequest\x129\n" +
 	"\bmessages\x18\x01 \x03(\v2\x1d.crispy.actors.v1.ChatMessageR\bmessages\x129\n" +
 	"\tretention\x18\x02 \x01(\v2\x1b.crispy.actors.v1.RetentionR\tretention\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12\x19\n" +
-	"\btrace_id\x18\x04 \x01(\tR\atraceId\"&\n" +
+	"\btrace_id\x18\x04 \x01(\tR\atraceId\x12\x1f\n" +
+	"\vnew_session\x18\x05 \x01(\bR\n" +
+	"newSession\"&\n" +
 	"\x0eAppendResponse\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\"\x99\x01\n" +
 	"\x0eHistoryRequest\x129\n" +

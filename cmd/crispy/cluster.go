@@ -125,15 +125,20 @@ func openBackbone(ctx context.Context, env config.Env, log zerolog.Logger) (_ *b
 }
 
 // startMember starts this node's protoactor member: NATS KV membership in a cluster, the in-memory
-// provider alone.
+// provider alone. The actor remote listens on --cluster-host/--cluster-port either way: a single
+// node has that listener too (protoactor always starts it), and a port a firewall or a supervisor
+// was told about must be the one it gets.
 func startMember(ctx context.Context, env config.Env, b *backbone, deps actors.Deps, log zerolog.Logger) (*cluster.Node, error) {
 	cs := env.Cluster
+	// Alone for good: no membership provider, and a JetStream no other process can reach (embedded,
+	// no client listener), so no other activation of a chat session can ever write its messages.
+	deps.SingleMember = cs.Name == "" && env.NATSURL == "" && cs.NATSListen == ""
 	opts := cluster.Options{
-		ClusterName: "crispy", NodeName: env.NodeName, Host: "127.0.0.1",
+		ClusterName: "crispy", NodeName: env.NodeName, Host: cs.Host, Port: cs.Port, AdvertisedHost: cs.AdvertisedHost,
 		Kinds: actors.Kinds(deps), Logger: log,
 	}
 	if cs.Name != "" {
-		opts.ClusterName, opts.Host, opts.Port, opts.AdvertisedHost = cs.Name, cs.Host, cs.Port, cs.AdvertisedHost
+		opts.ClusterName = cs.Name
 		opts.Provider = natskv.New(b.js, natskv.Options{TTL: cs.MemberTTL, Replicas: b.replicas, Logger: log})
 	}
 	return cluster.Start(ctx, opts)

@@ -1,0 +1,134 @@
+package actors
+
+import (
+	"testing"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/crispy-enigma/crispy/actors/pb"
+	"github.com/crispy-enigma/crispy/test/probe"
+)
+
+// The JetStream round trips of a chat session, counted as the replies its connection receives
+// (every JetStream call is a request with one reply; the plain publishes of a batch have none).
+func TestChatSessionStoreRoundTrips(t *testing.T) {
+	tests := []struct {
+		name         string
+		singleMember bool
+		batch        bool // exchanges as atomic batches (as on a replicated stream)
+		newSession   bool
+		seed         bool // the session has an exchange stored before the activation
+		// replies to: the first Append of the activation, then a History, then a second Append
+		wantAppend, wantHistory, wantAppend2 uint64
+		wantContents                         []string
+		why                                  string
+	}{
+		{name: "cluster member, existing session", seed: true, wantAppend: 5, wantHistory: 1, wantAppend2: 2,
+			wantContents: []string{"old q", "old a", "q1", "a1", "q2", "a2"},
+			why:          "load (last message, then two gets), one write per message; every read asks for the last sequence"},
+		{name: "cluster member, replicated stream", batch: true, seed: true, wantAppend: 4, wantHistory: 1, wantAppend2: 1,
+			wantContents: []string{"old q", "old a", "q1", "a1", "q2", "a2"},
+			why:          "the exchange is one atomic batch: one acknowledgement"},
+		{name: "single member, existing session", singleMember: true, seed: true, wantAppend: 5, wantHistory: 0, wantAppend2: 2,
+			wantContents: []string{"old q", "old a", "q1", "a1", "q2", "a2"},
+			why:          "no other activation can write: reads are answered from memory"},
+		{name: "single member, new session", singleMember: true, newSession: true, wantAppend: 2, wantHistory: 0, wantAppend2: 2,
+			wantContents: []string{"q1", "a1", "q2", "a2"},
+			why:          "a new session is not loaded: the exchange's writes and nothing else"},
+		{name: "new session, replicated stream", batch: true, newSession: true, wantAppend: 1, wantHistory: 1, wantAppend2: 1,
+			wantContents: []string{"q1", "a1", "q2", "a2"},
+			why:          "a new session is not loaded: one write per exchange"},
+		{name: "new session that has messages after all", singleMember: true, newSession: true, seed: true, wantAppend: 6, wantHistory: 0, wantAppend2: 2,
+			wantContents: []string{"old q", "old a", "q1", "a1", "q2", "a2"},
+			why:          "the write expecting an empty subject is refused; the session loads and retries, losing nothing"},
+		{name: "new session that has messages after all, batch", batch: true, newSession: true, seed: true, wantAppend: 5, wantHistory: 1, wantAppend2: 1,
+			wantContents: []string{"old q", "old a", "q1", "a1", "q2", "a2"},
+			why:          "the batch expecting an empty subject is refused as a whole; the session loads and retries"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js, _ := startNATS(t, t.TempDir())
+			clock := newFakeClock()
+			deps := Deps{JS: js, Now: clock.Now, SingleMember: tt.singleMember, forceBatch: tt.batch}.withDefaults()
+			system := actor.NewActorSystem()
+			p := probe.New(t, system, 0)
+			now := clock.Now()
+			exchange := func(q, a string) []*pb.ChatMessage {
+				return []*pb.ChatMessage{chatMsg("user", q, now), chatMsg("assistant", a, now)}
+			}
+			if tt.seed {
+				seeder := system.Root.Spawn(chatSessionProps(deps, "acme", "s"))
+				if r := probe.Ask[*pb.AppendResponse](t, p, seeder, &pb.AppendRequest{Messages: exchange("old q", "old a"), RequestId: "seed"}); r.GetError() != "" {
+					t.Fatal(r.GetError())
+				}
+				system.Root.Stop(seeder)
+			}
+			grain := system.Root.Spawn(chatSessionProps(deps, "acme", "s"))
+			// The CHAT stream's handle is shared by the node's sessions: fetch it now so that no
+			// case counts it.
+			if _, err := (&chatSession{deps: &deps}).chatStream(); err != nil {
+				t.Fatal(err)
+			}
+			replies := func() uint64 { return js.Conn().Stats().InMsgs }
+
+			before := replies()
+			if r := probe.Ask[*pb.AppendResponse](t, p, grain, &pb.AppendRequest{Messages: exchange("q1", "a1"), RequestId: "r1", NewSession: tt.newSession}); r.GetError() != "" {
+				t.Fatal(r.GetError())
+			}
+			gotAppend := replies() - before
+
+			before = replies()
+			probe.Ask[*pb.HistoryResponse](t, p, grain, &pb.HistoryRequest{})
+			gotHistory := replies() - before
+
+			before = replies()
+			if r := probe.Ask[*pb.AppendResponse](t, p, grain, &pb.AppendRequest{Messages: exchange("q2", "a2"), RequestId: "r2"}); r.GetError() != "" {
+				t.Fatal(r.GetError())
+			}
+			gotAppend2 := replies() - before
+
+			if gotAppend != tt.wantAppend || gotHistory != tt.wantHistory || gotAppend2 != tt.wantAppend2 {
+				t.Errorf("JetStream replies: append %d, history %d, append %d; want %d, %d, %d (%s)",
+					gotAppend, gotHistory, gotAppend2, tt.wantAppend, tt.wantHistory, tt.wantAppend2, tt.why)
+			}
+			final := probe.Ask[*pb.HistoryResponse](t, p, grain, &pb.HistoryRequest{})
+			if diff := cmp.Diff(tt.wantContents, contents(final.GetMessages())); diff != "" {
+				t.Errorf("history (-want +got):\n%s", diff)
+			}
+			if n := storedCount(t, js, "chat.acme.s"); n != uint64(len(tt.wantContents)) {
+				t.Errorf("stream holds %d messages, want %d", n, len(tt.wantContents))
+			}
+		})
+	}
+}
+
+// On a replicated stream an exchange is one atomic batch, and a re-sent Append (its first grain's
+// member left before answering) on a fresh activation stores nothing twice.
+func TestChatSessionExchangeIsOneBatchAndResendIsIdempotent(t *testing.T) {
+	js, _ := startNATS(t, t.TempDir())
+	clock := newFakeClock()
+	deps := Deps{JS: js, Now: clock.Now, forceBatch: true}.withDefaults()
+	system := actor.NewActorSystem()
+	p := probe.New(t, system, 0)
+	now := clock.Now()
+	req := func() *pb.AppendRequest {
+		return &pb.AppendRequest{RequestId: "once", Messages: []*pb.ChatMessage{
+			chatMsg("user", "q", now), chatMsg("assistant", "a", now), chatMsg("assistant", "b", now)}}
+	}
+	first := system.Root.Spawn(chatSessionProps(deps, "acme", "b"))
+	if r := probe.Ask[*pb.AppendResponse](t, p, first, req()); r.GetError() != "" {
+		t.Fatal(r.GetError())
+	}
+	again := system.Root.Spawn(chatSessionProps(deps, "acme", "b"))
+	if r := probe.Ask[*pb.AppendResponse](t, p, again, req()); r.GetError() != "" {
+		t.Fatal(r.GetError())
+	}
+	if n := storedCount(t, js, "chat.acme.b"); n != 3 {
+		t.Fatalf("stream holds %d messages, want 3 (each once)", n)
+	}
+	hist := probe.Ask[*pb.HistoryResponse](t, p, again, &pb.HistoryRequest{})
+	if diff := cmp.Diff([]string{"q", "a", "b"}, contents(hist.GetMessages())); diff != "" {
+		t.Fatalf("history (-want +got):\n%s", diff)
+	}
+}
