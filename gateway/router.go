@@ -10,12 +10,14 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/crispy-enigma/crispy/gateway/minilm"
 	"github.com/crispy-enigma/crispy/observe"
 )
 
@@ -123,6 +125,7 @@ type Router struct {
 	embedExact    map[string]*OpenAIEmbeddings
 	embedPrefixes []prefixRoute // longest first
 	hashEmbed     *HashEmbedder
+	miniLM        func() (*minilm.Model, error) // loaded on first use: most nodes embed with one model
 	cfAccountID   string
 	httpClient    *http.Client
 	getenv        func(string) string
@@ -161,6 +164,7 @@ func NewRouter(opts RouterOptions) *Router {
 		callTimeout:       opts.CallTimeout,
 		embedExact:        map[string]*OpenAIEmbeddings{},
 		hashEmbed:         NewHashEmbedder(0),
+		miniLM:            sync.OnceValues(minilm.New),
 		cfAccountID:       opts.CloudflareAccountID,
 		httpClient:        opts.HTTPClient,
 		getenv:            getenv,

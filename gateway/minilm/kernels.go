@@ -1,0 +1,59 @@
+package minilm
+
+import "math"
+
+// gemmNTGeneric computes c[i*ldc+j] = Σ_p a[i*lda+p]·b[j*ldb+p] for i < m,
+// j < n, p < k: C = A·Bᵀ with both operands row-major, which is the shape of
+// every product of the model (weights are stored [out][in]).
+func gemmNTGeneric(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int) {
+	for i := range m {
+		ar := a[i*lda : i*lda+k]
+		cr := c[i*ldc : i*ldc+n]
+		for j := range cr {
+			cr[j] = dotGeneric(ar, b[j*ldb:j*ldb+k])
+		}
+	}
+}
+
+func dotGeneric(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return s0 + s1 + s2 + s3
+}
+
+// expf is e^x in float32 (Cephes' expf: x = k·ln2 + r, a degree-6
+// polynomial for e^r on |r| ≤ ln2/2), relative error about 1e-7, for the
+// softmax, where it is called n² times per head.
+func expf(x float32) float32 {
+	const (
+		log2e = 1.44269504088896341
+		c1    = 0.693359375
+		c2    = -2.12194440e-4
+	)
+	if x < -87.33 {
+		return 0
+	}
+	if x > 88.72 {
+		return float32(math.Inf(1))
+	}
+	k := float32(math.Floor(float64(x*log2e + 0.5)))
+	r := x - k*c1 - k*c2
+	p := float32(1.9875691500e-4)
+	p = p*r + 1.3981999507e-3
+	p = p*r + 8.3334519073e-3
+	p = p*r + 4.1665795894e-2
+	p = p*r + 1.6666665459e-1
+	p = p*r + 5.0000001201e-1
+	y := p*r*r + r + 1
+	return y * math.Float32frombits(uint32(int32(k)+127)<<23)
+}

