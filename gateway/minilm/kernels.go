@@ -57,3 +57,29 @@ func expf(x float32) float32 {
 	y := p*r*r + r + 1
 	return y * math.Float32frombits(uint32(int32(k)+127)<<23)
 }
+
+// geluGeneric is gelu in float64 arithmetic.
+func geluGeneric(x []float32) {
+	for i, v := range x {
+		x[i] = float32(0.5 * float64(v) * (1 + math.Erf(float64(v)*(1/math.Sqrt2))))
+	}
+}
+
+// expSumGeneric is expSum one value at a time.
+func expSumGeneric(x []float32, sub, scale float32) float32 {
+	var sum float32
+	for i, v := range x {
+		e := expf((v - sub) * scale)
+		x[i] = e
+		sum += e
+	}
+	return sum
+}
+
+func maxOf(x []float32) float32 {
+	m := x[0]
+	for _, v := range x[1:] {
+		m = max(m, v)
+	}
+	return m
+}

@@ -159,7 +159,7 @@ type scratch struct {
 
 // attScratch is one worker's attention memory: scores and transposed values.
 type attScratch struct {
-	s, vt []float32
+	s, vt, inv []float32
 }
 
 func grow(b []float32, n int) []float32 {
@@ -269,9 +269,12 @@ func (m *Model) attention(seqs [][]int32, sc *scratch) {
 		qkv := sc.qkv[t.off*3*hidden:]
 		q, k, v := qkv[t.head*headDim:], qkv[hidden+t.head*headDim:], qkv[2*hidden+t.head*headDim:]
 		gemmNT(a.s, pad, q, 3*hidden, k, 3*hidden, n, n, headDim)
+		// Unnormalised softmax: each row of the context is divided by its
+		// sum afterwards, 32 divisions instead of n.
+		a.inv = grow(a.inv, n)
 		for r := range n {
 			row := a.s[r*pad : (r+1)*pad]
-			softmax(row[:n], scale)
+			a.inv[r] = 1 / expSum(row[:n], maxOf(row[:n]), scale)
 			clear(row[n:])
 		}
 		for j := range n {
@@ -282,7 +285,13 @@ func (m *Model) attention(seqs [][]int32, sc *scratch) {
 		for d := range headDim {
 			clear(a.vt[d*pad+n : (d+1)*pad])
 		}
-		gemmNT(sc.ctx[t.off*hidden+t.head*headDim:], hidden, a.s, pad, a.vt, pad, n, headDim, pad)
+		ctx := sc.ctx[t.off*hidden+t.head*headDim:]
+		gemmNT(ctx, hidden, a.s, pad, a.vt, pad, n, headDim, pad)
+		for r, inv := range a.inv[:n] {
+			for d := range ctx[r*hidden : r*hidden+headDim] {
+				ctx[r*hidden+d] *= inv
+			}
+		}
 	})
 }
 
@@ -312,31 +321,6 @@ func layerNorm(x, g, b []float32) {
 	m := float32(mean)
 	for j, v := range x {
 		x[j] = (v-m)*inv*g[j] + b[j]
-	}
-}
-
-// gelu is the exact GELU, x·Φ(x) = x/2·(1+erf(x/√2)).
-func gelu(x []float32) {
-	for i, v := range x {
-		x[i] = float32(0.5 * float64(v) * (1 + math.Erf(float64(v)*(1/math.Sqrt2))))
-	}
-}
-
-// softmax sets x = softmax(scale·x).
-func softmax(x []float32, scale float32) {
-	mx := x[0]
-	for _, v := range x[1:] {
-		mx = max(mx, v)
-	}
-	var sum float32
-	for i, v := range x {
-		e := expf((v - mx) * scale)
-		x[i] = e
-		sum += e
-	}
-	inv := 1 / sum
-	for i := range x {
-		x[i] *= inv
 	}
 }
 

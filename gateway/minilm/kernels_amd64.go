@@ -1,0 +1,87 @@
+package minilm
+
+import "golang.org/x/sys/cpu"
+
+// hasAVX2FMA is fixed at start-up from the CPU's feature bits.
+var hasAVX2FMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+// gemm3x4 computes the 3×4 tile c[i*ldc+j] = Σ_p a[i*lda+p]·b[j*ldb+p] for
+// i < 3, j < 4, p < k, with k a positive multiple of 8 (strides in elements).
+//
+//go:noescape
+func gemm3x4(a *float32, lda int, b *float32, ldb int, k int, c *float32, ldc int)
+
+// gemm1x4 is gemm3x4 for one row of A.
+//
+//go:noescape
+func gemm1x4(a *float32, b *float32, ldb int, k int, c *float32)
+
+// mBlock rows of A are kept hot in L2 while every 4-row panel of B passes over
+// them; a panel of B stays in L1 across the block.
+const mBlock = 48
+
+// gemmNT computes C = A·Bᵀ (see gemmNTGeneric), in AVX2+FMA tiles of 3 rows
+// of A by 4 rows of B where the CPU has them.
+func gemmNT(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int) {
+	if !hasAVX2FMA || k%8 != 0 || k == 0 || m == 0 || n == 0 {
+		gemmNTGeneric(c, ldc, a, lda, b, ldb, m, n, k)
+		return
+	}
+	// Bounds: the kernels read a[i*lda : i*lda+k] and b[j*ldb : j*ldb+k] and
+	// write c[i*ldc : i*ldc+n]; check the last of each once, here.
+	_ = a[(m-1)*lda+k-1]
+	_ = b[(n-1)*ldb+k-1]
+	_ = c[(m-1)*ldc+n-1]
+	n4 := n &^ 3
+	for m0 := 0; m0 < m; m0 += mBlock {
+		m1 := min(m0+mBlock, m)
+		for j := 0; j < n4; j += 4 {
+			i := m0
+			for ; i+3 <= m1; i += 3 {
+				gemm3x4(&a[i*lda], lda, &b[j*ldb], ldb, k, &c[i*ldc+j], ldc)
+			}
+			for ; i < m1; i++ {
+				gemm1x4(&a[i*lda], &b[j*ldb], ldb, k, &c[i*ldc+j])
+			}
+		}
+		for i := m0; i < m1; i++ {
+			ar := a[i*lda : i*lda+k]
+			for j := n4; j < n; j++ {
+				c[i*ldc+j] = dotGeneric(ar, b[j*ldb:j*ldb+k])
+			}
+		}
+	}
+}
+
+// geluAVX2 applies GELU to n values, n a multiple of 8.
+//
+//go:noescape
+func geluAVX2(x *float32, n int)
+
+// expSumAVX2 sets x[i] = e^((x[i]-sub)·scale) for n values, n a multiple of
+// 8, and returns their sum.
+//
+//go:noescape
+func expSumAVX2(x *float32, n int, sub, scale float32) float32
+
+// gelu is the exact GELU, x·Φ(x) = x/2·(1+erf(x/√2)), with erf to float32
+// precision.
+func gelu(x []float32) {
+	n8 := len(x) &^ 7
+	if hasAVX2FMA && n8 > 0 {
+		geluAVX2(&x[0], n8)
+		x = x[n8:]
+	}
+	geluGeneric(x)
+}
+
+// expSum sets x[i] = e^((x[i]-sub)·scale) and returns the sum.
+func expSum(x []float32, sub, scale float32) float32 {
+	var sum float32
+	n8 := len(x) &^ 7
+	if hasAVX2FMA && n8 > 0 {
+		sum = expSumAVX2(&x[0], n8, sub, scale)
+		x = x[n8:]
+	}
+	return sum + expSumGeneric(x, sub, scale)
+}

@@ -1,0 +1,12 @@
+//go:build !amd64
+
+package minilm
+
+// gemmNT computes C = A·Bᵀ (see gemmNTGeneric).
+func gemmNT(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int) {
+	gemmNTGeneric(c, ldc, a, lda, b, ldb, m, n, k)
+}
+
+func gelu(x []float32) { geluGeneric(x) }
+
+func expSum(x []float32, sub, scale float32) float32 { return expSumGeneric(x, sub, scale) }
