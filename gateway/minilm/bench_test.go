@@ -24,6 +24,7 @@ func BenchmarkQuery(b *testing.B) {
 	var lat []time.Duration
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for b.Loop() {
 		t0 := time.Now()
 		if _, err := m.Embed(ctx, texts); err != nil {
@@ -31,8 +32,10 @@ func BenchmarkQuery(b *testing.B) {
 		}
 		lat = append(lat, time.Since(t0))
 	}
+	cpu := cpuTime() - cpu0
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "ms-p50")
+	b.ReportMetric(float64(cpu)/1e6/float64(len(lat)), "cpu-ms/op")
 }
 
 // BenchmarkIngest embeds testdata/passages.txt (the corpus of
@@ -47,6 +50,7 @@ func BenchmarkIngest(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	n := 0
 	for b.Loop() {
 		for batch := range slices.Chunk(passages, 32) {
@@ -57,4 +61,5 @@ func BenchmarkIngest(b *testing.B) {
 		n += len(passages)
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "passages/s")
+	b.ReportMetric(float64(n)/(cpuTime()-cpu0).Seconds(), "passages/cpu-s")
 }

@@ -3,6 +3,7 @@ package minilm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"slices"
@@ -218,6 +219,38 @@ func TestExpf(t *testing.T) {
 		want := math.Exp(float64(x))
 		if got := float64(expf(x)); math.Abs(got-want) > 2e-7*want+1e-38 {
 			t.Fatalf("expf(%v) = %v, want %v", x, got, want)
+		}
+	}
+}
+
+// TestEmbedConcurrent runs calls in parallel (with -race): they share the
+// weights and the helper goroutines and must not share scratch memory.
+func TestEmbedConcurrent(t *testing.T) {
+	m := newModel(t)
+	texts := []string{"first text", "a second, longer text about something else entirely", "third"}
+	want, err := m.Embed(context.Background(), texts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for range 3 {
+				got, err := m.Embed(context.Background(), texts)
+				if err == nil && !slices.EqualFunc(got, want, slices.Equal[[]float32]) {
+					err = errors.New("concurrent call returned different vectors")
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
 		}
 	}
 }

