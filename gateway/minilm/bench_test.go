@@ -63,3 +63,17 @@ func BenchmarkIngest(b *testing.B) {
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "passages/s")
 	b.ReportMetric(float64(n)/(cpuTime()-cpu0).Seconds(), "passages/cpu-s")
 }
+
+// BenchmarkLoad is the start-up cost of the model: parsing the embedded
+// tokenizer and weights (New does it once per process).
+func BenchmarkLoad(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := NewTokenizer(tokenizerJSONData); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := parseWeights(weightsBlob); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -2,8 +2,9 @@ package minilm
 
 import "golang.org/x/sys/cpu"
 
-// hasAVX2FMA is fixed at start-up from the CPU's feature bits.
-var hasAVX2FMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+// hasAVX2FMA is fixed at start-up from the CPU's feature bits (F16C, for
+// the half-precision weights, comes with every AVX2 CPU).
+var hasAVX2FMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
 
 // gemm3x4 computes the 3×4 tile c[i*ldc+j] = Σ_p a[i*lda+p]·b[j*ldb+p] for
 // i < 3, j < 4, p < k, with k a positive multiple of 8 (strides in elements).
@@ -15,6 +16,16 @@ func gemm3x4(a *float32, lda int, b *float32, ldb int, k int, c *float32, ldc in
 //
 //go:noescape
 func gemm1x4(a *float32, b *float32, ldb int, k int, c *float32)
+
+// gemm3x4h is gemm3x4 with B in half precision.
+//
+//go:noescape
+func gemm3x4h(a *float32, lda int, b *uint16, ldb int, k int, c *float32, ldc int)
+
+// gemm1x4h is gemm1x4 with B in half precision.
+//
+//go:noescape
+func gemm1x4h(a *float32, b *uint16, ldb int, k int, c *float32)
 
 // mBlock rows of A are kept hot in L2 while every 4-row panel of B passes over
 // them; a panel of B stays in L1 across the block.
@@ -51,6 +62,50 @@ func gemmNT(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m,
 			}
 		}
 	}
+}
+
+// gemmNTh is gemmNT with B in half precision: the weights of the linear
+// layers.
+func gemmNTh(c []float32, ldc int, a []float32, lda int, b []uint16, ldb int, m, n, k int) {
+	if !hasAVX2FMA || k%8 != 0 || k == 0 || m == 0 || n == 0 {
+		gemmNThGeneric(c, ldc, a, lda, b, ldb, m, n, k)
+		return
+	}
+	_ = a[(m-1)*lda+k-1]
+	_ = b[(n-1)*ldb+k-1]
+	_ = c[(m-1)*ldc+n-1]
+	n4 := n &^ 3
+	for m0 := 0; m0 < m; m0 += mBlock {
+		m1 := min(m0+mBlock, m)
+		for j := 0; j < n4; j += 4 {
+			i := m0
+			for ; i+3 <= m1; i += 3 {
+				gemm3x4h(&a[i*lda], lda, &b[j*ldb], ldb, k, &c[i*ldc+j], ldc)
+			}
+			for ; i < m1; i++ {
+				gemm1x4h(&a[i*lda], &b[j*ldb], ldb, k, &c[i*ldc+j])
+			}
+		}
+		if n4 < n {
+			gemmNThGeneric(c[m0*ldc+n4:], ldc, a[m0*lda:], lda, b[n4*ldb:], ldb, m1-m0, n-n4, k)
+		}
+	}
+}
+
+// dequantHalfAVX2 is dequantHalf for groups groups of 32 values.
+//
+//go:noescape
+func dequantHalfAVX2(dst *uint16, q *int8, scales *float32, groups int)
+
+// dequantHalf sets dst[i] = half(q[i]·scales[i/32]).
+func dequantHalf(dst []uint16, q []int8, scales []float32) {
+	if hasAVX2FMA && len(scales) > 0 {
+		_ = dst[len(scales)*groupSize-1]
+		_ = q[len(scales)*groupSize-1]
+		dequantHalfAVX2(&dst[0], &q[0], &scales[0], len(scales))
+		return
+	}
+	dequantHalfGeneric(dst, q, scales)
 }
 
 // geluAVX2 applies GELU to n values, n a multiple of 8.

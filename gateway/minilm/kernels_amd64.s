@@ -260,3 +260,149 @@ expdone:
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
 	RET
+
+// func gemm3x4h(a *float32, lda int, b *uint16, ldb int, k int, c *float32, ldc int)
+// gemm3x4 with B in IEEE half precision, widened by VCVTPH2PS as it is
+// loaded: half the memory traffic of float32 weights. AX is the byte offset
+// along a row of A, R8 along a row of B.
+TEXT ·gemm3x4h(SB), NOSPLIT, $0-56
+	MOVQ a+0(FP), SI
+	MOVQ lda+8(FP), R8
+	MOVQ b+16(FP), DI
+	MOVQ ldb+24(FP), R9
+	MOVQ k+32(FP), CX
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), R10
+	SHLQ $2, R8
+	SHLQ $1, R9
+	SHLQ $2, R10
+	SHLQ $2, CX
+	LEAQ (SI)(R8*1), R11
+	LEAQ (R11)(R8*1), R12
+	LEAQ (DI)(R9*1), R13
+	LEAQ (R13)(R9*1), R14
+	LEAQ (R14)(R9*1), BX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	XORQ AX, AX
+	XORQ R8, R8
+
+loop3x4h:
+	VMOVUPS (SI)(AX*1), Y12
+	VMOVUPS (R11)(AX*1), Y13
+	VMOVUPS (R12)(AX*1), Y14
+	VCVTPH2PS (DI)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y0
+	VFMADD231PS Y15, Y13, Y4
+	VFMADD231PS Y15, Y14, Y8
+	VCVTPH2PS (R13)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y1
+	VFMADD231PS Y15, Y13, Y5
+	VFMADD231PS Y15, Y14, Y9
+	VCVTPH2PS (R14)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y2
+	VFMADD231PS Y15, Y13, Y6
+	VFMADD231PS Y15, Y14, Y10
+	VCVTPH2PS (BX)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y3
+	VFMADD231PS Y15, Y13, Y7
+	VFMADD231PS Y15, Y14, Y11
+	ADDQ $32, AX
+	ADDQ $16, R8
+	CMPQ AX, CX
+	JLT  loop3x4h
+
+	REDUCE4(Y0, Y1, Y2, Y3, X0, (DX))
+	ADDQ R10, DX
+	REDUCE4(Y4, Y5, Y6, Y7, X4, (DX))
+	ADDQ R10, DX
+	REDUCE4(Y8, Y9, Y10, Y11, X8, (DX))
+	VZEROUPPER
+	RET
+
+// func gemm1x4h(a *float32, b *uint16, ldb int, k int, c *float32)
+TEXT ·gemm1x4h(SB), NOSPLIT, $0-40
+	MOVQ a+0(FP), SI
+	MOVQ b+8(FP), DI
+	MOVQ ldb+16(FP), R9
+	MOVQ k+24(FP), CX
+	MOVQ c+32(FP), DX
+	SHLQ $1, R9
+	SHLQ $2, CX
+	LEAQ (DI)(R9*1), R13
+	LEAQ (R13)(R9*1), R14
+	LEAQ (R14)(R9*1), BX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	XORQ AX, AX
+	XORQ R8, R8
+
+loop1x4h:
+	VMOVUPS (SI)(AX*1), Y12
+	VCVTPH2PS (DI)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y0
+	VCVTPH2PS (R13)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y1
+	VCVTPH2PS (R14)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y2
+	VCVTPH2PS (BX)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y3
+	ADDQ $32, AX
+	ADDQ $16, R8
+	CMPQ AX, CX
+	JLT  loop1x4h
+
+	REDUCE4(Y0, Y1, Y2, Y3, X0, (DX))
+	VZEROUPPER
+	RET
+
+// func dequantHalfAVX2(dst *uint16, q *int8, scales *float32, groups int)
+// dst[i] = half(q[i]·scales[i/32]) for groups·32 values, rounding to nearest
+// even like floatToHalf.
+TEXT ·dequantHalfAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ q+8(FP), SI
+	MOVQ scales+16(FP), DX
+	MOVQ groups+24(FP), CX
+	TESTQ CX, CX
+	JE   dqdone
+
+dqloop:
+	VBROADCASTSS (DX), Y4
+	VPMOVSXBD (SI), Y0
+	VPMOVSXBD 8(SI), Y1
+	VPMOVSXBD 16(SI), Y2
+	VPMOVSXBD 24(SI), Y3
+	VCVTDQ2PS Y0, Y0
+	VCVTDQ2PS Y1, Y1
+	VCVTDQ2PS Y2, Y2
+	VCVTDQ2PS Y3, Y3
+	VMULPS Y4, Y0, Y0
+	VMULPS Y4, Y1, Y1
+	VMULPS Y4, Y2, Y2
+	VMULPS Y4, Y3, Y3
+	VCVTPS2PH $0, Y0, (DI)
+	VCVTPS2PH $0, Y1, 16(DI)
+	VCVTPS2PH $0, Y2, 32(DI)
+	VCVTPS2PH $0, Y3, 48(DI)
+	ADDQ $32, SI
+	ADDQ $64, DI
+	ADDQ $4, DX
+	DECQ CX
+	JNE  dqloop
+
+dqdone:
+	VZEROUPPER
+	RET

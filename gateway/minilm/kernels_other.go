@@ -7,6 +7,13 @@ func gemmNT(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m,
 	gemmNTGeneric(c, ldc, a, lda, b, ldb, m, n, k)
 }
 
+// gemmNTh computes C = A·Bᵀ with B in half precision (see gemmNThGeneric).
+func gemmNTh(c []float32, ldc int, a []float32, lda int, b []uint16, ldb int, m, n, k int) {
+	gemmNThGeneric(c, ldc, a, lda, b, ldb, m, n, k)
+}
+
+func dequantHalf(dst []uint16, q []int8, scales []float32) { dequantHalfGeneric(dst, q, scales) }
+
 func gelu(x []float32) { geluGeneric(x) }
 
 func expSum(x []float32, sub, scale float32) float32 { return expSumGeneric(x, sub, scale) }

@@ -23,22 +23,31 @@ func TestGemmNTMatchesFloat64(t *testing.T) {
 		for i := range c {
 			c[i] = 42 // the padding between rows must survive
 		}
+		h := make([]uint16, len(b))
+		for i, v := range b {
+			h[i] = floatToHalf(v)
+			b[i] = halfToFloat(h[i]) // both products then use the same values
+		}
+		ch := append([]float32(nil), c...)
 		gemmNT(c, ldc, a, lda, b, ldb, s.m, s.n, s.k)
-		for i := range s.m {
-			for j := range ldc {
-				got := c[i*ldc+j]
-				if j >= s.n {
-					if got != 42 {
-						t.Fatalf("%v: wrote past row %d (col %d)", s, i, j)
+		gemmNTh(ch, ldc, a, lda, h, ldb, s.m, s.n, s.k)
+		for name, c := range map[string][]float32{"float32": c, "half": ch} {
+			for i := range s.m {
+				for j := range ldc {
+					got := c[i*ldc+j]
+					if j >= s.n {
+						if got != 42 {
+							t.Fatalf("%s %v: wrote past row %d (col %d)", name, s, i, j)
+						}
+						continue
 					}
-					continue
-				}
-				var want float64
-				for p := range s.k {
-					want += float64(a[i*lda+p]) * float64(b[j*ldb+p])
-				}
-				if math.Abs(float64(got)-want) > 1e-4*math.Max(1, math.Abs(want)) {
-					t.Fatalf("%v: c[%d][%d] = %v, want %v", s, i, j, got, want)
+					var want float64
+					for p := range s.k {
+						want += float64(a[i*lda+p]) * float64(b[j*ldb+p])
+					}
+					if math.Abs(float64(got)-want) > 1e-4*math.Max(1, math.Abs(want)) {
+						t.Fatalf("%s %v: c[%d][%d] = %v, want %v", name, s, i, j, got, want)
+					}
 				}
 			}
 		}
@@ -103,6 +112,48 @@ func TestGeluAndExpSum(t *testing.T) {
 		}
 		if math.Abs(float64(sum)-wantSum) > 1e-5*wantSum {
 			t.Fatalf("n=%d: sum %v, want %v", n, sum, wantSum)
+		}
+	}
+}
+
+func TestHalf(t *testing.T) {
+	for h := range 1 << 16 {
+		f := halfToFloat(uint16(h))
+		if f != f { // NaN
+			continue
+		}
+		if back := floatToHalf(f); back != uint16(h) {
+			t.Fatalf("%#04x → %v → %#04x", h, f, back)
+		}
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 100000 {
+		f := float32(r.NormFloat64() * math.Pow(2, float64(r.IntN(30)-24)))
+		got := halfToFloat(floatToHalf(f))
+		// Nearest: within half a unit in the last place (2⁻¹¹ relative), or
+		// 2⁻²⁵ absolute among the subnormals.
+		if d := math.Abs(float64(got - f)); d > math.Max(math.Abs(float64(f))/2048, 1.0/(1<<25)) {
+			t.Fatalf("half(%v) = %v", f, got)
+		}
+	}
+}
+
+func TestDequantHalf(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	const groups = 50
+	q, scales := make([]int8, groups*groupSize), make([]float32, groups)
+	for i := range q {
+		q[i] = int8(r.IntN(255) - 127)
+	}
+	for i := range scales {
+		scales[i] = float32(math.Pow(2, float64(r.IntN(20)-20)) * r.Float64())
+	}
+	got, want := make([]uint16, len(q)), make([]uint16, len(q))
+	dequantHalf(got, q, scales)
+	dequantHalfGeneric(want, q, scales)
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("value %d (q %d scale %v): %#04x, want %#04x", i, q[i], scales[i/groupSize], got[i], want[i])
 		}
 	}
 }

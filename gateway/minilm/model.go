@@ -242,20 +242,21 @@ func (m *Model) embed(seqs [][]int32, x []float32) {
 
 // linear computes out[t] = W·in[t] + b for rows t, W being [n][k], split
 // over the pool by output columns (each share reads its part of W).
-func (m *Model) linear(sc *scratch, out, in []float32, rows int, w, b []float32, n, k int) {
+func (m *Model) linear(sc *scratch, out, in []float32, rows int, w []uint16, b []float32, n, k int) {
 	sc.lin = linearJob{out: out, in: in, w: w, b: b, rows: rows, n: n, k: k}
 	m.pool.run(&sc.lin, n/8, &sc.done)
 }
 
 type linearJob struct {
-	out, in, w, b []float32
-	rows, n, k    int
+	out, in, b []float32
+	w          []uint16
+	rows, n, k int
 }
 
 func (j *linearJob) run(share, shares int) {
 	cols := j.n / 8 // shares are multiples of 8 columns
 	lo, hi := cols*share/shares*8, cols*(share+1)/shares*8
-	gemmNT(j.out[lo:], j.n, j.in, j.k, j.w[lo*j.k:], j.k, j.rows, hi-lo, j.k)
+	gemmNTh(j.out[lo:], j.n, j.in, j.k, j.w[lo*j.k:], j.k, j.rows, hi-lo, j.k)
 	for t := range j.rows {
 		o := j.out[t*j.n+lo : t*j.n+hi]
 		for c := range o {
