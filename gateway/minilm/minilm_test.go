@@ -254,3 +254,24 @@ func TestEmbedConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// FuzzTokenizer: any bytes tokenize without panicking to [CLS] … [SEP]
+// within the window, with IDs in the vocabulary.
+func FuzzTokenizer(f *testing.F) {
+	for _, s := range []string{"", "hello, world", "İstanbul 東京 🍕", "\xff\xfe", "[SEP][CLS]", "e\u0301\u0000\u200b"} {
+		f.Add(s, 16)
+	}
+	tok := newModel(f).Tokenizer()
+	f.Fuzz(func(t *testing.T, text string, window int) {
+		window = window%300 + 1
+		ids := tok.Encode(text, window)
+		if len(ids) < 2 || len(ids) > max(window, 2) || ids[0] != tok.cls || ids[len(ids)-1] != tok.sep {
+			t.Fatalf("Encode(%q, %d) = %v", text, window, ids)
+		}
+		for _, id := range ids {
+			if id < 0 || int(id) >= tok.VocabSize() {
+				t.Fatalf("Encode(%q): id %d out of range", text, id)
+			}
+		}
+	})
+}
