@@ -168,11 +168,10 @@ type attScratch struct {
 	s, vt, inv []float32
 }
 
-// grow returns b resized to n, reallocating with room to spare so that
-// batches of varying size settle on one buffer.
+// grow returns b resized to n, reallocating when it is too small.
 func grow(b []float32, n int) []float32 {
 	if cap(b) < n {
-		return make([]float32, n, max(n, 2*cap(b)))
+		return make([]float32, n)
 	}
 	return b[:n]
 }
@@ -189,11 +188,14 @@ func (m *Model) forward(ctx context.Context, seqs [][]int32, out []float32) erro
 		sc = &scratch{}
 	}
 	defer m.scratch.Put(sc)
-	sc.x = grow(sc.x, total*hidden)
-	sc.qkv = grow(sc.qkv, total*3*hidden)
-	sc.ctx = grow(sc.ctx, total*hidden)
-	sc.h = grow(sc.h, total*ffn)
-	sc.tmp = grow(sc.tmp, total*hidden)
+	// Room for a multiple of 128 tokens, so that batches of varying size
+	// settle on one set of buffers (at most batchTokens).
+	rows := (total + 127) &^ 127
+	sc.x = grow(sc.x, rows*hidden)[:total*hidden]
+	sc.qkv = grow(sc.qkv, rows*3*hidden)[:total*3*hidden]
+	sc.ctx = grow(sc.ctx, rows*hidden)[:total*hidden]
+	sc.h = grow(sc.h, rows*ffn)[:total*ffn]
+	sc.tmp = grow(sc.tmp, rows*hidden)[:total*hidden]
 	if len(sc.att) < m.pool.size {
 		sc.att = make([]attScratch, m.pool.size)
 	}
