@@ -34,8 +34,26 @@ const mBlock = 48
 // gemmNT computes C = A·Bᵀ (see gemmNTGeneric), in AVX2+FMA tiles of 3 rows
 // of A by 4 rows of B where the CPU has them.
 func gemmNT(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int) {
+	gemmTiled(gemm3x4, gemm1x4, gemmNTGeneric, c, ldc, a, lda, b, ldb, m, n, k)
+}
+
+// gemmNTh is gemmNT with B in half precision: the weights of the linear
+// layers.
+func gemmNTh(c []float32, ldc int, a []float32, lda int, b []uint16, ldb int, m, n, k int) {
+	gemmTiled(gemm3x4h, gemm1x4h, gemmNThGeneric, c, ldc, a, lda, b, ldb, m, n, k)
+}
+
+// gemmTiled runs C = A·Bᵀ as 3×4 tiles of t3x4, the rows left over as 1×4
+// tiles of t1x4 and the columns left over (and everything, without AVX2 or
+// with k not a multiple of 8) with generic.
+func gemmTiled[T float32 | uint16](
+	t3x4 func(a *float32, lda int, b *T, ldb int, k int, c *float32, ldc int),
+	t1x4 func(a *float32, b *T, ldb int, k int, c *float32),
+	generic func(c []float32, ldc int, a []float32, lda int, b []T, ldb int, m, n, k int),
+	c []float32, ldc int, a []float32, lda int, b []T, ldb int, m, n, k int,
+) {
 	if !hasAVX2FMA || k%8 != 0 || k == 0 || m == 0 || n == 0 {
-		gemmNTGeneric(c, ldc, a, lda, b, ldb, m, n, k)
+		generic(c, ldc, a, lda, b, ldb, m, n, k)
 		return
 	}
 	// Bounds: the kernels read a[i*lda : i*lda+k] and b[j*ldb : j*ldb+k] and
@@ -49,45 +67,14 @@ func gemmNT(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m,
 		for j := 0; j < n4; j += 4 {
 			i := m0
 			for ; i+3 <= m1; i += 3 {
-				gemm3x4(&a[i*lda], lda, &b[j*ldb], ldb, k, &c[i*ldc+j], ldc)
+				t3x4(&a[i*lda], lda, &b[j*ldb], ldb, k, &c[i*ldc+j], ldc)
 			}
 			for ; i < m1; i++ {
-				gemm1x4(&a[i*lda], &b[j*ldb], ldb, k, &c[i*ldc+j])
-			}
-		}
-		for i := m0; i < m1; i++ {
-			ar := a[i*lda : i*lda+k]
-			for j := n4; j < n; j++ {
-				c[i*ldc+j] = dotGeneric(ar, b[j*ldb:j*ldb+k])
-			}
-		}
-	}
-}
-
-// gemmNTh is gemmNT with B in half precision: the weights of the linear
-// layers.
-func gemmNTh(c []float32, ldc int, a []float32, lda int, b []uint16, ldb int, m, n, k int) {
-	if !hasAVX2FMA || k%8 != 0 || k == 0 || m == 0 || n == 0 {
-		gemmNThGeneric(c, ldc, a, lda, b, ldb, m, n, k)
-		return
-	}
-	_ = a[(m-1)*lda+k-1]
-	_ = b[(n-1)*ldb+k-1]
-	_ = c[(m-1)*ldc+n-1]
-	n4 := n &^ 3
-	for m0 := 0; m0 < m; m0 += mBlock {
-		m1 := min(m0+mBlock, m)
-		for j := 0; j < n4; j += 4 {
-			i := m0
-			for ; i+3 <= m1; i += 3 {
-				gemm3x4h(&a[i*lda], lda, &b[j*ldb], ldb, k, &c[i*ldc+j], ldc)
-			}
-			for ; i < m1; i++ {
-				gemm1x4h(&a[i*lda], &b[j*ldb], ldb, k, &c[i*ldc+j])
+				t1x4(&a[i*lda], &b[j*ldb], ldb, k, &c[i*ldc+j])
 			}
 		}
 		if n4 < n {
-			gemmNThGeneric(c[m0*ldc+n4:], ldc, a[m0*lda:], lda, b[n4*ldb:], ldb, m1-m0, n-n4, k)
+			generic(c[m0*ldc+n4:], ldc, a[m0*lda:], lda, b[n4*ldb:], ldb, m1-m0, n-n4, k)
 		}
 	}
 }

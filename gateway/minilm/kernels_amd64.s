@@ -11,101 +11,154 @@
 	VADDPS X15, x0, x0 \
 	VMOVUPS x0, dst
 
-// func gemm3x4(a *float32, lda int, b *float32, ldb int, k int, c *float32, ldc int)
-// Twelve accumulators (3 rows of A × 4 rows of B, 8 lanes each); per 8
-// columns: 3 loads of A, 4 of B, 12 FMAs. Rows of A: SI, R11, R12; rows of
-// B: DI, R13, R14, BX; AX is the byte offset along k.
-TEXT ·gemm3x4(SB), NOSPLIT, $0-56
-	MOVQ a+0(FP), SI
-	MOVQ lda+8(FP), R8
-	MOVQ b+16(FP), DI
-	MOVQ ldb+24(FP), R9
-	MOVQ k+32(FP), CX
-	MOVQ c+40(FP), DX
-	MOVQ ldc+48(FP), R10
-	SHLQ $2, R8
-	SHLQ $2, R9
-	SHLQ $2, R10
-	SHLQ $2, CX
-	LEAQ (SI)(R8*1), R11
-	LEAQ (R11)(R8*1), R12
-	LEAQ (DI)(R9*1), R13
-	LEAQ (R13)(R9*1), R14
+// The tile kernels: 3 rows of A (SI, R11, R12) by 4 rows of B (DI, R13,
+// R14, BX), twelve 8-lane accumulators Y0–Y11 (row r of A, row j of B in
+// Y(4r+j)), A in Y12–Y14, the current row of B in Y15. LOADB widens 8
+// values of B to float32: VMOVUPS for float32, VCVTPH2PS for halves; OFF is
+// the register holding the byte offset along B (AX for float32, R8 for halves,
+// which advance half as fast as A's AX).
+
+#define ZERO4(r0, r1, r2, r3) \
+	VXORPS r0, r0, r0 \
+	VXORPS r1, r1, r1 \
+	VXORPS r2, r2, r2 \
+	VXORPS r3, r3, r3
+
+// ROWSB sets R13, R14, BX to the rows of B after DI, R9 bytes apart.
+#define ROWSB \
+	LEAQ (DI)(R9*1), R13 \
+	LEAQ (R13)(R9*1), R14 \
 	LEAQ (R14)(R9*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	XORQ AX, AX
+
+#define STEP3x4(LOADB, OFF) \
+	VMOVUPS (SI)(AX*1), Y12 \
+	VMOVUPS (R11)(AX*1), Y13 \
+	VMOVUPS (R12)(AX*1), Y14 \
+	LOADB (DI)(OFF*1), Y15 \
+	VFMADD231PS Y15, Y12, Y0 \
+	VFMADD231PS Y15, Y13, Y4 \
+	VFMADD231PS Y15, Y14, Y8 \
+	LOADB (R13)(OFF*1), Y15 \
+	VFMADD231PS Y15, Y12, Y1 \
+	VFMADD231PS Y15, Y13, Y5 \
+	VFMADD231PS Y15, Y14, Y9 \
+	LOADB (R14)(OFF*1), Y15 \
+	VFMADD231PS Y15, Y12, Y2 \
+	VFMADD231PS Y15, Y13, Y6 \
+	VFMADD231PS Y15, Y14, Y10 \
+	LOADB (BX)(OFF*1), Y15 \
+	VFMADD231PS Y15, Y12, Y3 \
+	VFMADD231PS Y15, Y13, Y7 \
+	VFMADD231PS Y15, Y14, Y11
+
+#define STEP1x4(LOADB, OFF) \
+	VMOVUPS (SI)(AX*1), Y12 \
+	LOADB (DI)(OFF*1), Y15 \
+	VFMADD231PS Y15, Y12, Y0 \
+	LOADB (R13)(OFF*1), Y15 \
+	VFMADD231PS Y15, Y12, Y1 \
+	LOADB (R14)(OFF*1), Y15 \
+	VFMADD231PS Y15, Y12, Y2 \
+	LOADB (BX)(OFF*1), Y15 \
+	VFMADD231PS Y15, Y12, Y3
+
+// STORE3x4 writes the three rows of sums to DX, R10 bytes apart.
+#define STORE3x4 \
+	REDUCE4(Y0, Y1, Y2, Y3, X0, (DX)) \
+	ADDQ R10, DX \
+	REDUCE4(Y4, Y5, Y6, Y7, X4, (DX)) \
+	ADDQ R10, DX \
+	REDUCE4(Y8, Y9, Y10, Y11, X8, (DX))
+
+// PROLOGUE3x4 loads the arguments of a 3×4 kernel whose B elements are
+// 1<<BSHIFT bytes, leaving CX = k·4 (the end of A's offset).
+#define PROLOGUE3x4(BSHIFT) \
+	MOVQ a+0(FP), SI \
+	MOVQ lda+8(FP), R8 \
+	MOVQ b+16(FP), DI \
+	MOVQ ldb+24(FP), R9 \
+	MOVQ k+32(FP), CX \
+	MOVQ c+40(FP), DX \
+	MOVQ ldc+48(FP), R10 \
+	SHLQ $2, R8 \
+	SHLQ BSHIFT, R9 \
+	SHLQ $2, R10 \
+	SHLQ $2, CX \
+	LEAQ (SI)(R8*1), R11 \
+	LEAQ (R11)(R8*1), R12 \
+	ROWSB \
+	ZERO4(Y0, Y1, Y2, Y3) \
+	ZERO4(Y4, Y5, Y6, Y7) \
+	ZERO4(Y8, Y9, Y10, Y11) \
+	XORQ AX, AX \
+	XORQ R8, R8
+
+#define PROLOGUE1x4(BSHIFT) \
+	MOVQ a+0(FP), SI \
+	MOVQ b+8(FP), DI \
+	MOVQ ldb+16(FP), R9 \
+	MOVQ k+24(FP), CX \
+	MOVQ c+32(FP), DX \
+	SHLQ BSHIFT, R9 \
+	SHLQ $2, CX \
+	ROWSB \
+	ZERO4(Y0, Y1, Y2, Y3) \
+	XORQ AX, AX \
+	XORQ R8, R8
+
+// func gemm3x4(a *float32, lda int, b *float32, ldb int, k int, c *float32, ldc int)
+// Per 8 columns: 3 loads of A, 4 of B, 12 FMAs.
+TEXT ·gemm3x4(SB), NOSPLIT, $0-56
+	PROLOGUE3x4($2)
 
 loop3x4:
-	VMOVUPS (SI)(AX*1), Y12
-	VMOVUPS (R11)(AX*1), Y13
-	VMOVUPS (R12)(AX*1), Y14
-	VMOVUPS (DI)(AX*1), Y15
-	VFMADD231PS Y15, Y12, Y0
-	VFMADD231PS Y15, Y13, Y4
-	VFMADD231PS Y15, Y14, Y8
-	VMOVUPS (R13)(AX*1), Y15
-	VFMADD231PS Y15, Y12, Y1
-	VFMADD231PS Y15, Y13, Y5
-	VFMADD231PS Y15, Y14, Y9
-	VMOVUPS (R14)(AX*1), Y15
-	VFMADD231PS Y15, Y12, Y2
-	VFMADD231PS Y15, Y13, Y6
-	VFMADD231PS Y15, Y14, Y10
-	VMOVUPS (BX)(AX*1), Y15
-	VFMADD231PS Y15, Y12, Y3
-	VFMADD231PS Y15, Y13, Y7
-	VFMADD231PS Y15, Y14, Y11
+	STEP3x4(VMOVUPS, AX)
 	ADDQ $32, AX
 	CMPQ AX, CX
 	JLT  loop3x4
-
-	REDUCE4(Y0, Y1, Y2, Y3, X0, (DX))
-	ADDQ R10, DX
-	REDUCE4(Y4, Y5, Y6, Y7, X4, (DX))
-	ADDQ R10, DX
-	REDUCE4(Y8, Y9, Y10, Y11, X8, (DX))
+	STORE3x4
 	VZEROUPPER
 	RET
 
 // func gemm1x4(a *float32, b *float32, ldb int, k int, c *float32)
 TEXT ·gemm1x4(SB), NOSPLIT, $0-40
-	MOVQ a+0(FP), SI
-	MOVQ b+8(FP), DI
-	MOVQ ldb+16(FP), R9
-	MOVQ k+24(FP), CX
-	MOVQ c+32(FP), DX
-	SHLQ $2, R9
-	SHLQ $2, CX
-	LEAQ (DI)(R9*1), R13
-	LEAQ (R13)(R9*1), R14
-	LEAQ (R14)(R9*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ AX, AX
+	PROLOGUE1x4($2)
 
 loop1x4:
-	VMOVUPS (SI)(AX*1), Y12
-	VFMADD231PS (DI)(AX*1), Y12, Y0
-	VFMADD231PS (R13)(AX*1), Y12, Y1
-	VFMADD231PS (R14)(AX*1), Y12, Y2
-	VFMADD231PS (BX)(AX*1), Y12, Y3
+	STEP1x4(VMOVUPS, AX)
 	ADDQ $32, AX
 	CMPQ AX, CX
 	JLT  loop1x4
+	REDUCE4(Y0, Y1, Y2, Y3, X0, (DX))
+	VZEROUPPER
+	RET
 
+// func gemm3x4h(a *float32, lda int, b *uint16, ldb int, k int, c *float32, ldc int)
+// gemm3x4 with B in IEEE half precision, widened by VCVTPH2PS as it is
+// loaded: half the memory traffic of float32 weights.
+TEXT ·gemm3x4h(SB), NOSPLIT, $0-56
+	PROLOGUE3x4($1)
+
+loop3x4h:
+	STEP3x4(VCVTPH2PS, R8)
+	ADDQ $32, AX
+	ADDQ $16, R8
+	CMPQ AX, CX
+	JLT  loop3x4h
+	STORE3x4
+	VZEROUPPER
+	RET
+
+// func gemm1x4h(a *float32, b *uint16, ldb int, k int, c *float32)
+TEXT ·gemm1x4h(SB), NOSPLIT, $0-40
+	PROLOGUE1x4($1)
+
+loop1x4h:
+	STEP1x4(VCVTPH2PS, R8)
+	ADDQ $32, AX
+	ADDQ $16, R8
+	CMPQ AX, CX
+	JLT  loop1x4h
 	REDUCE4(Y0, Y1, Y2, Y3, X0, (DX))
 	VZEROUPPER
 	RET
@@ -259,113 +312,6 @@ expdone:
 	VHADDPS X0, X0, X0
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
-	RET
-
-// func gemm3x4h(a *float32, lda int, b *uint16, ldb int, k int, c *float32, ldc int)
-// gemm3x4 with B in IEEE half precision, widened by VCVTPH2PS as it is
-// loaded: half the memory traffic of float32 weights. AX is the byte offset
-// along a row of A, R8 along a row of B.
-TEXT ·gemm3x4h(SB), NOSPLIT, $0-56
-	MOVQ a+0(FP), SI
-	MOVQ lda+8(FP), R8
-	MOVQ b+16(FP), DI
-	MOVQ ldb+24(FP), R9
-	MOVQ k+32(FP), CX
-	MOVQ c+40(FP), DX
-	MOVQ ldc+48(FP), R10
-	SHLQ $2, R8
-	SHLQ $1, R9
-	SHLQ $2, R10
-	SHLQ $2, CX
-	LEAQ (SI)(R8*1), R11
-	LEAQ (R11)(R8*1), R12
-	LEAQ (DI)(R9*1), R13
-	LEAQ (R13)(R9*1), R14
-	LEAQ (R14)(R9*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	XORQ AX, AX
-	XORQ R8, R8
-
-loop3x4h:
-	VMOVUPS (SI)(AX*1), Y12
-	VMOVUPS (R11)(AX*1), Y13
-	VMOVUPS (R12)(AX*1), Y14
-	VCVTPH2PS (DI)(R8*1), Y15
-	VFMADD231PS Y15, Y12, Y0
-	VFMADD231PS Y15, Y13, Y4
-	VFMADD231PS Y15, Y14, Y8
-	VCVTPH2PS (R13)(R8*1), Y15
-	VFMADD231PS Y15, Y12, Y1
-	VFMADD231PS Y15, Y13, Y5
-	VFMADD231PS Y15, Y14, Y9
-	VCVTPH2PS (R14)(R8*1), Y15
-	VFMADD231PS Y15, Y12, Y2
-	VFMADD231PS Y15, Y13, Y6
-	VFMADD231PS Y15, Y14, Y10
-	VCVTPH2PS (BX)(R8*1), Y15
-	VFMADD231PS Y15, Y12, Y3
-	VFMADD231PS Y15, Y13, Y7
-	VFMADD231PS Y15, Y14, Y11
-	ADDQ $32, AX
-	ADDQ $16, R8
-	CMPQ AX, CX
-	JLT  loop3x4h
-
-	REDUCE4(Y0, Y1, Y2, Y3, X0, (DX))
-	ADDQ R10, DX
-	REDUCE4(Y4, Y5, Y6, Y7, X4, (DX))
-	ADDQ R10, DX
-	REDUCE4(Y8, Y9, Y10, Y11, X8, (DX))
-	VZEROUPPER
-	RET
-
-// func gemm1x4h(a *float32, b *uint16, ldb int, k int, c *float32)
-TEXT ·gemm1x4h(SB), NOSPLIT, $0-40
-	MOVQ a+0(FP), SI
-	MOVQ b+8(FP), DI
-	MOVQ ldb+16(FP), R9
-	MOVQ k+24(FP), CX
-	MOVQ c+32(FP), DX
-	SHLQ $1, R9
-	SHLQ $2, CX
-	LEAQ (DI)(R9*1), R13
-	LEAQ (R13)(R9*1), R14
-	LEAQ (R14)(R9*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ AX, AX
-	XORQ R8, R8
-
-loop1x4h:
-	VMOVUPS (SI)(AX*1), Y12
-	VCVTPH2PS (DI)(R8*1), Y15
-	VFMADD231PS Y15, Y12, Y0
-	VCVTPH2PS (R13)(R8*1), Y15
-	VFMADD231PS Y15, Y12, Y1
-	VCVTPH2PS (R14)(R8*1), Y15
-	VFMADD231PS Y15, Y12, Y2
-	VCVTPH2PS (BX)(R8*1), Y15
-	VFMADD231PS Y15, Y12, Y3
-	ADDQ $32, AX
-	ADDQ $16, R8
-	CMPQ AX, CX
-	JLT  loop1x4h
-
-	REDUCE4(Y0, Y1, Y2, Y3, X0, (DX))
-	VZEROUPPER
 	RET
 
 // func dequantHalfAVX2(dst *uint16, q *int8, scales *float32, groups int)
