@@ -156,10 +156,17 @@ func expSumGeneric(x []float32, sub, scale float32) float32 {
 	return sum
 }
 
-func maxOf(x []float32) float32 {
+func maxOfGeneric(x []float32) float32 {
 	m := x[0]
 	for _, v := range x[1:] {
 		m = max(m, v)
 	}
 	return m
+}
+
+func addGeneric(dst, src []float32) {
+	src = src[:len(dst)]
+	for i := range dst {
+		dst[i] += src[i]
+	}
 }

@@ -95,6 +95,36 @@ func dequantHalf(dst []uint16, q []int8, scales []float32) {
 	dequantHalfGeneric(dst, q, scales)
 }
 
+//go:noescape
+func maxAVX2(x *float32, n int) float32
+
+//go:noescape
+func addAVX2(dst, src *float32, n int)
+
+// maxOf is the largest value of a non-empty x.
+func maxOf(x []float32) float32 {
+	n8 := len(x) &^ 7
+	if !hasAVX2FMA || n8 == 0 {
+		return maxOfGeneric(x)
+	}
+	m := maxAVX2(&x[0], n8)
+	if n8 < len(x) {
+		m = max(m, maxOfGeneric(x[n8:]))
+	}
+	return m
+}
+
+// add sets dst[i] += src[i].
+func add(dst, src []float32) {
+	src = src[:len(dst)]
+	n8 := len(dst) &^ 7
+	if hasAVX2FMA && n8 > 0 {
+		addAVX2(&dst[0], &src[0], n8)
+		dst, src = dst[n8:], src[n8:]
+	}
+	addGeneric(dst, src)
+}
+
 // geluAVX2 applies GELU to n values, n a multiple of 8.
 //
 //go:noescape

@@ -352,3 +352,54 @@ dqloop:
 dqdone:
 	VZEROUPPER
 	RET
+
+// func maxAVX2(x *float32, n int) float32
+// The largest of n values, n a positive multiple of 8.
+TEXT ·maxAVX2(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	SHLQ $2, CX
+	ADDQ SI, CX
+	VMOVUPS (SI), Y0
+	ADDQ $32, SI
+
+maxloop:
+	CMPQ SI, CX
+	JGE  maxdone
+	VMAXPS (SI), Y0, Y0
+	ADDQ $32, SI
+	JMP  maxloop
+
+maxdone:
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4e, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xb1, X0, X1
+	VMAXPS X1, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+16(FP)
+	RET
+
+// func addAVX2(dst, src *float32, n int)
+// dst[i] += src[i] for n values, n a multiple of 8.
+TEXT ·addAVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHLQ $2, CX
+	ADDQ DI, CX
+
+addloop:
+	CMPQ DI, CX
+	JGE  adddone
+	VMOVUPS (DI), Y0
+	VADDPS (SI), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	JMP  addloop
+
+adddone:
+	VZEROUPPER
+	RET

@@ -17,3 +17,7 @@ func dequantHalf(dst []uint16, q []int8, scales []float32) { dequantHalfGeneric(
 func gelu(x []float32) { geluGeneric(x) }
 
 func expSum(x []float32, sub, scale float32) float32 { return expSumGeneric(x, sub, scale) }
+
+func maxOf(x []float32) float32 { return maxOfGeneric(x) }
+
+func add(dst, src []float32) { addGeneric(dst, src) }

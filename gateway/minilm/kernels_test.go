@@ -72,6 +72,16 @@ func BenchmarkGemmNT(b *testing.B) {
 			}
 			b.ReportMetric(2*float64(s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
+		h := make([]uint16, len(w))
+		for i, v := range w {
+			h[i] = floatToHalf(v)
+		}
+		b.Run(s.name+"_half", func(b *testing.B) {
+			for b.Loop() {
+				gemmNTh(c, s.n, a, s.k, h, s.k, s.m, s.n, s.k)
+			}
+			b.ReportMetric(2*float64(s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 		b.Run(s.name+"_generic", func(b *testing.B) {
 			for b.Loop() {
 				gemmNTGeneric(c, s.n, a, s.k, w, s.k, s.m, s.n, s.k)
@@ -81,7 +91,7 @@ func BenchmarkGemmNT(b *testing.B) {
 	}
 }
 
-func TestGeluAndExpSum(t *testing.T) {
+func TestVectorKernels(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, n := range []int{0, 1, 7, 8, 9, 33, 1536} {
 		x := make([]float32, n)
@@ -98,6 +108,16 @@ func TestGeluAndExpSum(t *testing.T) {
 		}
 		if n == 0 {
 			continue
+		}
+		if got, want := maxOf(x), maxOfGeneric(x); got != want {
+			t.Fatalf("n=%d: maxOf %v, want %v", n, got, want)
+		}
+		sum2 := append([]float32(nil), x...)
+		add(sum2, x)
+		for i, v := range x {
+			if sum2[i] != 2*v {
+				t.Fatalf("n=%d: add: %v, want %v", n, sum2[i], 2*v)
+			}
 		}
 		e := append([]float32(nil), x...)
 		sub, scale := maxOf(x), float32(0.7)

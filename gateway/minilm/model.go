@@ -260,10 +260,7 @@ func (j *linearJob) run(share, shares int) {
 	lo, hi := cols*share/shares*8, cols*(share+1)/shares*8
 	gemmNTh(j.out[lo:], j.n, j.in, j.k, j.w[lo*j.k:], j.k, j.rows, hi-lo, j.k)
 	for t := range j.rows {
-		o := j.out[t*j.n+lo : t*j.n+hi]
-		for c := range o {
-			o[c] += j.b[lo+c]
-		}
+		add(j.out[t*j.n+lo:t*j.n+hi], j.b[lo:hi])
 	}
 }
 
@@ -338,10 +335,8 @@ func (j *attentionJob) run(share, _ int) {
 // addLayerNorm sets x = LayerNorm(x + y) row by row.
 func addLayerNorm(x, y []float32, rows int, g, b []float32) {
 	for t := range rows {
-		xr, yr := x[t*hidden:(t+1)*hidden], y[t*hidden:(t+1)*hidden]
-		for j := range xr {
-			xr[j] += yr[j]
-		}
+		xr := x[t*hidden : (t+1)*hidden]
+		add(xr, y[t*hidden:(t+1)*hidden])
 		layerNorm(xr, g, b)
 	}
 }
