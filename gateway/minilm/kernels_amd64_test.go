@@ -14,7 +14,7 @@ func TestGenericMatchesReference(t *testing.T) {
 	hasAVX2FMA = false
 	t.Cleanup(func() { hasAVX2FMA = saved })
 	for _, it := range ref.Items {
-		if len(it.IDs) > 13 {
+		if len(it.IDs) > 8 {
 			continue
 		}
 		v, err := m.Embed(context.Background(), []string{it.Text})
