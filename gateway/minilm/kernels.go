@@ -2,15 +2,16 @@ package minilm
 
 import "math"
 
-// gemmNTGeneric computes c[i*ldc+j] = Σ_p a[i*lda+p]·b[j*ldb+p] for i < m,
-// j < n, p < k: C = A·Bᵀ with both operands row-major, which is the shape of
-// every product of the model (weights are stored [out][in]).
+// gemmNTGeneric computes c[i*ldc+j] += Σ_p a[i*lda+p]·b[j*ldb+p] for i < m,
+// j < n, p < k: C += A·Bᵀ with both operands row-major, which is the shape of
+// every product of the model (weights are stored [out][in]). Accumulating
+// lets a linear layer start from its bias.
 func gemmNTGeneric(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int) {
 	for i := range m {
 		ar := a[i*lda : i*lda+k]
 		cr := c[i*ldc : i*ldc+n]
 		for j := range cr {
-			cr[j] = dotGeneric(ar, b[j*ldb:j*ldb+k])
+			cr[j] += dotGeneric(ar, b[j*ldb:j*ldb+k])
 		}
 	}
 }
@@ -25,7 +26,7 @@ func gemmNThGeneric(c []float32, ldc int, a []float32, lda int, b []uint16, ldb 
 			for p, h := range b[j*ldb : j*ldb+k] {
 				s += ar[p] * halfToFloat(h)
 			}
-			cr[j] = s
+			cr[j] += s
 		}
 	}
 }

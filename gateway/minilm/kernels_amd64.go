@@ -6,7 +6,7 @@ import "golang.org/x/sys/cpu"
 // the half-precision weights, comes with every AVX2 CPU).
 var hasAVX2FMA = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
 
-// gemm3x4 computes the 3×4 tile c[i*ldc+j] = Σ_p a[i*lda+p]·b[j*ldb+p] for
+// gemm3x4 adds the 3×4 tile c[i*ldc+j] += Σ_p a[i*lda+p]·b[j*ldb+p] for
 // i < 3, j < 4, p < k, with k a positive multiple of 8 (strides in elements).
 //
 //go:noescape
@@ -28,10 +28,15 @@ func gemm3x4h(a *float32, lda int, b *uint16, ldb int, k int, c *float32, ldc in
 func gemm1x4h(a *float32, b *uint16, ldb int, k int, c *float32)
 
 // mBlock rows of A are kept hot in L2 while every 4-row panel of B passes over
-// them; a panel of B stays in L1 across the block.
-const mBlock = 48
+// them; a panel of B stays in L1 across the block. The products are cut into
+// kBlock columns, so that a panel of B and three rows of A fit L1 together
+// when k is 1536.
+const (
+	mBlock = 48
+	kBlock = 384
+)
 
-// gemmNT computes C = A·Bᵀ (see gemmNTGeneric), in AVX2+FMA tiles of 3 rows
+// gemmNT computes C += A·Bᵀ (see gemmNTGeneric), in AVX2+FMA tiles of 3 rows
 // of A by 4 rows of B where the CPU has them.
 func gemmNT(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int) {
 	gemmTiled(gemm3x4, gemm1x4, gemmNTGeneric, c, ldc, a, lda, b, ldb, m, n, k)
@@ -43,7 +48,7 @@ func gemmNTh(c []float32, ldc int, a []float32, lda int, b []uint16, ldb int, m,
 	gemmTiled(gemm3x4h, gemm1x4h, gemmNThGeneric, c, ldc, a, lda, b, ldb, m, n, k)
 }
 
-// gemmTiled runs C = A·Bᵀ as 3×4 tiles of t3x4, the rows left over as 1×4
+// gemmTiled runs C += A·Bᵀ as 3×4 tiles of t3x4, the rows left over as 1×4
 // tiles of t1x4 and the columns left over (and everything, without AVX2 or
 // with k not a multiple of 8) with generic.
 func gemmTiled[T float32 | uint16](
@@ -64,13 +69,16 @@ func gemmTiled[T float32 | uint16](
 	n4 := n &^ 3
 	for m0 := 0; m0 < m; m0 += mBlock {
 		m1 := min(m0+mBlock, m)
-		for j := 0; j < n4; j += 4 {
-			i := m0
-			for ; i+3 <= m1; i += 3 {
-				t3x4(&a[i*lda], lda, &b[j*ldb], ldb, k, &c[i*ldc+j], ldc)
-			}
-			for ; i < m1; i++ {
-				t1x4(&a[i*lda], &b[j*ldb], ldb, k, &c[i*ldc+j])
+		for k0 := 0; k0 < k; k0 += kBlock {
+			kc := min(kBlock, k-k0)
+			for j := 0; j < n4; j += 4 {
+				i := m0
+				for ; i+3 <= m1; i += 3 {
+					t3x4(&a[i*lda+k0], lda, &b[j*ldb+k0], ldb, kc, &c[i*ldc+j], ldc)
+				}
+				for ; i < m1; i++ {
+					t1x4(&a[i*lda+k0], &b[j*ldb+k0], ldb, kc, &c[i*ldc+j])
+				}
 			}
 		}
 		if n4 < n {

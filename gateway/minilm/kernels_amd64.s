@@ -1,14 +1,16 @@
 #include "textflag.h"
 
-// Sums the four 8-lane accumulators of one output row into four floats:
-// after the three VHADDPS each 128-bit half holds [Σr0 Σr1 Σr2 Σr3] of its
-// lanes, and the halves are added. Clobbers r1, r2, r3 and X15.
+// Sums the four 8-lane accumulators of one output row into four floats and
+// adds them to the four at dst: after the three VHADDPS each 128-bit half
+// holds [Σr0 Σr1 Σr2 Σr3] of its lanes, and the halves are added. Clobbers
+// r1, r2, r3 and X15.
 #define REDUCE4(r0, r1, r2, r3, x0, dst) \
 	VHADDPS r1, r0, r0 \
 	VHADDPS r3, r2, r2 \
 	VHADDPS r2, r0, r0 \
 	VEXTRACTF128 $1, r0, X15 \
 	VADDPS X15, x0, x0 \
+	VADDPS dst, x0, x0 \
 	VMOVUPS x0, dst
 
 // The tile kernels: 3 rows of A (SI, R11, R12) by 4 rows of B (DI, R13,
@@ -107,7 +109,7 @@
 	XORQ R8, R8
 
 // func gemm3x4(a *float32, lda int, b *float32, ldb int, k int, c *float32, ldc int)
-// Per 8 columns: 3 loads of A, 4 of B, 12 FMAs.
+// Adds the 3×4 tile of A·Bᵀ to C. Per 8 columns: 3 loads of A, 4 of B, 12 FMAs.
 TEXT ·gemm3x4(SB), NOSPLIT, $0-56
 	PROLOGUE3x4($2)
 

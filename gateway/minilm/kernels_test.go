@@ -9,7 +9,7 @@ import (
 func TestGemmNTMatchesFloat64(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, s := range []struct{ m, n, k int }{
-		{1, 4, 8}, {3, 4, 8}, {2, 3, 16}, {7, 9, 32}, {50, 13, 384}, {97, 1152, 384}, {5, 384, 1536}, {4, 5, 12},
+		{1, 4, 8}, {3, 4, 8}, {2, 3, 16}, {7, 9, 32}, {50, 13, 384}, {97, 1152, 384}, {5, 384, 1536}, {100, 7, 1000}, {4, 5, 12},
 	} {
 		lda, ldb, ldc := s.k+3, s.k+5, s.n+2 // strides wider than the rows
 		a, b := make([]float32, s.m*lda), make([]float32, s.n*ldb)
@@ -28,7 +28,7 @@ func TestGemmNTMatchesFloat64(t *testing.T) {
 			h[i] = floatToHalf(v)
 			b[i] = halfToFloat(h[i]) // both products then use the same values
 		}
-		ch := append([]float32(nil), c...)
+		ch := append([]float32(nil), c...) // all 42
 		gemmNT(c, ldc, a, lda, b, ldb, s.m, s.n, s.k)
 		gemmNTh(ch, ldc, a, lda, h, ldb, s.m, s.n, s.k)
 		for name, c := range map[string][]float32{"float32": c, "half": ch} {
@@ -41,7 +41,7 @@ func TestGemmNTMatchesFloat64(t *testing.T) {
 						}
 						continue
 					}
-					var want float64
+					want := 42.0 // the products add to C
 					for p := range s.k {
 						want += float64(a[i*lda+p]) * float64(b[j*ldb+p])
 					}

@@ -258,10 +258,10 @@ type linearJob struct {
 func (j *linearJob) run(share, shares int) {
 	cols := j.n / 8 // shares are multiples of 8 columns
 	lo, hi := cols*share/shares*8, cols*(share+1)/shares*8
-	gemmNTh(j.out[lo:], j.n, j.in, j.k, j.w[lo*j.k:], j.k, j.rows, hi-lo, j.k)
 	for t := range j.rows {
-		add(j.out[t*j.n+lo:t*j.n+hi], j.b[lo:hi])
+		copy(j.out[t*j.n+lo:t*j.n+hi], j.b[lo:hi])
 	}
+	gemmNTh(j.out[lo:], j.n, j.in, j.k, j.w[lo*j.k:], j.k, j.rows, hi-lo, j.k)
 }
 
 // attention computes, for every text and head, softmax(Q·Kᵀ/√d)·V into
@@ -305,6 +305,7 @@ func (j *attentionJob) run(share, _ int) {
 		a.vt = grow(a.vt, headDim*pad)
 		qkv := sc.qkv[t.off*3*hidden:]
 		q, k, v := qkv[t.head*headDim:], qkv[hidden+t.head*headDim:], qkv[2*hidden+t.head*headDim:]
+		clear(a.s)
 		gemmNT(a.s, pad, q, 3*hidden, k, 3*hidden, n, n, headDim)
 		// Unnormalised softmax: each row of the context is divided by its
 		// sum afterwards, 32 divisions instead of n.
@@ -323,6 +324,9 @@ func (j *attentionJob) run(share, _ int) {
 			clear(a.vt[d*pad+n : (d+1)*pad])
 		}
 		ctx := sc.ctx[t.off*hidden+t.head*headDim:]
+		for r := range n {
+			clear(ctx[r*hidden : r*hidden+headDim])
+		}
 		gemmNT(ctx, hidden, a.s, pad, a.vt, pad, n, headDim, pad)
 		for r, inv := range a.inv[:n] {
 			for d := range ctx[r*hidden : r*hidden+headDim] {
