@@ -16,6 +16,21 @@ func gemmNTGeneric(c []float32, ldc int, a []float32, lda int, b []float32, ldb 
 	}
 }
 
+// gemmNN32Generic computes c[i*ldc+j] += Σ_p a[i*lda+p]·b[p*ldb+j] for
+// i < m, j < 32, p < k: the attention's probabilities (A) times the values of
+// a head (B, row-major, 32 wide).
+func gemmNN32Generic(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, k int) {
+	for i := range m {
+		cr := c[i*ldc : i*ldc+32]
+		for p, w := range a[i*lda : i*lda+k] {
+			br := b[p*ldb : p*ldb+32]
+			for j := range cr {
+				cr[j] += w * br[j]
+			}
+		}
+	}
+}
+
 // gemmNThGeneric is gemmNTGeneric with B in IEEE half precision.
 func gemmNThGeneric(c []float32, ldc int, a []float32, lda int, b []uint16, ldb int, m, n, k int) {
 	for i := range m {

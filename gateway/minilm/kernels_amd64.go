@@ -87,6 +87,31 @@ func gemmTiled[T float32 | uint16](
 	}
 }
 
+//go:noescape
+func gemmNN3x32(a *float32, lda int, b *float32, ldb int, k int, c *float32, ldc int)
+
+//go:noescape
+func gemmNN1x32(a *float32, b *float32, ldb int, k int, c *float32)
+
+// gemmNN32 computes C += A·B for the 32 columns of B (see gemmNN32Generic)
+// in tiles of 3 rows of A.
+func gemmNN32(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, k int) {
+	if !hasAVX2FMA || m == 0 || k == 0 {
+		gemmNN32Generic(c, ldc, a, lda, b, ldb, m, k)
+		return
+	}
+	_ = a[(m-1)*lda+k-1]
+	_ = b[(k-1)*ldb+31]
+	_ = c[(m-1)*ldc+31]
+	i := 0
+	for ; i+3 <= m; i += 3 {
+		gemmNN3x32(&a[i*lda], lda, &b[0], ldb, k, &c[i*ldc], ldc)
+	}
+	for ; i < m; i++ {
+		gemmNN1x32(&a[i*lda], &b[0], ldb, k, &c[i*ldc])
+	}
+}
+
 // dequantHalfAVX2 is dequantHalf for groups groups of 32 values.
 //
 //go:noescape

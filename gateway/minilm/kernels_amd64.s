@@ -26,6 +26,17 @@
 	VXORPS r2, r2, r2 \
 	VXORPS r3, r3, r3
 
+// ADD32 adds four 8-lane accumulators to the 32 floats at (ptr).
+#define ADD32(r0, r1, r2, r3, ptr) \
+	VADDPS (ptr), r0, r0 \
+	VMOVUPS r0, (ptr) \
+	VADDPS 32(ptr), r1, r1 \
+	VMOVUPS r1, 32(ptr) \
+	VADDPS 64(ptr), r2, r2 \
+	VMOVUPS r2, 64(ptr) \
+	VADDPS 96(ptr), r3, r3 \
+	VMOVUPS r3, 96(ptr)
+
 // ROWSB sets R13, R14, BX to the rows of B after DI, R9 bytes apart.
 #define ROWSB \
 	LEAQ (DI)(R9*1), R13 \
@@ -403,5 +414,87 @@ addloop:
 	JMP  addloop
 
 adddone:
+	VZEROUPPER
+	RET
+
+// func gemmNN3x32(a *float32, lda int, b *float32, ldb int, k int, c *float32, ldc int)
+// Adds the 3×32 tile c[i*ldc+j] += Σ_p a[i*lda+p]·b[p*ldb+j] for i < 3,
+// j < 32, p < k (k ≥ 1): B row-major, one row of 32 per step, against A's
+// values broadcast; twelve accumulators, no horizontal sums. It is the
+// attention's probabilities times the values of a head.
+TEXT ·gemmNN3x32(SB), NOSPLIT, $0-56
+	MOVQ a+0(FP), SI
+	MOVQ lda+8(FP), R8
+	MOVQ b+16(FP), DI
+	MOVQ ldb+24(FP), R9
+	MOVQ k+32(FP), CX
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), R10
+	SHLQ $2, R8
+	SHLQ $2, R9
+	SHLQ $2, R10
+	LEAQ (SI)(R8*1), R11
+	LEAQ (R11)(R8*1), R12
+	ZERO4(Y0, Y1, Y2, Y3)
+	ZERO4(Y4, Y5, Y6, Y7)
+	ZERO4(Y8, Y9, Y10, Y11)
+
+loopnn3:
+	VBROADCASTSS (SI), Y12
+	VBROADCASTSS (R11), Y13
+	VBROADCASTSS (R12), Y14
+	VMOVUPS (DI), Y15
+	VFMADD231PS Y15, Y12, Y0
+	VFMADD231PS Y15, Y13, Y4
+	VFMADD231PS Y15, Y14, Y8
+	VMOVUPS 32(DI), Y15
+	VFMADD231PS Y15, Y12, Y1
+	VFMADD231PS Y15, Y13, Y5
+	VFMADD231PS Y15, Y14, Y9
+	VMOVUPS 64(DI), Y15
+	VFMADD231PS Y15, Y12, Y2
+	VFMADD231PS Y15, Y13, Y6
+	VFMADD231PS Y15, Y14, Y10
+	VMOVUPS 96(DI), Y15
+	VFMADD231PS Y15, Y12, Y3
+	VFMADD231PS Y15, Y13, Y7
+	VFMADD231PS Y15, Y14, Y11
+	ADDQ $4, SI
+	ADDQ $4, R11
+	ADDQ $4, R12
+	ADDQ R9, DI
+	DECQ CX
+	JNZ  loopnn3
+
+	ADD32(Y0, Y1, Y2, Y3, DX)
+	ADDQ R10, DX
+	ADD32(Y4, Y5, Y6, Y7, DX)
+	ADDQ R10, DX
+	ADD32(Y8, Y9, Y10, Y11, DX)
+	VZEROUPPER
+	RET
+
+// func gemmNN1x32(a *float32, b *float32, ldb int, k int, c *float32)
+TEXT ·gemmNN1x32(SB), NOSPLIT, $0-40
+	MOVQ a+0(FP), SI
+	MOVQ b+8(FP), DI
+	MOVQ ldb+16(FP), R9
+	MOVQ k+24(FP), CX
+	MOVQ c+32(FP), DX
+	SHLQ $2, R9
+	ZERO4(Y0, Y1, Y2, Y3)
+
+loopnn1:
+	VBROADCASTSS (SI), Y12
+	VFMADD231PS (DI), Y12, Y0
+	VFMADD231PS 32(DI), Y12, Y1
+	VFMADD231PS 64(DI), Y12, Y2
+	VFMADD231PS 96(DI), Y12, Y3
+	ADDQ $4, SI
+	ADDQ R9, DI
+	DECQ CX
+	JNZ  loopnn1
+
+	ADD32(Y0, Y1, Y2, Y3, DX)
 	VZEROUPPER
 	RET

@@ -21,3 +21,8 @@ func expSum(x []float32, sub, scale float32) float32 { return expSumGeneric(x, s
 func maxOf(x []float32) float32 { return maxOfGeneric(x) }
 
 func add(dst, src []float32) { addGeneric(dst, src) }
+
+// gemmNN32 computes C += A·B for the 32 columns of B (see gemmNN32Generic).
+func gemmNN32(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, k int) {
+	gemmNN32Generic(c, ldc, a, lda, b, ldb, m, k)
+}

@@ -177,3 +177,40 @@ func TestDequantHalf(t *testing.T) {
 		}
 	}
 }
+
+func TestGemmNN32MatchesFloat64(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, s := range []struct{ m, k int }{{1, 1}, {3, 1}, {4, 7}, {7, 33}, {125, 125}, {256, 256}} {
+		lda, ldb, ldc := s.k+3, 1152, 384 // strides of the attention
+		a, b := make([]float32, s.m*lda), make([]float32, s.k*ldb)
+		for i := range a {
+			a[i] = float32(r.Float64())
+		}
+		for i := range b {
+			b[i] = float32(r.NormFloat64())
+		}
+		c := make([]float32, s.m*ldc)
+		for i := range c {
+			c[i] = 42
+		}
+		gemmNN32(c, ldc, a, lda, b, ldb, s.m, s.k)
+		for i := range s.m {
+			for j := range ldc {
+				got := c[i*ldc+j]
+				if j >= 32 {
+					if got != 42 {
+						t.Fatalf("%v: wrote c[%d][%d]", s, i, j)
+					}
+					continue
+				}
+				want := 42.0
+				for p := range s.k {
+					want += float64(a[i*lda+p]) * float64(b[p*ldb+j])
+				}
+				if math.Abs(float64(got)-want) > 1e-4*math.Max(1, math.Abs(want)) {
+					t.Fatalf("%v: c[%d][%d] = %v, want %v", s, i, j, got, want)
+				}
+			}
+		}
+	}
+}

@@ -171,9 +171,10 @@ type scratch struct {
 	done                sync.WaitGroup
 }
 
-// attScratch is one worker's attention memory: scores and transposed values.
+// attScratch is one worker's attention memory: the scores of a head and
+// the inverse sums of their rows.
 type attScratch struct {
-	s, vt, inv []float32
+	s, inv []float32
 }
 
 // grow returns b resized to n, reallocating when it is too small.
@@ -308,34 +309,24 @@ func (j *attentionJob) run(share, _ int) {
 			return
 		}
 		t := j.tasks[i]
-		n, pad := t.n, (t.n+7)&^7
-		a.s = grow(a.s, n*pad)
-		a.vt = grow(a.vt, headDim*pad)
+		n := t.n
+		a.s = grow(a.s, n*n)
 		qkv := sc.qkv[t.off*3*hidden:]
 		q, k, v := qkv[t.head*headDim:], qkv[hidden+t.head*headDim:], qkv[2*hidden+t.head*headDim:]
 		clear(a.s)
-		gemmNT(a.s, pad, q, 3*hidden, k, 3*hidden, n, n, headDim)
+		gemmNT(a.s, n, q, 3*hidden, k, 3*hidden, n, n, headDim)
 		// Unnormalised softmax: each row of the context is divided by its
 		// sum afterwards, 32 divisions instead of n.
 		a.inv = grow(a.inv, n)
 		for r := range n {
-			row := a.s[r*pad : (r+1)*pad]
-			a.inv[r] = 1 / expSum(row[:n], maxOf(row[:n]), scale)
-			clear(row[n:])
-		}
-		for j := range n {
-			for d := range headDim {
-				a.vt[d*pad+j] = v[j*3*hidden+d]
-			}
-		}
-		for d := range headDim {
-			clear(a.vt[d*pad+n : (d+1)*pad])
+			row := a.s[r*n : (r+1)*n]
+			a.inv[r] = 1 / expSum(row, maxOf(row), scale)
 		}
 		ctx := sc.ctx[t.off*hidden+t.head*headDim:]
 		for r := range n {
 			clear(ctx[r*hidden : r*hidden+headDim])
 		}
-		gemmNT(ctx, hidden, a.s, pad, a.vt, pad, n, headDim, pad)
+		gemmNN32(ctx, hidden, a.s, n, v, 3*hidden, n, n)
 		for r, inv := range a.inv[:n] {
 			for d := range ctx[r*hidden : r*hidden+headDim] {
 				ctx[r*hidden+d] *= inv
