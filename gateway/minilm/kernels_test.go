@@ -12,17 +12,8 @@ func TestGemmNTMatchesFloat64(t *testing.T) {
 		{1, 4, 8}, {3, 4, 8}, {2, 3, 16}, {7, 9, 32}, {50, 13, 384}, {97, 1152, 384}, {5, 384, 1536}, {100, 7, 1000}, {4, 5, 12},
 	} {
 		lda, ldb, ldc := s.k+3, s.k+5, s.n+2 // strides wider than the rows
-		a, b := make([]float32, s.m*lda), make([]float32, s.n*ldb)
-		for i := range a {
-			a[i] = float32(r.NormFloat64())
-		}
-		for i := range b {
-			b[i] = float32(r.NormFloat64())
-		}
-		c := make([]float32, s.m*ldc)
-		for i := range c {
-			c[i] = 42 // the padding between rows must survive
-		}
+		a, b := normals(r, s.m*lda), normals(r, s.n*ldb)
+		c := filled(s.m*ldc, 42) // the padding between rows must survive
 		h := make([]uint16, len(b))
 		for i, v := range b {
 			h[i] = floatToHalf(v)
@@ -182,17 +173,8 @@ func TestGemmNN32MatchesFloat64(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for _, s := range []struct{ m, k int }{{1, 1}, {3, 1}, {4, 7}, {7, 33}, {125, 125}, {256, 256}} {
 		lda, ldb, ldc := s.k+3, 1152, 384 // strides of the attention
-		a, b := make([]float32, s.m*lda), make([]float32, s.k*ldb)
-		for i := range a {
-			a[i] = float32(r.Float64())
-		}
-		for i := range b {
-			b[i] = float32(r.NormFloat64())
-		}
-		c := make([]float32, s.m*ldc)
-		for i := range c {
-			c[i] = 42
-		}
+		a, b := normals(r, s.m*lda), normals(r, s.k*ldb)
+		c := filled(s.m*ldc, 42)
 		gemmNN32(c, ldc, a, lda, b, ldb, s.m, s.k)
 		for i := range s.m {
 			for j := range ldc {
@@ -213,4 +195,20 @@ func TestGemmNN32MatchesFloat64(t *testing.T) {
 			}
 		}
 	}
+}
+
+func normals(r *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	return x
+}
+
+func filled(n int, v float32) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = v
+	}
+	return x
 }
