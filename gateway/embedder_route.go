@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/crispy-enigma/crispy/gateway/minilm"
 )
 
 // cloudflareEmbeddingDimensions are the vector lengths of Workers AI's embedding models, so that a
@@ -24,15 +26,22 @@ func (r *Router) Embedder(model string) (EmbeddingModel, error) {
 }
 
 // EmbedderFor returns the embedding model for model ID, on behalf of meta's tenant. Order:
-// local/hash-embed (built in); an exact embeddings entry of the routing table; the longest embeddings
+// local/hash-embed and local/minilm (built in); an exact embeddings entry of the routing table; the longest embeddings
 // prefix; @cf/ models on Workers AI's OpenAI-compatible /v1/embeddings of the tenant's account
 // (meta.AccountID, else RouterOptions.CloudflareAccountID), through the tenant's AI Gateway when
 // meta.GatewayID is set, when a Cloudflare token is configured. Anything else is ErrModelNotServed
 // (wrapped, naming the model). Embedders of exact entries are shared, so a dimension learned by one
 // call is known to the next.
 func (r *Router) EmbedderFor(model string, meta RequestMeta) (EmbeddingModel, error) {
-	if model == HashEmbedID {
+	switch model {
+	case HashEmbedID:
 		return r.hashEmbed, nil
+	case minilm.ID:
+		m, err := r.miniLM()
+		if err != nil {
+			return nil, fmt.Errorf("embedding model %q: %w", model, err)
+		}
+		return m, nil
 	}
 	if e := r.embedExact[model]; e != nil {
 		return e, nil

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -16,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/gateway/minilm"
 	"github.com/crispy-enigma/crispy/observe"
 )
 
@@ -125,6 +127,7 @@ type Router struct {
 	embedExact    map[string]*OpenAIEmbeddings
 	embedPrefixes []prefixRoute // longest first
 	hashEmbed     *HashEmbedder
+	miniLM        func() (*minilm.Model, error) // loaded on first use: most nodes embed with one model
 	cfAccountID   string
 	httpClient    *http.Client
 	getenv        func(string) string
@@ -164,6 +167,7 @@ func NewRouter(opts RouterOptions) *Router {
 		callTimeout:       opts.CallTimeout,
 		embedExact:        map[string]*OpenAIEmbeddings{},
 		hashEmbed:         NewHashEmbedder(0),
+		miniLM:            sync.OnceValues(minilm.New),
 		cfAccountID:       opts.CloudflareAccountID,
 		httpClient:        opts.HTTPClient,
 		getenv:            getenv,

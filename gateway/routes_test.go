@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/gateway/minilm"
 )
 
 func TestParseRoutes(t *testing.T) {
@@ -229,6 +230,7 @@ func TestRouterEmbedderRouting(t *testing.T) {
 	}{
 		{"built-in hash embedder", HashEmbedID, r, RequestMeta{}, "", DefaultHashEmbedDimension},
 		{"built-in without providers", HashEmbedID, noCF, RequestMeta{}, "", DefaultHashEmbedDimension},
+		{"built-in neural embedder", minilm.ID, r, RequestMeta{}, "", minilm.Dimension},
 		{"exact with configured dimension", "bge-m3", r, RequestMeta{}, "http://a.invalid/v1/embeddings", 1024},
 		{"longest prefix", "e5-large-v2", r, RequestMeta{}, "http://b.invalid/v1/embeddings", 0},
 		{"shorter prefix", "e5-small", r, RequestMeta{}, "http://a.invalid/v1/embeddings", 0},
@@ -261,7 +263,9 @@ func TestRouterEmbedderRouting(t *testing.T) {
 				t.Errorf("ID %q dim %d; want %q %d", m.ID(), m.Dimension(), tt.model, tt.dim)
 			}
 			if tt.endpoint == "" {
-				if _, ok := m.(*HashEmbedder); !ok {
+				switch m.(type) {
+				case *HashEmbedder, *minilm.Model:
+				default:
 					t.Errorf("got %T, want the built-in", m)
 				}
 				return
@@ -274,11 +278,23 @@ func TestRouterEmbedderRouting(t *testing.T) {
 	if _, err := NewRouter(RouterOptions{CloudflareToken: "t"}).Embedder("@cf/baai/bge-m3"); !errors.Is(err, errNoAccountID) {
 		t.Errorf("@cf embedding without any account: %v", err)
 	}
+	if a, b := mustEmbedder(t, r, minilm.ID), mustEmbedder(t, r, minilm.ID); a != b {
+		t.Error("local/minilm is rebuilt per call")
+	}
 	a, _ := r.Embedder("bge-m3")
 	b, _ := r.Embedder("bge-m3")
 	if a != b {
 		t.Error("an exact entry's embedder is rebuilt per call; its learned dimension would be lost")
 	}
+}
+
+func mustEmbedder(t *testing.T, r *Router, model string) EmbeddingModel {
+	t.Helper()
+	m, err := r.Embedder(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func TestRouterOptionsFromEnvTimeoutsAndEmbeddings(t *testing.T) {
