@@ -20,6 +20,14 @@ const (
 	DefaultWindowSec             = 60
 	DefaultSessionRetentionDays  = 30
 	DefaultMaxMessagesPerSession = 1000
+	// DefaultTenantRateFactor sets the tenant-wide rate ceiling when rateLimit.tenantPerMinute
+	// (tenantBurst) is absent: this many times the per-user perMinute (burst). Ten users at their
+	// full limit at once still pass; one client cycling through user IDs gets no more than that.
+	DefaultTenantRateFactor = 10
+	// Default knowledge-base quota of a tenant without "quota" (or with some fields absent).
+	DefaultQuotaDocuments   = 10_000
+	DefaultQuotaChunks      = 200_000
+	DefaultQuotaStoredBytes = 512 << 20
 )
 
 // FieldError is one problem in a tenant config file, located by the file and the JSON field
@@ -292,6 +300,7 @@ func (p *parser) validate(c *TenantConfig, root map[string]any) {
 	if c.RateLimit.WindowSec > 0 && c.RateLimit.BurstWindowSec > c.RateLimit.WindowSec {
 		p.fail("rateLimit.burstWindowSec", "must not exceed rateLimit.windowSec (got %d > %d)", c.RateLimit.BurstWindowSec, c.RateLimit.WindowSec)
 	}
+	p.tenantRate(c, rl, present)
 
 	// Feature flags, hosts, keys, models.
 	for _, name := range sortedKeys(c.FeatureFlags) {
@@ -336,6 +345,49 @@ func (p *parser) validate(c *TenantConfig, root map[string]any) {
 	}
 	if c.Cache != nil {
 		p.positive("cache.ttlSeconds", int64(c.Cache.TTLSeconds))
+	}
+	p.quota(c, root["quota"], present)
+}
+
+// tenantRate validates the tenant-wide rate ceiling and fills in its defaults. A ceiling below
+// the per-user limit is allowed (it then binds first) but is worth a warning.
+func (p *parser) tenantRate(c *TenantConfig, rl any, present func(any, string) bool) {
+	r := &c.RateLimit
+	if present(rl, "tenantPerMinute") {
+		p.positive("rateLimit.tenantPerMinute", int64(r.TenantPerMinute))
+	} else {
+		r.TenantPerMinute = DefaultTenantRateFactor * r.PerMinute
+	}
+	if present(rl, "tenantBurst") {
+		p.positive("rateLimit.tenantBurst", int64(r.TenantBurst))
+	} else {
+		r.TenantBurst = DefaultTenantRateFactor * r.Burst
+	}
+	if r.TenantPerMinute > 0 && r.TenantPerMinute < r.PerMinute {
+		p.warn("rateLimit.tenantPerMinute", "tenant %q has a tenant-wide ceiling (%d) below its per-user limit (%d): the ceiling binds first", c.TenantID, r.TenantPerMinute, r.PerMinute)
+	}
+}
+
+// quota validates the knowledge-base quota and fills in the defaults of absent fields; a tenant
+// without "quota" gets the defaults, so no tenant stores without bound.
+func (p *parser) quota(c *TenantConfig, q any, present func(any, string) bool) {
+	if c.Quota == nil {
+		c.Quota = &Quota{}
+	}
+	for _, f := range []struct {
+		name string
+		v    *int64
+		def  int64
+	}{
+		{"documents", &c.Quota.Documents, DefaultQuotaDocuments},
+		{"chunks", &c.Quota.Chunks, DefaultQuotaChunks},
+		{"storedBytes", &c.Quota.StoredBytes, DefaultQuotaStoredBytes},
+	} {
+		if present(q, f.name) {
+			p.positive("quota."+f.name, *f.v)
+		} else {
+			*f.v = f.def
+		}
 	}
 }
 
