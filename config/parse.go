@@ -57,12 +57,19 @@ var (
 // warning naming the tenant, never the key). Every problem in the file is reported, each as a
 // *FieldError naming file and field path, joined with errors.Join.
 func ParseTenantConfig(file string, data []byte) (*TenantConfig, []string, error) {
+	cfg, warnings, errs := parseTenant(file, data)
+	if len(errs) > 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	return cfg, warnings, nil
+}
+
+// parseTenant is ParseTenantConfig returning, beside every error, the config as far as it could
+// be decoded (nil when the document is not a JSON object), for the checks that span files.
+func parseTenant(file string, data []byte) (*TenantConfig, []string, []error) {
 	p := parser{file: file}
 	cfg := p.parse(data)
-	if len(p.errs) > 0 {
-		return nil, nil, errors.Join(p.errs...)
-	}
-	return cfg, p.warnings, nil
+	return cfg, p.warnings, p.errs
 }
 
 type parser struct {
@@ -94,29 +101,64 @@ func (p *parser) parse(data []byte) *TenantConfig {
 		p.fail("", "unexpected data after the JSON object at byte %d", dec.InputOffset())
 		return nil
 	}
-	if len(p.errs) > 0 { // duplicate fields
-		return nil
-	}
 	root, ok := tree.(map[string]any)
 	if !ok {
 		p.fail("", "must be a JSON object (got %s)", jsonKind(tree))
 		return nil
 	}
+	// Every check runs, whatever failed before it, so that one run reports every problem: a
+	// file fixed after the first report must not fail again on what the first hid.
 	p.walk("", tree, reflect.TypeFor[TenantConfig](), false)
-	if len(p.errs) > 0 {
-		return nil
-	}
+	structural := len(p.errs) // duplicate fields, unknown fields, wrong types, missing fields
 
 	// Second pass: the typed decode, strict again so that the two passes cannot disagree.
 	var cfg TenantConfig
 	dec = json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cfg); err != nil {
-		p.fail("", "invalid tenant config: %v", err)
-		return nil
+		if structural == 0 {
+			p.fail("", "invalid tenant config: %v", err)
+			return nil
+		}
+		// The first pass named the problem. Decode what is well-typed (encoding/json skips the
+		// fields of the wrong type and unknown fields are ignored) to validate the rest.
+		cfg = TenantConfig{}
+		_ = json.Unmarshal(data, &cfg)
 	}
+	failed := append([]error(nil), p.errs...)
 	p.validate(&cfg, root)
+	// A field the first pass refused reads as its zero value here: drop the second complaint
+	// about it ("must be a positive integer (got 0)" after "must be an integer (got string)").
+	kept := p.errs[:len(failed)]
+	for _, err := range p.errs[len(failed):] {
+		if !coveredBy(err, failed) {
+			kept = append(kept, err)
+		}
+	}
+	p.errs = kept
 	return &cfg
+}
+
+// coveredBy reports whether err is about a field (or a part or parent of one) that an error
+// of failed already names.
+func coveredBy(err error, failed []error) bool {
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Path == "" {
+		return false
+	}
+	related := func(a, b string) bool {
+		if len(a) < len(b) {
+			a, b = b, a
+		}
+		return a == b || (strings.HasPrefix(a, b) && (a[len(b)] == '.' || a[len(b)] == '['))
+	}
+	for _, f := range failed {
+		var other *FieldError
+		if errors.As(f, &other) && other.Path != "" && related(fe.Path, other.Path) {
+			return true
+		}
+	}
+	return false
 }
 
 // maxDepth bounds nesting; the schema is three levels deep.
@@ -206,7 +248,7 @@ func (p *parser) walk(path string, v any, t reflect.Type, optional bool) {
 		for _, key := range sortedKeys(obj) {
 			f, known := fields[key]
 			if !known {
-				p.fail(joinPath(path, key), "unknown field (tenant configs are decoded strictly; see CONTRACT.md)")
+				p.fail(joinPath(path, key), "unknown field (tenant configs are decoded strictly; see README.md)")
 				continue
 			}
 			_, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
