@@ -73,3 +73,15 @@ type CacheConfig struct {
 
 // Flag reports a boolean feature flag; an absent flag is false.
 func (t *TenantConfig) Flag(name string) bool { return t.FeatureFlags[name] }
+
+// ModelIDs lists every model the tenant's config names (default, fallback, embedding and speech
+// models, and the allow-list), e.g. for the set of model label values metrics admit.
+func (t *TenantConfig) ModelIDs() []string {
+	var out []string
+	for _, m := range append([]string{t.AIModels.Chat, t.AIModels.FallbackChat, t.AIModels.Embeddings, t.AIModels.TTS}, t.AllowedModels...) {
+		if m != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
