@@ -70,6 +70,16 @@ func (s *cappedStream) Close() error {
 	return s.ChatStream.Close()
 }
 
+// ToolCalls are those of the reply, none when it was cut: calls streamed in part are not calls.
+func (s *cappedStream) ToolCalls() []ToolCall {
+	if s.cut {
+		return nil
+	}
+	return ToolCallsOf(s.ChatStream)
+}
+
+var _ ToolCallStream = (*cappedStream)(nil)
+
 // firstRunes returns the first n runes of t.
 func firstRunes(t string, n int) string {
 	for i := range t {

@@ -85,3 +85,11 @@ func TestFirstRunes(t *testing.T) {
 		}
 	}
 }
+
+// The cap keeps the stream's tool calls visible (ToolCallsOf type-asserts the stream).
+func TestCappedStreamKeepsToolCalls(t *testing.T) {
+	var s ChatStream = limitOutput(&routedStream{}, ChatRequest{MaxTokens: 5})
+	if _, ok := s.(ToolCallStream); !ok {
+		t.Fatal("a capped stream hides ToolCallStream")
+	}
+}
