@@ -29,6 +29,18 @@ func twoMembersHosting(kind, prefix string) (a, b *cluster.Member, onB string) {
 	}
 }
 
+// onEachMember runs fn as member a (which does not own the identity: its activation must stop)
+// and as member b (the owner: it must stay).
+func onEachMember(t *testing.T, a, b *cluster.Member, fn func(t *testing.T, placement *Placement, wantStop bool)) {
+	for _, self := range []*cluster.Member{a, b} {
+		t.Run(self.Host, func(t *testing.T) {
+			placement := &Placement{self: self.Address()}
+			placement.update([]*cluster.Member{a, b})
+			fn(t, placement, self == a)
+		})
+	}
+}
+
 // askExpectingStop sends req to pid and returns the reply and whether pid stopped, reading want
 // messages (Terminated is a system message: it may overtake the reply).
 func askExpectingStop(t *testing.T, p *probe.Probe, pid *actor.PID, req proto.Message, wantStop bool) (reply any, stopped bool) {
@@ -59,25 +71,18 @@ func TestRateLimiterPassivatesWhenNotTheOwner(t *testing.T) {
 	a, b, onB := twoMembersHosting(KindRateLimiter, "acme:ratelimit:u")
 	system := actor.NewActorSystem()
 	p := probe.New(t, system, 0)
-	for _, tt := range []struct {
-		self     *cluster.Member
-		wantStop bool
-	}{{a, true}, {b, false}} {
-		t.Run(tt.self.Host, func(t *testing.T) {
-			placement := &Placement{self: tt.self.Address()}
-			placement.update([]*cluster.Member{a, b})
-			pid := system.Root.Spawn(rateLimiterProps(Deps{Logger: zerolog.Nop(), Placement: placement}.withDefaults()))
-			system.Root.Send(pid, &cluster.ClusterInit{Identity: &cluster.ClusterIdentity{Kind: KindRateLimiter, Identity: onB}})
-			p.Watch(pid)
-			reply, stopped := askExpectingStop(t, p, pid, pbRateLimit(5, 5, 60, 10), tt.wantStop)
-			if r, ok := reply.(*pb.RateLimitResponse); !ok || !r.GetAllowed() {
-				t.Fatalf("reply %v, want an allowed RateLimitResponse", reply)
-			}
-			if stopped != tt.wantStop {
-				t.Fatalf("stopped %v, want %v", stopped, tt.wantStop)
-			}
-		})
-	}
+	onEachMember(t, a, b, func(t *testing.T, placement *Placement, wantStop bool) {
+		pid := system.Root.Spawn(rateLimiterProps(Deps{Logger: zerolog.Nop(), Placement: placement}.withDefaults()))
+		system.Root.Send(pid, &cluster.ClusterInit{Identity: &cluster.ClusterIdentity{Kind: KindRateLimiter, Identity: onB}})
+		p.Watch(pid)
+		reply, stopped := askExpectingStop(t, p, pid, pbRateLimit(5, 5, 60, 10), wantStop)
+		if r, ok := reply.(*pb.RateLimitResponse); !ok || !r.GetAllowed() {
+			t.Fatalf("reply %v, want an allowed RateLimitResponse", reply)
+		}
+		if stopped != wantStop {
+			t.Fatalf("stopped %v, want %v", stopped, wantStop)
+		}
+	})
 }
 
 // TestBudgetPassivatesWhenNotTheOwner: a duplicate Budget activation stops once it holds no
@@ -88,32 +93,25 @@ func TestBudgetPassivatesWhenNotTheOwner(t *testing.T) {
 	system := actor.NewActorSystem()
 	p := probe.New(t, system, 0)
 	lim := &pb.BudgetLimits{Daily: 1000}
-	for _, tt := range []struct {
-		self     *cluster.Member
-		wantStop bool
-	}{{a, true}, {b, false}} {
-		t.Run(tt.self.Host, func(t *testing.T) {
-			placement := &Placement{self: tt.self.Address()}
-			placement.update([]*cluster.Member{a, b})
-			deps := Deps{JS: js, Logger: zerolog.Nop(), Placement: placement}.withDefaults()
-			pid := system.Root.Spawn(budgetProps(deps, onB))
-			p.Watch(pid)
-			reply, stopped := askExpectingStop(t, p, pid, &pb.BudgetReserveRequest{ReservationId: "r1", Tokens: 10, Limits: lim}, false)
-			if r, ok := reply.(*pb.BudgetReserveResponse); !ok || !r.GetAllowed() {
-				t.Fatalf("reserve: %v", reply)
-			}
-			if stopped {
-				t.Fatal("stopped while holding a reservation")
-			}
-			reply, stopped = askExpectingStop(t, p, pid, &pb.BudgetCommitRequest{ReservationId: "r1", Actual: 4}, tt.wantStop)
-			if r, ok := reply.(*pb.BudgetCommitResponse); !ok || r.GetError() != "" {
-				t.Fatalf("commit: %v", reply)
-			}
-			if stopped != tt.wantStop {
-				t.Fatalf("stopped %v after the last reservation was committed, want %v", stopped, tt.wantStop)
-			}
-		})
-	}
+	onEachMember(t, a, b, func(t *testing.T, placement *Placement, wantStop bool) {
+		deps := Deps{JS: js, Logger: zerolog.Nop(), Placement: placement}.withDefaults()
+		pid := system.Root.Spawn(budgetProps(deps, onB))
+		p.Watch(pid)
+		reply, stopped := askExpectingStop(t, p, pid, &pb.BudgetReserveRequest{ReservationId: "r1", Tokens: 10, Limits: lim}, false)
+		if r, ok := reply.(*pb.BudgetReserveResponse); !ok || !r.GetAllowed() {
+			t.Fatalf("reserve: %v", reply)
+		}
+		if stopped {
+			t.Fatal("stopped while holding a reservation")
+		}
+		reply, stopped = askExpectingStop(t, p, pid, &pb.BudgetCommitRequest{ReservationId: "r1", Actual: 4}, wantStop)
+		if r, ok := reply.(*pb.BudgetCommitResponse); !ok || r.GetError() != "" {
+			t.Fatalf("commit: %v", reply)
+		}
+		if stopped != wantStop {
+			t.Fatalf("stopped %v after the last reservation was committed, want %v", stopped, wantStop)
+		}
+	})
 }
 
 // TestBudgetCommitNeverExceedsItsReservation replays the over-spend: 40 calls with maxTokens 1
