@@ -190,3 +190,53 @@ func RecommendedServerTimeouts(srv *http.Server) {
 	srv.IdleTimeout = 120 * time.Second
 	srv.MaxHeaderBytes = 64 << 10
 }
+
+// DefaultMaxConcurrentPerTenant bounds one tenant's requests in flight (open SSE streams
+// included), so one tenant's slow or stalled clients cannot take every goroutine and connection
+// of the node from the others.
+const DefaultMaxConcurrentPerTenant = 256
+
+// TenantSlots caps the requests each tenant has in flight. Safe for concurrent use; a tenant
+// with nothing in flight holds no memory.
+type TenantSlots struct {
+	max  int
+	mu   sync.Mutex
+	busy map[string]int
+}
+
+// NewTenantSlots returns slots of max requests per tenant (max ≤ 0: DefaultMaxConcurrentPerTenant).
+func NewTenantSlots(max int) *TenantSlots {
+	if max <= 0 {
+		max = DefaultMaxConcurrentPerTenant
+	}
+	return &TenantSlots{max: max, busy: make(map[string]int)}
+}
+
+// Acquire takes one of the tenant's slots. When none is free it returns ok false at once (answer
+// 503 with Retry-After: queueing would only hold the connection longer); otherwise call release,
+// once, when the request (or its stream) ends.
+func (s *TenantSlots) Acquire(tenant string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy[tenant] >= s.max {
+		return nil, false
+	}
+	s.busy[tenant]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.busy[tenant]--; s.busy[tenant] <= 0 {
+				delete(s.busy, tenant)
+			}
+		})
+	}, true
+}
+
+// InFlight returns the tenant's requests in flight.
+func (s *TenantSlots) InFlight(tenant string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.busy[tenant]
+}

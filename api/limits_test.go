@@ -147,3 +147,30 @@ func TestMinRateBodyCutsAStalledUpload(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// TestTenantSlots: one tenant's requests in flight are capped; another tenant is not affected,
+// and a released slot is free again (once, however often release is called).
+func TestTenantSlots(t *testing.T) {
+	s := NewTenantSlots(2)
+	r1, ok1 := s.Acquire("noisy")
+	_, ok2 := s.Acquire("noisy")
+	if _, ok := s.Acquire("noisy"); !ok1 || !ok2 || ok {
+		t.Fatalf("noisy: %v %v, third %v", ok1, ok2, ok)
+	}
+	if rel, ok := s.Acquire("quiet"); !ok {
+		t.Fatal("another tenant is refused")
+	} else {
+		rel()
+	}
+	r1()
+	r1()
+	if n := s.InFlight("noisy"); n != 1 {
+		t.Fatalf("in flight after one release (called twice): %d, want 1", n)
+	}
+	if _, ok := s.Acquire("noisy"); !ok {
+		t.Fatal("a released slot is not free")
+	}
+	if n := s.InFlight("quiet"); n != 0 || len(s.busy) != 1 {
+		t.Fatalf("idle tenants hold state: %v", s.busy)
+	}
+}
