@@ -12,8 +12,7 @@ import (
 // its value, so "(see `crispy tenants history`)" printed as "--to crispy tenants history".
 // No flag of any command may have a back-quote in its usage.
 func TestFlagUsageHasNoBackticks(t *testing.T) {
-	var walk func(path string, flags ...*pflag.FlagSet)
-	walk = func(path string, flags ...*pflag.FlagSet) {
+	walk := func(path string, flags ...*pflag.FlagSet) {
 		for _, fs := range flags {
 			fs.VisitAll(func(f *pflag.Flag) {
 				if strings.Contains(f.Usage, "`") {
