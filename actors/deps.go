@@ -1,5 +1,5 @@
 // Package actors holds the grains (virtual actors) of crispy: ChatSession, a session's ordered
-// messages persisted in JetStream, and RateLimiter, CONTRACT.md's sliding window in memory. Their
+// messages persisted in JetStream, and RateLimiter, docs/api.md's sliding window in memory. Their
 // messages are protobuf (package pb) because messages to grains on another member must be.
 // Client is the typed API the HTTP layer uses.
 package actors

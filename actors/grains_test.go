@@ -168,8 +168,9 @@ func TestChatSessionDuplicateActivationIsFenced(t *testing.T) {
 	}
 }
 
-// TestChatSessionRetention: CONTRACT.md "Retention on every append and read: drop messages older than
-// sessionRetentionDays, keep the newest maxMessagesPerSession" — and the stream really drops them.
+// TestChatSessionRetention: docs/api.md "Sessions": retention on every append and read drops messages
+// older than sessionRetentionDays and keeps the newest maxMessagesPerSession — and the stream really
+// drops them.
 func TestChatSessionRetention(t *testing.T) {
 	js, _ := startNATS(t, t.TempDir())
 	clock := newFakeClock()

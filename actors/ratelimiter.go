@@ -98,7 +98,7 @@ func (r *rateLimiter) decide(req *pb.RateLimitRequest) *pb.RateLimitResponse {
 	}
 }
 
-// limitsFromRequest applies CONTRACT.md's defaults: windowSec = 60, burstWindowSec = windowSec/6.
+// limitsFromRequest applies docs/api.md's defaults: windowSec = 60, burstWindowSec = windowSec/6.
 func limitsFromRequest(req *pb.RateLimitRequest) limits {
 	windowSec := int64(req.GetWindowSec())
 	if windowSec <= 0 {

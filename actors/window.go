@@ -2,7 +2,7 @@ package actors
 
 import "sort"
 
-// limits are the rate limits of one decision, in milliseconds (CONTRACT.md "Rate limits").
+// limits are the rate limits of one decision, in milliseconds (docs/api.md "Rate limits").
 type limits struct {
 	perWindow   int   // perMinute: requests admitted per window
 	burst       int   // requests admitted per burst window; <= 0 disables the burst check
@@ -20,12 +20,12 @@ type decision struct {
 }
 
 // slidingWindow holds the epoch-millisecond timestamps of admitted requests, oldest first. Only
-// admitted requests are recorded (CONTRACT.md: "ours", so a client that keeps retrying is not starved).
+// admitted requests are recorded (docs/api.md "Rate limits", so a client that keeps retrying is not starved).
 type slidingWindow struct {
 	admitted []int64
 }
 
-// decide applies CONTRACT.md's sliding window at time now: the request is allowed iff fewer than
+// decide applies docs/api.md's sliding window at time now: the request is allowed iff fewer than
 // perWindow requests were admitted in the last window AND fewer than burst in the last burst window.
 // An allowed request is recorded. Timestamps older than both windows are pruned first, so the state
 // never grows beyond max(perWindow, burst) entries.

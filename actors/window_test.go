@@ -6,7 +6,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// TestSlidingWindowDecide walks CONTRACT.md "Rate limits": allowed iff fewer than perMinute admitted in
+// TestSlidingWindowDecide walks docs/api.md "Rate limits": allowed iff fewer than perMinute admitted in
 // the last windowSec AND fewer than burst in the last burstWindowSec; only allowed requests recorded;
 // remaining = max(0, limit − count − 1) on admit, 0 on deny; reset = oldest-relevant timestamp + window.
 func TestSlidingWindowDecide(t *testing.T) {

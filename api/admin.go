@@ -6,16 +6,19 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/crispy-enigma/crispy/observe"
 )
 
-// AdminHandler serves the operator endpoints (CONTRACT.md "Operator endpoints"): Prometheus
+// AdminHandler serves the operator endpoints (docs/api.md "Operator endpoints"): Prometheus
 // /metrics, /healthz (the process is alive), /readyz (every component is up) and pprof. They are
 // not tenant-scoped and listen on their own address; token, when set, is required as a bearer token.
-func AdminHandler(m *observe.Metrics, ready func(ctx context.Context) (map[string]string, bool), token string) http.Handler {
+// operator, when given, serves /operator/ (console.OperatorHandler), which checks the token itself
+// for its data, so that its page loads in a browser.
+func AdminHandler(m *observe.Metrics, ready func(ctx context.Context) (map[string]string, bool), token string, operator ...http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -35,12 +38,15 @@ func AdminHandler(m *observe.Metrics, ready func(ctx context.Context) (map[strin
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	for _, op := range operator {
+		mux.Handle("/operator/", op)
+	}
 	if token == "" {
 		return mux
 	}
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if r.URL.Path != "/healthz" && !strings.HasPrefix(r.URL.Path, "/operator/") && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return

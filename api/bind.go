@@ -12,7 +12,7 @@ import (
 
 // decodeJSON reads one JSON value from the request body into v. Malformed JSON is 400
 // invalid_json; a value of the wrong type is 400 invalid_request naming the field; a body over the
-// size limit is 413. Unknown fields are ignored (CONTRACT.md "Bad input").
+// size limit is 413. Unknown fields are ignored (docs/api.md "Bad input").
 func decodeJSON(c echo.Context, v any) error {
 	dec := json.NewDecoder(c.Request().Body)
 	err := dec.Decode(v)

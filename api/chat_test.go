@@ -171,7 +171,7 @@ type sseFrame struct {
 	data  json.RawMessage
 }
 
-// parseSSE checks CONTRACT.md's framing while it parses: events separated by a blank line, at
+// parseSSE checks docs/api.md's framing while it parses: events separated by a blank line, at
 // most an "event:" line and exactly one "data:" line each, and every data line one JSON object.
 func parseSSE(t *testing.T, body []byte) []sseFrame {
 	t.Helper()
@@ -399,7 +399,7 @@ func rateLimitHeadersPresent(t *testing.T, h http.Header) {
 	}
 }
 
-// CONTRACT.md POST /chat "SSE": `Content-Type: text/event-stream` exactly, `Cache-Control:
+// docs/api.md POST /chat "SSE": `Content-Type: text/event-stream` exactly, `Cache-Control:
 // no-cache`, headers x-tenant-id, x-trace-id, x-model-id, rate-limit headers. Each token is an
 // unnamed frame `data: {"sessionId","role":"assistant","content","tenantId","traceId"}`; the stream
 // always ends with `event: done` + `data: {"done":true,"usage":{...}}`. Every data: line is one
@@ -444,7 +444,7 @@ func testSSEFraming(t *testing.T, ts *testServer, up *fakeUpstream) {
 	}
 }
 
-// CONTRACT.md: "Each token is flushed as it arrives." Three concurrent streams each end with done,
+// docs/api.md: "Each token is flushed as it arrives." Three concurrent streams each end with done,
 // and a reader of a paced upstream receives the body in several separate pieces, not one at the end.
 func testSSEConcurrentStreamsAndFlushing(t *testing.T, ts *testServer, up *fakeUpstream) {
 
@@ -484,7 +484,7 @@ func testSSEConcurrentStreamsAndFlushing(t *testing.T, ts *testServer, up *fakeU
 	wg.Wait()
 }
 
-// CONTRACT.md: "A client that disconnects cancels the model call; the reply is stored after the
+// docs/api.md: "A client that disconnects cancels the model call; the reply is stored after the
 // stream completes." The partial reply must not be stored as a complete assistant message.
 func testClientDisconnectCancelsModelAndStoresNothing(t *testing.T, ts *testServer, up *fakeUpstream) {
 
@@ -526,7 +526,7 @@ func testClientDisconnectCancelsModelAndStoresNothing(t *testing.T, ts *testServ
 	}
 }
 
-// CONTRACT.md: a failure is `event: error` + `data: {"code":"ai_error","message","traceId"}`; the
+// docs/api.md: a failure is `event: error` + `data: {"code":"ai_error","message","traceId"}`; the
 // stream always ends with `event: done`. A failed reply is not stored.
 func testUpstreamFailsMidStream(t *testing.T, ts *testServer, up *fakeUpstream) {
 
@@ -550,7 +550,7 @@ func testUpstreamFailsMidStream(t *testing.T, ts *testServer, up *fakeUpstream) 
 	}
 }
 
-// CONTRACT.md POST /chat "JSON" ("stream": false): data = {status:"accepted", sessionId,
+// docs/api.md POST /chat "JSON" ("stream": false): data = {status:"accepted", sessionId,
 // stream:false, message}; headers x-model-id, x-tokens-in, x-tokens-out, x-tokens-total,
 // x-ai-latency-ms and the rate-limit headers.
 func testJSONForm(t *testing.T, ts *testServer, up *fakeUpstream) {
@@ -584,7 +584,7 @@ func testJSONForm(t *testing.T, ts *testServer, up *fakeUpstream) {
 	rateLimitHeadersPresent(t, h)
 }
 
-// CONTRACT.md: sessionId is optional and "generates a UUID when absent"; history is
+// docs/api.md: sessionId is optional and "generates a UUID when absent"; history is
 // `{sessionId, messages:[{role, content, timestamp, tokenCount?}]}` oldest first, `?limit=` and
 // `?before=` page it.
 func TestChatSessionIDAndHistory(t *testing.T) {
@@ -675,7 +675,7 @@ func TestChatSessionIDAndHistory(t *testing.T) {
 	})
 }
 
-// CONTRACT.md: "Concurrent requests on one session never lose or interleave a stored message"
+// docs/api.md: "Concurrent requests on one session never lose or interleave a stored message"
 // (issue 3). 50 concurrent JSON chats on one session leave 100 messages, each user message
 // directly followed by its own reply.
 func testHistoryOrderUnderConcurrency(t *testing.T, ts *testServer, up *fakeUpstream) {
@@ -712,7 +712,7 @@ func testHistoryOrderUnderConcurrency(t *testing.T, ts *testServer, up *fakeUpst
 	}
 }
 
-// CONTRACT.md Sessions: `DELETE /chat/:sessionId` → `{ok:true, data:{sessionId, deleted:true}}`;
+// docs/api.md Sessions: `DELETE /chat/:sessionId` → `{ok:true, data:{sessionId, deleted:true}}`;
 // other methods → 405.
 func testDeleteSession(t *testing.T, ts *testServer, up *fakeUpstream) {
 	hdr := "x-tenant-id: fakeco"
@@ -749,7 +749,7 @@ func testDeleteSession(t *testing.T, ts *testServer, up *fakeUpstream) {
 	wantError(t, resp, b, 400, CodeInvalidRequest)
 }
 
-// CONTRACT.md Sessions: "Another tenant's session is never visible: identities are
+// docs/api.md Sessions: "Another tenant's session is never visible: identities are
 // `<tenant>:<sessionId>`."
 func testCrossTenantIsolation(t *testing.T, ts *testServer, up *fakeUpstream) {
 	open := "x-tenant-id: open"
@@ -783,7 +783,7 @@ func testCrossTenantIsolation(t *testing.T, ts *testServer, up *fakeUpstream) {
 	}
 }
 
-// CONTRACT.md "Rate limits": allowed iff fewer than perMinute in the window and fewer than burst in
+// docs/api.md "Rate limits": allowed iff fewer than perMinute in the window and fewer than burst in
 // the burst window; remaining = max(0, limit − count − 1) on admit, 0 on deny; headers
 // x-ratelimit-limit (= perMinute), x-ratelimit-remaining, x-ratelimit-reset (epoch ms), RateLimit-*
 // (seconds) and, on 429, Retry-After; user = body userId, else x-user-id.
@@ -840,7 +840,7 @@ func testRateLimit(t *testing.T, ts *testServer, up *fakeUpstream) {
 	}
 }
 
-// CONTRACT.md POST /chat "Model": request modelId > MODEL_ID > tenant aiModels.chat; with
+// docs/api.md POST /chat "Model": request modelId > MODEL_ID > tenant aiModels.chat; with
 // featureFlags.modelAllowList the model must be in allowedModels, else 403 model_not_allowed before
 // any model call (a fallback outside the list is dropped); fallback aiModels.fallbackChat; every
 // model failing → 502 ai_error.
@@ -965,9 +965,9 @@ func chatTenants() []string {
 // and stops gracefully in ~2 s, so they share it); every subtest uses its own tenant or sessions.
 // Tests that start a cluster member never run in parallel: protoactor's remote.Start sets grpc's
 // global logger, which races with a running member's grpc server (seen under -race).
+// TestChat runs each case on its own server and upstream, so no case depends on what another left
+// behind (rate-limit windows, sessions, upstream call counts) and they pass in any order.
 func TestChat(t *testing.T) {
-	up := newFakeUpstream(t)
-	ts := newTestServer(t, testServerOpts{models: routerFor(up), tenants: chatTenants()})
 	for _, tt := range []struct {
 		name string
 		run  func(*testing.T, *testServer, *fakeUpstream)
@@ -984,11 +984,15 @@ func TestChat(t *testing.T) {
 		{"model selection", testModelSelection},
 		{"local/extractive is honest", testLocalExtractiveIsHonest},
 	} {
-		t.Run(tt.name, func(t *testing.T) { tt.run(t, ts, up) })
+		t.Run(tt.name, func(t *testing.T) {
+			up := newFakeUpstream(t)
+			ts := newTestServer(t, testServerOpts{models: routerFor(up), tenants: chatTenants()})
+			tt.run(t, ts, up)
+		})
 	}
 }
 
-// CONTRACT.md POST /chat "Model": request `modelId` > `MODEL_ID` > tenant `aiModels.chat`.
+// docs/api.md POST /chat "Model": request `modelId` > `MODEL_ID` > tenant `aiModels.chat`.
 func TestChatModelIDOverridesTenant(t *testing.T) {
 	up := newFakeUpstream(t)
 	ts := newTestServer(t, testServerOpts{models: routerFor(up), tenants: chatTenants(),

@@ -17,7 +17,7 @@ import (
 	"github.com/crispy-enigma/crispy/tools"
 )
 
-// Tools in POST /chat (CONTRACT.md "POST /chat" and issue 7), in two forms:
+// Tools in POST /chat (docs/api.md "POST /chat" and issue 7), in two forms:
 //
 //   - Explicit: the body's tool_name + tool_params run the tool first, under the same gate as
 //     /tools/execute; its data becomes the system message `[Tool <name> result]: <json>`, placed
@@ -32,7 +32,7 @@ import (
 //     reply starts with text is the answer: it streams as usual (tool calls after text in the same
 //     round are not run). Only the user message and the final reply are stored in the session.
 //
-// SSE: CONTRACT.md's rules hold — "Every `data:` line is one JSON object" and the stream "always ends
+// SSE: docs/api.md's rules hold — "Every `data:` line is one JSON object" and the stream "always ends
 // with `event: done`". The tool rounds run before the SSE headers are committed (a model failure in any
 // round is still a real 502 envelope), so each call and result is reported as a named event after the
 // headers and before the first token:
@@ -54,7 +54,7 @@ const maxToolRounds = 4
 
 var toolNamePattern = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
-// validateChatTool checks the body's tool fields (CONTRACT.md: tool_name `^[a-z][a-z0-9_]*$` +
+// validateChatTool checks the body's tool fields (docs/api.md: tool_name `^[a-z][a-z0-9_]*$` +
 // tool_params).
 func (s *Server) validateChatTool(req *chatRequest) error {
 	switch {
@@ -183,6 +183,9 @@ func (ct *chatTools) execute(ctx context.Context, round int, call gateway.ToolCa
 	ct.events = append(ct.events, chatToolEvent{name: "tool_result", data: frame})
 	return frame, toolTurn{Success: frame.Success, Data: frame.Data, Error: frame.Error}
 }
+
+// offersTools reports whether the model is offered tools (such a reply is never cached).
+func (ct *chatTools) offersTools() bool { return ct != nil && len(ct.specs) > 0 }
 
 // messages is the prelude placed before the history: the explicit tool's result.
 func (ct *chatTools) messages() []gateway.Message {

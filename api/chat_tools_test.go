@@ -133,7 +133,7 @@ func chatToolServer(t *testing.T) (*toolServer, *toolUpstream) {
 }
 
 // splitToolEvents returns the leading tool_call/tool_result events and the frames after them, and
-// fails if a tool event appears after the first token (CONTRACT.md SSE order as issue 7 extends it:
+// fails if a tool event appears after the first token (docs/api.md SSE order as issue 7 extends it:
 // tool events, then tokens, then done).
 func splitToolEvents(t *testing.T, frames []sseFrame) (calls, results []map[string]any, rest []sseFrame) {
 	t.Helper()
@@ -161,7 +161,7 @@ func splitToolEvents(t *testing.T, frames []sseFrame) (calls, results []map[stri
 	return calls, results, frames[i:]
 }
 
-// CONTRACT.md "POST /chat": the messages sent are the optional tool-result system message
+// docs/api.md "POST /chat": the messages sent are the optional tool-result system message
 // `[Tool <name> result]: <json>`, the session history in time order, the new user message.
 func testChatToolNameResultReachesTheModel(t *testing.T, ts *toolServer, up *toolUpstream) {
 	_, first := ts.jsonChat(t, `{"message":"first","sessionId":"s-tool","stream":false}`, "x-tenant-id: chatter")
@@ -204,7 +204,7 @@ func testChatToolNameResultReachesTheModel(t *testing.T, ts *toolServer, up *too
 	}
 }
 
-// CONTRACT.md "POST /chat": tool failure → 400 tool_error, before any model call.
+// docs/api.md "POST /chat": tool failure → 400 tool_error, before any model call.
 func testChatToolNameFailures(t *testing.T, ts *toolServer, up *toolUpstream) {
 	before := len(up.requests())
 	tests := []struct {

@@ -22,7 +22,7 @@ type healthData struct {
 	Components      map[string]string `json:"components"`
 }
 
-// health answers CONTRACT.md's GET /health for the resolved tenant.
+// health answers docs/api.md's GET /health for the resolved tenant.
 func (s *Server) health(c echo.Context) error {
 	t := tenantOf(c)
 	env := s.env.Environment

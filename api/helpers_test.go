@@ -16,6 +16,7 @@ import (
 	"github.com/crispy-enigma/crispy/actors"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/metering"
 	"github.com/crispy-enigma/crispy/observe"
 	"github.com/crispy-enigma/crispy/test/fixture"
 )
@@ -69,6 +70,10 @@ type testServerOpts struct {
 	now     func() time.Time // the server's clock (Deps.Now); nil = time.Now
 	rag     *testRAGOpts     // non-nil: wire RAG (rag_test.go) over an embedded store in t.TempDir()
 	tracing *observe.Tracing // non-nil: the server, grain client and router record spans with it
+	// deps, when set, completes the dependencies after the grains and RAG are wired, before New.
+	deps func(t testing.TB, ts *testServer, d *Deps)
+	// meter, when set, completes the metering options (a ledger, a budget) before the Meter is built.
+	meter func(t testing.TB, ts *testServer, o *metering.Options)
 }
 
 type testServer struct {
@@ -79,6 +84,7 @@ type testServer struct {
 	js      jetstream.JetStream // the NATS server the grains (and RAG, when set) run on
 	metrics *observe.Metrics
 	rag     *testRAG // set when testServerOpts.rag is
+	mt      *metering.Meter
 }
 
 // newTestServer runs the API over real parts: an embedded NATS server with JetStream in a temp
@@ -98,14 +104,27 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 		Components: []Component{{Name: "nats", Check: func(context.Context) (string, error) { return "ok", nil }}},
 	}
 	ts := &testServer{metrics: deps.Metrics}
-	if !o.noChat {
+	mo := metering.Options{Env: env, Metrics: deps.Metrics, Logger: zerolog.Nop(), Now: o.now}
+	if !o.noChat || o.rag != nil {
 		ts.grains, ts.js = startGrains(t)
 		ts.grains = ts.grains.WithTracer(o.tracing.Tracer("github.com/crispy-enigma/crispy/actors"))
+		mo.Limiter = ts.grains
+	}
+	if o.meter != nil {
+		o.meter(t, ts, &mo)
+	}
+	ts.mt = metering.New(mo)
+	deps.Meter = ts.mt
+	o.models.Meter = ts.mt
+	if !o.noChat {
 		o.models.Tracer = o.tracing.Tracer("github.com/crispy-enigma/crispy/gateway")
-		deps.Chat = &ChatDeps{Sessions: ts.grains, Limiter: ts.grains, Models: gateway.NewRouter(o.models)}
+		deps.Chat = &ChatDeps{Sessions: ts.grains, Models: gateway.NewRouter(o.models)}
 	}
 	if o.rag != nil {
 		ts.rag = newTestRAG(t, ts, o, &deps)
+	}
+	if o.deps != nil {
+		o.deps(t, ts, &deps)
 	}
 	srv, err := New(deps)
 	if err != nil {
@@ -157,4 +176,14 @@ func (ts *testServer) do(t testing.TB, method, path, body string, headers ...str
 		t.Fatal(err)
 	}
 	return resp, b
+}
+
+// waitSettled waits for the Meter's background work (budget commits, ledger events) to finish.
+func waitSettled(t testing.TB, mt *metering.Meter) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := mt.Wait(ctx); err != nil {
+		t.Fatalf("settle work did not finish: %v", err)
+	}
 }

@@ -158,7 +158,7 @@ func (s *Server) record(c echo.Context, st *requestState) {
 	ev.Msg("http_request")
 }
 
-// resolveTenant runs CONTRACT.md's order after the trace ID: tenant resolution → config lookup →
+// resolveTenant runs docs/api.md's order after the trace ID: tenant resolution → config lookup →
 // authentication → body size. Routing has already happened in Echo, but a route's handler
 // (including the 404/405 ones) only runs after this passes.
 func (s *Server) resolveTenant(next echo.HandlerFunc) echo.HandlerFunc {

@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/rag"
 	"github.com/crispy-enigma/crispy/rag/embedded"
 	"github.com/crispy-enigma/crispy/store"
+	"github.com/crispy-enigma/crispy/wire"
 )
 
 // testRAGOpts tune the RAG wiring of a test server.
@@ -27,9 +29,12 @@ type testRAGOpts struct {
 }
 
 type testRAG struct {
-	store *embedded.Store
-	jobs  *IngestJobs
-	up    *fakeUpstream // the model upstream of TestRAG, to count rewrite calls
+	dbs     *store.TenantDBs
+	router  *gateway.Router
+	store   *embedded.Store
+	jobs    *store.JobQueue
+	service *rag.Service
+	up      *fakeUpstream // the model upstream of TestRAG, to count rewrite calls
 }
 
 // newTestRAG wires RAG over real parts: an embedded vector store and tenant databases in a temp
@@ -37,9 +42,6 @@ type testRAG struct {
 // the rate-limiter grain, and local/extractive answering chat from the same store.
 func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *testRAG {
 	t.Helper()
-	if ts.grains == nil {
-		ts.grains, ts.js = startGrains(t)
-	}
 	js := ts.js
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -51,7 +53,7 @@ func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *tes
 	if err != nil {
 		t.Fatal(err)
 	}
-	jobs, err := OpenIngestJobs(ctx, js, IngestJobsOptions{})
+	jobs, err := store.OpenJobQueue(ctx, js, store.JobQueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,22 +68,26 @@ func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *tes
 	t.Cleanup(func() { _ = dbs.Close() })
 
 	models := o.models
-	models.Local = map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(NewRetriever(vs, emb, nil))}
+	models.Local = map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(rag.NewRetriever(vs, emb, nil))}
 	router := gateway.NewRouter(models)
 	if deps.Chat != nil {
 		deps.Chat.Models = router
 	}
-	deps.RAG = &RAGDeps{
-		Store: vs, Embedder: emb, Limiter: ts.grains, Catalog: dbs, Ledger: ledger, Cache: cache,
-		Models: router, Jobs: jobs, JobMinDocs: o.rag.jobMinDocs, MaxUploadSize: o.rag.maxUpload,
-		RewriteTimeout: 300 * time.Millisecond,
+	svc, err := rag.NewService(rag.ServiceOptions{
+		Store: vs, Embedder: emb, Catalog: dbs, Tenants: config.NewLive(deps.Tenants), Ledger: ledger, Cache: cache,
+		Models: router, Select: ts.mt, Jobs: jobs, JobMinDocs: o.rag.jobMinDocs, RewriteTimeout: 300 * time.Millisecond,
+		Tracer: o.tracing.Tracer("github.com/crispy-enigma/crispy/rag"),
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return &testRAG{store: vs, jobs: jobs}
+	deps.RAG = &RAGDeps{Service: svc, MaxUploadSize: o.rag.maxUpload}
+	return &testRAG{dbs: dbs, router: router, store: vs, jobs: jobs, service: svc}
 }
 
-func (r *testRAG) start(t testing.TB, srv *Server) {
+func (r *testRAG) start(t testing.TB, _ *Server) {
 	t.Helper()
-	stop, err := srv.StartIngestWorker(context.Background())
+	stop, err := r.service.StartWorker(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +212,7 @@ func TestRAG(t *testing.T) {
 	}
 }
 
-// CONTRACT.md POST /ingest: `{docId, text, source?, title?, url?, chunking?}` →
+// docs/api.md POST /ingest: `{docId, text, source?, title?, url?, chunking?}` →
 // `data: {status:"ingested", docId, chunks, embeddingModelId}`; whitespace-only text → 400.
 func testIngestOriginal(t *testing.T, ts *testServer) {
 	h := hdr("r-orig")
@@ -218,7 +224,7 @@ func testIngestOriginal(t *testing.T, ts *testServer) {
 	// chunking options are honoured: "one two three four five six seven eight nine" at (14, 4) is six chunks.
 	ts.ragJSON(t, "POST", "/ingest", `{"docId":"fixture","text":"one two three four five six seven eight nine","chunking":{"maxChunkSize":14,"overlap":4}}`, 200, &d, h...)
 	if d["chunks"] != 6.0 {
-		t.Fatalf("chunks = %v, want 6 (CONTRACT.md fixture)", d["chunks"])
+		t.Fatalf("chunks = %v, want 6 (docs/api.md fixture)", d["chunks"])
 	}
 	for _, tc := range []struct{ name, body, code string }{
 		{"whitespace-only text", `{"docId":"w","text":"  \n\t "}`, CodeInvalidRequest},
@@ -239,10 +245,10 @@ func testIngestOriginal(t *testing.T, ts *testServer) {
 }
 
 type batchData struct {
-	Status    string             `json:"status"`
-	Results   []IngestItemResult `json:"results"`
-	Succeeded int                `json:"succeeded"`
-	Failed    int                `json:"failed"`
+	Status    string                  `json:"status"`
+	Results   []wire.IngestItemResult `json:"results"`
+	Succeeded int                     `json:"succeeded"`
+	Failed    int                     `json:"failed"`
 }
 
 // Ours: a batch with per-document results; an unsupported or corrupt document fails with an error
@@ -378,7 +384,7 @@ func testIngestMultipart(t *testing.T, ts *testServer) {
 	wantError(t, resp, b, 400, CodeInvalidRequest)
 }
 
-// CONTRACT.md "Body size": the global limit (4096 bytes in tests) still holds for other routes;
+// docs/api.md "Body size": the global limit (4096 bytes in tests) still holds for other routes;
 // POST /ingest has its own (64 KiB here), for JSON and multipart alike.
 func testIngestBodyLimit(t *testing.T, ts *testServer) {
 	h := hdr("r-multi")
@@ -479,7 +485,7 @@ func testDocumentsListAndDelete(t *testing.T, ts *testServer) {
 	}
 }
 
-// CONTRACT.md POST /search: the data's exact keys, citations [n], confidence in [0,1], topK ≤ 20.
+// docs/api.md POST /search: the data's exact keys, citations [n], confidence in [0,1], topK ≤ 20.
 func testSearchShape(t *testing.T, ts *testServer) {
 	h := hdr("r-shape")
 	ts.ragJSON(t, "POST", "/ingest", ingestBody("lighthouse", docLighthouse), 200, nil, h...)
@@ -561,7 +567,7 @@ func mustField(t *testing.T, raw json.RawMessage, k string) json.RawMessage {
 	return m[k]
 }
 
-// CONTRACT.md cache: a repeat is served from the tenant's cache; any change to the tenant's
+// docs/api.md cache: a repeat is served from the tenant's cache; any change to the tenant's
 // documents clears it (ours).
 func testSearchCache(t *testing.T, ts *testServer) {
 	h := hdr("r-cache")
@@ -597,7 +603,7 @@ func testSearchCache(t *testing.T, ts *testServer) {
 	}
 }
 
-// CONTRACT.md safety: a self-harm query answers the refusal with confidence 0 and is not cached.
+// docs/api.md safety: a self-harm query answers the refusal with confidence 0 and is not cached.
 func testSearchSelfHarm(t *testing.T, ts *testServer) {
 	h := hdr("r-harm")
 	ts.ragJSON(t, "POST", "/ingest", ingestBody("bakery", docBakery), 200, nil, h...)
@@ -678,11 +684,11 @@ func testIngestJob(t *testing.T, ts *testServer) {
 		Total  int    `json:"total"`
 	}
 	ts.ragJSON(t, "POST", "/ingest", `{"documents":[`+strings.Join(docs, ",")+`]}`, 202, &acc, h...)
-	if acc.JobID == "" || acc.Status != JobQueued || acc.Total != 7 {
+	if acc.JobID == "" || acc.Status != wire.JobQueued || acc.Total != 7 {
 		t.Fatalf("accepted = %+v", acc)
 	}
 	st := ts.waitJob(t, h, acc.JobID)
-	if st.Status != JobDone || st.Total != 7 || st.Done != 7 || st.Succeeded != 6 || st.Failed != 1 || len(st.Results) != 7 {
+	if st.Status != wire.JobDone || st.Total != 7 || st.Done != 7 || st.Succeeded != 6 || st.Failed != 1 || len(st.Results) != 7 {
 		t.Fatalf("job = %+v", st)
 	}
 	if r := st.Results[6]; r.DocID != "job-bad" || r.Status != "failed" || !strings.Contains(r.Error.Message, "image/gif") {
@@ -701,15 +707,15 @@ func testIngestJob(t *testing.T, ts *testServer) {
 
 // waitJob polls the job until it finishes. The bound is generous (the job takes milliseconds); it
 // only keeps a broken worker from hanging the test.
-func (ts *testServer) waitJob(t *testing.T, headers []string, id string) JobStatus {
+func (ts *testServer) waitJob(t *testing.T, headers []string, id string) wire.JobStatus {
 	t.Helper()
-	var st JobStatus
+	var st wire.JobStatus
 	for range 1000 {
 		ts.ragJSON(t, "GET", "/ingest/jobs/"+id, "", 200, &st, headers...)
 		if st.Done > st.Total || st.Failed > st.Done {
 			t.Fatalf("inconsistent progress %+v", st)
 		}
-		if st.Status == JobDone || st.Status == JobFailed {
+		if st.Status == wire.JobDone || st.Status == wire.JobFailed {
 			return st
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -774,7 +780,7 @@ func testRAGTenantIsolation(t *testing.T, ts *testServer) {
 	}
 }
 
-// CONTRACT.md rate limits (ours): /ingest and /search carry the headers and answer 429 past the limit.
+// docs/api.md rate limits (ours): /ingest and /search carry the headers and answer 429 past the limit.
 func testRAGRateLimit(t *testing.T, ts *testServer) {
 	h := hdr("r-tight")
 	resp, _ := ts.do(t, "POST", "/ingest", ingestBody("a", "alpha"), h...)

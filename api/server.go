@@ -7,7 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +16,7 @@ import (
 
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/observe"
+	"github.com/crispy-enigma/crispy/store"
 )
 
 // Component is a dependency whose state /health and /readyz report.
@@ -34,23 +35,27 @@ type Deps struct {
 	Components []Component
 	Now        func() time.Time
 
+	// Meter rate-limits requests and records their ledger events (metering.Meter); required with
+	// Chat, Tools, Speech or RAG. Model calls are metered by the Router it is wired into.
+	Meter Metering
+
 	Chat   *ChatDeps   // nil: chat routes answer 503 unavailable
 	Tools  *ToolsDeps  // nil: /schema/tools and /tools/execute are not registered; tool_name in /chat is refused
 	Speech *SpeechDeps // nil: /tts and /tts/voices are not registered
 	RAG    *RAGDeps    // nil: /ingest, /documents, /search and /ingest/jobs are not registered
 
-	// Ledger records usage, audit and session events (usage.go); nil records none. Pass a nil
-	// interface, not a typed nil pointer.
-	Ledger Ledger
 	// Usage backs GET /usage (usage.go); nil: the route is not registered.
 	Usage UsageReader
 	// TenantMetrics backs GET /metrics/* (metrics.go); nil: those routes are not registered.
 	TenantMetrics *TenantMetricsDeps
-	// Tracing records one span per HTTP request and per search (observe.SetupTracing); nil records
-	// none. The grain client and model router are given their tracers by the caller
-	// (actors.Client.WithTracer, gateway.RouterOptions.Tracer); their spans are children of the
-	// request's through the request context.
+	// Tracing records one span per HTTP request (observe.SetupTracing); nil records none. The grain
+	// client, the model router and the retrieval service are given their tracers by the caller
+	// (actors.Client.WithTracer, gateway.RouterOptions.Tracer, rag.ServiceOptions.Tracer); their
+	// spans are children of the request's through the request context.
 	Tracing *observe.Tracing
+	// Console serves the web console's static pages under /console/ (console.TenantHandler), before
+	// tenant resolution: the pages carry no data and call the API with the tenant's key like any client.
+	Console http.Handler
 }
 
 // Server is the tenant-facing HTTP server.
@@ -67,15 +72,13 @@ type Server struct {
 	chat      *ChatDeps
 	tools     *ToolsDeps
 	speech    *SpeechDeps
-	rag       *ragService
+	rag       *RAGDeps
 	inflight  atomic.Int64 // requests being served, reported when shutdown runs out of time
 	compCache componentCache
-	settling  settler
-	ledger    Ledger             // usage.go
-	usage     UsageReader        // usage.go
-	tmetrics  *TenantMetricsDeps // metrics.go
-	tracer    observe.Tracer     // HTTP request spans
-	ragTracer observe.Tracer     // rag.Searcher spans
+	meter     Metering
+	usage     UsageReader      // usage.go
+	analytics *store.Analytics // metrics.go; nil: no /metrics/* routes
+	tracer    observe.Tracer   // HTTP request spans
 }
 
 // New builds the server and its routes.
@@ -89,39 +92,43 @@ func New(d Deps) (*Server, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	if (d.Tools != nil && (d.Tools.Registry == nil || d.Tools.Limiter == nil)) ||
-		(d.Speech != nil && (d.Speech.Router == nil || d.Speech.Limiter == nil)) {
-		return nil, errors.New("api: Deps.Tools and Deps.Speech need both their service and a Limiter")
+	if (d.Tools != nil && d.Tools.Registry == nil) || (d.Speech != nil && d.Speech.Router == nil) {
+		return nil, errors.New("api: Deps.Tools and Deps.Speech need their service")
+	}
+	if d.Meter == nil && (d.Chat != nil || d.Tools != nil || d.Speech != nil || d.RAG != nil) {
+		return nil, errors.New("api: Deps.Meter is required with Chat, Tools, Speech or RAG (it rate-limits them)")
 	}
 	s := &Server{
 		env: d.Env, log: d.Logger, metrics: d.Metrics, version: d.Version, comps: d.Components,
 		now: d.Now, started: d.Now(), chat: d.Chat,
-		tracer:    d.Tracing.Tracer("github.com/crispy-enigma/crispy/api"),
-		ragTracer: d.Tracing.Tracer("github.com/crispy-enigma/crispy/rag"),
+		tracer: d.Tracing.Tracer("github.com/crispy-enigma/crispy/api"),
 	}
 	s.tools, s.speech = d.Tools, d.Speech
-	s.ledger, s.usage = d.Ledger, d.Usage
+	s.meter, s.usage = d.Meter, d.Usage
 	if d.TenantMetrics != nil && d.TenantMetrics.Reader == nil {
 		return nil, errors.New("api: Deps.TenantMetrics needs a Reader")
 	}
-	s.tmetrics = d.TenantMetrics
+	if d.TenantMetrics != nil {
+		s.analytics = newAnalytics(d.TenantMetrics, d.Now)
+	}
 	s.tenants.Store(d.Tenants)
-	s.settling.sem = make(chan struct{}, maxSettling)
 	if d.RAG != nil {
-		r, err := newRAGService(d.RAG)
-		if err != nil {
-			return nil, err
+		if d.RAG.Service == nil {
+			return nil, errors.New("api: Deps.RAG needs the retrieval Service")
 		}
-		s.rag = r
-		if r.Models != nil && s.chat != nil {
-			// Query rewrites are model calls of the tenant's: budgeted and in the ledger like /chat's.
-			r.Models = meteredRewrite{meteredModels: meteredModels{s: s, models: r.Models}, describe: r.Models.Describe}
+		r := *d.RAG
+		if r.MaxUploadSize <= 0 {
+			r.MaxUploadSize = DefaultMaxUploadSize
 		}
+		s.rag = &r
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.observeRequest, s.resolveTenant)
+	if d.Console != nil {
+		e.Pre(echo.WrapMiddleware(consoleFirst(d.Console)))
+	}
+	e.Use(s.observeRequest, withPublicRoutes(e, s.resolveTenant)) // openapi.go: GET /openapi.json needs no tenant
 	s.routes(e)
 	s.echo = e
 	return s, nil
@@ -148,7 +155,7 @@ func (s *Server) routes(e *echo.Echo) {
 	if s.usage != nil {
 		e.GET("/usage", s.getUsage) // usage.go
 	}
-	if s.tmetrics != nil {
+	if s.analytics != nil {
 		s.metricsRoutes(e) // metrics.go
 	}
 	if s.rag != nil {
@@ -177,58 +184,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.echo.Shutdown(ctx); err != nil {
 		return fmt.Errorf("api: shutdown with %d requests in flight: %w", s.inflight.Load(), err)
 	}
-	if err := s.settling.wait(ctx); err != nil {
-		return fmt.Errorf("api: shutdown before every model call was settled: %w", err)
+	if s.meter != nil {
+		if err := s.meter.Wait(ctx); err != nil {
+			return fmt.Errorf("api: shutdown before every model call was settled: %w", err)
+		}
 	}
 	return nil
-}
-
-// maxSettling bounds the settle work running after responses; past it the work runs inline, which
-// slows the handlers down instead of piling up goroutines.
-const maxSettling = 256
-
-// settler runs work that must happen after a response but need not delay it (budget commit,
-// ledger event, cache write), bounded, and lets shutdown wait for it.
-type settler struct {
-	sem chan struct{}
-	wg  sync.WaitGroup
-}
-
-// settleLater reserves a background slot and returns the function that runs the settle work in
-// it. Call it before the response is written, so that anyone who has seen the response and then
-// waits on the settler also waits for this work. Past maxSettling running jobs the work runs
-// inline.
-func (s *Server) settleLater() func(work func()) {
-	select {
-	case s.settling.sem <- struct{}{}:
-		s.settling.wg.Add(1)
-		return func(work func()) {
-			go func() {
-				defer func() {
-					<-s.settling.sem
-					s.settling.wg.Done()
-				}()
-				work()
-			}()
-		}
-	default:
-		return func(work func()) { work() }
-	}
-}
-
-// wait blocks until all background settle work is done or ctx ends.
-func (st *settler) wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		st.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // handleError writes every error envelope: handler errors, Echo's 404/405, and panics.
@@ -272,3 +233,17 @@ func fromEchoError(he *echo.HTTPError) *Error {
 }
 
 func statusLabel(code int) string { return strconv.Itoa(code) }
+
+// consoleFirst answers /console and /console/... with the console's handler and passes everything
+// else on.
+func consoleFirst(console http.Handler) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/console" || strings.HasPrefix(r.URL.Path, "/console/") {
+				console.ServeHTTP(w, r)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}

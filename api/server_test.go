@@ -21,7 +21,7 @@ type testEnvelope struct {
 	TraceID string          `json:"traceId"`
 }
 
-// decodeEnvelope checks CONTRACT.md's envelope: JSON content type, ok present, exactly one of
+// decodeEnvelope checks docs/api.md's envelope: JSON content type, ok present, exactly one of
 // data/error, a trace ID equal to the x-trace-id header.
 func decodeEnvelope(t *testing.T, resp *http.Response, body []byte) testEnvelope {
 	t.Helper()
@@ -59,7 +59,7 @@ func wantError(t *testing.T, resp *http.Response, body []byte, status int, code 
 	return env
 }
 
-// CONTRACT.md "Tenant resolution": x-tenant-id beats the host, which beats the API key; nothing
+// docs/api.md "Tenant resolution": x-tenant-id beats the host, which beats the API key; nothing
 // resolves → 400 tenant_required; a resolved ID with no config → 404 tenant_unknown.
 func TestTenantResolution(t *testing.T) {
 	ts := newTestServer(t, testServerOpts{noChat: true})
@@ -106,7 +106,7 @@ func TestTenantResolution(t *testing.T) {
 	}
 }
 
-// CONTRACT.md "Authentication": a keyed tenant needs one of its keys (401), a key of another
+// docs/api.md "Authentication": a keyed tenant needs one of its keys (401), a key of another
 // tenant is 403, and a tenant without keys is reachable only when public.
 func TestAuthentication(t *testing.T) {
 	ts := newTestServer(t, testServerOpts{noChat: true})
@@ -161,7 +161,7 @@ func TestHealthFields(t *testing.T) {
 	}
 }
 
-// CONTRACT.md "Trace ID": x-trace-id, else cf-ray, else x-request-id, else a new UUIDv4; echoed in
+// docs/api.md "Trace ID": x-trace-id, else cf-ray, else x-request-id, else a new UUIDv4; echoed in
 // the envelope and the x-trace-id header on every response, errors included.
 func TestTraceIDSources(t *testing.T) {
 	ts := newTestServer(t, testServerOpts{noChat: true})
@@ -203,7 +203,7 @@ func TestUnknownRouteAndMethod(t *testing.T) {
 	wantError(t, resp, body, 405, CodeMethodNotAllowed)
 	resp, body = ts.do(t, "GET", "/chat", "", "x-tenant-id: open")
 	wantError(t, resp, body, 405, CodeMethodNotAllowed)
-	// Tenant resolution comes before routing (CONTRACT.md "Order").
+	// Tenant resolution comes before routing (docs/api.md "Order").
 	resp, body = ts.do(t, "GET", "/no/such/route", "")
 	wantError(t, resp, body, 400, CodeTenantRequired)
 }
@@ -221,7 +221,7 @@ func TestPanicIsEnvelopedWithTraceID(t *testing.T) {
 	decodeEnvelope(t, resp, body)
 }
 
-// CONTRACT.md "Body size": Content-Length above the limit → 413; exactly at the limit passes; a
+// docs/api.md "Body size": Content-Length above the limit → 413; exactly at the limit passes; a
 // chunked body is cut off at the limit with the same 413.
 func TestBodySizeLimit(t *testing.T) {
 	const limit = 4096 // newTestServer's MaxRequestBodySize
@@ -252,7 +252,7 @@ func TestBodySizeLimit(t *testing.T) {
 		}
 		wantError(t, resp, body, 413, CodePayloadTooLarge)
 	}
-	// GET bodies are not subject to the limit check (CONTRACT.md: every method but GET/HEAD).
+	// GET bodies are not subject to the limit check (docs/api.md: every method but GET/HEAD).
 	resp, body = ts.do(t, "GET", "/health", strings.Repeat("x", limit+10), "x-tenant-id: open")
 	decodeEnvelope(t, resp, body)
 }
@@ -287,7 +287,7 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// Every CONTRACT.md code goes through the mapper with its status.
+// Every docs/api.md code goes through the mapper with its status.
 func TestErrorMapping(t *testing.T) {
 	tests := []struct {
 		err    error

@@ -8,7 +8,7 @@ import (
 	"github.com/crispy-enigma/crispy/gateway"
 )
 
-// tokenFrame is CONTRACT.md's SSE token event.
+// tokenFrame is docs/api.md's SSE token event.
 type tokenFrame struct {
 	SessionID string `json:"sessionId"`
 	Role      string `json:"role"`

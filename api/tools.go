@@ -20,25 +20,9 @@ type ToolRunner interface {
 
 var _ ToolRunner = (*tools.Registry)(nil)
 
-// ToolsDeps are the tool routes' dependencies. Limiter is required: /tools/execute is rate limited
-// (CONTRACT.md "Rate limits", ours).
+// ToolsDeps are the tool routes' dependencies; /tools/execute is rate limited by Deps.Meter.
 type ToolsDeps struct {
 	Registry ToolRunner
-	Limiter  RateLimiter
-}
-
-// Auditor records tool executions (the ledger; CONTRACT.md: every execution is audited).
-type Auditor interface {
-	AuditTool(ctx context.Context, rec tools.AuditRecord)
-}
-
-// ToolAudit adapts an Auditor to the registry's audit hook: pass it to tools.NewRegistry. A nil Auditor
-// records nothing.
-func ToolAudit(a Auditor) tools.Option {
-	if a == nil {
-		return tools.WithAudit(nil)
-	}
-	return tools.WithAudit(a.AuditTool)
 }
 
 func (s *Server) toolRoutes(e *echo.Echo) {
@@ -46,7 +30,7 @@ func (s *Server) toolRoutes(e *echo.Echo) {
 	e.POST("/tools/execute", s.postToolExecute)
 }
 
-// getToolSchema lists only the tools this caller may run (CONTRACT.md "Tools", ours).
+// getToolSchema lists only the tools this caller may run (docs/api.md "Tools", ours).
 func (s *Server) getToolSchema(c echo.Context) error {
 	list := s.tools.Registry.List(tenantOf(c))
 	if list == nil {
@@ -55,7 +39,7 @@ func (s *Server) getToolSchema(c echo.Context) error {
 	return ok(c, http.StatusOK, map[string]any{"tools": list})
 }
 
-// toolExecuteRequest is CONTRACT.md's POST /tools/execute body. Params stay raw: the registry
+// toolExecuteRequest is docs/api.md's POST /tools/execute body. Params stay raw: the registry
 // validates them against the tool's schema (and refuses anything that is not an object).
 type toolExecuteRequest struct {
 	ToolName *string         `json:"tool_name"`
@@ -86,7 +70,7 @@ func (s *Server) postToolExecute(c echo.Context) error {
 	case len(req.UserID) > maxUserIDLen:
 		return errInvalidRequest("user_id: must be at most %d characters", maxUserIDLen)
 	}
-	if err := s.checkRateLimit(c, s.tools.Limiter, req.UserID); err != nil {
+	if err := s.checkRateLimit(c, req.UserID); err != nil {
 		return err
 	}
 	res, terr := s.tools.Registry.Execute(c.Request().Context(), tools.ExecuteRequest{
@@ -102,7 +86,7 @@ func (s *Server) postToolExecute(c echo.Context) error {
 	})
 }
 
-// toolError maps a dispatch failure to the envelope: the registry's status and CONTRACT.md code
+// toolError maps a dispatch failure to the envelope: the registry's status and docs/api.md code
 // (TOOL_NOT_FOUND, VALIDATION_FAILED, PERMISSION_DENIED, EXECUTION_TIMEOUT, EXECUTION_ERROR) and its
 // client-safe message; the cause goes to the log only.
 func toolError(e *tools.Error) *Error {

@@ -23,11 +23,9 @@ type SpeechRouter interface {
 
 var _ SpeechRouter = (*speech.Router)(nil)
 
-// SpeechDeps are the /tts routes' dependencies. Limiter is required: /tts is rate limited
-// (CONTRACT.md "Rate limits", ours).
+// SpeechDeps are the /tts routes' dependencies; /tts is rate limited by Deps.Meter.
 type SpeechDeps struct {
-	Router  SpeechRouter
-	Limiter RateLimiter
+	Router SpeechRouter
 }
 
 func (s *Server) ttsRoutes(e *echo.Echo) {
@@ -35,7 +33,7 @@ func (s *Server) ttsRoutes(e *echo.Echo) {
 	e.GET("/tts/voices", s.getVoices)
 }
 
-// ttsRequest is CONTRACT.md's POST /tts body. Pointers tell "absent" from "zero".
+// ttsRequest is docs/api.md's POST /tts body. Pointers tell "absent" from "zero".
 type ttsRequest struct {
 	Text      *string  `json:"text"`
 	Voice     string   `json:"voice"`
@@ -74,7 +72,7 @@ func validateTTS(req *ttsRequest) (speech.Request, error) {
 	return speech.Normalize(out) // the provider's own limits, should they ever be tighter
 }
 
-// ttsEnabled is CONTRACT.md's gate: featureFlags.tts_enabled must be true (absent is off).
+// ttsEnabled is docs/api.md's gate: featureFlags.tts_enabled must be true (absent is off).
 func ttsEnabled(c echo.Context) error {
 	if !tenantOf(c).Flag("tts_enabled") {
 		return NewError(http.StatusForbidden, CodeTTSNotEnabled, "text-to-speech is not enabled for this tenant")
@@ -82,7 +80,7 @@ func ttsEnabled(c echo.Context) error {
 	return nil
 }
 
-// postTTS answers with the audio itself, not an envelope (CONTRACT.md: binary answers are the
+// postTTS answers with the audio itself, not an envelope (docs/api.md: binary answers are the
 // exception); failures are enveloped as everywhere.
 func (s *Server) postTTS(c echo.Context) error {
 	if err := ttsEnabled(c); err != nil {
@@ -100,7 +98,7 @@ func (s *Server) postTTS(c echo.Context) error {
 		}
 		return Wrap(http.StatusBadRequest, CodeInvalidRequest, strings.TrimPrefix(err.Error(), speech.ErrInvalidRequest.Error()+": "), err)
 	}
-	if err := s.checkRateLimit(c, s.speech.Limiter, ""); err != nil {
+	if err := s.checkRateLimit(c, ""); err != nil {
 		return err
 	}
 	t := tenantOf(c)
@@ -125,7 +123,7 @@ func (s *Server) postTTS(c echo.Context) error {
 	s.metrics.TTSCharacters.WithLabelValues(t.TenantID).Add(float64(audio.Characters))
 	// Speech is metered in characters, not tokens: the ledger records them exactly (audit kind
 	// "speech", summed by GET /usage); the budget, which counts model tokens, does not apply.
-	s.appendEvent(c.Request().Context(), store.Event{
+	s.recordEvent(c.Request().Context(), store.Event{
 		Kind: store.KindSpeech, TenantID: t.TenantID, TraceID: traceID(c), Subject: cmpOr(t.AIModels.TTS, speech.LocalModel),
 		LatencyMs: time.Since(state(c).start).Milliseconds(),
 		Detail: map[string]any{"characters": audio.Characters, "format": req.Format, "voice": req.Voice,

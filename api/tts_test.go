@@ -63,7 +63,7 @@ func (ts *toolServer) tts(t *testing.T, body string, headers ...string) (*http.R
 	return ts.do(t, http.MethodPost, "/tts", body, append([]string{"x-tenant-id: speaker", "Content-Type: application/json"}, headers...)...)
 }
 
-// CONTRACT.md "POST /tts": success is binary audio with the right audio/* type and x-trace-id; ours:
+// docs/api.md "POST /tts": success is binary audio with the right audio/* type and x-trace-id; ours:
 // real synthesis (espeak-ng; mp3 and opus by Debian's encoders); wav with true RIFF sizes.
 func testTTSSynthesizesRealAudio(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	needSpeechBinaries(t)
@@ -138,7 +138,7 @@ func testTTSSynthesizesRealAudio(t *testing.T, ts *toolServer, _ *toolUpstream) 
 	})
 }
 
-// CONTRACT.md "POST /tts": non-POST 405; tts_enabled not true → 403 tts_not_enabled; bad body 400.
+// docs/api.md "POST /tts": non-POST 405; tts_enabled not true → 403 tts_not_enabled; bad body 400.
 func testTTSRefusals(t *testing.T, ts *toolServer, _ *toolUpstream) {
 	tests := []struct {
 		name, tenant, method, body string

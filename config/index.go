@@ -34,7 +34,7 @@ type apiKeyEntry struct {
 	keyID  string
 }
 
-// Sources of a Resolution (CONTRACT.md "Tenant resolution").
+// Sources of a Resolution (docs/api.md "Tenant resolution").
 const (
 	SourceHeader = "header"
 	SourceHost   = "host"
@@ -180,7 +180,7 @@ func (ix *Index) Len() int { return len(ix.all) }
 // server logs them at start.
 func (ix *Index) Warnings() []string { return slices.Clone(ix.warnings) }
 
-// Resolve names the tenant a request is for (CONTRACT.md "Tenant resolution"): a non-empty
+// Resolve names the tenant a request is for (docs/api.md "Tenant resolution"): a non-empty
 // x-tenant-id (trimmed) wins even when no such tenant exists — a bogus header beats a valid host
 // and ends in 404 — then the host (exact match in allowedHosts, port ignored, case-insensitive),
 // then the API key.
@@ -253,7 +253,7 @@ func APIKeyFromHeaders(xAPIKey, authorization string) string {
 	return strings.TrimSpace(token)
 }
 
-// Authenticate decides whether presentedKey may reach cfg (CONTRACT.md "Authentication"):
+// Authenticate decides whether presentedKey may reach cfg (docs/api.md "Authentication"):
 // a tenant with keys needs one of them (missing or wrong → Unauthorized, another tenant's valid
 // key → Forbidden); a tenant without keys is open only when it is public. The presented key's
 // digest is compared with every one of the tenant's digests in constant time.

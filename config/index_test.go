@@ -63,7 +63,7 @@ func TestResolve(t *testing.T) {
 		{"header trimmed", ResolveInput{TenantHeader: "  beta\t"}, Resolution{"beta", SourceHeader}},
 		{"header beats host", ResolveInput{TenantHeader: "beta", Host: "acme.example.com"}, Resolution{"beta", SourceHeader}},
 		{"header beats API key", ResolveInput{TenantHeader: "beta", APIKey: acmeKey}, Resolution{"beta", SourceHeader}},
-		// CONTRACT.md: "a bogus header beats a valid host and gives 404".
+		// docs/api.md "Tenant resolution": a bogus header beats a valid host and gives 404.
 		{"bogus header beats a valid host", ResolveInput{TenantHeader: "nope", Host: "acme.example.com"}, Resolution{"nope", SourceHeader}},
 		{"blank header is absent", ResolveInput{TenantHeader: "   ", Host: "acme.example.com"}, Resolution{"acme", SourceHost}},
 		{"host", ResolveInput{Host: "acme.example.com"}, Resolution{"acme", SourceHost}},

@@ -159,7 +159,7 @@ func TestValidateDirReportsEveryErrorAtOnce(t *testing.T) {
 	bFile, cFile := filepath.Join(dir, "b", TenantFileName), filepath.Join(dir, "c", TenantFileName)
 	want := []string{
 		bFile + ": accountId: duplicate field",
-		bFile + ": colour: unknown field (tenant configs are decoded strictly; see README.md)",
+		bFile + ": colour: unknown field (tenant configs are decoded strictly; see README.md, Tenant config)",
 		bFile + `: rateLimit.perMinute: must be an integer (got string "60")`,
 		bFile + ": rateLimit.burst: must be a positive integer (got -1)",
 		bFile + ": tokenBudget.daily: must be a positive integer (got 0)",

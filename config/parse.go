@@ -15,7 +15,7 @@ import (
 	"strings"
 )
 
-// Defaults of the optional tenant settings (CONTRACT.md "Tenant config").
+// Defaults of the optional tenant settings (the README's "Tenant config").
 const (
 	DefaultWindowSec             = 60
 	DefaultSessionRetentionDays  = 30
@@ -46,7 +46,6 @@ func (e *FieldError) Error() string {
 }
 
 var (
-	tenantIDPattern  = regexp.MustCompile(`^[a-z0-9-]{1,63}$`)
 	namespacePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	hostPattern      = regexp.MustCompile(`^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$`)
 )
@@ -248,7 +247,7 @@ func (p *parser) walk(path string, v any, t reflect.Type, optional bool) {
 		for _, key := range sortedKeys(obj) {
 			f, known := fields[key]
 			if !known {
-				p.fail(joinPath(path, key), "unknown field (tenant configs are decoded strictly; see README.md)")
+				p.fail(joinPath(path, key), "unknown field (tenant configs are decoded strictly; see README.md, Tenant config)")
 				continue
 			}
 			_, opts, _ := strings.Cut(f.Tag.Get("json"), ",")

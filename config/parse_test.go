@@ -296,7 +296,7 @@ func TestParseTenantConfigWarnings(t *testing.T) {
 	}
 }
 
-// CONTRACT.md: "The original's mrrainbowsmoke and rainbowsmokeofficial configs must load unchanged."
+// The original's mrrainbowsmoke and rainbowsmokeofficial configs must load unchanged.
 func TestOriginalConfigsLoadUnchanged(t *testing.T) {
 	for _, name := range []string{"mrrainbowsmoke", "rainbowsmokeofficial"} {
 		t.Run(name, func(t *testing.T) {

@@ -1,7 +1,7 @@
 package config
 
 // TenantConfig is one tenant's configuration: the original implementation's schema
-// (tenants/<name>/tenant.config.json, see CONTRACT.md) plus our optional fields.
+// (tenants/<name>/tenant.config.json, see the README, "Tenant config") plus our optional fields.
 // Decoding is strict: unknown fields are refused.
 type TenantConfig struct {
 	TenantID           string          `json:"tenantId"`
@@ -37,7 +37,7 @@ type AIModels struct {
 	TTS          string `json:"tts,omitempty"`          // ours
 }
 
-// RateLimit is the sliding-window limit of CONTRACT.md "Rate limits".
+// RateLimit is the sliding-window limit of docs/api.md "Rate limits".
 type RateLimit struct {
 	PerMinute      int `json:"perMinute"`
 	Burst          int `json:"burst"`

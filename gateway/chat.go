@@ -1,10 +1,12 @@
 // Package gateway is the AI gateway: chat providers behind one streaming interface, model routing,
-// retries and fallback (DESIGN.md "AI gateway"). Embeddings and speech live beside the chat side.
+// retries and fallback (docs/architecture.md). Embeddings and speech live beside the chat side.
 package gateway
 
 import (
 	"context"
 	"unicode/utf8"
+
+	"github.com/crispy-enigma/crispy/config"
 )
 
 // Message is one chat turn sent to a model. Role is "system", "user", "assistant" or "tool". An
@@ -25,6 +27,13 @@ type RequestMeta struct {
 	TraceID   string
 	SessionID string
 	Route     string
+	UserID    string // the caller's user, as the request named it (audit); "" when none
+	// Tenant is the resolved tenant config the call is made for: a Meter reads its budget, cache
+	// and model rules from it. A metered Router refuses a call without one.
+	Tenant *config.TenantConfig
+	// AllowCached lets a Meter answer the call from the tenant's response cache: set it only for a
+	// reply that is returned whole (not streamed) and has no side effects.
+	AllowCached bool
 }
 
 // ChatRequest is one chat completion request. MaxTokens 0 and a nil Temperature leave the provider's
@@ -68,7 +77,7 @@ type ChatModel interface {
 	OpenChat(ctx context.Context, req ChatRequest) (ChatStream, error)
 }
 
-// EstimateTokens is CONTRACT.md's estimate ("Token budgets"): ceil(chars/4) per message, so at least 1
+// EstimateTokens is docs/api.md's estimate ("Token budgets"): ceil(chars/4) per message, so at least 1
 // for each non-empty message, summed. Characters are runes, so non-ASCII text is not over-counted by its
 // UTF-8 byte length. Summing per message (rather than ceil of the total) never under-estimates, which
 // is the safe side for budget reservations.

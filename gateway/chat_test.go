@@ -2,7 +2,7 @@ package gateway
 
 import "testing"
 
-// CONTRACT.md "Token budgets": input tokens estimated as ceil(chars/4), at least 1 per non-empty message.
+// docs/api.md "Token budgets": input tokens estimated as ceil(chars/4), at least 1 per non-empty message.
 func TestEstimateTokens(t *testing.T) {
 	tests := []struct {
 		name string

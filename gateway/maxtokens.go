@@ -90,3 +90,14 @@ func firstRunes(t string, n int) string {
 	}
 	return t
 }
+
+// streamInfo is the ModelInfo of the model that serves a stream Open returned.
+func streamInfo(s ChatStream) ModelInfo {
+	switch v := s.(type) {
+	case *routedStream:
+		return v.info
+	case *cappedStream:
+		return streamInfo(v.ChatStream)
+	}
+	return ModelInfo{}
+}

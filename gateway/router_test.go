@@ -76,7 +76,7 @@ func TestRouterPrices(t *testing.T) {
 		in, out float64
 	}{
 		{"gpt-4o", 0.005, 0.015},
-		{"llama3", DefaultPricePer1K, DefaultPricePer1K}, // CONTRACT.md: default 0.0002 in and out
+		{"llama3", DefaultPricePer1K, DefaultPricePer1K}, // docs/api.md: default 0.0002 in and out
 		{ExtractiveModelID, 0, 0},                        // built-ins cost nothing
 	}
 	for _, tt := range tests {

@@ -7,7 +7,7 @@ import (
 	"github.com/crispy-enigma/crispy/observe"
 )
 
-// TraceHeader carries the request's trace ID to upstream model servers (CONTRACT.md "Trace ID"), so
+// TraceHeader carries the request's trace ID to upstream model servers (docs/api.md "Trace ID"), so
 // a model server's own logs (vLLM, llama.cpp, a proxy in front of them) can be joined with ours.
 // It holds the ID only, never tenant data beyond what the trace ID already is.
 const TraceHeader = "X-Trace-Id"

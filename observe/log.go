@@ -20,7 +20,7 @@ type LogOptions struct {
 	Out    io.Writer // default os.Stdout
 }
 
-// NewLogger returns the process logger: one JSON object per line with CONTRACT.md's field names
+// NewLogger returns the process logger: one JSON object per line with docs/api.md's field names
 // (timestamp, level, event), or a console writer when stdout is a terminal and the format is auto.
 func NewLogger(o LogOptions) (zerolog.Logger, error) {
 	out := o.Out
@@ -54,7 +54,7 @@ func NewLogger(o LogOptions) (zerolog.Logger, error) {
 }
 
 func init() {
-	// CONTRACT.md "Logs" names the fields timestamp, level and event. zerolog keeps these as
+	// the README's "Logs" names the fields timestamp, level and event. zerolog keeps these as
 	// package settings, so they are set once here rather than per logger.
 	zerolog.TimestampFieldName = "timestamp"
 	zerolog.MessageFieldName = "event"

@@ -11,7 +11,7 @@ const TraceIDMaxLen = 128
 
 type traceKey struct{}
 
-// TraceIDFrom picks the trace ID of a request from its headers in CONTRACT.md's order:
+// TraceIDFrom picks the trace ID of a request from its headers in docs/api.md's order:
 // x-trace-id, else cf-ray, else x-request-id, else a new UUIDv4. Values that are too long or hold
 // control characters are ignored, as if absent.
 func TraceIDFrom(get func(string) string) string {

@@ -11,7 +11,7 @@ import (
 	"unicode"
 )
 
-// Chunking defaults of the original implementation (CONTRACT.md, POST /ingest).
+// Chunking defaults of the original implementation (docs/api.md, POST /ingest).
 const (
 	DefaultMaxChunkSize = 1000
 	DefaultOverlap      = 100
@@ -48,7 +48,7 @@ type TextSpan struct {
 	Start, End int
 }
 
-// ChunkText is the original's character chunker. It reproduces CONTRACT.md's
+// ChunkText is the original's character chunker. It reproduces docs/api.md's
 // fixtures: "one two three four five six seven eight nine" at (14, 4) gives
 // "one two three", "three four", "four five six", "five six seven",
 // "seven eight", "eight nine"; "supercalifragilisticexpialidocious" at

@@ -17,7 +17,7 @@ func spanTexts(spans []TextSpan) []string {
 	return out
 }
 
-// CONTRACT.md, POST /ingest: "The original's character chunker" fixtures.
+// docs/api.md, POST /ingest: "The original's character chunker" fixtures.
 func TestChunkTextContractFixtures(t *testing.T) {
 	tests := []struct {
 		name string

@@ -9,7 +9,7 @@ import (
 	"github.com/crispy-enigma/crispy/gateway"
 )
 
-// ErrEmbedding wraps an embedding-model failure (CONTRACT.md: 502 ai_error).
+// ErrEmbedding wraps an embedding-model failure (docs/api.md: 502 ai_error).
 var ErrEmbedding = errors.New("embedding failed")
 
 // ErrInvalidDocument reports a document the caller must fix (400).
@@ -18,7 +18,7 @@ var ErrInvalidDocument = errors.New("invalid document")
 // Defaults of the Ingester.
 const (
 	DefaultEmbedBatchSize = 64
-	// MetaTextLimit is how much chunk text CONTRACT.md keeps in metadata.
+	// MetaTextLimit is how much chunk text docs/api.md keeps in metadata.
 	MetaTextLimit = 512
 )
 
@@ -73,7 +73,7 @@ func NewIngester(store VectorStore, embedder gateway.EmbeddingModel, opts Ingest
 	return &Ingester{store: store, embedder: embedder, batchSize: opts.EmbedBatchSize}
 }
 
-// Reserved chunk metadata keys (CONTRACT.md plus headingPath, contentType).
+// Reserved chunk metadata keys (docs/api.md plus headingPath, contentType).
 var reservedMeta = map[string]bool{
 	"tenantId": true, "docId": true, "chunkId": true, "source": true, "title": true, "url": true,
 	"text": true, "headingPath": true, "contentType": true, "chunkIndex": true,

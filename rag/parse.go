@@ -35,7 +35,7 @@ var (
 	// ErrCorruptDocument is wrapped when a document of a supported type
 	// cannot be parsed (a broken PDF, invalid JSON).
 	ErrCorruptDocument = errors.New("corrupt document")
-	// ErrEmptyDocument means the document has no text to index (CONTRACT.md:
+	// ErrEmptyDocument means the document has no text to index (docs/api.md:
 	// whitespace-only text is 400 invalid_request).
 	ErrEmptyDocument = errors.New("document has no text")
 )

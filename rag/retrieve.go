@@ -98,10 +98,10 @@ func clamp01(x float64) float64 {
 	return x
 }
 
-// RefusalAnswer is CONTRACT.md's answer to a self-harm query.
+// RefusalAnswer is docs/api.md's answer to a self-harm query.
 const RefusalAnswer = "I'm sorry, I can't help with that."
 
-// NoAnswer is the answer when no passage is relevant (CONTRACT.md: the
+// NoAnswer is the answer when no passage is relevant (docs/api.md: the
 // answer is never empty).
 const NoAnswer = "No answer available: no passage in the knowledge base matches the question."
 
@@ -249,7 +249,7 @@ func ExtractiveAnswer(query string, sources []Source) (answer string, ok bool) {
 	return b.String(), true
 }
 
-// MaxFollowUps is CONTRACT.md's limit.
+// MaxFollowUps is docs/api.md's limit.
 const MaxFollowUps = 5
 
 // FollowUps suggests further questions from the sources' heading paths and

@@ -17,7 +17,7 @@ import (
 // ErrEmptyQuery is a query without non-space characters (400).
 var ErrEmptyQuery = errors.New("query is empty")
 
-// Search defaults (CONTRACT.md POST /search).
+// Search defaults (docs/api.md POST /search).
 const (
 	DefaultTopK = 5
 	// RewriteTimeout bounds query rewriting; after it the original query is used.
@@ -64,7 +64,7 @@ type Answer struct {
 	FollowUps      []string `json:"followUps"`
 	RewrittenQuery string   `json:"rewrittenQuery"`
 	// Refused is true when the safety rule answered; such answers must not
-	// be cached (CONTRACT.md).
+	// be cached (docs/api.md).
 	Refused bool `json:"-"`
 }
 
@@ -105,7 +105,7 @@ func NewSearcher(store VectorStore, embedder gateway.EmbeddingModel, opts Search
 	return &Searcher{store: store, keyword: kw, embedder: embedder, rewriter: opts.Rewriter, rewriteTimeout: timeout, tracer: opts.Tracer}
 }
 
-// Search runs CONTRACT.md's pipeline: rewrite (falls back to the original on
+// Search runs docs/api.md's pipeline: rewrite (falls back to the original on
 // error, empty output or after the timeout) → safety → embed → vector search
 // plus BM25, fused by reciprocal rank → extractive answer citing [n] →
 // confidence (mean of the top 3 vector similarities) → follow-ups. Caching

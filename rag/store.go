@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/crispy-enigma/crispy/config"
 )
 
 // Limits shared by every VectorStore (the Vectorize limits the original had).
@@ -28,7 +30,7 @@ var (
 )
 
 // Chunk is one stored piece of a document. ID is "<docId>:<i>". Meta holds
-// the CONTRACT.md chunk metadata (tenantId, docId, chunkId, source, title,
+// the docs/api.md chunk metadata (tenantId, docId, chunkId, source, title,
 // url, text truncated to 512 characters) plus headingPath and any
 // document metadata; filters match against it.
 type Chunk struct {
@@ -72,16 +74,11 @@ type KeywordSearcher interface {
 	KeywordSearch(ctx context.Context, tenant, query string, topK int, filter map[string]any) ([]Hit, error)
 }
 
-// ValidateTenant checks a tenant ID is [a-z0-9-]{1,63} (DESIGN.md), which
+// ValidateTenant checks a tenant ID is [a-z0-9-]{1,63} (docs/architecture.md), which
 // also makes it safe as a path element and a partition name.
 func ValidateTenant(tenant string) error {
-	if len(tenant) == 0 || len(tenant) > 63 {
+	if !config.ValidTenantID(tenant) {
 		return fmt.Errorf("%w: %q", ErrInvalidTenant, tenant)
-	}
-	for _, c := range tenant {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return fmt.Errorf("%w: %q", ErrInvalidTenant, tenant)
-		}
 	}
 	return nil
 }

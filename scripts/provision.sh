@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently: Debian packages (espeak-ng and the audio encoders for
-# speech, protobuf-compiler for `make proto`) and the Go modules. Reuses whatever is installed.
+# speech, protobuf-compiler for `make proto`, chromium for the console's browser test) and the Go modules. Reuses whatever is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,7 @@ command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v lame      >/dev/null || need+=(lame)
 command -v opusenc   >/dev/null || need+=(opus-tools)
 command -v protoc    >/dev/null || need+=(protobuf-compiler)
+command -v chromium  >/dev/null || need+=(chromium)
 
 if ((${#need[@]})); then
 	if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Bucket names DESIGN.md gives the tenant-scoped KV stores.
+// Bucket names docs/architecture.md gives the tenant-scoped KV stores.
 const (
 	BucketConfig = "config"
 	BucketCache  = "cache"

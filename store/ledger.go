@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -39,7 +38,7 @@ var kindRe = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
 
 // Event is one ledger record, JSON-encoded on the stream. It carries counts, IDs and outcomes, never
 // a raw prompt or answer: Detail is stored verbatim in the audit table, so callers put hashes and
-// sizes there (e.g. the sha256 of tool params, as CONTRACT.md's tool audit asks), not content.
+// sizes there (e.g. the sha256 of tool params, as docs/api.md's tool audit asks), not content.
 type Event struct {
 	// ID identifies the event; Append sends it as Nats-Msg-Id so a retried Append within the
 	// stream's duplicate window is stored once, and the projector applies each ID once.
@@ -160,7 +159,7 @@ func (l *Ledger) Append(ctx context.Context, ev Event) error {
 		ctx, cancel = context.WithTimeout(ctx, defaultAppendTimeout)
 		defer cancel()
 	}
-	err = retryUnanswered(ctx, func(ctx context.Context) error {
+	err = Retry{Attempt: publishAttempt}.Do(ctx, func(ctx context.Context) error {
 		_, err := l.js.Publish(ctx, subject, data, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(LedgerStream))
 		return err
 	})
@@ -183,33 +182,3 @@ const defaultAppendTimeout = 10 * time.Second
 // is safe: the event ID is the Nats-Msg-Id, which JetStream deduplicates within the stream's
 // duplicate window.
 const publishAttempt = time.Second
-
-// retryUnanswered calls fn with attempts of at most publishAttempt until it succeeds, fails with an
-// answer (an API error below 500), or ctx ends.
-func retryUnanswered(ctx context.Context, fn func(context.Context) error) error {
-	for {
-		attempt, cancel := context.WithTimeout(ctx, publishAttempt)
-		err := fn(attempt)
-		cancel()
-		if err == nil || ctx.Err() != nil || !Unanswered(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// Unanswered reports errors of a JetStream request nobody answered in time, which is what a stream
-// between leaders produces; an API error with a 4xx code is an answer and final. Such a request may
-// be re-sent when re-sending is safe (a read, a publish with a message ID).
-func Unanswered(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.Code >= 500
-	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
-}

@@ -19,7 +19,7 @@ import (
 	"github.com/crispy-enigma/crispy/config"
 )
 
-// BucketTenants is the JetStream KV bucket of deployed tenant configs (DESIGN.md "State and data"):
+// BucketTenants is the JetStream KV bucket of deployed tenant configs (docs/architecture.md):
 // key = tenant ID, value = the config's canonical JSON (CanonicalTenantConfig), one revision per
 // deploy, rollback or seed.
 const BucketTenants = "tenants"

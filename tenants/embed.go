@@ -1,5 +1,5 @@
 // Package tenants holds the tenant configs shipped with the binary: one
-// <tenant>/tenant.config.json per folder (CONTRACT.md "Tenant config"). The server uses them
+// <tenant>/tenant.config.json per folder (the README's "Tenant config"). The server uses them
 // when its tenants directory does not exist, so that `crispy serve` works with no setup.
 package tenants
 

@@ -212,7 +212,7 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
-	// CONTRACT.md: rate limit per tenant:user — one RateLimiter activation cluster-wide, so three
+	// docs/api.md: rate limit per tenant:user — one RateLimiter activation cluster-wide, so three
 	// nodes admit N, not 3N.
 	t.Run("rate limit holds across three nodes", func(t *testing.T) {
 		counts := map[int]int{}

@@ -311,7 +311,7 @@ func maxAbsDiff(a []float32, b []float64) float64 {
 }
 
 // The whole binary pointed at llama.cpp by CRISPY_OPENAI_BASE_URL and MODEL_ID answers POST /chat over
-// SSE (CONTRACT.md "SSE"): token frames, then `event: done` with usage; tokensOut is the server's exact
+// SSE (docs/api.md "POST /chat"): token frames, then `event: done` with usage; tokensOut is the server's exact
 // count when it reports streamed usage, else the gateway's estimate (positive).
 func TestLlamaCppBinaryChatOverSSE(t *testing.T) {
 	base := llamaCppURL(t)

@@ -1,4 +1,4 @@
-// Package tools is the tool registry of CONTRACT.md "Tools": named tools with a JSON Schema for their
+// Package tools is the tool registry of docs/api.md "Tools": named tools with a JSON Schema for their
 // parameters, a timeout and declared permissions; one dispatcher that looks a tool up, validates the
 // parameters, checks the tenant's feature flags and runs the tool under its timeout; and the built-ins.
 //
@@ -24,14 +24,14 @@ import (
 	"github.com/crispy-enigma/crispy/config"
 )
 
-// Timeouts of CONTRACT.md: default 10 s, a per-tool override clamped to 1–60 s.
+// Timeouts of docs/api.md: default 10 s, a per-tool override clamped to 1–60 s.
 const (
 	DefaultTimeout = 10 * time.Second
 	MinTimeout     = 1 * time.Second
 	MaxTimeout     = 60 * time.Second
 )
 
-// Error codes of CONTRACT.md "Tools".
+// Error codes of docs/api.md "Tools".
 const (
 	CodeToolNotFound     = "TOOL_NOT_FOUND"
 	CodeValidationFailed = "VALIDATION_FAILED"
@@ -86,7 +86,7 @@ func (c Call) Decode(v any) error {
 	return nil
 }
 
-// ToolFailure is a tool that ran and failed in a way the caller should see (CONTRACT.md: still 200
+// ToolFailure is a tool that ran and failed in a way the caller should see (docs/api.md: still 200
 // with success:false), e.g. NO_CONTENT or DIVISION_BY_ZERO. Message is client-safe; Cause is for logs.
 type ToolFailure struct {
 	Code    string `json:"code"`
@@ -117,7 +117,7 @@ type Result struct {
 }
 
 // Error is a dispatch failure: the tool did not run, or crashed, or timed out. Status is the HTTP
-// status, Code the CONTRACT.md code, Message client-safe; Details lists every validation message;
+// status, Code the docs/api.md code, Message client-safe; Details lists every validation message;
 // Cause (never shown to clients) says what really happened.
 type Error struct {
 	Status  int
@@ -261,7 +261,7 @@ func (r *Registry) lookup(name string) (*entry, bool) {
 	return e, ok
 }
 
-// List returns the tools cfg's tenant may run, sorted by name (CONTRACT.md, ours: only those).
+// List returns the tools cfg's tenant may run, sorted by name (docs/api.md: only those).
 func (r *Registry) List(cfg *config.TenantConfig) []Descriptor {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -283,7 +283,7 @@ func (r *Registry) List(cfg *config.TenantConfig) []Descriptor {
 }
 
 // checkPermission returns why cfg may not run t, or "" when it may. An absent tools_enabled allows
-// (CONTRACT.md only says tools_enabled:false denies all, as the original did); a declared permission
+// (docs/api.md only says tools_enabled:false denies all, as the original did); a declared permission
 // must be explicitly true.
 func checkPermission(t Tool, cfg *config.TenantConfig) string {
 	if cfg == nil {

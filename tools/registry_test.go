@@ -109,7 +109,7 @@ func mustRegistry(t *testing.T, tools ...Tool) *Registry {
 	return r
 }
 
-// CONTRACT.md "Tools": unknown tool 404 TOOL_NOT_FOUND; names like ../x or a<script> are simply unknown.
+// docs/api.md "Tools": unknown tool 404 TOOL_NOT_FOUND; names like ../x or a<script> are simply unknown.
 func TestExecuteUnknownTool(t *testing.T) {
 	r := mustRegistry(t, echoTool("echo"))
 	for _, name := range []string{"nope", "../x", "a<script>", "", "ECHO"} {
@@ -124,7 +124,7 @@ func TestExecuteUnknownTool(t *testing.T) {
 	}
 }
 
-// CONTRACT.md "Tools": bad params 400 VALIDATION_FAILED with these messages.
+// docs/api.md "Tools": bad params 400 VALIDATION_FAILED with these messages.
 func TestExecuteValidationMessages(t *testing.T) {
 	schema := `{"type":"object","properties":{
 		"text":{"type":"string","minLength":2,"maxLength":5},
@@ -190,7 +190,7 @@ func TestExecuteEmptyParamsMeansEmptyObject(t *testing.T) {
 	}
 }
 
-// CONTRACT.md: look-up → validate → permission: bad params of a denied tool are still 400.
+// docs/api.md: look-up → validate → permission: bad params of a denied tool are still 400.
 func TestExecuteOrderValidateBeforePermission(t *testing.T) {
 	r := mustRegistry(t, echoTool("echo"))
 	_, err := r.Execute(context.Background(), ExecuteRequest{Tenant: tenant(map[string]bool{"tools_enabled": false}), Tool: "echo", Params: json.RawMessage(`{"bad":1}`)})
@@ -199,7 +199,7 @@ func TestExecuteOrderValidateBeforePermission(t *testing.T) {
 	}
 }
 
-// CONTRACT.md: tools_enabled:false denies all; tool_<name>:false denies one; a declared permission
+// docs/api.md: tools_enabled:false denies all; tool_<name>:false denies one; a declared permission
 // must be true.
 func TestPermissions(t *testing.T) {
 	plain := echoTool("plain")

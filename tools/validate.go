@@ -50,7 +50,7 @@ func compileParams(name string, schema json.RawMessage) (json.RawMessage, *jsons
 }
 
 // validateParams decodes raw, checks it against sch and returns the canonical JSON of the parameters
-// (keys sorted, numbers as written) and the CONTRACT.md messages of every violation.
+// (keys sorted, numbers as written) and the docs/api.md messages of every violation.
 func validateParams(sch *jsonschema.Schema, raw json.RawMessage) ([]byte, []string) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		raw = json.RawMessage(`{}`)

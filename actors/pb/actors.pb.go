@@ -472,7 +472,7 @@ func (x *ClearResponse) GetError() string {
 	return ""
 }
 
-// RateLimitRequest carries the tenant's limits (CONTRACT.md "Rate limits").
+// RateLimitRequest carries the tenant's limits (docs/api.md "Rate limits").
 type RateLimitRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	PerMinute      int32                  `protobuf:"varint,1,opt,name=per_minute,json=perMinute,proto3" json:"per_minute,omitempty"`

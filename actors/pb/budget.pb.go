@@ -5,7 +5,7 @@
 // source: budget.proto
 
 // Messages of the Budget grain (identity = tenant ID): token reservations against the tenant's
-// tokenBudget (CONTRACT.md "Token budgets"). Protobuf because they may cross cluster members.
+// tokenBudget (docs/api.md "Token budgets"). Protobuf because they may cross cluster members.
 
 package pb
 

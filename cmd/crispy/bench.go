@@ -26,6 +26,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
+
+	"github.com/crispy-enigma/crispy/config"
 )
 
 // Bench operations (--mix names).
@@ -100,7 +102,7 @@ Targets must be loopback unless --allow-remote.`,
 				return err
 			}
 			if o.APIKey == "" {
-				o.APIKey = os.Getenv(ap)
+				o.APIKey = config.Getenv(ap)
 			}
 			if o.CheckGoroutines && len(o.Admin) == 0 {
 				return errors.New("--check-goroutines needs --admin")
@@ -458,7 +460,7 @@ func (b *bench) do(ctx context.Context, op string) int {
 }
 
 // streamCompleted reads an SSE reply to its end and reports whether it ended with event: done and
-// no event: error (CONTRACT.md: the reply is stored after the stream completes).
+// no event: error (docs/api.md: the reply is stored after the stream completes).
 func streamCompleted(r io.Reader) bool {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -790,7 +792,7 @@ func (b *bench) intervals(ctx context.Context, started time.Time, rep *BenchRepo
 }
 
 // checkHistory reads every session that acknowledged a message and counts the acknowledged user
-// messages missing from it (CONTRACT.md/DESIGN.md: an acknowledged chat message is never lost).
+// messages missing from it (docs/api.md: an acknowledged chat message is never lost).
 func (b *bench) checkHistory(ctx context.Context, rep *BenchReport) {
 	b.mu.Lock()
 	sessions := slices.Clone(b.sessions)
@@ -921,7 +923,7 @@ func scrape(ctx context.Context, c *http.Client, u string, names ...string) (map
 	if err != nil {
 		return nil, err
 	}
-	if tok := os.Getenv("CRISPY_ADMIN_TOKEN"); tok != "" {
+	if tok := config.Getenv("CRISPY_ADMIN_TOKEN"); tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.Do(req)
@@ -953,7 +955,7 @@ func goroutineCount(ctx context.Context, c *http.Client, admin string) (int, err
 	if err != nil {
 		return 0, err
 	}
-	if tok := os.Getenv("CRISPY_ADMIN_TOKEN"); tok != "" {
+	if tok := config.Getenv("CRISPY_ADMIN_TOKEN"); tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.Do(req)

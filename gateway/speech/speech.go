@@ -1,4 +1,4 @@
-// Package speech turns text into audio for POST /tts (CONTRACT.md): espeak-ng on the machine, encoded
+// Package speech turns text into audio for POST /tts (docs/api.md): espeak-ng on the machine, encoded
 // to MP3 with lame or to Ogg Opus with opusenc, and an OpenAI-compatible /audio/speech provider for
 // tenants whose aiModels.tts names one.
 package speech
@@ -12,14 +12,14 @@ import (
 	"unicode/utf8"
 )
 
-// Formats of CONTRACT.md "POST /tts".
+// Formats of docs/api.md "Speech".
 const (
 	FormatMP3  = "mp3"
 	FormatWAV  = "wav"
 	FormatOpus = "opus"
 )
 
-// Limits of CONTRACT.md "POST /tts".
+// Limits of docs/api.md "Speech".
 const (
 	MaxTextChars = 5000
 	MinSpeed     = 0.25

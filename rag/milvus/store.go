@@ -1,4 +1,4 @@
-// Package milvus is the rag.VectorStore on a Milvus server (DESIGN.md:
+// Package milvus is the rag.VectorStore on a Milvus server (docs/architecture.md:
 // "Milvus collection per embedding model, one partition per tenant").
 //
 // Layout: one collection per embedding model and dimension (CollectionName),

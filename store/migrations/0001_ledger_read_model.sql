@@ -1,4 +1,4 @@
--- The per-tenant read model of the LEDGER stream (DESIGN.md "State and data").
+-- The per-tenant read model of the LEDGER stream (docs/architecture.md).
 -- Times are Unix milliseconds (UTC), so range scans on the ts indexes are integer comparisons.
 -- No column holds a raw prompt or a model's answer: usage and audit carry counts, ids and outcomes.
 
