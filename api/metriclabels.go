@@ -1,7 +1,6 @@
 package api
 
 import (
-	"github.com/crispy-enigma/crispy/actors"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/observe"
 )
@@ -21,15 +20,4 @@ func SetMetricLabels(m *observe.Metrics, tenants []*config.TenantConfig, models,
 	m.Labels.Models.Set(models)
 	m.Labels.Tools.Set(tools)
 	m.Labels.Routes.Set(append(routes, "unmatched"))
-}
-
-// TenantCeilingUser is the RateLimiter user of a tenant's tenant-wide ceiling. Per-user keys are
-// prefixed ("user:", "key:", "ip:"), so no client-chosen ID can name it.
-const TenantCeilingUser = "tenant"
-
-// TenantCeiling is the tenant-wide rate limit over all of a tenant's users (rateLimit.tenantPerMinute
-// and tenantBurst, defaulted by the config parser), in the per-user limit's windows.
-func TenantCeiling(t *config.TenantConfig) actors.RateLimit {
-	rl := t.RateLimit
-	return actors.RateLimit{PerMinute: rl.TenantPerMinute, Burst: rl.TenantBurst, WindowSec: rl.WindowSec, BurstWindowSec: rl.BurstWindowSec}
 }

@@ -41,11 +41,3 @@ func TestSetMetricLabels(t *testing.T) {
 		}
 	}
 }
-
-func TestTenantCeiling(t *testing.T) {
-	cfg := &config.TenantConfig{RateLimit: config.RateLimit{PerMinute: 5, Burst: 2, WindowSec: 60, BurstWindowSec: 10, TenantPerMinute: 50, TenantBurst: 20}}
-	got := TenantCeiling(cfg)
-	if got.PerMinute != 50 || got.Burst != 20 || got.WindowSec != 60 || got.BurstWindowSec != 10 {
-		t.Fatalf("%+v", got)
-	}
-}
