@@ -39,8 +39,9 @@ type Document struct {
 	Meta     map[string]any
 	Chunking *ChunkOptions // nil: DefaultChunkOptions
 	// Limits are the tenant's quota and the request's chunk allowance; nil: only
-	// MaxChunksPerDocument and MinChunkSize apply.
-	Limits *IngestLimits
+	// MaxChunksPerDocument and MinChunkSize apply. Never serialized (a job's payload holds
+	// documents): each run sets its own.
+	Limits *IngestLimits `json:"-"`
 }
 
 // IngestResult is what POST /ingest reports per document.

@@ -166,6 +166,9 @@ func Truncate(s string, n int) string {
 // cache invalidation.
 func (s *Service) Ingest(ctx context.Context, t *config.TenantConfig, doc Document, trace string) (IngestResult, error) {
 	s.noteEmbeddingModel(t)
+	if err := s.applyQuota(ctx, t, &doc); err != nil {
+		return IngestResult{}, err
+	}
 	res, err := s.ingester.Ingest(ctx, t.TenantID, doc)
 	if err != nil {
 		return IngestResult{}, err
@@ -226,10 +229,40 @@ func (s *Service) IngestBatch(ctx context.Context, t *config.TenantConfig, docs 
 		return nil, id, err
 	}
 	results = make([]wire.IngestItemResult, len(docs))
-	for i, d := range docs {
+	for i, d := range withAllowance(docs) {
 		results[i] = s.IngestItem(ctx, t, d, trace)
 	}
 	return results, "", nil
+}
+
+// applyQuota sets doc's limits to the tenant's quota and what its catalogue already holds
+// (without doc's previous version, which the ingest replaces), keeping a request allowance the
+// caller set.
+func (s *Service) applyQuota(ctx context.Context, t *config.TenantConfig, doc *Document) error {
+	lim := IngestLimits{}
+	if doc.Limits != nil {
+		lim = *doc.Limits
+	}
+	if t.Quota != nil {
+		docs, err := s.o.Catalog.Documents(ctx, t.TenantID)
+		if err != nil {
+			return fmt.Errorf("document %s: read the catalogue for the quota: %w", doc.ID, err)
+		}
+		lim.Quota, lim.Used = t.Quota, UsageOf(docs, doc.ID)
+	}
+	doc.Limits = &lim
+	return nil
+}
+
+// withAllowance gives the documents of one request one chunk allowance (DefaultMaxChunksPerRequest).
+func withAllowance(docs []PendingDoc) []PendingDoc {
+	a := NewChunkAllowance(0)
+	out := make([]PendingDoc, len(docs))
+	for i, d := range docs {
+		d.Doc.Limits = &IngestLimits{Request: a}
+		out[i] = d
+	}
+	return out
 }
 
 // noteEmbeddingModel logs once per tenant when its configured embedding model is not the one this

@@ -106,3 +106,44 @@ func TestSearchRewriteFollowsTheModelRule(t *testing.T) {
 		t.Errorf("kb_search for an unknown tenant: err = %v, want a refusal", err)
 	}
 }
+
+// TestServiceIngestEnforcesTheTenantQuota: an ingest that would pass the tenant's quota is refused
+// with quota_exceeded naming the quota; re-ingesting a stored document counts only its new version.
+func TestServiceIngestEnforcesTheTenantQuota(t *testing.T) {
+	cfg, _, err := config.ParseTenantConfig("acme.json", []byte(`{
+		"tenantId": "acme", "accountId": "acc", "aiGatewayId": "gw",
+		"aiModels": {"chat": "local/extractive", "embeddings": "local/hash-embed"},
+		"vectorizeNamespace": "acme", "rateLimit": {"perMinute": 100, "burst": 100},
+		"featureFlags": {}, "allowedHosts": [], "apiKeys": [], "quota": {"documents": 2}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := config.NewIndex([]*config.TenantConfig{cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	emb := gateway.NewHashEmbedder(0)
+	vs, err := embedded.Open(dir, embedded.Options{Dimension: emb.Dimension()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = vs.Close() })
+	dbs := store.OpenTenantDBs(dir)
+	t.Cleanup(func() { _ = dbs.Close() })
+	svc, err := rag.NewService(rag.ServiceOptions{Store: vs, Embedder: emb, Catalog: dbs, Tenants: config.NewLive(ix), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, id := range []string{"a", "b", "a"} { // the second "a" replaces the first
+		if _, err := svc.Ingest(ctx, cfg, rag.Document{ID: id, Text: "stored text " + id}, "t"); err != nil {
+			t.Fatalf("ingest %s: %v", id, err)
+		}
+	}
+	_, err = svc.Ingest(ctx, cfg, rag.Document{ID: "c", Text: "one too many"}, "t")
+	f := rag.Classify(err, "c")
+	if !errors.Is(err, rag.ErrQuotaExceeded) || f.Code != "quota_exceeded" || f.Message != `document "c": quota exceeded: the tenant's documents quota is 2; this document would bring it to 3` {
+		t.Fatalf("err %v, classified %+v", err, f)
+	}
+}
