@@ -183,15 +183,23 @@ func (s *Service) runJob(ctx context.Context, j store.Job) {
 	if err := s.putStatus(ctx, j.Tenant, st); err != nil {
 		log.Warn().Err(err).Msg("ingest worker: status")
 	}
+	lims, err := s.newBatchLimits(ctx, t)
+	if err != nil {
+		log.Warn().Err(err).Msg("ingest worker: quota; will retry")
+		j.Retry(time.Second)
+		return
+	}
 	results := make([]wire.IngestItemResult, 0, len(docs))
-	for _, d := range withAllowance(docs) {
+	for _, d := range docs {
 		if ctx.Err() != nil {
 			return // stopping: not acknowledged, the job is redelivered
 		}
+		d = lims.apply(d)
 		r := s.IngestItem(ctx, t, d, j.TraceID)
 		if ctx.Err() != nil {
 			return
 		}
+		lims.landed(d, r)
 		results = append(results, r)
 		st.Done++
 		if r.Status == wire.DocIngested {
