@@ -139,3 +139,37 @@ func TestServiceIngestEnforcesTheTenantQuota(t *testing.T) {
 		t.Fatalf("err %v, classified %+v", err, f)
 	}
 }
+
+// TestServiceIngestBatchKeepsTheQuotaCurrent: a batch reads the catalogue once, and counts its own
+// documents as they land, so the batch cannot pass the quota together.
+func TestServiceIngestBatchKeepsTheQuotaCurrent(t *testing.T) {
+	cfg, _, err := config.ParseTenantConfig("acme.json", []byte(`{
+		"tenantId": "acme", "accountId": "acc", "aiGatewayId": "gw",
+		"aiModels": {"chat": "local/extractive", "embeddings": "local/hash-embed"},
+		"vectorizeNamespace": "acme", "rateLimit": {"perMinute": 100, "burst": 100},
+		"featureFlags": {}, "allowedHosts": [], "apiKeys": [], "quota": {"documents": 2}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := newService(t, rag.ServiceOptions{}, cfg)
+	var docs []rag.PendingDoc
+	for _, id := range []string{"a", "a", "b", "c"} { // "a" twice: the second replaces the first
+		docs = append(docs, rag.PendingDoc{Doc: rag.Document{ID: id, Text: "text of " + id}})
+	}
+	results, _, err := svc.IngestBatch(t.Context(), cfg, docs, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range results {
+		s := string(r.Status)
+		if r.Error != nil {
+			s += " " + r.Error.Code
+		}
+		got = append(got, r.DocID+" "+s)
+	}
+	want := []string{"a ingested", "a ingested", "b ingested", "c failed quota_exceeded"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("results %q, want %q", got, want)
+	}
+}
