@@ -116,7 +116,8 @@ func (c *Client) Reserve(ctx context.Context, tenantID, reservationID string, to
 	return d, nil
 }
 
-// Commit charges actual tokens for the reservation's call and frees the rest of the reservation.
+// Commit charges actual tokens for the reservation's call, at most the tokens reserved, and frees the
+// rest of the reservation.
 // It returns once the counters are durable in JetStream. A reservation that expired or was lost
 // (its grain's node died) is still charged: the tokens were spent.
 func (c *Client) Commit(ctx context.Context, tenantID, reservationID string, actual int64) error {
@@ -201,6 +202,8 @@ type budget struct {
 	// traceID is the trace ID of the request being handled (one at a time), for the log lines
 	// written about it; "" between requests.
 	traceID string
+	// stopping: passivateIfMoved queued this activation's stop.
+	stopping bool
 }
 
 func newBudget(deps Deps, tenantID string) *budget {
@@ -225,19 +228,21 @@ func (b *budget) Receive(ctx actor.Context) {
 	case *pb.BudgetReserveRequest:
 		b.traceID = msg.GetTraceId()
 		ctx.Respond(b.reserve(msg))
-		b.traceID = ""
+		b.passivateIfMoved(ctx)
 	case *pb.BudgetCommitRequest:
 		b.traceID = msg.GetTraceId()
 		ctx.Respond(&pb.BudgetCommitResponse{Error: errString(b.commit(msg))})
-		b.traceID = ""
+		b.passivateIfMoved(ctx)
 	case *pb.BudgetReleaseRequest:
+		b.traceID = msg.GetTraceId()
 		b.expire()
 		b.drop(msg.GetReservationId())
 		ctx.Respond(&pb.BudgetReleaseResponse{})
+		b.passivateIfMoved(ctx)
 	case *pb.BudgetStatusRequest:
 		b.traceID = msg.GetTraceId()
 		ctx.Respond(b.status())
-		b.traceID = ""
+		b.passivateIfMoved(ctx)
 	case *actor.ReceiveTimeout:
 		// Passivate only when no reservation is held: they live in memory, and dropping one would
 		// let requests in flight overshoot the budget when they commit.
@@ -248,6 +253,26 @@ func (b *budget) Receive(ctx actor.Context) {
 		}
 		ctx.SetReceiveTimeout(b.deps.IdleTimeout) // protoactor disarms it when it fires
 	}
+}
+
+// passivateIfMoved ends a request: it stops this activation when this member does not own the
+// tenant's Budget under its current topology (Placement), as a chat session does, so that a
+// duplicate started by a requester with a stale topology does not keep admitting against its own
+// reservations beside the owner's. Reservations live in memory, so a duplicate that holds some
+// stays until they are committed, released or expired (each of those re-checks), and only then
+// stops: dropping them would let the calls in flight overshoot when they commit.
+func (b *budget) passivateIfMoved(ctx actor.Context) {
+	defer func() { b.traceID = "" }()
+	if b.tenantID == "" || b.stopping || b.deps.Placement.Owns(KindBudget, b.tenantID) {
+		return
+	}
+	if len(b.res) > 0 {
+		return
+	}
+	b.stopping = true
+	b.deps.Logger.Info().Str("tenantId", b.tenantID).Str("traceId", b.traceID).
+		Msg("budget: this member does not own the tenant's budget; passivating")
+	ctx.Poison(ctx.Self())
 }
 
 // periods are the UTC day and month of t.
@@ -337,6 +362,15 @@ func (b *budget) commit(req *pb.BudgetCommitRequest) error {
 			Msg("budget: commit of an unknown or expired reservation; charging it to the current period")
 	}
 	actual := max(0, req.GetActual())
+	if ok && actual > r.tokens {
+		// A commit never passes its reservation: the reservation is what admission checked against
+		// the limit, so charging more would let concurrent calls together pass the budget (40
+		// chats with maxTokens 1 once charged 1,260 tokens to a 300-token budget). The gateway
+		// cuts output at maxTokens; what is left over is the estimate's error on the input.
+		b.deps.Logger.Warn().Str("traceId", b.traceID).Str("tenantId", b.tenantID).Str("reservationId", req.GetReservationId()).
+			Int64("actual", actual).Int64("reserved", r.tokens).Msg("budget: commit above its reservation; charging the reservation")
+		actual = r.tokens
+	}
 	if actual == 0 {
 		return nil
 	}

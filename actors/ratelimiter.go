@@ -1,7 +1,10 @@
 package actors
 
 import (
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/crispy-enigma/crispy/actors/pb"
 )
@@ -9,11 +12,18 @@ import (
 // rateLimiter is the RateLimiter grain, identity <tenant>:ratelimit:<user>. Its window lives in
 // memory only: losing it when a node dies is acceptable (README). Because a grain handles one message
 // at a time and has one activation cluster-wide, its decisions are exact under any concurrency.
+//
+// Like a chat session, an activation on a member that does not own its identity (Placement) answers
+// the request in hand and passivates: a duplicate started by a requester with a stale topology would
+// otherwise keep its own window beside the owner's until it idles out, and every user would get
+// twice the limit during churn. Requests queued behind the stop are re-sent to the owner.
 type rateLimiter struct {
-	deps    Deps
-	window  slidingWindow
-	lastLim limits
-	lastNow int64
+	deps     Deps
+	identity string // from ClusterInit; "" when spawned directly (tests): ownership is not checked
+	window   slidingWindow
+	lastLim  limits
+	lastNow  int64
+	stopping bool
 }
 
 func newRateLimiter(deps Deps) *rateLimiter {
@@ -24,8 +34,14 @@ func (r *rateLimiter) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		ctx.SetReceiveTimeout(r.deps.IdleTimeout)
+	case *cluster.ClusterInit:
+		if msg.Identity != nil {
+			r.identity = msg.Identity.Identity
+		}
 	case *pb.RateLimitRequest:
 		ctx.Respond(r.decide(msg))
+		ctx.SetReceiveTimeout(r.idleTimeout())
+		r.passivateIfMoved(ctx)
 	case *actor.ReceiveTimeout:
 		// Passivate only once no admitted request is still relevant, so idling never widens a limit.
 		if r.window.empty(r.now(), r.lastLim) {
@@ -33,8 +49,30 @@ func (r *rateLimiter) Receive(ctx actor.Context) {
 			return
 		}
 		// protoactor disarms the receive timeout when it fires: re-arm it.
-		ctx.SetReceiveTimeout(r.deps.IdleTimeout)
+		ctx.SetReceiveTimeout(r.idleTimeout())
 	}
+}
+
+// idleTimeout is how long the limiter waits for its next request before it checks whether it may
+// passivate: the idle timeout, but no longer than its window. Its state is worthless once the
+// window is empty, and a client cycling through user IDs creates one limiter per ID: they leave
+// one window after their last request instead of after the (longer) idle timeout.
+func (r *rateLimiter) idleTimeout() time.Duration {
+	if w := time.Duration(max(r.lastLim.windowMs, r.lastLim.burstWindow)) * time.Millisecond; w > 0 && w < r.deps.IdleTimeout {
+		return w
+	}
+	return r.deps.IdleTimeout
+}
+
+// passivateIfMoved stops this activation, after the answer it just gave, when this member does not
+// own the identity under its current topology.
+func (r *rateLimiter) passivateIfMoved(ctx actor.Context) {
+	if r.identity == "" || r.stopping || r.deps.Placement.Owns(KindRateLimiter, r.identity) {
+		return
+	}
+	r.stopping = true
+	r.deps.Logger.Info().Str("identity", r.identity).Msg("rate limiter: this member does not own the limiter; passivating")
+	ctx.Poison(ctx.Self())
 }
 
 // now is the clock in epoch ms, clamped to never go backwards (the window keeps timestamps sorted).

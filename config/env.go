@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -75,6 +76,11 @@ type Env struct {
 	MaxMessageLength   int   // MAX_MESSAGE_LENGTH; default 10000 (cannot exceed 10000)
 
 	SessionIdleTimeout time.Duration // CRISPY_SESSION_IDLE_TIMEOUT; grain passivation, default 5m
+
+	// TrustedProxies: CRISPY_TRUSTED_PROXIES, comma-separated IPs or CIDR prefixes of the reverse
+	// proxies in front of this node. Only a peer in this list may name the client in
+	// X-Forwarded-For; default none (the peer address is the client). ParsedTrustedProxies.
+	TrustedProxies string
 
 	// OTLPEndpoint: CRISPY_OTLP_ENDPOINT, an OTLP/HTTP collector URL (e.g. http://127.0.0.1:4318)
 	// to export traces to; empty (the default) turns tracing off.
@@ -180,6 +186,7 @@ func (e *Env) BindFlags(fs *pflag.FlagSet, getenv func(string) string) {
 	b.int64(&e.MaxRequestBodySize, "max-body-size", "largest request body in bytes (Content-Length above it → 413)", "CRISPY_MAX_BODY_SIZE", "MAX_REQUEST_BODY_SIZE")
 	b.int(&e.MaxMessageLength, "max-message-length", "largest chat message in characters (1–10000)", "CRISPY_MAX_MESSAGE_LENGTH", "MAX_MESSAGE_LENGTH")
 	b.duration(&e.SessionIdleTimeout, "session-idle-timeout", "idle time after which a chat session grain passivates", "CRISPY_SESSION_IDLE_TIMEOUT")
+	b.str(&e.TrustedProxies, "trusted-proxies", "comma-separated IPs or CIDRs of reverse proxies allowed to set X-Forwarded-For (empty: none)", "CRISPY_TRUSTED_PROXIES")
 	b.duration(&e.ShutdownTimeout, "shutdown-timeout", "time allowed to drain requests on shutdown", "CRISPY_SHUTDOWN_TIMEOUT")
 	b.str(&e.OTLPEndpoint, "otlp-endpoint", "OTLP/HTTP collector URL to export traces to, e.g. http://127.0.0.1:4318 (empty: tracing off)", "CRISPY_OTLP_ENDPOINT")
 
@@ -244,6 +251,9 @@ func (e *Env) Validate() error {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s: must be host:port or :port (got %q): %w", a.flag, a.addr, err))
 		}
+	}
+	if _, err := ParseTrustedProxies(e.TrustedProxies); err != nil {
+		errs = append(errs, fmt.Errorf("--trusted-proxies: %w", err))
 	}
 	if e.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir: must not be empty"))
@@ -337,6 +347,7 @@ func (e Env) Redacted() map[string]any {
 		"session-idle-timeout":      e.SessionIdleTimeout.String(),
 		"shutdown-timeout":          e.ShutdownTimeout.String(),
 		"otlp-endpoint":             redactURLs(e.OTLPEndpoint),
+		"trusted-proxies":           e.TrustedProxies,
 		"cluster":                   e.Cluster.Name,
 		"cluster-host":              e.Cluster.Host,
 		"cluster-port":              e.Cluster.Port,
@@ -462,4 +473,41 @@ func (b binder) malformed(flag, name, val, want string) {
 		flag: flag,
 		err:  fmt.Errorf("environment variable %s: must be %s (got %q)", name, want, val),
 	})
+}
+
+// ParsedTrustedProxies is TrustedProxies parsed; call it after Validate accepted the value.
+func (e Env) ParsedTrustedProxies() []netip.Prefix {
+	p, _ := ParseTrustedProxies(e.TrustedProxies)
+	return p
+}
+
+// ParseTrustedProxies parses a comma-separated list of IPs and CIDR prefixes ("10.0.0.0/8,
+// 192.0.2.7, ::1"); a bare IP is a one-address prefix. Empty entries are skipped. IPv4-mapped
+// IPv6 forms are unmapped, as client addresses are, so that both match.
+func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if strings.Contains(f, "/") {
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an IP or CIDR prefix: %w", f, err)
+			}
+			if p.Addr().Is4In6() && p.Bits() >= 96 {
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%q is not an IP or CIDR prefix", f)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/pflag"
 )
 
@@ -84,6 +85,8 @@ func TestEnvValidate(t *testing.T) {
 		{"unknown log format", nil, []string{"--log-format=xml"}, []string{`--log-format`}},
 		{"zero timeout", nil, []string{"--session-idle-timeout=0s"}, []string{"--session-idle-timeout: must be positive"}},
 		{"bad listen address", nil, []string{"--listen=8787"}, []string{"--listen: must be host:port"}},
+		{"trusted proxies", map[string]string{"CRISPY_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7,::1"}, nil, nil},
+		{"malformed trusted proxy", nil, []string{"--trusted-proxies=10.0.0.0/8,proxy.local"}, []string{`--trusted-proxies: "proxy.local" is not an IP or CIDR prefix`}},
 		{"several errors reported together", map[string]string{"MAX_REQUEST_BODY_SIZE": "abc", "CRISPY_LOG_LEVEL": "loud"}, nil, []string{"MAX_REQUEST_BODY_SIZE", "--log-level"}},
 		// Cluster settings are settings like any other (they were read apart, and a malformed port
 		// was silently 0).
@@ -179,10 +182,30 @@ func TestEnvOneFlagPerSetting(t *testing.T) {
 		"listen", "admin-addr", "admin-token", "data-dir", "tenants-dir", "log-level", "log-format",
 		"node-name", "nats-url", "milvus-addr", "model-id", "fallback-model-id", "openai-base-url",
 		"openai-api-key-env", "openai-models", "max-body-size", "max-message-length",
-		"session-idle-timeout", "shutdown-timeout", "environment", "cf-api-token-env",
+		"session-idle-timeout", "shutdown-timeout", "environment", "cf-api-token-env", "trusted-proxies",
 	} {
 		if fs.Lookup(name) == nil {
 			t.Errorf("flag --%s not registered", name)
+		}
+	}
+}
+
+func TestParseTrustedProxies(t *testing.T) {
+	got, err := ParseTrustedProxies(" 10.0.0.0/8 ,192.0.2.7,, ::1, ::ffff:198.51.100.0/120, 10.1.2.3/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.0/8", "192.0.2.7/32", "::1/128", "198.51.100.0/24", "10.0.0.0/8"}
+	var gotS []string
+	for _, p := range got {
+		gotS = append(gotS, p.String())
+	}
+	if diff := cmp.Diff(want, gotS); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{"10.0.0.0/33", "fe80::1%eth0", "localhost"} {
+		if _, err := ParseTrustedProxies(bad); err == nil {
+			t.Errorf("%q: no error", bad)
 		}
 	}
 }

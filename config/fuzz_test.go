@@ -30,9 +30,12 @@ func FuzzParseTenantConfig(f *testing.F) {
 	full["allowedModels"] = []any{}
 	full["featureFlags"] = map[string]any{"modelAllowList": true, "<b>": false}
 	sub(full, "rateLimit")["windowSec"] = 7
+	sub(full, "rateLimit")["tenantPerMinute"] = 3
+	full["quota"] = map[string]any{"documents": 1, "storedBytes": 9}
 	f.Add(mustJSON(f, full))
 	f.Add(mustJSON(f, baseConfig()))
-	for _, s := range []string{"", "{}", "null", "[]", `{"tenantId":1}`, `{"a":1} {}`, `{"tenantId":"a","tenantId":"b"}`, "\xff"} {
+	for _, s := range []string{"", "{}", "null", "[]", `{"tenantId":1}`, `{"a":1} {}`, `{"tenantId":"a","tenantId":"b"}`, "\xff",
+		`{"tenantId":"a","tenantId":7,"rateLimit":{"perMinute":"x","burst":-1},"quota":{"chunks":0},"x":1}`} {
 		f.Add([]byte(s))
 	}
 

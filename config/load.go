@@ -36,19 +36,25 @@ func LoadTenantsDir(dir string) ([]*TenantConfig, []string, error) {
 // ValidateDir reports everything wrong with the tenants in dir: every parse error of every
 // file, one error each, and the conflicts NewIndex would refuse. Empty means valid.
 func ValidateDir(dir string) []error {
-	cfgs, _, errs := loadTenantsDir(dir)
-	if len(errs) > 0 {
-		// Index the files that parsed, to report conflicts in the same run.
-		_, err := NewIndex(cfgs)
-		return append(flatten(errs), flatten([]error{err})...)
-	}
-	if _, err := NewIndex(cfgs); err != nil {
-		return flatten([]error{err})
-	}
-	return nil
+	cfgs, partial, errs := validateTenantsDir(dir)
+	// Index the files that parsed and those with errors elsewhere than their tenantId, to
+	// report conflicts in the same run.
+	_, err := NewIndex(append(cfgs, partial...))
+	return append(flatten(errs), flatten([]error{err})...)
+}
+
+// validateTenantsDir is loadTenantsDir for ValidateDir: it also returns the configs of files with
+// errors, decoded as far as they could be, when their tenantId is valid.
+func validateTenantsDir(dir string) (cfgs, partial []*TenantConfig, errs []error) {
+	cfgs, _, errs = loadTenantsDirWith(dir, func(cfg *TenantConfig) { partial = append(partial, cfg) })
+	return cfgs, partial, errs
 }
 
 func loadTenantsDir(dir string) ([]*TenantConfig, []string, []error) {
+	return loadTenantsDirWith(dir, nil)
+}
+
+func loadTenantsDirWith(dir string, onPartial func(*TenantConfig)) ([]*TenantConfig, []string, []error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, nil, []error{fmt.Errorf("tenants directory: %w", err)}
@@ -57,12 +63,18 @@ func loadTenantsDir(dir string) ([]*TenantConfig, []string, []error) {
 		return nil, nil, []error{fmt.Errorf("tenants directory %s: not a directory", dir)}
 	}
 	join := func(elem ...string) string { return filepath.Join(append([]string{dir}, elem...)...) }
-	return loadTenants(os.DirFS(dir), join)
+	return loadTenantsWith(os.DirFS(dir), join, onPartial)
 }
 
 // loadTenants returns every config that parsed, the warnings and every error; name builds the
 // file names used in messages.
 func loadTenants(fsys fs.FS, name func(elem ...string) string) ([]*TenantConfig, []string, []error) {
+	return loadTenantsWith(fsys, name, nil)
+}
+
+// loadTenantsWith is loadTenants that hands onPartial (when not nil) each config that had errors
+// but a valid tenantId matching its folder, decoded as far as it could be.
+func loadTenantsWith(fsys fs.FS, name func(elem ...string) string, onPartial func(*TenantConfig)) ([]*TenantConfig, []string, []error) {
 	entries, err := fs.ReadDir(fsys, ".")
 	if err != nil {
 		return nil, nil, []error{fmt.Errorf("read tenants directory: %w", err)}
@@ -86,14 +98,19 @@ func loadTenants(fsys fs.FS, name func(elem ...string) string) ([]*TenantConfig,
 			errs = append(errs, fmt.Errorf("%s: %w", file, err))
 			continue
 		}
-		cfg, warns, err := ParseTenantConfig(file, data)
+		cfg, warns, perrs := parseTenant(file, data)
 		warnings = append(warnings, warns...)
-		if err != nil {
-			errs = append(errs, err)
+		errs = append(errs, perrs...)
+		// The folder rule is checked even when the file has other errors (all in one run), but
+		// not over a tenantId that is itself invalid: that has its own error.
+		if cfg != nil && ValidTenantID(cfg.TenantID) && cfg.TenantID != e.Name() {
+			errs = append(errs, &FieldError{File: file, Path: "tenantId", Msg: fmt.Sprintf("must equal its folder name %q (got %q)", e.Name(), cfg.TenantID)})
 			continue
 		}
-		if cfg.TenantID != e.Name() {
-			errs = append(errs, &FieldError{File: file, Path: "tenantId", Msg: fmt.Sprintf("must equal its folder name %q (got %q)", e.Name(), cfg.TenantID)})
+		if len(perrs) > 0 {
+			if onPartial != nil && cfg != nil && ValidTenantID(cfg.TenantID) {
+				onPartial(cfg)
+			}
 			continue
 		}
 		cfgs = append(cfgs, cfg)

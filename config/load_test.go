@@ -133,3 +133,41 @@ func TestValidateDir(t *testing.T) {
 		t.Errorf("missing dir: %v", errs)
 	}
 }
+
+// TestValidateDirReportsEveryErrorAtOnce: "tenants validate" reported errors in waves: a
+// duplicate field hid the unknown fields and wrong types, those hid the semantic rules, and a
+// file with any error was left out of the folder-name rule and the conflict checks. One run now
+// reports them all.
+func TestValidateDirReportsEveryErrorAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	writeTenant(t, dir, "a", configFile(t, "a", func(m map[string]any) { m["allowedHosts"] = []any{"shared.com"} }).Data)
+	b := string(configFile(t, "b", func(m map[string]any) {
+		m["allowedHosts"] = []any{"shared.com"}
+		m["colour"] = "blue"                          // unknown field
+		sub(m, "rateLimit")["perMinute"] = "60"       // wrong type
+		sub(m, "rateLimit")["burst"] = -1             // semantic
+		m["tokenBudget"] = map[string]any{"daily": 0} // semantic
+	}).Data)
+	b = strings.Replace(b, `"accountId":`, `"accountId":"dup","accountId":`, 1) // duplicate field
+	writeTenant(t, dir, "b", []byte(b))
+	writeTenant(t, dir, "c", configFile(t, "not-c", func(m map[string]any) { m["vectorizeNamespace"] = "bad ns" }).Data)
+
+	var got []string
+	for _, err := range ValidateDir(dir) {
+		got = append(got, err.Error())
+	}
+	bFile, cFile := filepath.Join(dir, "b", TenantFileName), filepath.Join(dir, "c", TenantFileName)
+	want := []string{
+		bFile + ": accountId: duplicate field",
+		bFile + ": colour: unknown field (tenant configs are decoded strictly; see README.md, Tenant config)",
+		bFile + `: rateLimit.perMinute: must be an integer (got string "60")`,
+		bFile + ": rateLimit.burst: must be a positive integer (got -1)",
+		bFile + ": tokenBudget.daily: must be a positive integer (got 0)",
+		cFile + `: vectorizeNamespace: must be 1-64 letters, digits, '-' or '_' (got "bad ns"): it names the tenant's vector partition`,
+		cFile + `: tenantId: must equal its folder name "c" (got "not-c")`,
+		`host "shared.com" is claimed by tenants "a" and "b"`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ValidateDir (-want +got):\n%s", diff)
+	}
+}

@@ -20,6 +20,14 @@ const (
 	DefaultWindowSec             = 60
 	DefaultSessionRetentionDays  = 30
 	DefaultMaxMessagesPerSession = 1000
+	// DefaultTenantRateFactor sets the tenant-wide rate ceiling when rateLimit.tenantPerMinute
+	// (tenantBurst) is absent: this many times the per-user perMinute (burst). Ten users at their
+	// full limit at once still pass; one client cycling through user IDs gets no more than that.
+	DefaultTenantRateFactor = 10
+	// Default knowledge-base quota of a tenant without "quota" (or with some fields absent).
+	DefaultQuotaDocuments   = 10_000
+	DefaultQuotaChunks      = 200_000
+	DefaultQuotaStoredBytes = 512 << 20
 )
 
 // FieldError is one problem in a tenant config file, located by the file and the JSON field
@@ -48,12 +56,19 @@ var (
 // warning naming the tenant, never the key). Every problem in the file is reported, each as a
 // *FieldError naming file and field path, joined with errors.Join.
 func ParseTenantConfig(file string, data []byte) (*TenantConfig, []string, error) {
+	cfg, warnings, errs := parseTenant(file, data)
+	if len(errs) > 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	return cfg, warnings, nil
+}
+
+// parseTenant is ParseTenantConfig returning, beside every error, the config as far as it could
+// be decoded (nil when the document is not a JSON object), for the checks that span files.
+func parseTenant(file string, data []byte) (*TenantConfig, []string, []error) {
 	p := parser{file: file}
 	cfg := p.parse(data)
-	if len(p.errs) > 0 {
-		return nil, nil, errors.Join(p.errs...)
-	}
-	return cfg, p.warnings, nil
+	return cfg, p.warnings, p.errs
 }
 
 type parser struct {
@@ -85,29 +100,64 @@ func (p *parser) parse(data []byte) *TenantConfig {
 		p.fail("", "unexpected data after the JSON object at byte %d", dec.InputOffset())
 		return nil
 	}
-	if len(p.errs) > 0 { // duplicate fields
-		return nil
-	}
 	root, ok := tree.(map[string]any)
 	if !ok {
 		p.fail("", "must be a JSON object (got %s)", jsonKind(tree))
 		return nil
 	}
+	// Every check runs, whatever failed before it, so that one run reports every problem: a
+	// file fixed after the first report must not fail again on what the first hid.
 	p.walk("", tree, reflect.TypeFor[TenantConfig](), false)
-	if len(p.errs) > 0 {
-		return nil
-	}
+	structural := len(p.errs) // duplicate fields, unknown fields, wrong types, missing fields
 
 	// Second pass: the typed decode, strict again so that the two passes cannot disagree.
 	var cfg TenantConfig
 	dec = json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cfg); err != nil {
-		p.fail("", "invalid tenant config: %v", err)
-		return nil
+		if structural == 0 {
+			p.fail("", "invalid tenant config: %v", err)
+			return nil
+		}
+		// The first pass named the problem. Decode what is well-typed (encoding/json skips the
+		// fields of the wrong type and unknown fields are ignored) to validate the rest.
+		cfg = TenantConfig{}
+		_ = json.Unmarshal(data, &cfg)
 	}
+	failed := append([]error(nil), p.errs...)
 	p.validate(&cfg, root)
+	// A field the first pass refused reads as its zero value here: drop the second complaint
+	// about it ("must be a positive integer (got 0)" after "must be an integer (got string)").
+	kept := p.errs[:len(failed)]
+	for _, err := range p.errs[len(failed):] {
+		if !coveredBy(err, failed) {
+			kept = append(kept, err)
+		}
+	}
+	p.errs = kept
 	return &cfg
+}
+
+// coveredBy reports whether err is about a field (or a part or parent of one) that an error
+// of failed already names.
+func coveredBy(err error, failed []error) bool {
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Path == "" {
+		return false
+	}
+	related := func(a, b string) bool {
+		if len(a) < len(b) {
+			a, b = b, a
+		}
+		return a == b || (strings.HasPrefix(a, b) && (a[len(b)] == '.' || a[len(b)] == '['))
+	}
+	for _, f := range failed {
+		var other *FieldError
+		if errors.As(f, &other) && other.Path != "" && related(fe.Path, other.Path) {
+			return true
+		}
+	}
+	return false
 }
 
 // maxDepth bounds nesting; the schema is three levels deep.
@@ -291,6 +341,7 @@ func (p *parser) validate(c *TenantConfig, root map[string]any) {
 	if c.RateLimit.WindowSec > 0 && c.RateLimit.BurstWindowSec > c.RateLimit.WindowSec {
 		p.fail("rateLimit.burstWindowSec", "must not exceed rateLimit.windowSec (got %d > %d)", c.RateLimit.BurstWindowSec, c.RateLimit.WindowSec)
 	}
+	p.tenantRate(c, rl, present)
 
 	// Feature flags, hosts, keys, models.
 	for _, name := range sortedKeys(c.FeatureFlags) {
@@ -335,6 +386,49 @@ func (p *parser) validate(c *TenantConfig, root map[string]any) {
 	}
 	if c.Cache != nil {
 		p.positive("cache.ttlSeconds", int64(c.Cache.TTLSeconds))
+	}
+	p.quota(c, root["quota"], present)
+}
+
+// tenantRate validates the tenant-wide rate ceiling and fills in its defaults. A ceiling below
+// the per-user limit is allowed (it then binds first) but is worth a warning.
+func (p *parser) tenantRate(c *TenantConfig, rl any, present func(any, string) bool) {
+	r := &c.RateLimit
+	if present(rl, "tenantPerMinute") {
+		p.positive("rateLimit.tenantPerMinute", int64(r.TenantPerMinute))
+	} else {
+		r.TenantPerMinute = DefaultTenantRateFactor * r.PerMinute
+	}
+	if present(rl, "tenantBurst") {
+		p.positive("rateLimit.tenantBurst", int64(r.TenantBurst))
+	} else {
+		r.TenantBurst = DefaultTenantRateFactor * r.Burst
+	}
+	if r.TenantPerMinute > 0 && r.TenantPerMinute < r.PerMinute {
+		p.warn("rateLimit.tenantPerMinute", "tenant %q has a tenant-wide ceiling (%d) below its per-user limit (%d): the ceiling binds first", c.TenantID, r.TenantPerMinute, r.PerMinute)
+	}
+}
+
+// quota validates the knowledge-base quota and fills in the defaults of absent fields; a tenant
+// without "quota" gets the defaults, so no tenant stores without bound.
+func (p *parser) quota(c *TenantConfig, q any, present func(any, string) bool) {
+	if c.Quota == nil {
+		c.Quota = &Quota{}
+	}
+	for _, f := range []struct {
+		name string
+		v    *int64
+		def  int64
+	}{
+		{"documents", &c.Quota.Documents, DefaultQuotaDocuments},
+		{"chunks", &c.Quota.Chunks, DefaultQuotaChunks},
+		{"storedBytes", &c.Quota.StoredBytes, DefaultQuotaStoredBytes},
+	} {
+		if present(q, f.name) {
+			p.positive("quota."+f.name, *f.v)
+		} else {
+			*f.v = f.def
+		}
 	}
 }
 

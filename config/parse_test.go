@@ -87,6 +87,8 @@ func TestParseTenantConfigRejects(t *testing.T) {
 		{name: "negative burst", mutate: func(m map[string]any) { sub(m, "rateLimit")["burst"] = -1 }, want: []string{"rateLimit.burst: must be a positive integer (got -1)"}},
 		{name: "explicit zero windowSec is not defaulted", mutate: func(m map[string]any) { sub(m, "rateLimit")["windowSec"] = 0 }, want: []string{"rateLimit.windowSec: must be a positive integer (got 0)"}},
 		{name: "zero burstWindowSec", mutate: func(m map[string]any) { sub(m, "rateLimit")["burstWindowSec"] = 0 }, want: []string{"rateLimit.burstWindowSec: must be a positive integer (got 0)"}},
+		{name: "zero tenant-wide ceiling", mutate: func(m map[string]any) { sub(m, "rateLimit")["tenantPerMinute"] = 0 }, want: []string{"rateLimit.tenantPerMinute: must be a positive integer (got 0)"}},
+		{name: "negative chunk quota", mutate: func(m map[string]any) { m["quota"] = map[string]any{"chunks": -5} }, want: []string{"quota.chunks: must be a positive integer (got -5)"}},
 		{name: "burst window longer than window", mutate: func(m map[string]any) { sub(m, "rateLimit")["burstWindowSec"] = 61 }, want: []string{"rateLimit.burstWindowSec: must not exceed rateLimit.windowSec (got 61 > 60)"}},
 		{name: "zero daily budget", mutate: func(m map[string]any) { m["tokenBudget"] = map[string]any{"daily": 0} }, want: []string{"tokenBudget.daily: must be a positive integer (got 0)"}},
 		{name: "negative monthly budget", mutate: func(m map[string]any) { m["tokenBudget"] = map[string]any{"monthly": -5} }, want: []string{"tokenBudget.monthly: must be a positive integer (got -5)"}},
@@ -181,15 +183,33 @@ func TestParseTenantConfigDefaultsAndNormalization(t *testing.T) {
 		check  func(t *testing.T, c *TenantConfig)
 	}{
 		{"defaults", func(map[string]any) {}, func(t *testing.T, c *TenantConfig) {
-			want := RateLimit{PerMinute: 60, Burst: 20, WindowSec: 60, BurstWindowSec: 10}
+			want := RateLimit{PerMinute: 60, Burst: 20, WindowSec: 60, BurstWindowSec: 10, TenantPerMinute: 600, TenantBurst: 200}
 			if diff := cmp.Diff(want, c.RateLimit); diff != "" {
 				t.Errorf("rate limit (-want +got):\n%s", diff)
+			}
+			wantQuota := &Quota{Documents: DefaultQuotaDocuments, Chunks: DefaultQuotaChunks, StoredBytes: DefaultQuotaStoredBytes}
+			if diff := cmp.Diff(wantQuota, c.Quota); diff != "" {
+				t.Errorf("quota (-want +got):\n%s", diff)
 			}
 			if c.SessionRetentionDays != 30 || c.MaxMessagesPerSession != 1000 {
 				t.Errorf("retention %d, cap %d", c.SessionRetentionDays, c.MaxMessagesPerSession)
 			}
 			if c.TokenBudget != nil || c.Cache != nil || c.Public || c.AllowedModels != nil {
 				t.Errorf("optional fields set: %+v", c)
+			}
+		}},
+		{"tenant-wide ceiling set", func(m map[string]any) {
+			sub(m, "rateLimit")["tenantPerMinute"] = 100
+			sub(m, "rateLimit")["tenantBurst"] = 30
+		}, func(t *testing.T, c *TenantConfig) {
+			if c.RateLimit.TenantPerMinute != 100 || c.RateLimit.TenantBurst != 30 {
+				t.Errorf("got %+v", c.RateLimit)
+			}
+		}},
+		{"quota partly set", func(m map[string]any) { m["quota"] = map[string]any{"chunks": 50} }, func(t *testing.T, c *TenantConfig) {
+			want := &Quota{Documents: DefaultQuotaDocuments, Chunks: 50, StoredBytes: DefaultQuotaStoredBytes}
+			if diff := cmp.Diff(want, c.Quota); diff != "" {
+				t.Errorf("quota (-want +got):\n%s", diff)
 			}
 		}},
 		{"burst window from window", func(m map[string]any) { sub(m, "rateLimit")["windowSec"] = 120 }, func(t *testing.T, c *TenantConfig) {

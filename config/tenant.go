@@ -24,6 +24,9 @@ type TenantConfig struct {
 	// Ours.
 	Public bool         `json:"public,omitempty"`
 	Cache  *CacheConfig `json:"cache,omitempty"`
+	// Quota bounds what the tenant stores in its knowledge base; absent fields take the
+	// Default* values, so every tenant has a bound (ParseTenantConfig fills them in).
+	Quota *Quota `json:"quota,omitempty"`
 }
 
 // AIModels names the models a tenant uses by default.
@@ -40,6 +43,21 @@ type RateLimit struct {
 	Burst          int `json:"burst"`
 	WindowSec      int `json:"windowSec,omitempty"`      // default 60
 	BurstWindowSec int `json:"burstWindowSec,omitempty"` // default max(1, windowSec/6)
+
+	// TenantPerMinute and TenantBurst are the tenant-wide ceiling (ours), over all of its users
+	// together, in the same windows. The per-user limit is keyed on an ID the client may choose,
+	// so it alone cannot stop one client that varies its ID; the ceiling is keyed on nothing a
+	// client sends. Default: DefaultTenantRateFactor times perMinute and burst.
+	TenantPerMinute int `json:"tenantPerMinute,omitempty"`
+	TenantBurst     int `json:"tenantBurst,omitempty"`
+}
+
+// Quota bounds a tenant's knowledge base (ours). Ingests that would pass it are refused with
+// quota_exceeded; nothing already stored is removed.
+type Quota struct {
+	Documents   int64 `json:"documents,omitempty"`   // default DefaultQuotaDocuments
+	Chunks      int64 `json:"chunks,omitempty"`      // default DefaultQuotaChunks
+	StoredBytes int64 `json:"storedBytes,omitempty"` // default DefaultQuotaStoredBytes (document text)
 }
 
 // TokenBudget limits a tenant's model tokens per UTC day and month; zero means no limit.
@@ -55,3 +73,15 @@ type CacheConfig struct {
 
 // Flag reports a boolean feature flag; an absent flag is false.
 func (t *TenantConfig) Flag(name string) bool { return t.FeatureFlags[name] }
+
+// ModelIDs lists every model the tenant's config names (default, fallback, embedding and speech
+// models, and the allow-list), e.g. for the set of model label values metrics admit.
+func (t *TenantConfig) ModelIDs() []string {
+	var out []string
+	for _, m := range append([]string{t.AIModels.Chat, t.AIModels.FallbackChat, t.AIModels.Embeddings, t.AIModels.TTS}, t.AllowedModels...) {
+		if m != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}

@@ -101,7 +101,7 @@ func (r *Router) openMetered(ctx context.Context, req ChatRequest, fallback stri
 		}
 		return nil, err
 	}
-	return &meteredStream{inner: s, ticket: t, ctx: ctx, info: s.(*routedStream).info}, nil
+	return &meteredStream{inner: s, ticket: t, ctx: ctx, info: streamInfo(s)}, nil
 }
 
 // outcomeOf names how a failed call ended: cancelled when the caller left, else error.

@@ -338,7 +338,7 @@ func (r *Router) openTraced(ctx context.Context, req ChatRequest, fallbackModel 
 		if err != nil {
 			return nil, err
 		}
-		return s, nil
+		return limitOutput(s, req), nil // maxtokens.go
 	}
 	ctx, span := r.tracer.Start(ctx, "model "+req.Model, trace.SpanKindClient)
 	span.SetAttributes(attribute.String("gen_ai.request.model", req.Model),
@@ -352,7 +352,7 @@ func (r *Router) openTraced(ctx context.Context, req ChatRequest, fallbackModel 
 		attribute.String("gen_ai.provider.name", s.info.Provider),
 		attribute.Int("crispy.models_tried", len(s.tried)))
 	s.span = span // ended by Close, with the token counts
-	return s, nil
+	return limitOutput(s, req), nil
 }
 
 // open is Open without the span.

@@ -73,6 +73,12 @@ type TextSpan struct {
 //     otherwise the next chunk starts right after the previous one. This
 //     guarantees progress, so every non-space character lands in a chunk.
 func ChunkText(text string, opts ChunkOptions) ([]TextSpan, error) {
+	return chunkText(text, opts, 0)
+}
+
+// chunkText is ChunkText that stops, with ErrTooManyChunks, once it made more than limit chunks
+// (0: no limit), so a tiny chunk size over a large text costs no more than limit chunks' work.
+func chunkText(text string, opts ChunkOptions, limit int) ([]TextSpan, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -110,6 +116,9 @@ func ChunkText(text string, opts ChunkOptions) ([]TextSpan, error) {
 	pos := skip(0)
 	for pos < n {
 		end := chunkEnd(pos)
+		if limit > 0 && len(spans) == limit {
+			return nil, errTooManyChunks(limit, opts)
+		}
 		spans = append(spans, TextSpan{Text: string(r[pos:end]), Start: pos, End: end})
 		if skip(end) >= n {
 			break
@@ -162,10 +171,24 @@ type SectionChunk struct {
 // ChunkSections chunks each section separately (so a chunk never straddles a
 // heading) and numbers the chunks across the document as <docId>:<i>.
 func ChunkSections(docID string, sections []Section, opts ChunkOptions) ([]SectionChunk, error) {
+	return chunkSections(docID, sections, opts, 0)
+}
+
+// chunkSections is ChunkSections that stops with ErrTooManyChunks past limit chunks (0: none).
+func chunkSections(docID string, sections []Section, opts ChunkOptions, limit int) ([]SectionChunk, error) {
 	var out []SectionChunk
 	for _, s := range sections {
-		spans, err := ChunkText(s.Text, opts)
+		left := 0
+		if limit > 0 {
+			if left = limit - len(out); left == 0 && strings.TrimSpace(s.Text) != "" {
+				return nil, errTooManyChunks(limit, opts)
+			}
+		}
+		spans, err := chunkText(s.Text, opts, left)
 		if err != nil {
+			if errors.Is(err, ErrTooManyChunks) {
+				return nil, errTooManyChunks(limit, opts)
+			}
 			return nil, err
 		}
 		for _, sp := range spans {
@@ -174,4 +197,9 @@ func ChunkSections(docID string, sections []Section, opts ChunkOptions) ([]Secti
 		}
 	}
 	return out, nil
+}
+
+func errTooManyChunks(limit int, opts ChunkOptions) error {
+	return fmt.Errorf("%w: %w: the document makes more than %d chunks at maxChunkSize %d; use a larger maxChunkSize or split the document",
+		ErrInvalidChunking, ErrTooManyChunks, limit, opts.MaxChunkSize)
 }

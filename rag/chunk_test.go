@@ -138,6 +138,40 @@ func FuzzChunkText(f *testing.F) {
 	})
 }
 
+// FuzzChunkLimit: with tiny chunk sizes the chunk cap (MaxChunksPerDocument, the request
+// allowance) either refuses the text with ErrTooManyChunks, when it really makes more chunks than
+// the cap, or gives exactly the uncapped chunks.
+func FuzzChunkLimit(f *testing.F) {
+	f.Add("one two three four five six seven eight nine", 1, 0, 3)
+	f.Add("a b c d e f g h i a b c d e f g h i", 2, 1, 5)
+	f.Add("supercalifragilisticexpialidocious", 1, 0, 40)
+	f.Add("x\n\n# h\n\ny", 1, 0, 1)
+	f.Fuzz(func(t *testing.T, text string, size, overlap, limit int) {
+		size = 1 + abs(size)%16
+		overlap = abs(overlap) % size
+		limit = 1 + abs(limit)%64
+		o := ChunkOptions{size, overlap}
+		sections := []Section{{Text: text}, {HeadingPath: []string{"h"}, Text: text}}
+		all, err := ChunkSections("d", sections, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		capped, err := chunkSections("d", sections, o, limit)
+		if len(all) > limit {
+			if !errors.Is(err, ErrTooManyChunks) || !errors.Is(err, ErrInvalidChunking) || capped != nil {
+				t.Fatalf("%d chunks over a cap of %d: %d chunks, err %v", len(all), limit, len(capped), err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("%d chunks within a cap of %d: %v", len(all), limit, err)
+		}
+		if diff := cmp.Diff(all, capped); diff != "" {
+			t.Fatalf("capped chunks differ (-uncapped +capped):\n%s", diff)
+		}
+	})
+}
+
 func abs(x int) int {
 	if x < 0 {
 		if -x < 0 {

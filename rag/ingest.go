@@ -38,6 +38,10 @@ type Document struct {
 	// it cannot override the reserved keys below.
 	Meta     map[string]any
 	Chunking *ChunkOptions // nil: DefaultChunkOptions
+	// Limits are the tenant's quota and the request's chunk allowance; nil: only
+	// MaxChunksPerDocument and MinChunkSize apply. Never serialized (a job's payload holds
+	// documents): each run sets its own.
+	Limits *IngestLimits `json:"-"`
 }
 
 // IngestResult is what POST /ingest reports per document.
@@ -86,9 +90,10 @@ var reservedMeta = map[string]bool{
 // document missing.
 //
 // Errors: ErrInvalidDocument, ErrEmptyDocument, ErrUnsupportedContentType,
-// ErrCorruptDocument, ErrInvalidChunking (400); ErrEmbedding (502); others
-// are store failures (500).
-func (in *Ingester) Ingest(ctx context.Context, tenant string, doc Document) (IngestResult, error) {
+// ErrCorruptDocument, ErrInvalidChunking (400; ErrTooManyChunks with it);
+// ErrQuotaExceeded (quota_exceeded); ErrEmbedding (502); others are store
+// failures (500).
+func (in *Ingester) Ingest(ctx context.Context, tenant string, doc Document) (_ IngestResult, err error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return IngestResult{}, err
 	}
@@ -102,6 +107,9 @@ func (in *Ingester) Ingest(ctx context.Context, tenant string, doc Document) (In
 	if err := opts.Validate(); err != nil {
 		return IngestResult{}, fmt.Errorf("document %s: %w", doc.ID, err)
 	}
+	if opts.MaxChunkSize < MinChunkSize {
+		return IngestResult{}, fmt.Errorf("document %s: %w: maxChunkSize %d must be at least %d", doc.ID, ErrInvalidChunking, opts.MaxChunkSize, MinChunkSize)
+	}
 	data := doc.Data
 	if data == nil {
 		data = []byte(doc.Text)
@@ -114,9 +122,27 @@ func (in *Ingester) Ingest(ctx context.Context, tenant string, doc Document) (In
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("document %s (%s): %w", doc.ID, ct, err)
 	}
-	sections, err := ChunkSections(doc.ID, parsed.Sections, opts)
+	sections, err := chunkSections(doc.ID, parsed.Sections, opts, MaxChunksPerDocument)
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("document %s: %w", doc.ID, err)
+	}
+	if lim := doc.Limits; lim != nil {
+		if lim.Quota != nil {
+			if err := CheckQuota(*lim.Quota, lim.Used, len(sections), int64(len(data))); err != nil {
+				return IngestResult{}, fmt.Errorf("document %s: %w", doc.ID, err)
+			}
+		}
+		if lim.Request != nil {
+			if err := lim.Request.take(len(sections)); err != nil {
+				return IngestResult{}, fmt.Errorf("document %s: %w", doc.ID, err)
+			}
+			taken := len(sections)
+			defer func() {
+				if err != nil {
+					lim.Request.giveBack(taken)
+				}
+			}()
+		}
 	}
 	title := doc.Title
 	if title == "" {

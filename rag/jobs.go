@@ -45,6 +45,8 @@ func Classify(err error, docID string) Failure {
 		// These messages come from our parsers and validators and say what is wrong with the
 		// document (its type, "corrupt PDF"), never internals.
 		return Failure{wire.CodeInvalidRequest, name + clientMessage(err)}
+	case errors.Is(err, ErrQuotaExceeded):
+		return Failure{wire.CodeQuotaExceeded, name + clientMessage(err)}
 	case errors.Is(err, ErrEmptyQuery):
 		return Failure{wire.CodeInvalidRequest, "query: must contain at least one non-space character"}
 	case errors.Is(err, ErrTopKTooLarge):
@@ -66,7 +68,7 @@ func clientMessage(err error) string {
 	if i := strings.LastIndex(msg, ": "+ErrUnsupportedContentType.Error()); i >= 0 {
 		return msg[i+2:]
 	}
-	for _, sentinel := range []error{ErrCorruptDocument, ErrInvalidDocument, ErrInvalidChunking, ErrMetadataTooLarge} {
+	for _, sentinel := range []error{ErrCorruptDocument, ErrInvalidDocument, ErrInvalidChunking, ErrMetadataTooLarge, ErrQuotaExceeded} {
 		if i := strings.Index(msg, sentinel.Error()); i >= 0 {
 			return msg[i:]
 		}
@@ -181,15 +183,23 @@ func (s *Service) runJob(ctx context.Context, j store.Job) {
 	if err := s.putStatus(ctx, j.Tenant, st); err != nil {
 		log.Warn().Err(err).Msg("ingest worker: status")
 	}
+	lims, err := s.newBatchLimits(ctx, t)
+	if err != nil {
+		log.Warn().Err(err).Msg("ingest worker: quota; will retry")
+		j.Retry(time.Second)
+		return
+	}
 	results := make([]wire.IngestItemResult, 0, len(docs))
 	for _, d := range docs {
 		if ctx.Err() != nil {
 			return // stopping: not acknowledged, the job is redelivered
 		}
+		d = lims.apply(d)
 		r := s.IngestItem(ctx, t, d, j.TraceID)
 		if ctx.Err() != nil {
 			return
 		}
+		lims.landed(d, r)
 		results = append(results, r)
 		st.Done++
 		if r.Status == wire.DocIngested {

@@ -367,12 +367,12 @@ func parsePDF(data []byte) (string, []Section, error) {
 func extractPDF(data []byte) (title string, sections []Section, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			title, sections, err = "", nil, fmt.Errorf("%w: pdf: %v", ErrCorruptDocument, r)
+			title, sections, err = "", nil, corruptPDF("", fmt.Errorf("pdf library panicked: %v", r))
 		}
 	}()
 	r, err := pdf.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
-		return "", nil, fmt.Errorf("%w: pdf: %v", ErrCorruptDocument, err)
+		return "", nil, corruptPDF("", err)
 	}
 	if info := r.Trailer().Key("Info"); !info.IsNull() {
 		title = collapse(info.Key("Title").Text())
@@ -388,11 +388,31 @@ func extractPDF(data []byte) (title string, sections []Section, err error) {
 	for i, page := range pages {
 		text, err := page.GetPlainText(nil)
 		if err != nil {
-			return "", nil, fmt.Errorf("%w: pdf page %d: %v", ErrCorruptDocument, i+1, err)
+			return "", nil, corruptPDF(fmt.Sprintf(" (page %d)", i+1), err)
 		}
 		parts = append(parts, tidyLines(text))
 	}
 	return title, []Section{{Text: strings.Join(parts, "\n\n")}}, nil
+}
+
+// corruptError is a document the parser could not read. Its message is for the client and says
+// only that the document is corrupt (and where, when known); the parser's own error, which is
+// about the library's internals ("runtime error: slice bounds out of range [:-1]"), is kept as
+// the cause for the logs and never shown.
+type corruptError struct {
+	msg   string
+	cause error
+}
+
+func (e *corruptError) Error() string   { return ErrCorruptDocument.Error() + ": " + e.msg }
+func (e *corruptError) Unwrap() []error { return []error{ErrCorruptDocument, e.cause} }
+
+// Cause is the parser's own error, for the logs.
+func (e *corruptError) Cause() error { return e.cause }
+
+// corruptPDF reports a PDF the library failed on; where is "" or " (page n)".
+func corruptPDF(where string, cause error) error {
+	return &corruptError{msg: "the PDF is damaged or not a valid PDF; its text cannot be read" + where, cause: cause}
 }
 
 // pdfPages walks the page tree depth-first with bounds, and checks each

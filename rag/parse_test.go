@@ -2,6 +2,7 @@ package rag
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -212,4 +213,48 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("parsed non-empty document gave no chunks")
 		}
 	})
+}
+
+// TestParseCorruptPDFHidesLibraryErrors: the PDF library's panics and errors ("runtime error:
+// slice bounds out of range…", "loading {1 0}: found {0 0}") reached the client. The error now
+// says the PDF is corrupt, and keeps the library's text only as the cause for the logs.
+func TestParseCorruptPDFHidesLibraryErrors(t *testing.T) {
+	good := minimalPDF("t", "hello")
+	panics := append([]byte(nil), good...)
+	panics[9] = '0' // "1 0 obj" → "0 0 obj": the library panics looking up object 1
+	tests := []struct {
+		name string
+		data []byte
+	}{
+		{"library panics", panics},
+		{"library error", good[:len(good)/2]},
+		{"not a pdf", []byte("%PDF-1.4 garbage")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(ContentTypePDF, tt.data)
+			if !errors.Is(err, ErrCorruptDocument) {
+				t.Fatalf("err = %v, want ErrCorruptDocument", err)
+			}
+			msg := err.Error()
+			for _, internal := range []string{"runtime error", "loading", "found", "panic", "malformed", "offset"} {
+				if strings.Contains(msg, internal) {
+					t.Errorf("message %q shows the library's %q", msg, internal)
+				}
+			}
+			if !strings.Contains(msg, "PDF is damaged") {
+				t.Errorf("message %q does not say the PDF is corrupt", msg)
+			}
+			var ce interface{ Cause() error }
+			if !errors.As(err, &ce) || ce.Cause() == nil {
+				t.Errorf("no cause kept for the logs: %v", err)
+			}
+		})
+	}
+	// Through the ingester the message names the document.
+	in := NewIngester(nil, nil, IngesterOptions{})
+	_, err := in.Ingest(context.Background(), "acme", Document{ID: "report-q3", Data: panics, Filename: "report.pdf"})
+	if !errors.Is(err, ErrCorruptDocument) || !strings.HasPrefix(err.Error(), "document report-q3 (application/pdf): corrupt document: the PDF is damaged") {
+		t.Fatalf("ingest: %v", err)
+	}
 }

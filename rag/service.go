@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -166,6 +167,9 @@ func Truncate(s string, n int) string {
 // cache invalidation.
 func (s *Service) Ingest(ctx context.Context, t *config.TenantConfig, doc Document, trace string) (IngestResult, error) {
 	s.noteEmbeddingModel(t)
+	if err := s.applyQuota(ctx, t, &doc); err != nil {
+		return IngestResult{}, err
+	}
 	res, err := s.ingester.Ingest(ctx, t.TenantID, doc)
 	if err != nil {
 		return IngestResult{}, err
@@ -225,11 +229,78 @@ func (s *Service) IngestBatch(ctx context.Context, t *config.TenantConfig, docs 
 		id, err := s.submitJob(ctx, t.TenantID, trace, docs) // jobs.go
 		return nil, id, err
 	}
+	lims, err := s.newBatchLimits(ctx, t)
+	if err != nil {
+		return nil, "", err
+	}
 	results = make([]wire.IngestItemResult, len(docs))
 	for i, d := range docs {
+		d = lims.apply(d)
 		results[i] = s.IngestItem(ctx, t, d, trace)
+		lims.landed(d, results[i])
 	}
 	return results, "", nil
+}
+
+// applyQuota sets doc's limits, unless the caller did (a batch, see batchLimits), to the tenant's
+// quota and what its catalogue already holds without doc's previous version, which the ingest
+// replaces.
+func (s *Service) applyQuota(ctx context.Context, t *config.TenantConfig, doc *Document) error {
+	if t.Quota == nil || (doc.Limits != nil && doc.Limits.Quota != nil) {
+		return nil
+	}
+	docs, err := s.o.Catalog.Documents(ctx, t.TenantID)
+	if err != nil {
+		return fmt.Errorf("document %s: read the catalogue for the quota: %w", doc.ID, err)
+	}
+	lim := IngestLimits{}
+	if doc.Limits != nil {
+		lim = *doc.Limits
+	}
+	lim.Quota, lim.Used = t.Quota, UsageOf(docs, doc.ID)
+	doc.Limits = &lim
+	return nil
+}
+
+// batchLimits are the limits of the documents of one request or job, ingested one after another:
+// one chunk allowance (DefaultMaxChunksPerRequest), and the tenant's catalogue read once and kept
+// current as each document lands, instead of read again per document.
+type batchLimits struct {
+	allowance *ChunkAllowance
+	quota     *config.Quota
+	docs      []store.Document // the catalogue; nil when the tenant has no quota
+}
+
+func (s *Service) newBatchLimits(ctx context.Context, t *config.TenantConfig) (*batchLimits, error) {
+	b := &batchLimits{allowance: NewChunkAllowance(0), quota: t.Quota}
+	if t.Quota == nil {
+		return b, nil
+	}
+	docs, err := s.o.Catalog.Documents(ctx, t.TenantID)
+	if err != nil {
+		return nil, fmt.Errorf("read the catalogue for the quota: %w", err)
+	}
+	b.docs = docs
+	return b, nil
+}
+
+// apply sets d's limits.
+func (b *batchLimits) apply(d PendingDoc) PendingDoc {
+	lim := &IngestLimits{Request: b.allowance}
+	if b.quota != nil {
+		lim.Quota, lim.Used = b.quota, UsageOf(b.docs, d.Doc.ID)
+	}
+	d.Doc.Limits = lim
+	return d
+}
+
+// landed records an ingested document in the catalogue copy.
+func (b *batchLimits) landed(d PendingDoc, r wire.IngestItemResult) {
+	if b.quota == nil || r.Status != wire.DocIngested {
+		return
+	}
+	b.docs = slices.DeleteFunc(b.docs, func(x store.Document) bool { return x.DocID == r.DocID })
+	b.docs = append(b.docs, store.Document{DocID: r.DocID, Chunks: r.Chunks, Bytes: d.size()})
 }
 
 // noteEmbeddingModel logs once per tenant when its configured embedding model is not the one this

@@ -32,6 +32,31 @@ func (r *rewriter) Describe(model string) (gateway.ModelInfo, error) {
 // The search rewrite goes through the one model rule: a tenant whose allow-list does not hold its
 // chat model gets no rewrite (it used to get one, unmetered by the list), the others do; kb_search
 // searches exactly as POST /search does, so it is rewritten too.
+// newService is a Service over an embedded store and read model in a temporary directory, for
+// tenants; o's Store, Embedder, Catalog, Tenants and Logger are filled in.
+func newService(t *testing.T, o rag.ServiceOptions, tenants ...*config.TenantConfig) *rag.Service {
+	t.Helper()
+	ix, err := config.NewIndex(tenants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	emb := gateway.NewHashEmbedder(0)
+	vs, err := embedded.Open(dir, embedded.Options{Dimension: emb.Dimension()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = vs.Close() })
+	dbs := store.OpenTenantDBs(dir)
+	t.Cleanup(func() { _ = dbs.Close() })
+	o.Store, o.Embedder, o.Catalog, o.Tenants, o.Logger = vs, emb, dbs, config.NewLive(ix), zerolog.Nop()
+	svc, err := rag.NewService(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
 func TestSearchRewriteFollowsTheModelRule(t *testing.T) {
 	parse := func(id, extra string) *config.TenantConfig {
 		cfg, _, err := config.ParseTenantConfig(id+".json", []byte(fmt.Sprintf(`{
@@ -47,27 +72,10 @@ func TestSearchRewriteFollowsTheModelRule(t *testing.T) {
 	open := parse("open", `, "featureFlags": {}`)
 	listed := parse("listed", `, "featureFlags": {"modelAllowList": true}, "allowedModels": ["remote/chat"]`)
 	unlisted := parse("unlisted", `, "featureFlags": {"modelAllowList": true}, "allowedModels": ["remote/other"]`)
-	ix, err := config.NewIndex([]*config.TenantConfig{open, listed, unlisted})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	emb := gateway.NewHashEmbedder(0)
-	vs, err := embedded.Open(dir, embedded.Options{Dimension: emb.Dimension()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = vs.Close() })
-	dbs := store.OpenTenantDBs(dir)
-	t.Cleanup(func() { _ = dbs.Close() })
 	models := &rewriter{}
-	svc, err := rag.NewService(rag.ServiceOptions{
-		Store: vs, Embedder: emb, Catalog: dbs, Tenants: config.NewLive(ix), Models: models,
-		Select: metering.New(metering.Options{Env: config.DefaultEnv(), Logger: zerolog.Nop()}), Logger: zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := newService(t, rag.ServiceOptions{
+		Models: models, Select: metering.New(metering.Options{Env: config.DefaultEnv(), Logger: zerolog.Nop()}),
+	}, open, listed, unlisted)
 	ctx := t.Context()
 	tests := []struct {
 		tenant       *config.TenantConfig
@@ -104,5 +112,64 @@ func TestSearchRewriteFollowsTheModelRule(t *testing.T) {
 	}
 	if _, err := svc.SearchKB(ctx, "nobody", "x", 3); err == nil || errors.Is(err, context.Canceled) {
 		t.Errorf("kb_search for an unknown tenant: err = %v, want a refusal", err)
+	}
+}
+
+// TestServiceIngestEnforcesTheTenantQuota: an ingest that would pass the tenant's quota is refused
+// with quota_exceeded naming the quota; re-ingesting a stored document counts only its new version.
+func TestServiceIngestEnforcesTheTenantQuota(t *testing.T) {
+	cfg, _, err := config.ParseTenantConfig("acme.json", []byte(`{
+		"tenantId": "acme", "accountId": "acc", "aiGatewayId": "gw",
+		"aiModels": {"chat": "local/extractive", "embeddings": "local/hash-embed"},
+		"vectorizeNamespace": "acme", "rateLimit": {"perMinute": 100, "burst": 100},
+		"featureFlags": {}, "allowedHosts": [], "apiKeys": [], "quota": {"documents": 2}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := newService(t, rag.ServiceOptions{}, cfg)
+	ctx := t.Context()
+	for _, id := range []string{"a", "b", "a"} { // the second "a" replaces the first
+		if _, err := svc.Ingest(ctx, cfg, rag.Document{ID: id, Text: "stored text " + id}, "t"); err != nil {
+			t.Fatalf("ingest %s: %v", id, err)
+		}
+	}
+	_, err = svc.Ingest(ctx, cfg, rag.Document{ID: "c", Text: "one too many"}, "t")
+	f := rag.Classify(err, "c")
+	if !errors.Is(err, rag.ErrQuotaExceeded) || f.Code != "quota_exceeded" || f.Message != `document "c": quota exceeded: the tenant's documents quota is 2; this document would bring it to 3` {
+		t.Fatalf("err %v, classified %+v", err, f)
+	}
+}
+
+// TestServiceIngestBatchKeepsTheQuotaCurrent: a batch reads the catalogue once, and counts its own
+// documents as they land, so the batch cannot pass the quota together.
+func TestServiceIngestBatchKeepsTheQuotaCurrent(t *testing.T) {
+	cfg, _, err := config.ParseTenantConfig("acme.json", []byte(`{
+		"tenantId": "acme", "accountId": "acc", "aiGatewayId": "gw",
+		"aiModels": {"chat": "local/extractive", "embeddings": "local/hash-embed"},
+		"vectorizeNamespace": "acme", "rateLimit": {"perMinute": 100, "burst": 100},
+		"featureFlags": {}, "allowedHosts": [], "apiKeys": [], "quota": {"documents": 2}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := newService(t, rag.ServiceOptions{}, cfg)
+	var docs []rag.PendingDoc
+	for _, id := range []string{"a", "a", "b", "c"} { // "a" twice: the second replaces the first
+		docs = append(docs, rag.PendingDoc{Doc: rag.Document{ID: id, Text: "text of " + id}})
+	}
+	results, _, err := svc.IngestBatch(t.Context(), cfg, docs, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range results {
+		s := string(r.Status)
+		if r.Error != nil {
+			s += " " + r.Error.Code
+		}
+		got = append(got, r.DocID+" "+s)
+	}
+	want := []string{"a ingested", "a ingested", "b ingested", "c failed quota_exceeded"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("results %q, want %q", got, want)
 	}
 }

@@ -21,4 +21,6 @@ const (
 	CodeTTSNotEnabled    = "tts_not_enabled"
 	CodeTTSError         = "tts_error"
 	CodeUnavailable      = "unavailable"
+	// CodeQuotaExceeded: storing the document would pass the tenant's knowledge-base quota.
+	CodeQuotaExceeded = "quota_exceeded"
 )

@@ -539,7 +539,7 @@ func newRollbackCmd() *cobra.Command {
 		},
 	}
 	f.bind(cmd, true)
-	cmd.Flags().Uint64Var(&to, "to", 0, "the revision to restore (see `crispy tenants history`); 0 = the previous one")
+	cmd.Flags().Uint64Var(&to, "to", 0, "the revision to restore, as listed by \"crispy tenants history\"; 0 = the previous one")
 	return cmd
 }
 

@@ -285,6 +285,30 @@ func (t *tenantIndex) remove(id string, dim int) {
 	delete(t.pos, id)
 }
 
+// compactMinRows keeps small indexes from being copied for a few freed rows.
+const compactMinRows = 1024
+
+// compact gives memory back after deletes (caller holds t.mu). remove only shortens the slices,
+// and Go maps never shrink, so deleting a 300,000-chunk document kept its gigabytes: once less
+// than half of what the slices hold is in use, they are copied into right-sized ones and the
+// position map is rebuilt. Copying n rows after at least n were deleted keeps it amortized O(1)
+// per delete.
+func (t *tenantIndex) compact(dim int) {
+	n := len(t.ids)
+	if c := cap(t.ids); c < compactMinRows || n > c/2 {
+		return
+	}
+	t.ids = append([]string(nil), t.ids...)
+	t.docs = append([]string(nil), t.docs...)
+	t.filt = append([]map[string]any(nil), t.filt...)
+	t.vecs = append(make([]float32, 0, n*dim), t.vecs...)
+	pos := make(map[string]int, n)
+	for i, id := range t.ids {
+		pos[id] = i
+	}
+	t.pos = pos
+}
+
 // Upsert validates every chunk first (so a bad one stores nothing), writes
 // them in one transaction, then updates the in-memory index.
 func (s *Store) Upsert(ctx context.Context, tenant string, chunks []rag.Chunk) error {
@@ -383,6 +407,9 @@ func (s *Store) write(ctx context.Context, tenant, docID string, deleteDoc bool,
 	}
 	for _, id := range deleted {
 		t.remove(id, s.dim)
+	}
+	if len(deleted) > 0 {
+		t.compact(s.dim)
 	}
 	for _, r := range rows {
 		t.put(r.c.ID, r.c.DocID, r.vec, r.filt, s.dim)

@@ -278,3 +278,37 @@ func TestConcurrentFirstLoad(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestDeleteGivesMemoryBack: deleting a large document left its vectors' memory held (the
+// slices were only shortened, the position map never shrinks). After the delete the index holds
+// about what remains.
+func TestDeleteGivesMemoryBack(t *testing.T) {
+	const dim = 8
+	s := newStore(t, dim)
+	ctx := context.Background()
+	big := make([]rag.Chunk, 5000)
+	for i := range big {
+		v := make([]float32, dim)
+		v[i%dim] = 1
+		big[i] = rag.Chunk{ID: fmt.Sprintf("big:%d", i), DocID: "big", Vector: v}
+	}
+	if err := s.Upsert(ctx, "t1", append(big, rag.Chunk{ID: "small:0", DocID: "small", Vector: []float32{1, 0, 0, 0, 0, 0, 0, 0}})); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.DeleteDoc(ctx, "t1", "big"); err != nil || n != len(big) {
+		t.Fatalf("delete: %d, %v", n, err)
+	}
+	ti, _ := s.tenant(ctx, "t1")
+	ti.mu.RLock()
+	defer ti.mu.RUnlock()
+	if len(ti.ids) != 1 || cap(ti.ids) > compactMinRows || cap(ti.vecs) > compactMinRows*dim {
+		t.Fatalf("after deleting 5000 of 5001 rows: %d rows, capacity %d ids, %d floats", len(ti.ids), cap(ti.ids), cap(ti.vecs))
+	}
+	if i, ok := ti.pos["small:0"]; !ok || ti.ids[i] != "small:0" {
+		t.Fatalf("position map lost the remaining row: %v", ti.pos)
+	}
+	hits, err := s.Search(ctx, "t1", []float32{1, 0, 0, 0, 0, 0, 0, 0}, 5, nil)
+	if err != nil || len(hits) != 1 || hits[0].Chunk.ID != "small:0" {
+		t.Fatalf("search after compaction: %v, %v", hits, err)
+	}
+}
