@@ -35,6 +35,8 @@ func decodeJSON(c echo.Context, v any) error {
 	switch {
 	case errors.As(err, &mbe):
 		return errPayloadTooLarge(mbe.Limit)
+	case errors.Is(err, ErrBodyTooSlow):
+		return asError(err)
 	case errors.Is(err, io.EOF):
 		return NewError(http.StatusBadRequest, CodeInvalidJSON, "malformed JSON: the request body is empty")
 	case errors.As(err, &se):

@@ -786,7 +786,8 @@ func testCrossTenantIsolation(t *testing.T, ts *testServer, up *fakeUpstream) {
 // docs/api.md "Rate limits": allowed iff fewer than perMinute in the window and fewer than burst in
 // the burst window; remaining = max(0, limit − count − 1) on admit, 0 on deny; headers
 // x-ratelimit-limit (= perMinute), x-ratelimit-remaining, x-ratelimit-reset (epoch ms), RateLimit-*
-// (seconds) and, on 429, Retry-After; user = body userId, else x-user-id.
+// (seconds) and, on 429, Retry-After; user = body userId, else x-user-id on a keyed tenant, the
+// client address on a public one.
 func testRateLimit(t *testing.T, ts *testServer, up *fakeUpstream) {
 	hdr := "x-tenant-id: limited"
 	for i, wantRemaining := range []string{"2", "1", "0"} {
@@ -818,7 +819,20 @@ func testRateLimit(t *testing.T, ts *testServer, up *fakeUpstream) {
 	resp, b = ts.do(t, "POST", "/chat", `{"message":"hi","userId":"alice"}`, hdr)
 	wantError(t, resp, b, 429, CodeRateLimited)
 
-	// Other users have their own windows: body userId, and x-user-id.
+	// On a public tenant the user is the client address: a fresh userId or x-user-id does not open
+	// a new window (varying it once let 30 of 30 requests through a 5/minute tenant).
+	resp, b = ts.do(t, "POST", "/chat", `{"message":"hi","userId":"bob","stream":false}`, hdr)
+	wantError(t, resp, b, 429, CodeRateLimited)
+	resp, b = ts.do(t, "POST", "/chat", `{"message":"hi","stream":false}`, hdr, "x-user-id: carol")
+	wantError(t, resp, b, 429, CodeRateLimited)
+
+	// On a keyed tenant, users have their own windows: body userId, and x-user-id.
+	hdr = "x-api-key: " + limitedKey
+	for range 3 {
+		ts.jsonChat(t, `{"message":"hi","userId":"alice","stream":false}`, hdr)
+	}
+	resp, b = ts.do(t, "POST", "/chat", `{"message":"hi","userId":"alice","stream":false}`, hdr)
+	wantError(t, resp, b, 429, CodeRateLimited)
 	resp, _ = ts.jsonChat(t, `{"message":"hi","userId":"bob","stream":false}`, hdr)
 	if r := resp.Header.Get("x-ratelimit-remaining"); r != "2" {
 		t.Fatalf("bob's first request: remaining %q, want 2", r)
@@ -945,6 +959,9 @@ func testLocalExtractiveIsHonest(t *testing.T, ts *testServer, up *fakeUpstream)
 }
 
 // chatTenants are the tenants of the shared chat test server, besides testTenants' (open, acme…).
+// limitedKey is the key of the keyed, rate-limited chat tenant "limitedkey".
+const limitedKey = "ck_limited_test_key"
+
 func chatTenants() []string {
 	return []string{
 		chatTenant("fakeco", "fake/instant"),
@@ -953,6 +970,8 @@ func chatTenants() []string {
 		chatTenant("failafter", "fake/fail-after"),
 		chatTenant("echo", "fake/echo"),
 		chatTenant("limited", "fake/instant", `"rateLimit": {"perMinute": 1000, "burst": 1000}`, `"rateLimit": {"perMinute": 3, "burst": 3}`),
+		chatTenant("limitedkey", "fake/instant", `"rateLimit": {"perMinute": 1000, "burst": 1000}`, `"rateLimit": {"perMinute": 3, "burst": 3}`,
+			`"public": true`, `"public": false`, `"apiKeys": []`, `"apiKeys": ["`+config.HashAPIKey(limitedKey)+`"]`),
 		chatTenant("allow", "fake/instant", `"featureFlags": {}`, `"featureFlags": {"modelAllowList": true}, "allowedModels": ["fake/instant", "fake/fail"]`),
 		chatTenant("allowfb", "fake/fail", `"embeddings"`, `"fallbackChat": "fake/outside", "embeddings"`,
 			`"featureFlags": {}`, `"featureFlags": {"modelAllowList": true}, "allowedModels": ["fake/fail"]`),

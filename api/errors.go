@@ -30,6 +30,7 @@ const (
 	CodeTTSNotEnabled    = wire.CodeTTSNotEnabled
 	CodeTTSError         = wire.CodeTTSError
 	CodeUnavailable      = wire.CodeUnavailable
+	CodeQuotaExceeded    = wire.CodeQuotaExceeded
 )
 
 // Error is the one error type handlers return. It carries the HTTP status, the docs/api.md code,
@@ -74,6 +75,9 @@ func asError(err error) *Error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return errPayloadTooLarge(mbe.Limit)
+	}
+	if errors.Is(err, ErrBodyTooSlow) {
+		return Wrap(http.StatusRequestTimeout, CodeInvalidRequest, "the request body arrived too slowly", err)
 	}
 	return Wrap(http.StatusInternalServerError, CodeInternal, "internal error", err)
 }

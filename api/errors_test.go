@@ -28,7 +28,7 @@ var everyCode = []string{
 	wire.CodeNotFound, wire.CodeMethodNotAllowed, wire.CodeInternal, wire.CodeTenantRequired, wire.CodeTenantUnknown,
 	wire.CodeUnauthorized, wire.CodeForbidden, wire.CodePayloadTooLarge, wire.CodeInvalidJSON, wire.CodeInvalidRequest,
 	wire.CodeRateLimited, wire.CodeBudgetExceeded, wire.CodeModelNotAllowed, wire.CodeAIError, wire.CodeToolError,
-	wire.CodeTTSNotEnabled, wire.CodeTTSError, wire.CodeUnavailable,
+	wire.CodeTTSNotEnabled, wire.CodeTTSError, wire.CodeUnavailable, wire.CodeQuotaExceeded,
 }
 
 // TestErrorMapperEveryCode walks every error code through the one mapper (Server.handleError):
@@ -82,6 +82,7 @@ func TestErrorMapperEveryCode(t *testing.T) {
 		{"retrieval: no such document", func() error { return ragError(rag.ErrDocumentNotFound, "d") }, 404, CodeNotFound},
 		{"retrieval: embedding failed", func() error { return ragError(fmt.Errorf("%w: %w", rag.ErrEmbedding, cause), "d") }, 502, CodeAIError},
 		{"retrieval: cancelled", func() error { return ragError(context.Canceled, "") }, 503, CodeUnavailable},
+		{"retrieval: quota", func() error { return ragError(fmt.Errorf("%w: documents", rag.ErrQuotaExceeded), "d") }, 403, CodeQuotaExceeded},
 		{"retrieval: internal", func() error { return ragError(cause, "d") }, 500, CodeInternal},
 		{"analytics: bad period", func() error { _, _, err := store.ParsePeriod("2d"); return analyticsError(err) }, 400, CodeInvalidRequest},
 		{"analytics: read model down", func() error { return analyticsError(cause) }, 503, CodeUnavailable},

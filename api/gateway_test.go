@@ -55,6 +55,7 @@ func newGatewayServer(t testing.TB, models gateway.RouterOptions, tenants ...str
 
 	env := config.DefaultEnv()
 	env.NodeName, env.Environment, env.MaxRequestBodySize = "test", "test", 4096
+	env.MaxInflightPerTenant = 1000 // the concurrency tests send 500 requests at once
 	metrics := observe.NewMetrics()
 	mt := metering.New(metering.Options{
 		Env: env, Limiter: grains, Budget: grains, Cache: cache, Ledger: ledger, Metrics: metrics, Logger: zerolog.Nop(),

@@ -164,7 +164,7 @@ func (ts *testServer) do(t testing.TB, method, path, body string, headers ...str
 			req.Host = strings.TrimSpace(v)
 			continue
 		}
-		req.Header.Set(k, strings.TrimSpace(v))
+		req.Header.Add(k, strings.TrimSpace(v))
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -166,13 +166,20 @@ func (s *Server) resolveTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		req := c.Request()
 		st := state(c)
 		ix := s.tenants.Load()
-		key := config.APIKeyFromHeaders(req.Header.Get("x-api-key"), req.Header.Get("Authorization"))
+		key, err := credentials(req.Header)
+		if err != nil {
+			return err
+		}
 		res := ix.Resolve(config.ResolveInput{
 			TenantHeader: req.Header.Get("x-tenant-id"),
 			Host:         req.Host,
 			APIKey:       key,
 		})
 		if res.TenantID == "" {
+			if key != "" {
+				// A key that names no tenant is a bad credential, not a missing tenant.
+				return NewError(http.StatusUnauthorized, CodeUnauthorized, "missing or invalid API key")
+			}
 			return NewError(http.StatusBadRequest, CodeTenantRequired,
 				"tenant required: send x-tenant-id, use a tenant's host, or send its API key")
 		}
@@ -190,6 +197,14 @@ func (s *Server) resolveTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		st.tenant, st.source, st.keyID = cfg, res.Source, auth.KeyID
 
+		release, ok := s.slots.Acquire(cfg.TenantID)
+		if !ok {
+			c.Response().Header().Set("Retry-After", "1")
+			return NewError(http.StatusServiceUnavailable, CodeUnavailable,
+				"this tenant has too many requests in flight; retry after the time in Retry-After")
+		}
+		defer release()
+
 		if req.Method != http.MethodGet && req.Method != http.MethodHead {
 			limit := s.bodyLimit(c) // rag.go: POST /ingest has its own, larger limit
 			if req.ContentLength > limit {
@@ -198,9 +213,28 @@ func (s *Server) resolveTenant(next echo.HandlerFunc) echo.HandlerFunc {
 			// A body without Content-Length (chunked) is cut off at the limit; reading past it
 			// yields *http.MaxBytesError, which asError maps to the same 413.
 			req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
+			MinRateBody(c.Response(), req, 0, 0)
 		}
 		return next(c)
 	}
+}
+
+// credentials returns the API key a request presents. Credentials that disagree (an x-api-key and
+// an Authorization bearer naming different keys, or two x-tenant-id headers) are refused rather
+// than resolved by a precedence rule the client may not know.
+func credentials(h http.Header) (string, error) {
+	if len(h.Values("x-tenant-id")) > 1 {
+		return "", errInvalidRequest("x-tenant-id: send it once")
+	}
+	if len(h.Values("x-api-key")) > 1 || len(h.Values("Authorization")) > 1 {
+		return "", errInvalidRequest("send one x-api-key and at most one Authorization header")
+	}
+	byHeader := config.APIKeyFromHeaders(h.Get("x-api-key"), "")
+	byBearer := config.APIKeyFromHeaders("", h.Get("Authorization"))
+	if byHeader != "" && byBearer != "" && byHeader != byBearer {
+		return "", errInvalidRequest("x-api-key and Authorization name different keys: send one")
+	}
+	return config.APIKeyFromHeaders(h.Get("x-api-key"), h.Get("Authorization")), nil
 }
 
 // clientIP is the peer address; proxies are not trusted by default.

@@ -277,6 +277,7 @@ func ragError(err error, docID string) *Error {
 	status := map[string]int{
 		CodeInvalidRequest: http.StatusBadRequest, CodeNotFound: http.StatusNotFound,
 		CodeAIError: http.StatusBadGateway, CodeUnavailable: http.StatusServiceUnavailable,
+		CodeQuotaExceeded: http.StatusForbidden,
 	}[f.Code]
 	if status == 0 {
 		status = http.StatusInternalServerError

@@ -14,8 +14,13 @@ import (
 )
 
 // rateLimitUser picks the rate-limit identity of docs/api.md: body userId, else x-user-id, else
-// the API key's ID, else the client IP.
-func rateLimitUser(c echo.Context, bodyUser string) string {
+// the API key's ID, else the client address. On a public tenant anyone may call, so the identity
+// is always the client address (behind trusted proxies, ClientAddrs): a user ID the client sends
+// would let it pick a fresh limiter per request.
+func (s *Server) rateLimitUser(c echo.Context, bodyUser string) string {
+	if tenantOf(c).Public {
+		return s.clients.Key(c.Request())
+	}
 	if bodyUser != "" {
 		return "user:" + bodyUser
 	}
@@ -25,18 +30,27 @@ func rateLimitUser(c echo.Context, bodyUser string) string {
 	if k := state(c).keyID; k != "" {
 		return "key:" + k
 	}
-	return "ip:" + clientIP(c.Request())
+	return s.clients.Key(c.Request())
 }
 
 const maxUserIDLen = config.MaxUserIDLen
 
-// checkRateLimit asks the tenant's RateLimiter grain, sets the rate-limit headers (on every
-// answer, allowed or not) and returns 429 rate_limited when denied.
+// checkRateLimit asks the tenant-wide ceiling first, then the user's RateLimiter grain, sets the
+// rate-limit headers (on every answer, allowed or not) and returns 429 rate_limited when denied.
+// The ceiling comes first so that a request it denies creates no per-user limiter: whatever IDs
+// a client varies, at most the ceiling's worth of limiters is made per window.
 func (s *Server) checkRateLimit(c echo.Context, bodyUser string) error {
 	t := tenantOf(c)
-	d, err := s.meter.Allow(c.Request().Context(), t, rateLimitUser(c, bodyUser), metering.Caller{
-		TraceID: traceID(c), SessionID: state(c).sessionID, Route: c.Path(), UserID: bodyUser,
-	})
+	who := metering.Caller{TraceID: traceID(c), SessionID: state(c).sessionID, Route: c.Path(), UserID: bodyUser}
+	ceiling, err := s.meter.AllowTenant(c.Request().Context(), t, who)
+	if err != nil {
+		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "rate limiter unavailable, retry shortly", err)
+	}
+	if !ceiling.Allowed {
+		setRateLimitHeaders(c.Response().Header(), t, ceiling, s.now())
+		return NewError(http.StatusTooManyRequests, CodeRateLimited, "the tenant's rate limit is exceeded, retry after the time in Retry-After")
+	}
+	d, err := s.meter.Allow(c.Request().Context(), t, s.rateLimitUser(c, bodyUser), who)
 	if err != nil {
 		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "rate limiter unavailable, retry shortly", err)
 	}

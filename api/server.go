@@ -79,6 +79,8 @@ type Server struct {
 	usage     UsageReader      // usage.go
 	analytics *store.Analytics // metrics.go; nil: no /metrics/* routes
 	tracer    observe.Tracer   // HTTP request spans
+	clients   *ClientAddrs     // clientaddr.go: the client behind trusted proxies
+	slots     *TenantSlots     // limits.go: each tenant's requests in flight
 }
 
 // New builds the server and its routes.
@@ -101,7 +103,9 @@ func New(d Deps) (*Server, error) {
 	s := &Server{
 		env: d.Env, log: d.Logger, metrics: d.Metrics, version: d.Version, comps: d.Components,
 		now: d.Now, started: d.Now(), chat: d.Chat,
-		tracer: d.Tracing.Tracer("github.com/crispy-enigma/crispy/api"),
+		tracer:  d.Tracing.Tracer("github.com/crispy-enigma/crispy/api"),
+		clients: NewClientAddrs(d.Env.ParsedTrustedProxies()),
+		slots:   NewTenantSlots(d.Env.MaxInflightPerTenant),
 	}
 	s.tools, s.speech = d.Tools, d.Speech
 	s.meter, s.usage = d.Meter, d.Usage
@@ -131,11 +135,15 @@ func New(d Deps) (*Server, error) {
 	e.Use(s.observeRequest, withPublicRoutes(e, s.resolveTenant)) // openapi.go: GET /openapi.json needs no tenant
 	s.routes(e)
 	s.echo = e
+	s.setMetricLabels(d.Tenants)
 	return s, nil
 }
 
 // SetTenants swaps the tenant index atomically; requests in flight keep the config they started with.
-func (s *Server) SetTenants(ix *config.Index) { s.tenants.Store(ix) }
+func (s *Server) SetTenants(ix *config.Index) {
+	s.tenants.Store(ix)
+	s.setMetricLabels(ix)
+}
 
 // Handler returns the HTTP handler (for tests and for embedding in another server).
 func (s *Server) Handler() http.Handler { return s.echo }
@@ -164,7 +172,13 @@ func (s *Server) routes(e *echo.Echo) {
 }
 
 // Serve accepts connections on ln until Shutdown.
+//
+// A client address may hold at most Env.MaxConnsPerClient connections (trusted proxies exempt):
+// connections past that are closed when accepted, so a client holding many slow connections costs
+// no goroutines (limits.go). Headers must arrive within ReadHeaderTimeout and bodies at a minimum
+// rate (resolveTenant); there is no ReadTimeout or WriteTimeout, which would cut long SSE streams.
 func (s *Server) Serve(ln net.Listener) error {
+	ln = LimitConnsPerClient(ln, s.env.MaxConnsPerClient, s.env.ParsedTrustedProxies())
 	srv := &http.Server{
 		Handler:           s.echo,
 		ReadHeaderTimeout: 10 * time.Second,

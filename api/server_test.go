@@ -75,14 +75,18 @@ func TestTenantResolution(t *testing.T) {
 		{name: "header", headers: []string{"x-tenant-id: open"}, wantStatus: 200, wantTenant: "open", wantSource: "header"},
 		{name: "unknown header", headers: []string{"x-tenant-id: nope"}, wantStatus: 404, wantCode: CodeTenantUnknown},
 		{name: "bogus header beats a valid host", headers: []string{"x-tenant-id: nope", "Host: open.example.test"}, wantStatus: 404, wantCode: CodeTenantUnknown},
-		{name: "header beats host", headers: []string{"x-tenant-id: open", "Host: acme.example.test", "x-api-key: " + testKey}, wantStatus: 200, wantTenant: "open", wantSource: "header"},
+		{name: "header beats host", headers: []string{"x-tenant-id: open", "Host: acme.example.test"}, wantStatus: 200, wantTenant: "open", wantSource: "header"},
+		{name: "a public tenant refuses another tenant's key", headers: []string{"x-tenant-id: open", "x-api-key: " + testKey}, wantStatus: 403, wantCode: CodeForbidden},
 		{name: "host", headers: []string{"Host: open.example.test"}, wantStatus: 200, wantTenant: "open", wantSource: "host"},
 		{name: "host ignores port and case", headers: []string{"Host: OPEN.example.test:8787"}, wantStatus: 200, wantTenant: "open", wantSource: "host"},
 		{name: "unknown host and no key", headers: []string{"Host: elsewhere.test"}, wantStatus: 400, wantCode: CodeTenantRequired},
 		{name: "api key", headers: []string{"x-api-key: " + testKey}, wantStatus: 200, wantTenant: "acme", wantSource: "apiKey"},
 		{name: "bearer key", headers: []string{"Authorization: Bearer " + testKey}, wantStatus: 200, wantTenant: "acme", wantSource: "apiKey"},
 		{name: "host beats key", headers: []string{"Host: globex.example.test", "x-api-key: " + globexKey}, wantStatus: 200, wantTenant: "globex", wantSource: "host"},
-		{name: "unknown key", headers: []string{"x-api-key: ck_nobody"}, wantStatus: 400, wantCode: CodeTenantRequired},
+		{name: "unknown key", headers: []string{"x-api-key: ck_nobody"}, wantStatus: 401, wantCode: CodeUnauthorized},
+		{name: "two tenant headers", headers: []string{"x-tenant-id: open", "x-tenant-id: acme"}, wantStatus: 400, wantCode: CodeInvalidRequest},
+		{name: "conflicting keys", headers: []string{"x-api-key: " + testKey, "Authorization: Bearer " + globexKey}, wantStatus: 400, wantCode: CodeInvalidRequest},
+		{name: "the same key twice", headers: []string{"x-api-key: " + testKey, "Authorization: Bearer " + testKey}, wantStatus: 200, wantTenant: "acme", wantSource: "apiKey"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -82,6 +82,13 @@ type Env struct {
 	// X-Forwarded-For; default none (the peer address is the client). ParsedTrustedProxies.
 	TrustedProxies string
 
+	// MaxConnsPerClient: CRISPY_MAX_CONNS_PER_CLIENT, the open connections one client address may
+	// hold on the tenant listener (trusted proxies are exempt); default 64.
+	MaxConnsPerClient int
+	// MaxInflightPerTenant: CRISPY_MAX_INFLIGHT_PER_TENANT, one tenant's requests in flight, open
+	// streams included; past it 503 with Retry-After; default 256.
+	MaxInflightPerTenant int
+
 	// OTLPEndpoint: CRISPY_OTLP_ENDPOINT, an OTLP/HTTP collector URL (e.g. http://127.0.0.1:4318)
 	// to export traces to; empty (the default) turns tracing off.
 	OTLPEndpoint    string
@@ -134,22 +141,24 @@ func DefaultEnv() Env {
 		node = "crispy"
 	}
 	return Env{
-		NodeName:           node,
-		ListenAddr:         ":8787",
-		AdminAddr:          "127.0.0.1:9787",
-		DataDir:            "./data",
-		TenantsDir:         "./tenants",
-		LogLevel:           "info",
-		LogFormat:          "auto",
-		OpenAIAPIKeyEnv:    "CRISPY_OPENAI_API_KEY",
-		OpenAIModels:       "*",
-		CloudflareTokenEnv: "CRISPY_CF_API_TOKEN",
-		ModelCallTimeout:   120 * time.Second,
-		MaxRequestBodySize: 1 << 20,
-		MaxMessageLength:   MaxMessageLengthLimit,
-		SessionIdleTimeout: 5 * time.Minute,
-		ShutdownTimeout:    20 * time.Second,
-		Cluster:            Cluster{Host: "127.0.0.1", MemberTTL: DefaultMemberTTL},
+		NodeName:             node,
+		ListenAddr:           ":8787",
+		AdminAddr:            "127.0.0.1:9787",
+		DataDir:              "./data",
+		TenantsDir:           "./tenants",
+		LogLevel:             "info",
+		LogFormat:            "auto",
+		OpenAIAPIKeyEnv:      "CRISPY_OPENAI_API_KEY",
+		OpenAIModels:         "*",
+		CloudflareTokenEnv:   "CRISPY_CF_API_TOKEN",
+		ModelCallTimeout:     120 * time.Second,
+		MaxRequestBodySize:   1 << 20,
+		MaxConnsPerClient:    64,
+		MaxInflightPerTenant: 256,
+		MaxMessageLength:     MaxMessageLengthLimit,
+		SessionIdleTimeout:   5 * time.Minute,
+		ShutdownTimeout:      20 * time.Second,
+		Cluster:              Cluster{Host: "127.0.0.1", MemberTTL: DefaultMemberTTL},
 	}
 }
 
@@ -186,6 +195,8 @@ func (e *Env) BindFlags(fs *pflag.FlagSet, getenv func(string) string) {
 	b.int64(&e.MaxRequestBodySize, "max-body-size", "largest request body in bytes (Content-Length above it → 413)", "CRISPY_MAX_BODY_SIZE", "MAX_REQUEST_BODY_SIZE")
 	b.int(&e.MaxMessageLength, "max-message-length", "largest chat message in characters (1–10000)", "CRISPY_MAX_MESSAGE_LENGTH", "MAX_MESSAGE_LENGTH")
 	b.duration(&e.SessionIdleTimeout, "session-idle-timeout", "idle time after which a chat session grain passivates", "CRISPY_SESSION_IDLE_TIMEOUT")
+	b.int(&e.MaxConnsPerClient, "max-conns-per-client", "open connections one client address may hold on --listen (trusted proxies exempt)", "CRISPY_MAX_CONNS_PER_CLIENT")
+	b.int(&e.MaxInflightPerTenant, "max-inflight-per-tenant", "one tenant's requests in flight, streams included (past it: 503 with Retry-After)", "CRISPY_MAX_INFLIGHT_PER_TENANT")
 	b.str(&e.TrustedProxies, "trusted-proxies", "comma-separated IPs or CIDRs of reverse proxies allowed to set X-Forwarded-For (empty: none)", "CRISPY_TRUSTED_PROXIES")
 	b.duration(&e.ShutdownTimeout, "shutdown-timeout", "time allowed to drain requests on shutdown", "CRISPY_SHUTDOWN_TIMEOUT")
 	b.str(&e.OTLPEndpoint, "otlp-endpoint", "OTLP/HTTP collector URL to export traces to, e.g. http://127.0.0.1:4318 (empty: tracing off)", "CRISPY_OTLP_ENDPOINT")
@@ -228,6 +239,12 @@ func (e *Env) Validate() error {
 			continue
 		}
 		errs = append(errs, ee.err)
+	}
+	if e.MaxConnsPerClient <= 0 {
+		errs = append(errs, fmt.Errorf("--max-conns-per-client: must be positive (got %d)", e.MaxConnsPerClient))
+	}
+	if e.MaxInflightPerTenant <= 0 {
+		errs = append(errs, fmt.Errorf("--max-inflight-per-tenant: must be positive (got %d)", e.MaxInflightPerTenant))
 	}
 	if e.MaxRequestBodySize <= 0 {
 		errs = append(errs, fmt.Errorf("--max-body-size: must be a positive number of bytes (got %d)", e.MaxRequestBodySize))
@@ -348,6 +365,8 @@ func (e Env) Redacted() map[string]any {
 		"shutdown-timeout":          e.ShutdownTimeout.String(),
 		"otlp-endpoint":             redactURLs(e.OTLPEndpoint),
 		"trusted-proxies":           e.TrustedProxies,
+		"max-conns-per-client":      e.MaxConnsPerClient,
+		"max-inflight-per-tenant":   e.MaxInflightPerTenant,
 		"cluster":                   e.Cluster.Name,
 		"cluster-host":              e.Cluster.Host,
 		"cluster-port":              e.Cluster.Port,

@@ -268,6 +268,13 @@ func (ix *Index) Authenticate(cfg *TenantConfig, presentedKey string) Auth {
 	}
 	if len(own) == 0 {
 		if cfg.Public {
+			// Anyone may call a public tenant, but not with another tenant's key: that client
+			// meant the other tenant, and answering as this one would hide its mistake.
+			if presentedKey != "" {
+				if o, ok := ix.keys[sha256.Sum256([]byte(presentedKey))]; ok && o.tenantID != cfg.TenantID {
+					return Auth{Result: AuthForbidden, KeyID: o.keyID, Reason: "API key belongs to another tenant"}
+				}
+			}
 			return Auth{Result: AuthOK}
 		}
 		return Auth{Result: AuthUnauthorized, Reason: "tenant has no apiKeys and is not public"}

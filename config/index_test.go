@@ -131,7 +131,8 @@ func TestAuthenticate(t *testing.T) {
 		{"another tenant's valid key", "acme", betaKey, Auth{Result: AuthForbidden, KeyID: id(betaKey), Reason: "API key belongs to another tenant"}},
 		{"public tenant, no key", "open", "", Auth{Result: AuthOK}},
 		{"public tenant, any key", "open", "ck_whatever", Auth{Result: AuthOK}},
-		{"public tenant, another tenant's key", "open", acmeKey, Auth{Result: AuthOK}},
+		// A public tenant takes any caller, but not one holding another tenant's key (it meant that tenant).
+		{"public tenant, another tenant's key", "open", acmeKey, Auth{Result: AuthForbidden, KeyID: id(acmeKey), Reason: "API key belongs to another tenant"}},
 		{"closed tenant", "closed", "", Auth{Result: AuthUnauthorized, Reason: "tenant has no apiKeys and is not public"}},
 		{"closed tenant with another tenant's key", "closed", acmeKey, Auth{Result: AuthUnauthorized, Reason: "tenant has no apiKeys and is not public"}},
 	}

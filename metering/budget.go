@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/crispy-enigma/crispy/actors"
+	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/store"
 )
@@ -55,13 +56,19 @@ func Estimate(msgs []gateway.Message, maxTokens int) int64 {
 	return n + int64(maxTokens)
 }
 
+// budgeted reports whether the tenant has a token budget.
+func budgeted(t *config.TenantConfig) bool {
+	tb := t.TokenBudget
+	return tb != nil && (tb.Daily > 0 || tb.Monthly > 0)
+}
+
 // reserve reserves the call's estimate on the tenant's Budget grain, after model selection and
 // before any model call. A tenant without tokenBudget is not metered.
 func (m *Meter) reserve(ctx context.Context, c *call, msgs []gateway.Message, maxTokens int) error {
-	tb := c.tenant.TokenBudget
-	if m.budget == nil || tb == nil || (tb.Daily <= 0 && tb.Monthly <= 0) {
+	if m.budget == nil || !budgeted(c.tenant) {
 		return nil
 	}
+	tb := c.tenant.TokenBudget
 	c.estimate = Estimate(msgs, maxTokens)
 	id := uuid.NewString()
 	d, err := m.budget.Reserve(ctx, c.tenant.TenantID, id, c.estimate, actors.TokenBudget{Daily: tb.Daily, Monthly: tb.Monthly})

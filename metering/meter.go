@@ -132,6 +132,11 @@ func (m *Meter) BeforeCall(ctx context.Context, gc *gateway.Call) (gateway.Ticke
 			m.finishCached(ctx, c, res)
 		}}, nil
 	}
+	if req.MaxTokens <= 0 && budgeted(t) {
+		// An unbounded request is bounded by what it reserves: the gateway cuts its stream there,
+		// so a model that would answer at length cannot spend past the budget.
+		req.MaxTokens = DefaultMaxOutputTokens
+	}
 	if err := m.reserve(ctx, c, req.Messages, req.MaxTokens); err != nil { // budget.go
 		return gateway.Ticket{}, err
 	}

@@ -261,6 +261,17 @@ func (r *Registry) lookup(name string) (*entry, bool) {
 	return e, ok
 }
 
+// Names returns every registered tool's name, in no order (the bounded metric labels).
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.tools))
+	for name := range r.tools {
+		names = append(names, name)
+	}
+	return names
+}
+
 // List returns the tools cfg's tenant may run, sorted by name (docs/api.md: only those).
 func (r *Registry) List(cfg *config.TenantConfig) []Descriptor {
 	r.mu.RLock()
