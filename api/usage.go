@@ -9,7 +9,9 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/rag"
 	"github.com/crispy-enigma/crispy/store"
 )
 
@@ -109,10 +111,27 @@ func (s *Server) getUsage(c echo.Context) error {
 		tot.Cached += r.Cached
 		tot.Estimated += r.Estimated
 	}
-	return ok(c, http.StatusOK, map[string]any{
+	data := map[string]any{
 		"from": from.Format(time.RFC3339Nano), "to": to.Format(time.RFC3339Nano), "groupBy": groupBy,
-		"rows": rows, "totals": tot,
-	})
+		"rows": rows, "totals": tot, "budget": budgetLimits(t),
+	}
+	if s.rag != nil && t.Quota != nil {
+		docs, err := s.rag.Service.Documents(c.Request().Context(), t.TenantID)
+		if err != nil {
+			return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "usage is unavailable, retry shortly", err)
+		}
+		data["knowledgeBase"] = map[string]any{"used": rag.UsageOf(docs, ""), "quota": t.Quota}
+	}
+	return ok(c, http.StatusOK, data)
+}
+
+// budgetLimits is the tenant's token budget per UTC day and month; 0 is no limit.
+func budgetLimits(t *config.TenantConfig) map[string]int64 {
+	var daily, monthly int64
+	if tb := t.TokenBudget; tb != nil {
+		daily, monthly = tb.Daily, tb.Monthly
+	}
+	return map[string]int64{"daily": daily, "monthly": monthly}
 }
 
 // parseUsageTime reads epoch milliseconds, an RFC 3339 date or an RFC 3339 time, in UTC.
