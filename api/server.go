@@ -249,7 +249,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return // a stream already started; it reported the failure in-band
 	}
-	if werr := writeError(c, e); werr != nil {
+	write := writeError
+	if isV1(c) {
+		write = writeV1Error // v1_errors.go
+	}
+	if werr := write(c, e); werr != nil {
 		s.log.Debug().Err(werr).Str("traceId", traceID(c)).Msg("write error response")
 	}
 }
