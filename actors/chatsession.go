@@ -308,6 +308,12 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 			pending = pending[1:]
 			continue
 		}
+		if i == 0 {
+			// Checked again after every reload: another activation's writes count too.
+			if err := s.checkLastResponse(req); err != nil { // responses.go
+				return err
+			}
+		}
 		m := pending[0]
 		if m.GetTimestampMs() == 0 {
 			m.TimestampMs = now
