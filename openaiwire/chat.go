@@ -89,7 +89,7 @@ func (s *StopSequences) UnmarshalJSON(b []byte) error {
 	}
 	var many []string
 	if err := json.Unmarshal(b, &many); err != nil {
-		return errors.New("must be a string or an array of strings")
+		return Invalid("stop", "must be a string or an array of strings")
 	}
 	*s = many
 	return nil
@@ -132,7 +132,7 @@ func (m *ChatMessage) UnmarshalJSON(b []byte) error {
 	*m = ChatMessage{Role: raw.Role, Name: raw.Name, ToolCalls: raw.ToolCalls, ToolCallID: raw.ToolCallID}
 	text, present, err := ContentText(raw.Content)
 	if err != nil {
-		return err
+		return &ParamError{Param: "messages", Code: CodeInvalidValue, Message: err.Error(), Err: err}
 	}
 	if present {
 		m.Content = &text

@@ -53,7 +53,7 @@ func (in *EmbeddingInput) UnmarshalJSON(b []byte) error {
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(b, &items); err != nil {
-		return errors.New("must be a string or an array of strings")
+		return Invalid("input", "must be a string or an array of strings")
 	}
 	in.Texts = make([]string, 0, len(items))
 	for _, it := range items {
@@ -65,7 +65,7 @@ func (in *EmbeddingInput) UnmarshalJSON(b []byte) error {
 		}
 		var s string
 		if err := json.Unmarshal(it, &s); err != nil {
-			return errors.New("must be a string or an array of strings")
+			return Invalid("input", "must be a string or an array of strings")
 		}
 		in.Texts = append(in.Texts, s)
 	}

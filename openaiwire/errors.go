@@ -98,9 +98,13 @@ type ParamError struct {
 	Param   string
 	Code    string // "" means invalid_value
 	Message string
+	Err     error // the cause, if any
 }
 
 func (e *ParamError) Error() string { return fmt.Sprintf("%s: %s", e.Param, e.Message) }
+
+// Unwrap returns the cause.
+func (e *ParamError) Unwrap() error { return e.Err }
 
 // Invalid returns a ParamError with code invalid_value.
 func Invalid(param, format string, args ...any) *ParamError {

@@ -3,7 +3,6 @@ package openaiwire
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 )
 
@@ -79,7 +78,7 @@ func (in *ResponseInput) UnmarshalJSON(b []byte) error {
 		Output    json.RawMessage `json:"output"`
 	}
 	if err := json.Unmarshal(b, &raw); err != nil {
-		return errors.New("must be a string or an array of input items")
+		return Invalid("input", "must be a string or an array of input items")
 	}
 	in.Items = make([]InputItem, 0, len(raw))
 	for i, r := range raw {
@@ -89,18 +88,18 @@ func (in *ResponseInput) UnmarshalJSON(b []byte) error {
 			it.Type = "message"
 			text, _, err := ContentText(r.Content)
 			if err != nil {
-				return fmt.Errorf("item %d: %w", i, err)
+				return &ParamError{Param: fmt.Sprintf("input[%d].content", i), Code: CodeInvalidValue, Message: err.Error(), Err: err}
 			}
 			it.Text = text
 		case "function_call":
 		case "function_call_output":
 			text, _, err := ContentText(r.Output)
 			if err != nil {
-				return fmt.Errorf("item %d: output: %w", i, err)
+				return &ParamError{Param: fmt.Sprintf("input[%d].output", i), Code: CodeInvalidValue, Message: err.Error(), Err: err}
 			}
 			it.Text = text
 		default:
-			return fmt.Errorf("item %d: type %q is not supported", i, r.Type)
+			return Unsupported(fmt.Sprintf("input[%d].type", i), "input item type %q is not supported", r.Type)
 		}
 		in.Items = append(in.Items, it)
 	}

@@ -61,9 +61,15 @@ func TestChatRequestDecoding(t *testing.T) {
 			}
 		})
 	}
-	var r ChatCompletionRequest
-	if err := json.Unmarshal([]byte(`{"stop":5}`), &r); err == nil {
-		t.Error("a numeric stop decoded")
+	for in, param := range map[string]string{
+		`{"stop":5}`: "stop",
+		`{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`: "messages",
+	} {
+		var r ChatCompletionRequest
+		var pe *ParamError
+		if err := json.Unmarshal([]byte(in), &r); !errors.As(err, &pe) || pe.Param != param {
+			t.Errorf("%s: %v, want a ParamError naming %s", in, err, param)
+		}
 	}
 }
 
