@@ -121,7 +121,7 @@ func New(d Deps) (*Server, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.observeRequest, s.resolveTenant)
+	e.Use(s.observeRequest, s.cors, s.resolveTenant) // cors.go: preflights are answered before authentication
 	s.routes(e)
 	s.echo = e
 	return s, nil

@@ -24,6 +24,9 @@ type TenantConfig struct {
 	// Ours.
 	Public bool         `json:"public,omitempty"`
 	Cache  *CacheConfig `json:"cache,omitempty"`
+	// AllowedOrigins are the browser origins ("https://app.example.com") whose pages may call the
+	// tenant's API (CORS); "*" alone allows any origin, without credentials. Empty: none.
+	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
 }
 
 // AIModels names the models a tenant uses by default.
