@@ -17,6 +17,7 @@ import (
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/observe"
+	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/test/fixture"
 )
 
@@ -69,6 +70,8 @@ type testServerOpts struct {
 	now     func() time.Time // the server's clock (Deps.Now); nil = time.Now
 	rag     *testRAGOpts     // non-nil: wire RAG (rag_test.go) over an embedded store in t.TempDir()
 	tracing *observe.Tracing // non-nil: the server, grain client and router record spans with it
+	// idempotency: keep Idempotency-Key records in the cache bucket of the grains' NATS.
+	idempotency bool
 }
 
 type testServer struct {
@@ -103,6 +106,13 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 		ts.grains = ts.grains.WithTracer(o.tracing.Tracer("github.com/crispy-enigma/crispy/actors"))
 		o.models.Tracer = o.tracing.Tracer("github.com/crispy-enigma/crispy/gateway")
 		deps.Chat = &ChatDeps{Sessions: ts.grains, Limiter: ts.grains, Models: gateway.NewRouter(o.models)}
+	}
+	if o.idempotency {
+		kv, err := store.OpenTenantKV(t.Context(), ts.js, store.BucketCache, store.KVOptions{AllowTTL: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deps.Idempotency = kv
 	}
 	if o.rag != nil {
 		ts.rag = newTestRAG(t, ts, o, &deps)

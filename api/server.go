@@ -46,6 +46,9 @@ type Deps struct {
 	Usage UsageReader
 	// TenantMetrics backs GET /metrics/* (metrics.go); nil: those routes are not registered.
 	TenantMetrics *TenantMetricsDeps
+	// Idempotency keeps Idempotency-Key records (idempotency.go; the TTL-enabled cache bucket);
+	// nil ignores the header.
+	Idempotency IdempotencyStore
 	// Tracing records one span per HTTP request and per search (observe.SetupTracing); nil records
 	// none. The grain client and model router are given their tracers by the caller
 	// (actors.Client.WithTracer, gateway.RouterOptions.Tracer); their spans are children of the
@@ -74,6 +77,7 @@ type Server struct {
 	ledger    Ledger             // usage.go
 	usage     UsageReader        // usage.go
 	tmetrics  *TenantMetricsDeps // metrics.go
+	idem      IdempotencyStore   // idempotency.go
 	tracer    observe.Tracer     // HTTP request spans
 	ragTracer observe.Tracer     // rag.Searcher spans
 }
@@ -99,7 +103,7 @@ func New(d Deps) (*Server, error) {
 		tracer:    d.Tracing.Tracer("github.com/crispy-enigma/crispy/api"),
 		ragTracer: d.Tracing.Tracer("github.com/crispy-enigma/crispy/rag"),
 	}
-	s.tools, s.speech = d.Tools, d.Speech
+	s.tools, s.speech, s.idem = d.Tools, d.Speech, d.Idempotency
 	s.ledger, s.usage = d.Ledger, d.Usage
 	if d.TenantMetrics != nil && d.TenantMetrics.Reader == nil {
 		return nil, errors.New("api: Deps.TenantMetrics needs a Reader")
@@ -121,7 +125,8 @@ func New(d Deps) (*Server, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.observeRequest, s.cors, s.resolveTenant) // cors.go: preflights are answered before authentication
+	// cors.go: preflights are answered before authentication; idempotency.go: replays after it.
+	e.Use(s.observeRequest, s.cors, s.resolveTenant, s.idempotency)
 	s.routes(e)
 	s.echo = e
 	return s, nil

@@ -230,6 +230,8 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		RAG:    ragw.deps,
 		Ledger: ledger,
 		Usage:  dbs,
+		// Idempotency-Key records live in the TTL-enabled cache bucket.
+		Idempotency: chatCache,
 		// GET /metrics/* (tenant metrics); alert rules live in the config bucket.
 		TenantMetrics: &api.TenantMetricsDeps{Reader: dbs, Alerts: configKV, Prices: router},
 	})
