@@ -160,21 +160,10 @@ func retryStore[T any](s *chatSession, op string, fn func(context.Context) (T, e
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	for attempt := 1; ; attempt++ {
-		actx, cancelAttempt := context.WithTimeout(ctx, storeAttempt)
-		v, err := fn(actx)
-		cancelAttempt()
-		if err == nil || ctx.Err() != nil || !store.Unanswered(err) {
-			return v, err
-		}
+	return store.RetryValue(ctx, store.Retry{Attempt: storeAttempt, OnRetry: func(attempt int, err error) {
 		s.deps.Logger.Warn().Err(err).Str("op", op).Str("subject", s.subject).Str("traceId", s.traceID).
 			Int("attempt", attempt).Dur("elapsed", time.Since(start)).Msg("chat session: store did not answer; retrying")
-		select {
-		case <-ctx.Done():
-			return v, err
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	}}, fn)
 }
 
 // ensureLoaded loads the session on the first request of an activation.

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,6 +101,19 @@ func TestRequestQueuedBehindAStoppingActivationIsResent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	handling, release := make(chan struct{}), make(chan struct{})
+	// posted closes when the "queued" request lands in a mailbox: the client tracks a request before
+	// it sends it, so from then on both requests are tracked and the queued one sits behind the
+	// poison pill.
+	posted := make(chan struct{})
+	var postedOnce sync.Once
+	watch := postWatch(func(msg any) {
+		if env, ok := msg.(*actor.MessageEnvelope); ok {
+			msg = env.Message
+		}
+		if r, ok := msg.(*pb.HistoryRequest); ok && r.GetTraceId() == "queued" {
+			postedOnce.Do(func() { close(posted) })
+		}
+	})
 	var activations atomic.Int32
 	kind := cluster.NewKind("Blocker", actor.PropsFromFunc(func(c actor.Context) {
 		switch m := c.Message().(type) {
@@ -112,7 +126,7 @@ func TestRequestQueuedBehindAStoppingActivationIsResent(t *testing.T) {
 			}
 			c.Respond(&pb.HistoryResponse{})
 		}
-	}))
+	}, actor.WithMailbox(actor.Unbounded(watch))))
 	node, err := crispycluster.Start(ctx, crispycluster.Options{NodeName: "t", Kinds: []*cluster.Kind{kind}, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
@@ -139,16 +153,17 @@ func TestRequestQueuedBehindAStoppingActivationIsResent(t *testing.T) {
 	queued := make(chan error, 1)
 	start := time.Now()
 	go func() { queued <- ask("queued") }() // resolves the cached PID: queued behind the poison
-	for {
-		c.fo.mu.Lock()
-		n := len(c.fo.byPID[pidKey(pid)])
-		c.fo.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		time.Sleep(time.Millisecond)
+	select {
+	case <-posted:
+	case <-ctx.Done():
+		t.Fatal("the queued request never reached the mailbox")
 	}
-	time.Sleep(20 * time.Millisecond) // the send follows the tracking in the same goroutine
+	c.fo.mu.Lock()
+	n := len(c.fo.byPID[pidKey(pid)])
+	c.fo.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("%d requests tracked for the activation, want 2", n)
+	}
 	close(release)
 
 	if err := <-blocked; err != nil {
@@ -214,3 +229,11 @@ func TestChatSessionAppendWithRequestIDIsIdempotent(t *testing.T) {
 		t.Errorf("stream holds %d messages, want %d", n, len(want))
 	}
 }
+
+// postWatch is a mailbox middleware that reports every message posted to the mailbox.
+type postWatch func(msg any)
+
+func (w postWatch) MailboxStarted()       {}
+func (w postWatch) MessagePosted(msg any) { w(msg) }
+func (w postWatch) MessageReceived(any)   {}
+func (w postWatch) MailboxEmpty()         {}

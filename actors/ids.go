@@ -4,45 +4,23 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/crispy-enigma/crispy/config"
 )
 
 // ErrInvalidID is returned for a tenant, session or user ID outside its allowed alphabet.
 var ErrInvalidID = errors.New("invalid id")
 
-// ValidTenantID reports whether id matches [a-z0-9-]{1,63}.
-func ValidTenantID(id string) bool {
-	if len(id) == 0 || len(id) > 63 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// ValidSessionID reports whether id matches [A-Za-z0-9_-]{1,128}.
-func ValidSessionID(id string) bool {
-	if len(id) == 0 || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+// ValidTenantID is config.ValidTenantID, the one definition of the syntax, under the name the
+// grains call it by.
+func ValidTenantID(id string) bool { return config.ValidTenantID(id) }
 
 // sessionIdentity is the ChatSession grain identity.
 func sessionIdentity(tenantID, sessionID string) (string, error) {
 	if !ValidTenantID(tenantID) {
 		return "", fmt.Errorf("tenant %q: %w", tenantID, ErrInvalidID)
 	}
-	if !ValidSessionID(sessionID) {
+	if !config.ValidSessionID(sessionID) {
 		return "", fmt.Errorf("session %q: %w", sessionID, ErrInvalidID)
 	}
 	return tenantID + ":" + sessionID, nil
@@ -64,7 +42,7 @@ func rateLimitIdentity(tenantID, userID string) (string, error) {
 	if !ValidTenantID(tenantID) {
 		return "", fmt.Errorf("tenant %q: %w", tenantID, ErrInvalidID)
 	}
-	if userID == "" || len(userID) > 256 {
+	if userID == "" || len(userID) > config.MaxUserIDLen {
 		return "", fmt.Errorf("user %q: %w", userID, ErrInvalidID)
 	}
 	return tenantID + ":ratelimit:" + userID, nil

@@ -3,11 +3,8 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,15 +30,11 @@ type ChatModels interface {
 	Open(ctx context.Context, req gateway.ChatRequest, fallbackModel string) (gateway.ChatStream, error)
 }
 
-// ChatDeps are the chat routes' dependencies.
+// ChatDeps are the chat routes' dependencies. Models is a Router metered by Deps.Meter: budget,
+// response cache, ledger and metrics happen around its calls.
 type ChatDeps struct {
 	Sessions SessionStore
-	Limiter  RateLimiter
 	Models   ChatModels
-	// Budget enforces tenants' tokenBudget (budget.go); nil enforces none.
-	Budget Budgets
-	// Cache is the response cache of non-streamed chat (cache.go); nil caches nothing.
-	Cache ResponseCache
 }
 
 const (
@@ -49,8 +42,6 @@ const (
 	// storeTimeout bounds storing a finished exchange after its client may have left.
 	storeTimeout = 10 * time.Second
 )
-
-var sessionIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
 // chatRequest is CONTRACT.md's POST /chat body. Pointers tell "absent" from "zero".
 type chatRequest struct {
@@ -83,7 +74,7 @@ func (s *Server) validateChat(req *chatRequest) error {
 		return errInvalidRequest("message: must not be empty")
 	case utf8.RuneCountInString(*req.Message) > limit:
 		return errInvalidRequest("message: must be at most %d characters", limit)
-	case req.SessionID != nil && !sessionIDPattern.MatchString(*req.SessionID):
+	case req.SessionID != nil && !config.ValidSessionID(*req.SessionID):
 		return errInvalidRequest("sessionId: must match [A-Za-z0-9_-]{1,128}")
 	case len(req.UserID) > maxUserIDLen:
 		return errInvalidRequest("userId: must be at most %d characters", maxUserIDLen)
@@ -95,26 +86,6 @@ func (s *Server) validateChat(req *chatRequest) error {
 		return errInvalidRequest("system: must be at most %d characters", maxMessageChars)
 	}
 	return s.validateChatTool(req) // chat_tools.go
-}
-
-// selectModels applies CONTRACT.md's model selection: request > MODEL_ID > tenant, the allow-list
-// (403 before any model call; a fallback outside the list is dropped), and the fallback.
-func (s *Server) selectModels(t *config.TenantConfig, requested string) (primary, fallback string, err error) {
-	primary = cmpOr(requested, s.env.ModelID, t.AIModels.Chat)
-	fallback = cmpOr(t.AIModels.FallbackChat, s.env.FallbackModelID)
-	if t.Flag("modelAllowList") {
-		if !slices.Contains(t.AllowedModels, primary) {
-			return "", "", NewError(http.StatusForbidden, CodeModelNotAllowed,
-				fmt.Sprintf("model %q is not in this tenant's allowedModels", primary))
-		}
-		if !slices.Contains(t.AllowedModels, fallback) {
-			fallback = ""
-		}
-	}
-	if fallback == primary {
-		fallback = ""
-	}
-	return primary, fallback, nil
 }
 
 func cmpOr(vals ...string) string {
@@ -148,10 +119,10 @@ func (s *Server) postChat(c echo.Context) error {
 	}
 	state(c).sessionID = sessionID
 
-	if err := s.checkRateLimit(c, s.chat.Limiter, req.UserID); err != nil {
+	if err := s.checkRateLimit(c, req.UserID); err != nil {
 		return err
 	}
-	primary, fallback, err := s.selectModels(t, req.ModelID)
+	primary, fallback, err := s.selectModels(t, req.ModelID) // metering.go: 403 before any work
 	if err != nil {
 		return err
 	}
@@ -176,35 +147,28 @@ func (s *Server) postChat(c echo.Context) error {
 	}
 	msgs = append(msgs, gateway.Message{Role: "user", Content: *req.Message})
 
+	streamed := req.Stream == nil || *req.Stream
 	started := s.now()
-	call := &modelCall{ // usage.go: budget, cache, ledger, metrics and log line of this call
-		tenant: t, traceID: traceID(c), sessionID: sessionID, userID: req.UserID, primary: primary,
-		newSession: len(history) == 0, started: started,
-	}
-	if handled, err := s.serveCached(c, call, &req, tl, msgs); handled {
-		return err
-	}
-	if err := s.reserveBudget(c, call, msgs, req.MaxTokens); err != nil {
-		return err
-	}
-	stream, err := tl.open(gateway.WithCallObserver(ctx, s.callObserver()), s.chat.Models, gateway.ChatRequest{
+	// The Router's Meter (package metering) checks the budget, may answer from the response cache
+	// (a whole reply without tools), and records the call when its stream ends.
+	stream, err := tl.open(ctx, s.chat.Models, gateway.ChatRequest{
 		Model: primary, Messages: msgs, MaxTokens: req.MaxTokens,
 		Meta: gateway.RequestMeta{
-			TenantID: t.TenantID, AccountID: t.AccountID, GatewayID: t.AIGatewayID,
-			TraceID: traceID(c), SessionID: sessionID, Route: "/chat",
+			TenantID: t.TenantID, AccountID: t.AccountID, GatewayID: t.AIGatewayID, Tenant: t,
+			TraceID: traceID(c), SessionID: sessionID, UserID: req.UserID, Route: "/chat",
+			AllowCached: !streamed && !tl.offersTools(),
 		},
 	}, fallback)
 	if err != nil {
-		s.modelOpenFailed(ctx, call, err)
-		return Wrap(http.StatusBadGateway, CodeAIError, modelErrorMessage(primary, err), err)
+		return s.modelCallError(c.Response().Header(), primary, err)
 	}
 	defer stream.Close()
 
 	ex := exchange{
 		tenant: t, sessionID: sessionID, user: *req.Message, started: started, stream: stream, ret: ret,
-		tools: tl, call: call,
+		tools: tl, traceID: traceID(c), userID: req.UserID, newSession: len(history) == 0,
 	}
-	if req.Stream == nil || *req.Stream {
+	if streamed {
 		return s.streamChat(c, &ex)
 	}
 	return s.jsonChat(c, &ex)
@@ -220,7 +184,10 @@ type exchange struct {
 	ret       actors.Retention
 	reply     strings.Builder
 	tools     *chatTools // tool events to report before the tokens; nil without tools
-	call      *modelCall // usage.go; nil for an exchange that called no model
+	traceID   string
+	userID    string
+	// newSession: the session had no history, so storing this exchange creates it.
+	newSession bool
 }
 
 // store appends the user message and the complete reply in one grain request, after the reply is
@@ -240,11 +207,6 @@ func (s *Server) store(ctx context.Context, ex *exchange, usage gateway.Usage) e
 	}, ex.ret)
 }
 
-// countUsage settles the model call: metrics, budget commit, ledger event, log line (usage.go).
-func (s *Server) countUsage(ex *exchange, u gateway.Usage, outcome string) {
-	s.finishModelCall(context.Background(), ex.call, ex.stream.Model(), u, outcome)
-}
-
 func (s *Server) jsonChat(c echo.Context, ex *exchange) error {
 	ctx := c.Request().Context()
 	for {
@@ -253,7 +215,6 @@ func (s *Server) jsonChat(c echo.Context, ex *exchange) error {
 			break
 		}
 		if err != nil {
-			s.countUsage(ex, ex.stream.Usage(), "error")
 			return Wrap(http.StatusBadGateway, CodeAIError, modelErrorMessage(ex.stream.Model(), err), err)
 		}
 		ex.reply.WriteString(tok)
@@ -261,31 +222,22 @@ func (s *Server) jsonChat(c echo.Context, ex *exchange) error {
 	u := ex.stream.Usage()
 	latency := s.now().Sub(ex.started)
 	if err := s.store(ctx, ex, u); err != nil {
-		s.countUsage(ex, u, "ok") // the model ran: its tokens are charged even though the reply is lost
+		// The model ran: the Meter charged its tokens at the stream's end although the reply is lost.
 		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "the reply could not be stored, retry", err)
 	}
-	// Written before the answer, so an identical request that follows it is a HIT (a no-op for
-	// tenants without a cache).
-	s.cacheReply(context.WithoutCancel(ctx), ex.call, ex.stream.Model(), ex.reply.String()) // cache.go
 	h := c.Response().Header()
+	if cs := gateway.CacheStatus(ex.stream); cs != "" {
+		h.Set("x-cache", cs)
+	}
 	h.Set("x-model-id", ex.stream.Model())
 	h.Set("x-tokens-in", strconv.Itoa(u.TokensIn))
 	h.Set("x-tokens-out", strconv.Itoa(u.TokensOut))
 	h.Set("x-tokens-total", strconv.Itoa(u.TokensIn+u.TokensOut))
 	h.Set("x-ai-latency-ms", strconv.FormatInt(latency.Milliseconds(), 10))
-	later := s.settleLater()
-	err := okFlushed(c, http.StatusOK, map[string]any{
+	s.sessionStored(ctx, ex) // usage.go: in the background, off the client's path
+	return okFlushed(c, http.StatusOK, map[string]any{
 		"status": "accepted", "sessionId": ex.sessionID, "stream": false, "message": ex.reply.String(),
 	})
-	// The reply is already durable; settling the call is off the client's path: budget commit,
-	// ledger and session events are several JetStream round trips. Budgets stay exact because the
-	// reservation holds the tokens until this commit.
-	settle := context.WithoutCancel(ctx)
-	later(func() {
-		s.countUsage(ex, u, "ok")
-		s.sessionStored(settle, ex.call) // usage.go
-	})
-	return err
 }
 
 func (s *Server) streamChat(c echo.Context, ex *exchange) error {
@@ -309,10 +261,8 @@ func (s *Server) streamChat(c echo.Context, ex *exchange) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				// The client left: the model call is cancelled by ctx, nothing is stored.
-				s.countUsage(ex, ex.stream.Usage(), "cancelled")
 				return nil
 			}
-			s.countUsage(ex, ex.stream.Usage(), "error")
 			s.log.Warn().Err(err).Str("traceId", traceID(c)).Str("tenantId", t.TenantID).Msg("model stream failed")
 			w.error(CodeAIError, modelErrorMessage(ex.stream.Model(), err))
 			w.done(ex.stream.Model(), ex.stream.Usage(), s.now().Sub(ex.started))
@@ -320,8 +270,7 @@ func (s *Server) streamChat(c echo.Context, ex *exchange) error {
 		}
 		ex.reply.WriteString(tok)
 		if werr := w.token(tok); werr != nil {
-			s.countUsage(ex, ex.stream.Usage(), "cancelled")
-			return nil // write failed: the client is gone; ctx cancellation stops the model
+			return nil // write failed: the client is gone; Close ends the call as cancelled
 		}
 	}
 	u := ex.stream.Usage()
@@ -330,32 +279,11 @@ func (s *Server) streamChat(c echo.Context, ex *exchange) error {
 		s.log.Error().Err(stored).Str("traceId", traceID(c)).Str("tenantId", t.TenantID).Msg("store chat reply")
 		w.error(CodeUnavailable, "the reply could not be stored")
 	}
-	later := s.settleLater()
+	if stored == nil {
+		s.sessionStored(ctx, ex) // usage.go
+	}
 	w.done(ex.stream.Model(), u, s.now().Sub(ex.started))
-	// Settled after done reached the client, as in jsonChat.
-	settle := context.WithoutCancel(ctx)
-	later(func() {
-		s.countUsage(ex, u, "ok")
-		if stored == nil {
-			s.sessionStored(settle, ex.call) // usage.go
-		}
-	})
 	return nil
-}
-
-// modelErrorMessage is client-safe: it names the model and the kind of failure, not internals.
-func modelErrorMessage(model string, err error) string {
-	if errors.Is(err, gateway.ErrModelNotServed) {
-		return fmt.Sprintf("model %q is not served by any configured provider", model)
-	}
-	var ue *gateway.UpstreamError
-	if errors.As(err, &ue) {
-		return fmt.Sprintf("model %q failed upstream (status %d)", ue.Model, ue.Status)
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Sprintf("model %q timed out", model)
-	}
-	return fmt.Sprintf("model %q failed", model)
 }
 
 type historyMessage struct {
@@ -367,7 +295,7 @@ type historyMessage struct {
 
 func sessionParam(c echo.Context) (string, error) {
 	id := c.Param("sessionId")
-	if !sessionIDPattern.MatchString(id) {
+	if !config.ValidSessionID(id) {
 		return "", errInvalidRequest("sessionId: must match [A-Za-z0-9_-]{1,128}")
 	}
 	state(c).sessionID = id

@@ -965,9 +965,9 @@ func chatTenants() []string {
 // and stops gracefully in ~2 s, so they share it); every subtest uses its own tenant or sessions.
 // Tests that start a cluster member never run in parallel: protoactor's remote.Start sets grpc's
 // global logger, which races with a running member's grpc server (seen under -race).
+// TestChat runs each case on its own server and upstream, so no case depends on what another left
+// behind (rate-limit windows, sessions, upstream call counts) and they pass in any order.
 func TestChat(t *testing.T) {
-	up := newFakeUpstream(t)
-	ts := newTestServer(t, testServerOpts{models: routerFor(up), tenants: chatTenants()})
 	for _, tt := range []struct {
 		name string
 		run  func(*testing.T, *testServer, *fakeUpstream)
@@ -984,7 +984,11 @@ func TestChat(t *testing.T) {
 		{"model selection", testModelSelection},
 		{"local/extractive is honest", testLocalExtractiveIsHonest},
 	} {
-		t.Run(tt.name, func(t *testing.T) { tt.run(t, ts, up) })
+		t.Run(tt.name, func(t *testing.T) {
+			up := newFakeUpstream(t)
+			ts := newTestServer(t, testServerOpts{models: routerFor(up), tenants: chatTenants()})
+			tt.run(t, ts, up)
+		})
 	}
 }
 

@@ -184,6 +184,9 @@ func (ct *chatTools) execute(ctx context.Context, round int, call gateway.ToolCa
 	return frame, toolTurn{Success: frame.Success, Data: frame.Data, Error: frame.Error}
 }
 
+// offersTools reports whether the model is offered tools (such a reply is never cached).
+func (ct *chatTools) offersTools() bool { return ct != nil && len(ct.specs) > 0 }
+
 // messages is the prelude placed before the history: the explicit tool's result.
 func (ct *chatTools) messages() []gateway.Message {
 	if ct == nil {

@@ -6,20 +6,14 @@ import (
 	"strconv"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/crispy-enigma/crispy/wire"
 )
 
-// envelope is CONTRACT.md's JSON shape for every JSON response.
-type envelope struct {
-	OK      bool       `json:"ok"`
-	Data    any        `json:"data,omitempty"`
-	Error   *errorBody `json:"error,omitempty"`
-	TraceID string     `json:"traceId"`
-}
+// envelope is the JSON shape of every JSON response (wire.Envelope).
+type envelope = wire.Envelope
 
-type errorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
+type errorBody = wire.ErrorBody
 
 // ok writes a success envelope.
 func ok(c echo.Context, status int, data any) error {

@@ -6,28 +6,30 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/crispy-enigma/crispy/wire"
 )
 
 // Error codes of CONTRACT.md. They are part of the wire contract: never rename one.
 const (
-	CodeNotFound         = "not_found"
-	CodeMethodNotAllowed = "method_not_allowed"
-	CodeInternal         = "internal_error"
-	CodeTenantRequired   = "tenant_required"
-	CodeTenantUnknown    = "tenant_unknown"
-	CodeUnauthorized     = "unauthorized"
-	CodeForbidden        = "forbidden"
-	CodePayloadTooLarge  = "payload_too_large"
-	CodeInvalidJSON      = "invalid_json"
-	CodeInvalidRequest   = "invalid_request"
-	CodeRateLimited      = "rate_limited"
-	CodeBudgetExceeded   = "budget_exceeded"
-	CodeModelNotAllowed  = "model_not_allowed"
-	CodeAIError          = "ai_error"
-	CodeToolError        = "tool_error"
-	CodeTTSNotEnabled    = "tts_not_enabled"
-	CodeTTSError         = "tts_error"
-	CodeUnavailable      = "unavailable"
+	CodeNotFound         = wire.CodeNotFound
+	CodeMethodNotAllowed = wire.CodeMethodNotAllowed
+	CodeInternal         = wire.CodeInternal
+	CodeTenantRequired   = wire.CodeTenantRequired
+	CodeTenantUnknown    = wire.CodeTenantUnknown
+	CodeUnauthorized     = wire.CodeUnauthorized
+	CodeForbidden        = wire.CodeForbidden
+	CodePayloadTooLarge  = wire.CodePayloadTooLarge
+	CodeInvalidJSON      = wire.CodeInvalidJSON
+	CodeInvalidRequest   = wire.CodeInvalidRequest
+	CodeRateLimited      = wire.CodeRateLimited
+	CodeBudgetExceeded   = wire.CodeBudgetExceeded
+	CodeModelNotAllowed  = wire.CodeModelNotAllowed
+	CodeAIError          = wire.CodeAIError
+	CodeToolError        = wire.CodeToolError
+	CodeTTSNotEnabled    = wire.CodeTTSNotEnabled
+	CodeTTSError         = wire.CodeTTSError
+	CodeUnavailable      = wire.CodeUnavailable
 )
 
 // Error is the one error type handlers return. It carries the HTTP status, the CONTRACT.md code,

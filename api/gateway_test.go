@@ -19,6 +19,7 @@ import (
 
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/metering"
 	"github.com/crispy-enigma/crispy/observe"
 	"github.com/crispy-enigma/crispy/store"
 )
@@ -55,12 +56,15 @@ func newGatewayServer(t testing.TB, models gateway.RouterOptions, tenants ...str
 	env := config.DefaultEnv()
 	env.NodeName, env.Environment, env.MaxRequestBodySize = "test", "test", 4096
 	metrics := observe.NewMetrics()
+	mt := metering.New(metering.Options{
+		Env: env, Limiter: grains, Budget: grains, Cache: cache, Ledger: ledger, Metrics: metrics, Logger: zerolog.Nop(),
+	})
+	models.Meter = mt
 	srv, err := New(Deps{
 		Env: env, Tenants: testTenants(t, tenants...), Logger: zerolog.Nop(), Metrics: metrics, Version: "test",
-		Chat: &ChatDeps{
-			Sessions: grains, Limiter: grains, Models: gateway.NewRouter(models), Budget: grains, Cache: cache,
-		},
-		Ledger: ledger, Usage: dbs,
+		Meter: mt,
+		Chat:  &ChatDeps{Sessions: grains, Models: gateway.NewRouter(models)},
+		Usage: dbs,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +72,7 @@ func newGatewayServer(t testing.TB, models gateway.RouterOptions, tenants ...str
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return &gatewayServer{
-		testServer: &testServer{Server: srv, URL: hs.URL, http: hs, grains: grains, metrics: metrics},
+		testServer: &testServer{Server: srv, URL: hs.URL, http: hs, grains: grains, metrics: metrics, mt: mt},
 		dbs:        dbs,
 	}
 }
@@ -170,7 +174,7 @@ func TestChatBudgetExactUnderConcurrency(t *testing.T) {
 	if n := model.calls.Load(); n != 100 {
 		t.Fatalf("model called %d times, want 100: a rejected request must not reach the model", n)
 	}
-	gs.settling.wg.Wait() // budget commits run after the responses
+	waitSettled(t, gs.mt) // budget commits run after the responses
 	st, err := gs.grains.BudgetStatus(context.Background(), "budgeted")
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +194,7 @@ func TestChatBudgetChargesActualTokens(t *testing.T) {
 		chatTenant("unmetered", "fake/instant"))
 	used := func() int64 {
 		t.Helper()
-		gs.settling.wg.Wait() // budget commits run after the responses
+		waitSettled(t, gs.mt) // budget commits run after the responses
 		st, err := gs.grains.BudgetStatus(context.Background(), "metered")
 		if err != nil {
 			t.Fatal(err)
@@ -282,33 +286,6 @@ func TestChatResponseCache(t *testing.T) {
 	sresp, _ := gs.streamChat(t, `{"message":"what is  up","sessionId":"s9"}`, "x-tenant-id: cache-a")
 	if sresp.Header.Get("x-cache") != "" {
 		t.Fatalf("streamed request: x-cache %q, want none", sresp.Header.Get("x-cache"))
-	}
-}
-
-func TestCacheKey(t *testing.T) {
-	msgs := []gateway.Message{{Role: "user", Content: "hello world"}}
-	base := cacheKey("acme", "m", 0, "", msgs)
-	tests := []struct {
-		name string
-		key  string
-		same bool
-	}{
-		{"whitespace-normalized", cacheKey("acme", "m", 0, "", []gateway.Message{{Role: "user", Content: " hello\n\tworld "}}), true},
-		{"other tenant", cacheKey("acme2", "m", 0, "", msgs), false},
-		{"other model", cacheKey("acme", "m2", 0, "", msgs), false},
-		{"other maxTokens", cacheKey("acme", "m", 10, "", msgs), false},
-		{"other system", cacheKey("acme", "m", 0, "be brief", msgs), false},
-		{"other role", cacheKey("acme", "m", 0, "", []gateway.Message{{Role: "assistant", Content: "hello world"}}), false},
-		// Length prefixes: moving text between fields never yields the same material.
-		{"field boundary", cacheKey("acme", "m", 0, "", []gateway.Message{{Role: "user", Content: "hello"}, {Role: "user", Content: "world"}}), false},
-	}
-	for _, tt := range tests {
-		if (tt.key == base) != tt.same {
-			t.Errorf("%s: key equal = %v, want %v", tt.name, tt.key == base, tt.same)
-		}
-		if err := store.ValidateKey(tt.key); err != nil || !strings.HasPrefix(tt.key, "chat.") {
-			t.Errorf("%s: key %q is not a valid chat.<sha256> KV key: %v", tt.name, tt.key, err)
-		}
 	}
 }
 

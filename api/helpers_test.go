@@ -16,6 +16,7 @@ import (
 	"github.com/crispy-enigma/crispy/actors"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/metering"
 	"github.com/crispy-enigma/crispy/observe"
 	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/test/fixture"
@@ -82,6 +83,7 @@ type testServer struct {
 	js      jetstream.JetStream // the NATS server the grains (and RAG, when set) run on
 	metrics *observe.Metrics
 	rag     *testRAG // set when testServerOpts.rag is
+	mt      *metering.Meter
 }
 
 // newTestServer runs the API over real parts: an embedded NATS server with JetStream in a temp
@@ -101,11 +103,18 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 		Components: []Component{{Name: "nats", Check: func(context.Context) (string, error) { return "ok", nil }}},
 	}
 	ts := &testServer{metrics: deps.Metrics}
-	if !o.noChat {
+	mo := metering.Options{Env: env, Metrics: deps.Metrics, Logger: zerolog.Nop(), Now: o.now}
+	if !o.noChat || o.rag != nil {
 		ts.grains, ts.js = startGrains(t)
 		ts.grains = ts.grains.WithTracer(o.tracing.Tracer("github.com/crispy-enigma/crispy/actors"))
+		mo.Limiter = ts.grains
+	}
+	ts.mt = metering.New(mo)
+	deps.Meter = ts.mt
+	o.models.Meter = ts.mt
+	if !o.noChat {
 		o.models.Tracer = o.tracing.Tracer("github.com/crispy-enigma/crispy/gateway")
-		deps.Chat = &ChatDeps{Sessions: ts.grains, Limiter: ts.grains, Models: gateway.NewRouter(o.models)}
+		deps.Chat = &ChatDeps{Sessions: ts.grains, Models: gateway.NewRouter(o.models)}
 	}
 	if o.idempotency {
 		kv, err := store.OpenTenantKV(t.Context(), ts.js, store.BucketCache, store.KVOptions{AllowTTL: true})
@@ -167,4 +176,14 @@ func (ts *testServer) do(t testing.TB, method, path, body string, headers ...str
 		t.Fatal(err)
 	}
 	return resp, b
+}
+
+// waitSettled waits for the Meter's background work (budget commits, ledger events) to finish.
+func waitSettled(t testing.TB, mt *metering.Meter) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := mt.Wait(ctx); err != nil {
+		t.Fatalf("settle work did not finish: %v", err)
+	}
 }

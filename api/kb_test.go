@@ -7,14 +7,12 @@ import (
 	"testing"
 )
 
-// The tools' knowledge base goes through the API's own ingest path (catalogue, search cache) and
-// keeps tenants apart: what ingest_docs lands for one tenant, kb_search of another never finds.
+// The tools' view of the documents is the retrieval service the routes use (catalogue, search
+// cache) and keeps tenants apart: what ingest_docs lands for one tenant, kb_search of another never
+// finds.
 func TestKnowledgeBaseForTools(t *testing.T) {
 	ts := newTestServer(t, testServerOpts{rag: &testRAGOpts{}})
-	kb := ts.KnowledgeBase()
-	if kb == nil {
-		t.Fatal("KnowledgeBase is nil with RAG configured")
-	}
+	kb := ts.rag.service
 	ctx := context.Background()
 	n, err := kb.IngestText(ctx, "open", "kites", "Box kites fly best in steady wind. Delta kites are easy to launch.")
 	if err != nil || n != 1 {

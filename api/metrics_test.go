@@ -17,7 +17,9 @@ import (
 
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/metering"
 	"github.com/crispy-enigma/crispy/observe"
+	"github.com/crispy-enigma/crispy/rag"
 	"github.com/crispy-enigma/crispy/rag/embedded"
 	"github.com/crispy-enigma/crispy/store"
 )
@@ -68,14 +70,24 @@ func newMetricsServer(t *testing.T) *metricsServer {
 
 	env := config.DefaultEnv()
 	env.NodeName, env.Environment, env.MaxRequestBodySize = "test", "test", 4096
+	metrics := observe.NewMetrics()
+	now := func() time.Time { return metricsNow }
+	mt := metering.New(metering.Options{Env: env, Limiter: grains, Ledger: ledger, Metrics: metrics, Logger: zerolog.Nop(), Now: now})
 	router := gateway.NewRouter(gateway.RouterOptions{
-		Local: map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(NewRetriever(vs, emb, nil))},
+		Local: map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(rag.NewRetriever(vs, emb, nil))},
+		Meter: mt,
 	})
+	ix := testTenants(t, tenantJSON("other", `, "public": true`), tenantJSON("quiet", `, "public": true`))
+	svc, err := rag.NewService(rag.ServiceOptions{Store: vs, Embedder: emb, Catalog: dbs, Tenants: config.NewLive(ix), Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := New(Deps{
-		Env: env, Tenants: testTenants(t, tenantJSON("other", `, "public": true`), tenantJSON("quiet", `, "public": true`)), Logger: zerolog.Nop(), Metrics: observe.NewMetrics(), Version: "test",
-		Now:    func() time.Time { return metricsNow },
-		RAG:    &RAGDeps{Store: vs, Embedder: emb, Limiter: grains, Catalog: dbs, Cache: cache},
-		Ledger: ledger, Usage: dbs,
+		Env: env, Tenants: ix, Logger: zerolog.Nop(), Metrics: metrics, Version: "test",
+		Now:           now,
+		Meter:         mt,
+		RAG:           &RAGDeps{Service: svc},
+		Usage:         dbs,
 		TenantMetrics: &TenantMetricsDeps{Reader: dbs, Alerts: cfgKV, Prices: router},
 	})
 	if err != nil {
@@ -215,13 +227,13 @@ func TestMetricsSearchCacheRecordsChecks(t *testing.T) {
 		}
 	}
 	ms.waitEvents(t, "open", 3)
-	var d searchCacheSummary
+	var d store.SearchCacheSummary
 	ms.get(t, "/metrics/search-cache", "open", &d)
 	if d.Hits != 2 || d.Misses != 1 || d.TotalChecks != 3 || d.TotalSearches != 3 || d.Errors != 0 ||
 		math.Abs(d.HitRate-2.0/3) > 1e-9 || d.AvgLatencyMs < 0 {
 		t.Errorf("search-cache = %+v, want 2 hits, 1 miss, 3 checks, hit rate 2/3", d)
 	}
-	var other searchCacheSummary
+	var other store.SearchCacheSummary
 	ms.get(t, "/metrics/search-cache", "other", &other)
 	if other.TotalChecks != 0 || other.HitRate != 0 {
 		t.Errorf("another tenant sees %+v", other)
@@ -261,25 +273,25 @@ func TestMetricsFromLedger(t *testing.T) {
 	ms.waitEvents(t, "other", 1)
 
 	t.Run("cost", func(t *testing.T) {
-		var d costSummary
+		var d store.CostSummary
 		ms.get(t, "/metrics/cost", "open", &d)
 		// fake/chat is not in the routing table: CONTRACT.md's default 0.0002 in and out. The built-in
 		// extractive model is priced by the router: free.
 		p := gateway.DefaultPricePer1K
-		wantChat := modelCost{Requests: 22, TokensIn: 20010, TokensOut: 10000, TotalTokens: 30010,
+		wantChat := store.ModelCost{Requests: 22, TokensIn: 20010, TokensOut: 10000, TotalTokens: 30010,
 			Cost: 20010.0/1000*p + 10000.0/1000*p, PricePer1KIn: p, PricePer1KOut: p}
-		wantLocal := modelCost{Requests: 1, TokensIn: 40, TokensOut: 60, TotalTokens: 100}
-		want := costSummary{TotalCost: wantChat.Cost, TotalTokens: 30110, TotalRequests: 23,
-			ByModel: map[string]modelCost{"fake/chat": wantChat, gateway.ExtractiveModelID: wantLocal}}
+		wantLocal := store.ModelCost{Requests: 1, TokensIn: 40, TokensOut: 60, TotalTokens: 100}
+		want := store.CostSummary{TotalCost: wantChat.Cost, TotalTokens: 30110, TotalRequests: 23,
+			ByModel: map[string]store.ModelCost{"fake/chat": wantChat, gateway.ExtractiveModelID: wantLocal}}
 		if diff := cmp.Diff(want, d, cmp.Comparer(func(a, b float64) bool { return math.Abs(a-b) < 1e-12 })); diff != "" {
 			t.Errorf("cost (-want +got):\n%s", diff)
 		}
-		var week costSummary
+		var week store.CostSummary
 		ms.get(t, "/metrics/cost?period=7d", "open", &week)
 		if week.TotalTokens != 30110+1e6 {
 			t.Errorf("7d totalTokens = %d, want the older call included", week.TotalTokens)
 		}
-		var hour costSummary
+		var hour store.CostSummary
 		ms.get(t, "/metrics/cost?period=1h", "other", &hour)
 		if hour.TotalRequests != 1 || hour.TotalTokens != 5 {
 			t.Errorf("other tenant cost = %+v, want only its own call", hour)
@@ -287,11 +299,11 @@ func TestMetricsFromLedger(t *testing.T) {
 	})
 
 	t.Run("tools", func(t *testing.T) {
-		var d toolsSummary
+		var d store.ToolsSummary
 		ms.get(t, "/metrics/tools/execution", "open", &d)
-		want := toolsSummary{
+		want := store.ToolsSummary{
 			TotalExecutions: 4, SuccessCount: 2, ErrorCount: 2, ErrorRate: 0.5, AvgDurationMs: 9,
-			ByTool: map[string]toolSummary{
+			ByTool: map[string]store.ToolSummary{
 				"calculate": {Executions: 2, SuccessCount: 2, AvgDurationMs: 3},
 				"summarize": {Executions: 1, ErrorCount: 1, AvgDurationMs: 30},
 				"unknown":   {Executions: 1, ErrorCount: 1},
@@ -303,7 +315,7 @@ func TestMetricsFromLedger(t *testing.T) {
 	})
 
 	t.Run("slis", func(t *testing.T) {
-		var d sliSummary
+		var d store.SLISummary
 		ms.get(t, "/metrics/slis", "open", &d)
 		// 21 answered (20 × 10..200 ms and one 1 ms), 1 failed, 1 cancelled (not counted against us).
 		if d.ModelCalls.Total != 23 || d.ModelCalls.OK != 21 || d.ModelCalls.Errors != 1 || d.ModelCalls.Cancelled != 1 {
@@ -316,7 +328,7 @@ func TestMetricsFromLedger(t *testing.T) {
 		if d.LatencyMs.P50 != 100 || d.LatencyMs.P95 != 190 || d.LatencyMs.P99 != 200 {
 			t.Errorf("latency = %+v, want p50 100, p95 190, p99 200", d.LatencyMs)
 		}
-		var empty sliSummary
+		var empty store.SLISummary
 		ms.get(t, "/metrics/slis", "quiet", &empty)
 		if empty.Availability != 1 || empty.ErrorRate != 0 || empty.ModelCalls.Total != 0 {
 			t.Errorf("no calls: %+v, want availability 1, error rate 0", empty)
@@ -332,7 +344,7 @@ func TestMetricsFromLedger(t *testing.T) {
 			Tools struct {
 				TotalExecutions int64 `json:"totalExecutions"`
 			} `json:"tools"`
-			SLIs      sliSummary `json:"slis"`
+			SLIs      store.SLISummary `json:"slis"`
 			Anomalies struct {
 				Count int `json:"count"`
 			} `json:"anomalies"`
@@ -368,63 +380,25 @@ func TestMetricsAnomalies(t *testing.T) {
 	ms.waitEvents(t, "open", len(evs))
 
 	var d struct {
-		Hours     int       `json:"hours"`
-		Metrics   []string  `json:"metrics"`
-		Anomalous []string  `json:"anomalousMetrics"`
-		Anomalies []Anomaly `json:"anomalies"`
+		Hours     int             `json:"hours"`
+		Metrics   []string        `json:"metrics"`
+		Anomalous []string        `json:"anomalousMetrics"`
+		Anomalies []store.Anomaly `json:"anomalies"`
 	}
 	ms.get(t, "/metrics/anomalies?period=1h", "open", &d)
 	if diff := cmp.Diff([]string{"model.requests", "model.tokens", "cost.total_usd"}, d.Anomalous); diff != "" {
 		t.Errorf("anomalous metrics (-want +got):\n%s\n%+v", diff, d.Anomalies)
 	}
 	for _, a := range d.Anomalies {
-		if !a.Hour.Equal(hour) || a.Direction != "high" || a.History != anomalyHistory {
-			t.Errorf("anomaly %+v, want the current hour, high, against %d hours", a, anomalyHistory)
+		if !a.Hour.Equal(hour) || a.Direction != "high" || a.History != store.AnomalyHistory {
+			t.Errorf("anomaly %+v, want the current hour, high, against %d hours", a, store.AnomalyHistory)
 		}
 		if a.Metric == "model.requests" && (a.Value != 40 || a.Mean != 2 || a.StdDev != 0) {
 			t.Errorf("model.requests anomaly %+v, want value 40 over mean 2, σ 0", a)
 		}
 	}
-	if len(d.Metrics) != len(anomalySeries) || d.Hours != 2 {
+	if len(d.Metrics) != 9 /* the series store checks */ || d.Hours != 2 {
 		t.Errorf("metrics %v, hours %d: want every series and 2 hours (12:00 partial and 11:00)", d.Metrics, d.Hours)
-	}
-}
-
-// TestOutlier is the 3σ rule itself (CONTRACT.md: beyond mean ± 3σ of ≥ 5 history points).
-func TestOutlier(t *testing.T) {
-	noisy := []float64{10, 12, 8, 11, 9, 10} // mean 10, σ ≈ 1.29
-	cases := []struct {
-		name    string
-		v       float64
-		history []float64
-		want    string
-	}{
-		{"four points are not enough history", 100, []float64{1, 1, 1, 1}, ""},
-		{"five points are", 100, []float64{1, 1, 1, 1, 1}, "high"},
-		{"inside the band", 13.5, noisy, ""},
-		{"above mean+3σ", 14, noisy, "high"},
-		{"below mean−3σ", 6, noisy, "low"},
-		{"flat history, same value", 3, []float64{3, 3, 3, 3, 3}, ""},
-		{"flat history, any other value is beyond the band", 2, []float64{3, 3, 3, 3, 3}, "low"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			dir, _, _, _ := outlier(tc.v, tc.history)
-			if dir != tc.want {
-				t.Errorf("outlier(%v, %v) = %q, want %q", tc.v, tc.history, dir, tc.want)
-			}
-		})
-	}
-	// The partial current hour is never "low": it is still filling up.
-	b := make([]store.HourBucket, 10)
-	for i := range b[:9] {
-		b[i].ModelCalls = 5
-	}
-	if got := findAnomalies(b, 9, true); len(got) != 0 {
-		t.Errorf("partial hour with fewer calls flagged: %+v", got)
-	}
-	if got := findAnomalies(b, 9, false); len(got) == 0 {
-		t.Error("a complete hour with no calls after 5 an hour is not flagged")
 	}
 }
 
@@ -452,13 +426,13 @@ func TestMetricsAlerts(t *testing.T) {
 	}
 
 	// Cost is 10k tokens × 0.0002/1K = 0.002 USD: above 0.001 fires, below 1 does not.
-	post := func(body string) evaluatedRule {
+	post := func(body string) store.EvaluatedRule {
 		t.Helper()
 		resp, b := ms.do(t, "POST", "/metrics/alerts", body, "open")
 		if resp.StatusCode != 201 {
 			t.Fatalf("POST %s: %d %s", body, resp.StatusCode, b)
 		}
-		var r evaluatedRule
+		var r store.EvaluatedRule
 		if err := json.Unmarshal(decodeEnvelope(t, resp, b).Data, &r); err != nil {
 			t.Fatal(err)
 		}
@@ -475,8 +449,8 @@ func TestMetricsAlerts(t *testing.T) {
 	}
 
 	var list struct {
-		Rules  []evaluatedRule `json:"rules"`
-		Firing int             `json:"firing"`
+		Rules  []store.EvaluatedRule `json:"rules"`
+		Firing int                   `json:"firing"`
 	}
 	ms.get(t, "/metrics/alerts", "open", &list)
 	firing := map[string]bool{}
@@ -487,7 +461,7 @@ func TestMetricsAlerts(t *testing.T) {
 		t.Fatalf("GET /metrics/alerts firing by rule (-want +got):\n%s (firing count %d, want 1)", diff, list.Firing)
 	}
 	var other struct {
-		Rules []evaluatedRule `json:"rules"`
+		Rules []store.EvaluatedRule `json:"rules"`
 	}
 	ms.get(t, "/metrics/alerts", "other", &other)
 	if len(other.Rules) != 0 {

@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/rag"
 	"github.com/crispy-enigma/crispy/rag/embedded"
 	"github.com/crispy-enigma/crispy/store"
+	"github.com/crispy-enigma/crispy/wire"
 )
 
 // testRAGOpts tune the RAG wiring of a test server.
@@ -27,9 +29,10 @@ type testRAGOpts struct {
 }
 
 type testRAG struct {
-	store *embedded.Store
-	jobs  *IngestJobs
-	up    *fakeUpstream // the model upstream of TestRAG, to count rewrite calls
+	store   *embedded.Store
+	jobs    *store.JobQueue
+	service *rag.Service
+	up      *fakeUpstream // the model upstream of TestRAG, to count rewrite calls
 }
 
 // newTestRAG wires RAG over real parts: an embedded vector store and tenant databases in a temp
@@ -37,9 +40,6 @@ type testRAG struct {
 // the rate-limiter grain, and local/extractive answering chat from the same store.
 func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *testRAG {
 	t.Helper()
-	if ts.grains == nil {
-		ts.grains, ts.js = startGrains(t)
-	}
 	js := ts.js
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -51,7 +51,7 @@ func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *tes
 	if err != nil {
 		t.Fatal(err)
 	}
-	jobs, err := OpenIngestJobs(ctx, js, IngestJobsOptions{})
+	jobs, err := store.OpenJobQueue(ctx, js, store.JobQueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,22 +66,25 @@ func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *tes
 	t.Cleanup(func() { _ = dbs.Close() })
 
 	models := o.models
-	models.Local = map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(NewRetriever(vs, emb, nil))}
+	models.Local = map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(rag.NewRetriever(vs, emb, nil))}
 	router := gateway.NewRouter(models)
 	if deps.Chat != nil {
 		deps.Chat.Models = router
 	}
-	deps.RAG = &RAGDeps{
-		Store: vs, Embedder: emb, Limiter: ts.grains, Catalog: dbs, Ledger: ledger, Cache: cache,
-		Models: router, Jobs: jobs, JobMinDocs: o.rag.jobMinDocs, MaxUploadSize: o.rag.maxUpload,
-		RewriteTimeout: 300 * time.Millisecond,
+	svc, err := rag.NewService(rag.ServiceOptions{
+		Store: vs, Embedder: emb, Catalog: dbs, Tenants: config.NewLive(deps.Tenants), Ledger: ledger, Cache: cache,
+		Models: router, Select: ts.mt, Jobs: jobs, JobMinDocs: o.rag.jobMinDocs, RewriteTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return &testRAG{store: vs, jobs: jobs}
+	deps.RAG = &RAGDeps{Service: svc, MaxUploadSize: o.rag.maxUpload}
+	return &testRAG{store: vs, jobs: jobs, service: svc}
 }
 
-func (r *testRAG) start(t testing.TB, srv *Server) {
+func (r *testRAG) start(t testing.TB, _ *Server) {
 	t.Helper()
-	stop, err := srv.StartIngestWorker(context.Background())
+	stop, err := r.service.StartWorker(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,10 +242,10 @@ func testIngestOriginal(t *testing.T, ts *testServer) {
 }
 
 type batchData struct {
-	Status    string             `json:"status"`
-	Results   []IngestItemResult `json:"results"`
-	Succeeded int                `json:"succeeded"`
-	Failed    int                `json:"failed"`
+	Status    string                  `json:"status"`
+	Results   []wire.IngestItemResult `json:"results"`
+	Succeeded int                     `json:"succeeded"`
+	Failed    int                     `json:"failed"`
 }
 
 // Ours: a batch with per-document results; an unsupported or corrupt document fails with an error
@@ -678,11 +681,11 @@ func testIngestJob(t *testing.T, ts *testServer) {
 		Total  int    `json:"total"`
 	}
 	ts.ragJSON(t, "POST", "/ingest", `{"documents":[`+strings.Join(docs, ",")+`]}`, 202, &acc, h...)
-	if acc.JobID == "" || acc.Status != JobQueued || acc.Total != 7 {
+	if acc.JobID == "" || acc.Status != wire.JobQueued || acc.Total != 7 {
 		t.Fatalf("accepted = %+v", acc)
 	}
 	st := ts.waitJob(t, h, acc.JobID)
-	if st.Status != JobDone || st.Total != 7 || st.Done != 7 || st.Succeeded != 6 || st.Failed != 1 || len(st.Results) != 7 {
+	if st.Status != wire.JobDone || st.Total != 7 || st.Done != 7 || st.Succeeded != 6 || st.Failed != 1 || len(st.Results) != 7 {
 		t.Fatalf("job = %+v", st)
 	}
 	if r := st.Results[6]; r.DocID != "job-bad" || r.Status != "failed" || !strings.Contains(r.Error.Message, "image/gif") {
@@ -701,15 +704,15 @@ func testIngestJob(t *testing.T, ts *testServer) {
 
 // waitJob polls the job until it finishes. The bound is generous (the job takes milliseconds); it
 // only keeps a broken worker from hanging the test.
-func (ts *testServer) waitJob(t *testing.T, headers []string, id string) JobStatus {
+func (ts *testServer) waitJob(t *testing.T, headers []string, id string) wire.JobStatus {
 	t.Helper()
-	var st JobStatus
+	var st wire.JobStatus
 	for range 1000 {
 		ts.ragJSON(t, "GET", "/ingest/jobs/"+id, "", 200, &st, headers...)
 		if st.Done > st.Total || st.Failed > st.Done {
 			t.Fatalf("inconsistent progress %+v", st)
 		}
-		if st.Status == JobDone || st.Status == JobFailed {
+		if st.Status == wire.JobDone || st.Status == wire.JobFailed {
 			return st
 		}
 		time.Sleep(20 * time.Millisecond)

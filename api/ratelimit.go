@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"math"
 	"net/http"
 	"strconv"
@@ -11,13 +10,8 @@ import (
 
 	"github.com/crispy-enigma/crispy/actors"
 	"github.com/crispy-enigma/crispy/config"
-	"github.com/crispy-enigma/crispy/store"
+	"github.com/crispy-enigma/crispy/metering"
 )
-
-// RateLimiter decides whether a tenant's user may make one more request (the RateLimiter grain).
-type RateLimiter interface {
-	Allow(ctx context.Context, tenantID, userID string, lim actors.RateLimit) (actors.RateDecision, error)
-}
 
 // rateLimitUser picks the rate-limit identity of CONTRACT.md: body userId, else x-user-id, else
 // the API key's ID, else the client IP.
@@ -34,23 +28,20 @@ func rateLimitUser(c echo.Context, bodyUser string) string {
 	return "ip:" + clientIP(c.Request())
 }
 
-const maxUserIDLen = 256
+const maxUserIDLen = config.MaxUserIDLen
 
 // checkRateLimit asks the tenant's RateLimiter grain, sets the rate-limit headers (on every
 // answer, allowed or not) and returns 429 rate_limited when denied.
-func (s *Server) checkRateLimit(c echo.Context, lim RateLimiter, bodyUser string) error {
+func (s *Server) checkRateLimit(c echo.Context, bodyUser string) error {
 	t := tenantOf(c)
-	rl := t.RateLimit
-	d, err := lim.Allow(c.Request().Context(), t.TenantID, rateLimitUser(c, bodyUser), actors.RateLimit{
-		PerMinute: rl.PerMinute, Burst: rl.Burst, WindowSec: rl.WindowSec, BurstWindowSec: rl.BurstWindowSec,
+	d, err := s.meter.Allow(c.Request().Context(), t, rateLimitUser(c, bodyUser), metering.Caller{
+		TraceID: traceID(c), SessionID: state(c).sessionID, Route: c.Path(), UserID: bodyUser,
 	})
 	if err != nil {
 		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "rate limiter unavailable, retry shortly", err)
 	}
 	setRateLimitHeaders(c.Response().Header(), t, d, s.now())
 	if !d.Allowed {
-		s.metrics.RateLimited.WithLabelValues(t.TenantID).Inc()
-		s.recordRejection(c, store.KindRateLimited, bodyUser, nil) // usage.go
 		return NewError(http.StatusTooManyRequests, CodeRateLimited, "rate limit exceeded, retry after the time in Retry-After")
 	}
 	return nil

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/observe"
+	"github.com/crispy-enigma/crispy/store"
 )
 
 // Component is a dependency whose state /health and /readyz report.
@@ -34,14 +34,15 @@ type Deps struct {
 	Components []Component
 	Now        func() time.Time
 
+	// Meter rate-limits requests and records their ledger events (metering.Meter); required with
+	// Chat, Tools, Speech or RAG. Model calls are metered by the Router it is wired into.
+	Meter Metering
+
 	Chat   *ChatDeps   // nil: chat routes answer 503 unavailable
 	Tools  *ToolsDeps  // nil: /schema/tools and /tools/execute are not registered; tool_name in /chat is refused
 	Speech *SpeechDeps // nil: /tts and /tts/voices are not registered
 	RAG    *RAGDeps    // nil: /ingest, /documents, /search and /ingest/jobs are not registered
 
-	// Ledger records usage, audit and session events (usage.go); nil records none. Pass a nil
-	// interface, not a typed nil pointer.
-	Ledger Ledger
 	// Usage backs GET /usage (usage.go); nil: the route is not registered.
 	Usage UsageReader
 	// TenantMetrics backs GET /metrics/* (metrics.go); nil: those routes are not registered.
@@ -70,16 +71,14 @@ type Server struct {
 	chat      *ChatDeps
 	tools     *ToolsDeps
 	speech    *SpeechDeps
-	rag       *ragService
+	rag       *RAGDeps
 	inflight  atomic.Int64 // requests being served, reported when shutdown runs out of time
 	compCache componentCache
-	settling  settler
-	ledger    Ledger             // usage.go
-	usage     UsageReader        // usage.go
-	tmetrics  *TenantMetricsDeps // metrics.go
-	idem      IdempotencyStore   // idempotency.go
-	tracer    observe.Tracer     // HTTP request spans
-	ragTracer observe.Tracer     // rag.Searcher spans
+	meter     Metering
+	usage     UsageReader      // usage.go
+	analytics *store.Analytics // metrics.go; nil: no /metrics/* routes
+	idem      IdempotencyStore // idempotency.go
+	tracer    observe.Tracer   // HTTP request spans
 }
 
 // New builds the server and its routes.
@@ -93,34 +92,35 @@ func New(d Deps) (*Server, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	if (d.Tools != nil && (d.Tools.Registry == nil || d.Tools.Limiter == nil)) ||
-		(d.Speech != nil && (d.Speech.Router == nil || d.Speech.Limiter == nil)) {
-		return nil, errors.New("api: Deps.Tools and Deps.Speech need both their service and a Limiter")
+	if (d.Tools != nil && d.Tools.Registry == nil) || (d.Speech != nil && d.Speech.Router == nil) {
+		return nil, errors.New("api: Deps.Tools and Deps.Speech need their service")
+	}
+	if d.Meter == nil && (d.Chat != nil || d.Tools != nil || d.Speech != nil || d.RAG != nil) {
+		return nil, errors.New("api: Deps.Meter is required with Chat, Tools, Speech or RAG (it rate-limits them)")
 	}
 	s := &Server{
 		env: d.Env, log: d.Logger, metrics: d.Metrics, version: d.Version, comps: d.Components,
 		now: d.Now, started: d.Now(), chat: d.Chat,
-		tracer:    d.Tracing.Tracer("github.com/crispy-enigma/crispy/api"),
-		ragTracer: d.Tracing.Tracer("github.com/crispy-enigma/crispy/rag"),
+		tracer: d.Tracing.Tracer("github.com/crispy-enigma/crispy/api"),
 	}
 	s.tools, s.speech, s.idem = d.Tools, d.Speech, d.Idempotency
-	s.ledger, s.usage = d.Ledger, d.Usage
+	s.meter, s.usage = d.Meter, d.Usage
 	if d.TenantMetrics != nil && d.TenantMetrics.Reader == nil {
 		return nil, errors.New("api: Deps.TenantMetrics needs a Reader")
 	}
-	s.tmetrics = d.TenantMetrics
+	if d.TenantMetrics != nil {
+		s.analytics = newAnalytics(d.TenantMetrics, d.Now)
+	}
 	s.tenants.Store(d.Tenants)
-	s.settling.sem = make(chan struct{}, maxSettling)
 	if d.RAG != nil {
-		r, err := newRAGService(d.RAG)
-		if err != nil {
-			return nil, err
+		if d.RAG.Service == nil {
+			return nil, errors.New("api: Deps.RAG needs the retrieval Service")
 		}
-		s.rag = r
-		if r.Models != nil && s.chat != nil {
-			// Query rewrites are model calls of the tenant's: budgeted and in the ledger like /chat's.
-			r.Models = meteredRewrite{meteredModels: meteredModels{s: s, models: r.Models}, describe: r.Models.Describe}
+		r := *d.RAG
+		if r.MaxUploadSize <= 0 {
+			r.MaxUploadSize = DefaultMaxUploadSize
 		}
+		s.rag = &r
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -153,7 +153,7 @@ func (s *Server) routes(e *echo.Echo) {
 	if s.usage != nil {
 		e.GET("/usage", s.getUsage) // usage.go
 	}
-	if s.tmetrics != nil {
+	if s.analytics != nil {
 		s.metricsRoutes(e) // metrics.go
 	}
 	if s.rag != nil {
@@ -182,58 +182,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.echo.Shutdown(ctx); err != nil {
 		return fmt.Errorf("api: shutdown with %d requests in flight: %w", s.inflight.Load(), err)
 	}
-	if err := s.settling.wait(ctx); err != nil {
-		return fmt.Errorf("api: shutdown before every model call was settled: %w", err)
+	if s.meter != nil {
+		if err := s.meter.Wait(ctx); err != nil {
+			return fmt.Errorf("api: shutdown before every model call was settled: %w", err)
+		}
 	}
 	return nil
-}
-
-// maxSettling bounds the settle work running after responses; past it the work runs inline, which
-// slows the handlers down instead of piling up goroutines.
-const maxSettling = 256
-
-// settler runs work that must happen after a response but need not delay it (budget commit,
-// ledger event, cache write), bounded, and lets shutdown wait for it.
-type settler struct {
-	sem chan struct{}
-	wg  sync.WaitGroup
-}
-
-// settleLater reserves a background slot and returns the function that runs the settle work in
-// it. Call it before the response is written, so that anyone who has seen the response and then
-// waits on the settler also waits for this work. Past maxSettling running jobs the work runs
-// inline.
-func (s *Server) settleLater() func(work func()) {
-	select {
-	case s.settling.sem <- struct{}{}:
-		s.settling.wg.Add(1)
-		return func(work func()) {
-			go func() {
-				defer func() {
-					<-s.settling.sem
-					s.settling.wg.Done()
-				}()
-				work()
-			}()
-		}
-	default:
-		return func(work func()) { work() }
-	}
-}
-
-// wait blocks until all background settle work is done or ctx ends.
-func (st *settler) wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		st.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // handleError writes every error envelope: handler errors, Echo's 404/405, and panics.

@@ -20,25 +20,9 @@ type ToolRunner interface {
 
 var _ ToolRunner = (*tools.Registry)(nil)
 
-// ToolsDeps are the tool routes' dependencies. Limiter is required: /tools/execute is rate limited
-// (CONTRACT.md "Rate limits", ours).
+// ToolsDeps are the tool routes' dependencies; /tools/execute is rate limited by Deps.Meter.
 type ToolsDeps struct {
 	Registry ToolRunner
-	Limiter  RateLimiter
-}
-
-// Auditor records tool executions (the ledger; CONTRACT.md: every execution is audited).
-type Auditor interface {
-	AuditTool(ctx context.Context, rec tools.AuditRecord)
-}
-
-// ToolAudit adapts an Auditor to the registry's audit hook: pass it to tools.NewRegistry. A nil Auditor
-// records nothing.
-func ToolAudit(a Auditor) tools.Option {
-	if a == nil {
-		return tools.WithAudit(nil)
-	}
-	return tools.WithAudit(a.AuditTool)
 }
 
 func (s *Server) toolRoutes(e *echo.Echo) {
@@ -86,7 +70,7 @@ func (s *Server) postToolExecute(c echo.Context) error {
 	case len(req.UserID) > maxUserIDLen:
 		return errInvalidRequest("user_id: must be at most %d characters", maxUserIDLen)
 	}
-	if err := s.checkRateLimit(c, s.tools.Limiter, req.UserID); err != nil {
+	if err := s.checkRateLimit(c, req.UserID); err != nil {
 		return err
 	}
 	res, terr := s.tools.Registry.Execute(c.Request().Context(), tools.ExecuteRequest{

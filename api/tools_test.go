@@ -16,6 +16,7 @@ import (
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/gateway/speech"
+	"github.com/crispy-enigma/crispy/metering"
 	"github.com/crispy-enigma/crispy/observe"
 	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/tools"
@@ -86,10 +87,14 @@ func newToolServer(t testing.TB, o toolServerOpts) *toolServer {
 	env := config.DefaultEnv()
 	env.NodeName, env.Environment, env.MaxRequestBodySize = "test", "test", 64<<10
 	grains, _ := startGrains(t)
+	ledger := &ledgerRecorder{}
+	metrics := observe.NewMetrics()
+	mt := metering.New(metering.Options{Env: env, Limiter: grains, Ledger: ledger, Metrics: metrics, Logger: zerolog.Nop()})
+	o.models.Meter = mt
 	router := gateway.NewRouter(o.models)
 	audit := &auditRecorder{}
-	reg := tools.NewRegistry(ToolAudit(audit))
-	if err := tools.RegisterBuiltins(reg, tools.Deps{Completer: NewModelCompleter(router, env)}); err != nil {
+	reg := tools.NewRegistry(tools.WithAudit(audit.AuditTool))
+	if err := tools.RegisterBuiltins(reg, tools.Deps{Completer: mt.Completer(router)}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tool := range []tools.Tool{
@@ -103,11 +108,11 @@ func newToolServer(t testing.TB, o toolServerOpts) *toolServer {
 		}
 	}
 	deps := Deps{
-		Env: env, Tenants: testTenants(t, o.tenants...), Logger: zerolog.Nop(), Metrics: observe.NewMetrics(), Version: "test",
-		Chat:   &ChatDeps{Sessions: grains, Limiter: grains, Models: router},
-		Tools:  &ToolsDeps{Registry: reg, Limiter: grains},
-		Speech: &SpeechDeps{Router: speech.NewRouter(speech.NewEspeak(speech.EspeakOptions{})), Limiter: grains},
-		Ledger: &ledgerRecorder{},
+		Env: env, Tenants: testTenants(t, o.tenants...), Logger: zerolog.Nop(), Metrics: metrics, Version: "test",
+		Meter:  mt,
+		Chat:   &ChatDeps{Sessions: grains, Models: router},
+		Tools:  &ToolsDeps{Registry: reg},
+		Speech: &SpeechDeps{Router: speech.NewRouter(speech.NewEspeak(speech.EspeakOptions{}))},
 	}
 	srv, err := New(deps)
 	if err != nil {
@@ -115,7 +120,7 @@ func newToolServer(t testing.TB, o toolServerOpts) *toolServer {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &toolServer{testServer: &testServer{Server: srv, URL: hs.URL, http: hs, grains: grains, metrics: deps.Metrics}, audit: audit, ledger: deps.Ledger.(*ledgerRecorder)}
+	return &toolServer{testServer: &testServer{Server: srv, URL: hs.URL, http: hs, grains: grains, metrics: deps.Metrics, mt: mt}, audit: audit, ledger: ledger}
 }
 
 // flagTenant is a public tenant with the given featureFlags JSON and chat model.
@@ -123,13 +128,13 @@ func flagTenant(id, flags, chat string, repl ...string) string {
 	return chatTenant(id, chat, append([]string{`"featureFlags": {}`, `"featureFlags": ` + flags}, repl...)...)
 }
 
-func TestNewRefusesToolsOrSpeechWithoutLimiter(t *testing.T) {
+func TestNewRefusesToolsOrSpeechWithoutMeter(t *testing.T) {
 	for name, d := range map[string]Deps{
 		"tools":  {Tenants: testTenants(t), Tools: &ToolsDeps{Registry: tools.NewRegistry()}},
 		"speech": {Tenants: testTenants(t), Speech: &SpeechDeps{Router: speech.NewRouter(nil)}},
 	} {
 		if _, err := New(d); err == nil {
-			t.Errorf("%s without a Limiter: New succeeded, want an error (the routes are rate limited)", name)
+			t.Errorf("%s without a Meter: New succeeded, want an error (the routes are rate limited)", name)
 		}
 	}
 }

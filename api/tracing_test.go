@@ -43,7 +43,7 @@ func TestTracingOneChatIsOneTrace(t *testing.T) {
 	}
 	// Settle work (after the response) may still make grain calls: wait for it, then flush.
 	ts.waitIdle(t)
-	if err := ts.settling.wait(ctx); err != nil {
+	if err := ts.mt.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := tracing.ForceFlush(ctx); err != nil {

@@ -23,11 +23,9 @@ type SpeechRouter interface {
 
 var _ SpeechRouter = (*speech.Router)(nil)
 
-// SpeechDeps are the /tts routes' dependencies. Limiter is required: /tts is rate limited
-// (CONTRACT.md "Rate limits", ours).
+// SpeechDeps are the /tts routes' dependencies; /tts is rate limited by Deps.Meter.
 type SpeechDeps struct {
-	Router  SpeechRouter
-	Limiter RateLimiter
+	Router SpeechRouter
 }
 
 func (s *Server) ttsRoutes(e *echo.Echo) {
@@ -100,7 +98,7 @@ func (s *Server) postTTS(c echo.Context) error {
 		}
 		return Wrap(http.StatusBadRequest, CodeInvalidRequest, strings.TrimPrefix(err.Error(), speech.ErrInvalidRequest.Error()+": "), err)
 	}
-	if err := s.checkRateLimit(c, s.speech.Limiter, ""); err != nil {
+	if err := s.checkRateLimit(c, ""); err != nil {
 		return err
 	}
 	t := tenantOf(c)
@@ -125,7 +123,7 @@ func (s *Server) postTTS(c echo.Context) error {
 	s.metrics.TTSCharacters.WithLabelValues(t.TenantID).Add(float64(audio.Characters))
 	// Speech is metered in characters, not tokens: the ledger records them exactly (audit kind
 	// "speech", summed by GET /usage); the budget, which counts model tokens, does not apply.
-	s.appendEvent(c.Request().Context(), store.Event{
+	s.recordEvent(c.Request().Context(), store.Event{
 		Kind: store.KindSpeech, TenantID: t.TenantID, TraceID: traceID(c), Subject: cmpOr(t.AIModels.TTS, speech.LocalModel),
 		LatencyMs: time.Since(state(c).start).Milliseconds(),
 		Detail: map[string]any{"characters": audio.Characters, "format": req.Format, "voice": req.Voice,

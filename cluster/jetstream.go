@@ -2,11 +2,12 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/crispy-enigma/crispy/store"
 )
 
 // MaxReplicas is the most JetStream replicas a stream or bucket gets: three tolerate the loss of one
@@ -34,21 +35,13 @@ func WaitJetStream(ctx context.Context, js jetstream.JetStream) error {
 
 // Retry calls fn until it succeeds or ctx ends, pausing between attempts; each attempt gets at most
 // two seconds. It is for start-up steps that fail only until the NATS cluster has settled (a
-// replicated stream needs its replicas' servers to be up, an election takes a moment).
+// replicated stream needs its replicas' servers to be up, an election takes a moment), so every
+// failure is "not yet".
 func Retry(ctx context.Context, fn func(context.Context) error) error {
-	for {
-		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := fn(attempt)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cluster: gave up waiting for JetStream: %w", err)
-		case <-time.After(retryPause):
-		}
+	if err := (store.Retry{Attempt: 2 * time.Second, Pause: retryPause, Always: true}).Do(ctx, fn); err != nil {
+		return fmt.Errorf("cluster: gave up waiting for JetStream: %w", err)
 	}
+	return nil
 }
 
 // setupAttempt bounds one stream or bucket management call of a RetryingJetStream.
@@ -72,54 +65,11 @@ type RetryingJetStream struct {
 var _ jetstream.JetStream = RetryingJetStream{}
 
 func retryValue[T any](ctx context.Context, onRetry func(string, error), op string, fn func(context.Context) (T, error)) (T, error) {
-	var v T
-	err := retryEach(ctx, setupAttempt, func(ctx context.Context) error {
-		var err error
-		v, err = fn(ctx)
-		return err
-	}, func(err error) {
+	return store.RetryValue(ctx, store.Retry{Attempt: setupAttempt, Pause: retryPause, OnRetry: func(_ int, err error) {
 		if onRetry != nil {
 			onRetry(op, err)
 		}
-	})
-	return v, err
-}
-
-// retryEach is Retry with a given attempt bound; it returns fn's last error unwrapped, so callers'
-// errors.Is checks (ErrStreamNotFound …) keep working. onRetry hears of each error it retries.
-func retryEach(ctx context.Context, attempt time.Duration, fn func(context.Context) error, onRetry func(error)) error {
-	for {
-		actx, cancel := context.WithTimeout(ctx, attempt)
-		err := fn(actx)
-		cancel()
-		if err == nil || ctx.Err() != nil || !retryable(err) {
-			return err
-		}
-		onRetry(err)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(retryPause):
-		}
-	}
-}
-
-// retryable reports errors that a settling cluster produces; a refused configuration is final.
-func retryable(err error) bool {
-	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		return false // an answer (KeyValue reports a missing bucket without the API error)
-	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode {
-		case jetstream.JSErrCodeJetStreamNotEnabled:
-			return true
-		}
-		// 503 (no leader yet, insufficient resources while peers join) and 500s are transient;
-		// 400s (a bad or incompatible configuration) are not.
-		return apiErr.Code >= 500
-	}
-	return true // timeouts, no responders, connection trouble
+	}}, fn)
 }
 
 func (r RetryingJetStream) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {

@@ -81,11 +81,34 @@ type Env struct {
 	OTLPEndpoint    string
 	ShutdownTimeout time.Duration // CRISPY_SHUTDOWN_TIMEOUT; drain budget, default 20s
 
+	// Cluster holds the multi-node settings; with Cluster.Name empty the node runs alone.
+	Cluster Cluster
+
 	// Collected by BindFlags, reported by Validate and Warnings.
 	flags    *pflag.FlagSet
 	envErrs  []envError
 	warnings []string
 }
+
+// Cluster are serve's multi-node settings. With Name empty the node runs alone: embedded NATS
+// without listeners, in-memory membership, replicas 1.
+type Cluster struct {
+	Name           string        // CRISPY_CLUSTER: protoactor and NATS cluster name
+	Host           string        // CRISPY_CLUSTER_HOST: protoactor remote (gRPC) listen host; default 127.0.0.1
+	Port           int           // CRISPY_CLUSTER_PORT: protoactor remote port; 0 = a free port
+	AdvertisedHost string        // CRISPY_CLUSTER_ADVERTISE: host:port peers dial, when not Host:Port
+	MemberTTL      time.Duration // CRISPY_MEMBER_TTL: how long a crashed member stays in the topology; default 3s
+
+	NATSListen        string // CRISPY_NATS_LISTEN: embedded server's client listener host:port
+	NATSClusterListen string // CRISPY_NATS_CLUSTER_LISTEN: embedded server's route listener host:port
+	NATSRoutes        string // CRISPY_NATS_ROUTES: peers' route URLs, comma-separated
+}
+
+// DefaultMemberTTL is --member-ttl's default. Peers drop a crashed member when its key has not been
+// refreshed for this long (heartbeats every TTL/3), and the crashed member's grains re-activate
+// elsewhere at the next request: 3 s keeps that under 5 s, while two lost heartbeats in a row are
+// still tolerated.
+const DefaultMemberTTL = 3 * time.Second
 
 // envError is a malformed environment value; it is reported unless the flag it feeds was
 // given explicitly on the command line (the flag then owns the value).
@@ -120,6 +143,7 @@ func DefaultEnv() Env {
 		MaxMessageLength:   MaxMessageLengthLimit,
 		SessionIdleTimeout: 5 * time.Minute,
 		ShutdownTimeout:    20 * time.Second,
+		Cluster:            Cluster{Host: "127.0.0.1", MemberTTL: DefaultMemberTTL},
 	}
 }
 
@@ -158,6 +182,16 @@ func (e *Env) BindFlags(fs *pflag.FlagSet, getenv func(string) string) {
 	b.duration(&e.SessionIdleTimeout, "session-idle-timeout", "idle time after which a chat session grain passivates", "CRISPY_SESSION_IDLE_TIMEOUT")
 	b.duration(&e.ShutdownTimeout, "shutdown-timeout", "time allowed to drain requests on shutdown", "CRISPY_SHUTDOWN_TIMEOUT")
 	b.str(&e.OTLPEndpoint, "otlp-endpoint", "OTLP/HTTP collector URL to export traces to, e.g. http://127.0.0.1:4318 (empty: tracing off)", "CRISPY_OTLP_ENDPOINT")
+
+	cs := &e.Cluster
+	b.str(&cs.Name, "cluster", "join the named cluster: NATS KV membership, replicated JetStream; empty runs a single node", "CRISPY_CLUSTER")
+	b.str(&cs.Host, "cluster-host", "host of the actor remote (gRPC) listener", "CRISPY_CLUSTER_HOST")
+	b.int(&cs.Port, "cluster-port", "port of the actor remote (gRPC) listener; 0 picks a free one, peers learn it from the membership bucket", "CRISPY_CLUSTER_PORT")
+	b.str(&cs.AdvertisedHost, "cluster-advertise", "host:port peers use to reach the actor remote, when not cluster-host:cluster-port", "CRISPY_CLUSTER_ADVERTISE")
+	b.duration(&cs.MemberTTL, "member-ttl", "a crashed member leaves the topology after this long without heartbeats", "CRISPY_MEMBER_TTL")
+	b.str(&cs.NATSListen, "nats-listen", "embedded NATS client listener host:port (empty: in-process only; a clustered server picks a free loopback port)", "CRISPY_NATS_LISTEN")
+	b.str(&cs.NATSClusterListen, "nats-cluster-listen", "embedded NATS route listener host:port, for --cluster without --nats-url", "CRISPY_NATS_CLUSTER_LISTEN")
+	b.str(&cs.NATSRoutes, "nats-routes", "comma-separated route URLs of the embedded NATS peers (nats://h1:6222,nats://h2:6222); may include this node's own", "CRISPY_NATS_ROUTES")
 }
 
 // LoadSecrets reads the secrets named by OpenAIAPIKeyEnv and CloudflareTokenEnv. Call it after
@@ -217,8 +251,58 @@ func (e *Env) Validate() error {
 	if e.TenantsDir == "" {
 		errs = append(errs, errors.New("--tenants-dir: must not be empty"))
 	}
+	errs = append(errs, e.validateCluster()...)
 	return errors.Join(errs...)
 }
+
+// validateCluster refuses cluster settings that cannot work together.
+func (e *Env) validateCluster() []error {
+	var errs []error
+	cs := e.Cluster
+	embeddedCluster := cs.NATSClusterListen != "" || cs.NATSRoutes != ""
+	if cs.Name == "" && embeddedCluster {
+		errs = append(errs, errors.New("--nats-cluster-listen/--nats-routes need --cluster NAME"))
+	}
+	if e.NATSURL != "" && (embeddedCluster || cs.NATSListen != "") {
+		errs = append(errs, errors.New("--nats-url uses an existing NATS: drop --nats-listen, --nats-cluster-listen and --nats-routes"))
+	}
+	if cs.Name != "" && e.NATSURL == "" && cs.NATSClusterListen == "" {
+		errs = append(errs, errors.New("--cluster needs --nats-url or --nats-cluster-listen (with --nats-routes to the peers)"))
+	}
+	for _, a := range []struct{ flag, v string }{{"--nats-listen", cs.NATSListen}, {"--nats-cluster-listen", cs.NATSClusterListen}} {
+		if a.v == "" {
+			continue
+		}
+		if _, _, err := SplitHostPort(a.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.flag, err))
+		}
+	}
+	if cs.MemberTTL < time.Second {
+		errs = append(errs, fmt.Errorf("--member-ttl: at least 1s (got %s)", cs.MemberTTL))
+	}
+	if cs.Port < 0 || cs.Port > 65535 {
+		errs = append(errs, fmt.Errorf("--cluster-port: 0–65535 (got %d)", cs.Port))
+	}
+	return errs
+}
+
+// SplitHostPort splits a host:port listener address and checks the port.
+func SplitHostPort(hp string) (string, int, error) {
+	h, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, fmt.Errorf("want host:port (got %q): %w", hp, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", hp)
+	}
+	return h, port, nil
+}
+
+// Getenv reads one environment variable. Settings come from Env; this is for the few values that
+// are not settings of a node (a CLI's API key, the secret an Env field names), so that every read
+// of the environment goes through this package.
+func Getenv(name string) string { return os.Getenv(name) }
 
 // Redacted returns the settings for the start-up log line, keyed by flag name. Secrets are
 // never included: the admin token and API keys appear only as whether they are set, and
@@ -253,6 +337,14 @@ func (e Env) Redacted() map[string]any {
 		"session-idle-timeout":      e.SessionIdleTimeout.String(),
 		"shutdown-timeout":          e.ShutdownTimeout.String(),
 		"otlp-endpoint":             redactURLs(e.OTLPEndpoint),
+		"cluster":                   e.Cluster.Name,
+		"cluster-host":              e.Cluster.Host,
+		"cluster-port":              e.Cluster.Port,
+		"cluster-advertise":         e.Cluster.AdvertisedHost,
+		"member-ttl":                e.Cluster.MemberTTL.String(),
+		"nats-listen":               e.Cluster.NATSListen,
+		"nats-cluster-listen":       e.Cluster.NATSClusterListen,
+		"nats-routes":               redactURLs(e.Cluster.NATSRoutes),
 	}
 }
 

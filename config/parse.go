@@ -38,7 +38,6 @@ func (e *FieldError) Error() string {
 }
 
 var (
-	tenantIDPattern  = regexp.MustCompile(`^[a-z0-9-]{1,63}$`)
 	namespacePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	hostPattern      = regexp.MustCompile(`^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$`)
 )

@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"unicode/utf8"
+
+	"github.com/crispy-enigma/crispy/config"
 )
 
 // Message is one chat turn sent to a model. Role is "system", "user", "assistant" or "tool". An
@@ -26,6 +28,13 @@ type RequestMeta struct {
 	TraceID   string
 	SessionID string
 	Route     string
+	UserID    string // the caller's user, as the request named it (audit); "" when none
+	// Tenant is the resolved tenant config the call is made for: a Meter reads its budget, cache
+	// and model rules from it. A metered Router refuses a call without one.
+	Tenant *config.TenantConfig
+	// AllowCached lets a Meter answer the call from the tenant's response cache: set it only for a
+	// reply that is returned whole (not streamed) and has no side effects.
+	AllowCached bool
 }
 
 // ChatRequest is one chat completion request. MaxTokens 0 and a nil Temperature leave the provider's

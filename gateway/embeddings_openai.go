@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/crispy-enigma/crispy/config"
 )
 
 // DefaultEmbeddingBatchSize is how many texts one /v1/embeddings request carries unless configured:
@@ -42,7 +43,7 @@ type OpenAIEmbeddingOptions struct {
 	// APIKey is the bearer key; when empty, the variable named by APIKeyEnv is read once, here.
 	APIKey    string
 	APIKeyEnv string
-	Getenv    func(string) string // nil uses os.Getenv
+	Getenv    func(string) string // nil uses config.Getenv
 	// HTTPClient carries the calls; nil uses a client with the default transport.
 	HTTPClient *http.Client
 
@@ -91,7 +92,7 @@ var (
 func NewOpenAIEmbeddings(opts OpenAIEmbeddingOptions) *OpenAIEmbeddings {
 	getenv := opts.Getenv
 	if getenv == nil {
-		getenv = os.Getenv
+		getenv = config.Getenv
 	}
 	key := opts.APIKey
 	if key == "" && opts.APIKeyEnv != "" {

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/crispy-enigma/crispy/config"
@@ -54,7 +53,7 @@ func RouterOptionsFromEnv(e config.Env) RouterOptions {
 // Cloudflare token given both ways are returned as warnings for the start-up log; keys never are.
 func LoadRouterOptions(e config.Env, getenv func(string) string) (RouterOptions, []string, error) {
 	if getenv == nil {
-		getenv = os.Getenv
+		getenv = config.Getenv
 	}
 	opts := RouterOptionsFromEnv(e)
 	if e.RoutesFile == "" {

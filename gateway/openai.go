@@ -9,10 +9,11 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"unicode/utf8"
+
+	"github.com/crispy-enigma/crispy/config"
 )
 
 // maxErrorBody bounds how much of an upstream error body is read; maxErrorMessage how much of its
@@ -34,7 +35,7 @@ type OpenAIOptions struct {
 	APIKeyEnv string
 	// APIKey is the key itself when the caller already read it; it wins over APIKeyEnv.
 	APIKey string
-	// Getenv reads APIKeyEnv; nil uses os.Getenv.
+	// Getenv reads APIKeyEnv; nil uses config.Getenv.
 	Getenv func(string) string
 	// HTTPClient carries the calls; nil uses a client with the default transport. Its Timeout must be
 	// zero (or long): a client timeout would cut long streams.
@@ -56,7 +57,7 @@ var _ ChatModel = (*OpenAICompatible)(nil)
 func NewOpenAICompatible(opts OpenAIOptions) *OpenAICompatible {
 	getenv := opts.Getenv
 	if getenv == nil {
-		getenv = os.Getenv
+		getenv = config.Getenv
 	}
 	key := opts.APIKey
 	if key == "" && opts.APIKeyEnv != "" {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/observe"
 )
 
@@ -75,7 +75,7 @@ type RouterOptions struct {
 	// Local holds built-in models by ID. local/extractive is always served: by Local's entry when
 	// present (e.g. NewExtractive with a Retriever), else by NewExtractive(nil).
 	Local map[string]ChatModel
-	// Getenv reads the key variables; nil uses os.Getenv.
+	// Getenv reads the key variables; nil uses config.Getenv.
 	Getenv func(string) string
 
 	// MaxRetries is how many times Open retries the primary model after a retryable failure before its
@@ -96,6 +96,8 @@ type RouterOptions struct {
 	// Tracer records one span per Open (and so per Complete), ending when the stream closes; the
 	// zero value records none.
 	Tracer observe.Tracer
+	// Meter is called around every Open (meter.go); nil meters nothing.
+	Meter Meter
 }
 
 // ModelInfo says who serves a model and at what price.
@@ -133,6 +135,7 @@ type Router struct {
 	firstTokenTimeout time.Duration
 	callTimeout       time.Duration // 0: none
 	tracer            observe.Tracer
+	meter             Meter
 }
 
 type routedProvider struct {
@@ -149,7 +152,7 @@ type prefixRoute struct {
 func NewRouter(opts RouterOptions) *Router {
 	getenv := opts.Getenv
 	if getenv == nil {
-		getenv = os.Getenv
+		getenv = config.Getenv
 	}
 	r := &Router{
 		exact:             map[string]int{},
@@ -165,6 +168,7 @@ func NewRouter(opts RouterOptions) *Router {
 		httpClient:        opts.HTTPClient,
 		getenv:            getenv,
 		tracer:            opts.Tracer,
+		meter:             opts.Meter,
 	}
 	switch {
 	case r.callTimeout == 0:
@@ -314,7 +318,17 @@ var (
 // Next. Every error, here or from Next, is a *CallError naming the models tried. ctx governs the whole
 // stream, not only its opening: pass the request's context, whose cancellation (a client that left)
 // aborts the upstream call at any point, including a blocked Next. Close the stream when done.
+//
+// With a Meter (RouterOptions.Meter), the call is metered: see Meter.
 func (r *Router) Open(ctx context.Context, req ChatRequest, fallbackModel string) (ChatStream, error) {
+	if r.meter != nil {
+		return r.openMetered(ctx, req, fallbackModel) // meter.go
+	}
+	return r.openTraced(ctx, req, fallbackModel)
+}
+
+// openTraced is Open without the Meter.
+func (r *Router) openTraced(ctx context.Context, req ChatRequest, fallbackModel string) (ChatStream, error) {
 	if !r.tracer.Enabled() {
 		s, err := r.open(ctx, req, fallbackModel)
 		if err != nil {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/crispy-enigma/crispy/config"
 )
 
 // Limits shared by every VectorStore (the Vectorize limits the original had).
@@ -75,13 +77,8 @@ type KeywordSearcher interface {
 // ValidateTenant checks a tenant ID is [a-z0-9-]{1,63} (DESIGN.md), which
 // also makes it safe as a path element and a partition name.
 func ValidateTenant(tenant string) error {
-	if len(tenant) == 0 || len(tenant) > 63 {
+	if !config.ValidTenantID(tenant) {
 		return fmt.Errorf("%w: %q", ErrInvalidTenant, tenant)
-	}
-	for _, c := range tenant {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return fmt.Errorf("%w: %q", ErrInvalidTenant, tenant)
-		}
 	}
 	return nil
 }

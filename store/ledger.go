@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -160,7 +159,7 @@ func (l *Ledger) Append(ctx context.Context, ev Event) error {
 		ctx, cancel = context.WithTimeout(ctx, defaultAppendTimeout)
 		defer cancel()
 	}
-	err = retryUnanswered(ctx, func(ctx context.Context) error {
+	err = Retry{Attempt: publishAttempt}.Do(ctx, func(ctx context.Context) error {
 		_, err := l.js.Publish(ctx, subject, data, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(LedgerStream))
 		return err
 	})
@@ -183,33 +182,3 @@ const defaultAppendTimeout = 10 * time.Second
 // is safe: the event ID is the Nats-Msg-Id, which JetStream deduplicates within the stream's
 // duplicate window.
 const publishAttempt = time.Second
-
-// retryUnanswered calls fn with attempts of at most publishAttempt until it succeeds, fails with an
-// answer (an API error below 500), or ctx ends.
-func retryUnanswered(ctx context.Context, fn func(context.Context) error) error {
-	for {
-		attempt, cancel := context.WithTimeout(ctx, publishAttempt)
-		err := fn(attempt)
-		cancel()
-		if err == nil || ctx.Err() != nil || !Unanswered(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// Unanswered reports errors of a JetStream request nobody answered in time, which is what a stream
-// between leaders produces; an API error with a 4xx code is an answer and final. Such a request may
-// be re-sent when re-sending is safe (a read, a publish with a message ID).
-func Unanswered(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.Code >= 500
-	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
-}

@@ -451,7 +451,8 @@ func BenchmarkProjectorApply(b *testing.B) {
 	}
 }
 
-func TestRetryUnanswered(t *testing.T) {
+// TestRetry walks the one retry loop and its one definition of a transient failure.
+func TestRetry(t *testing.T) {
 	refused := &jetstream.APIError{Code: 400, ErrorCode: 10071, Description: "wrong last sequence"}
 	noLeader := &jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}
 	tests := []struct {
@@ -469,7 +470,7 @@ func TestRetryUnanswered(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			calls := 0
-			err := retryUnanswered(t.Context(), func(ctx context.Context) error {
+			err := Retry{Attempt: publishAttempt}.Do(t.Context(), func(ctx context.Context) error {
 				if _, ok := ctx.Deadline(); !ok {
 					t.Error("attempt has no deadline")
 				}
@@ -490,7 +491,7 @@ func TestRetryUnanswered(t *testing.T) {
 	t.Run("stops when ctx ends", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 		defer cancel()
-		err := retryUnanswered(ctx, func(context.Context) error { return nats.ErrTimeout })
+		err := Retry{Attempt: publishAttempt}.Do(ctx, func(context.Context) error { return nats.ErrTimeout })
 		if !errors.Is(err, nats.ErrTimeout) {
 			t.Fatalf("err = %v, want the last attempt's error", err)
 		}

@@ -243,13 +243,9 @@ func applyEvent(ctx context.Context, tx *sql.Tx, ev Event, seq uint64) error {
 	case KindSessionDeleted:
 		_, err = tx.ExecContext(ctx, `DELETE FROM sessions WHERE session_id = ?`, ev.SessionID)
 	case KindDocumentIngested:
-		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO documents (doc_id, title, source, url, content_type, chunks,
-			bytes, sha256, ingested_at) VALUES (?,?,?,?,?,?,?,?,?)`,
-			ev.Subject, detailString(ev.Detail, "title"), detailString(ev.Detail, "source"), detailString(ev.Detail, "url"),
-			detailString(ev.Detail, "contentType"), detailInt(ev.Detail, "chunks"), detailInt(ev.Detail, "bytes"),
-			detailString(ev.Detail, "sha256"), ts)
+		err = putDocument(ctx, tx, documentOf(ev)) // catalog.go: the statement the retrieval service runs too
 	case KindDocumentDeleted:
-		_, err = tx.ExecContext(ctx, `DELETE FROM documents WHERE doc_id = ?`, ev.Subject)
+		err = dropDocument(ctx, tx, ev.Subject)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", ev.Kind, err)

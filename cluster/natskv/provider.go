@@ -25,6 +25,8 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/crispy-enigma/crispy/store"
 )
 
 // Defaults of Options.
@@ -290,18 +292,9 @@ func (p *Provider) Shutdown(graceful bool) error {
 // openBucketRetry calls openBucket until it succeeds or ctx ends: right after a NATS cluster starts,
 // JetStream has no leader yet and refuses to create streams for a moment.
 func (p *Provider) openBucketRetry(ctx context.Context) (jetstream.KeyValue, error) {
-	for {
-		kv, err := p.openBucket(ctx)
-		if err == nil {
-			return kv, nil
-		}
+	return store.RetryValue(ctx, store.Retry{Pause: setupRetry, Always: true, OnRetry: func(_ int, err error) {
 		p.log.Debug().Err(err).Msg("membership bucket not available yet; retrying")
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(setupRetry):
-		}
-	}
+	}}, p.openBucket)
 }
 
 // openBucket creates the bucket or brings an existing one to this configuration.

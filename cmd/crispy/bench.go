@@ -26,6 +26,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
+
+	"github.com/crispy-enigma/crispy/config"
 )
 
 // Bench operations (--mix names).
@@ -100,7 +102,7 @@ Targets must be loopback unless --allow-remote.`,
 				return err
 			}
 			if o.APIKey == "" {
-				o.APIKey = os.Getenv(ap)
+				o.APIKey = config.Getenv(ap)
 			}
 			if o.CheckGoroutines && len(o.Admin) == 0 {
 				return errors.New("--check-goroutines needs --admin")
@@ -921,7 +923,7 @@ func scrape(ctx context.Context, c *http.Client, u string, names ...string) (map
 	if err != nil {
 		return nil, err
 	}
-	if tok := os.Getenv("CRISPY_ADMIN_TOKEN"); tok != "" {
+	if tok := config.Getenv("CRISPY_ADMIN_TOKEN"); tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.Do(req)
@@ -953,7 +955,7 @@ func goroutineCount(ctx context.Context, c *http.Client, admin string) (int, err
 	if err != nil {
 		return 0, err
 	}
-	if tok := os.Getenv("CRISPY_ADMIN_TOKEN"); tok != "" {
+	if tok := config.Getenv("CRISPY_ADMIN_TOKEN"); tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.Do(req)

@@ -169,7 +169,7 @@ func TestBenchAgainstNode(t *testing.T) {
 	env.LogLevel, env.LogFormat = "error", "json"
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, env, &clusterSettings{Host: "127.0.0.1", MemberTTL: defaultMemberTTL}) }()
+	go func() { served <- serve(ctx, env) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

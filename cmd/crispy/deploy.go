@@ -66,7 +66,7 @@ func (f *deployFlags) bind(cmd *cobra.Command, withNATS bool) {
 		return
 	}
 	def := defaultDeployNATSURL
-	if v := strings.TrimSpace(os.Getenv("CRISPY_NATS_URL")); v != "" {
+	if v := strings.TrimSpace(config.Getenv("CRISPY_NATS_URL")); v != "" {
 		def = v
 	}
 	cmd.Flags().StringVar(&f.natsURL, "nats-url", def, "NATS URL of the running node or cluster (a single node needs serve --nats-listen) (env CRISPY_NATS_URL)")
@@ -96,7 +96,7 @@ func writeMeta() store.WriteMeta {
 	if u, err := user.Current(); err == nil {
 		m.By = u.Username
 	} else {
-		m.By = os.Getenv("USER")
+		m.By = config.Getenv("USER")
 	}
 	m.From, _ = os.Hostname()
 	return m
@@ -729,12 +729,8 @@ func runScaffold(stdout io.Writer, dir, id string) error {
 // node re-seeds as long as no deploy was ever made, so that it follows its --tenants-dir exactly as
 // before until the first `crispy tenants deploy`. start begins the watch that calls apply with
 // every new index until ctx ends (call it once the server exists); stop ends it.
-func watchDeployedTenants(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, replicas int, clustered bool, node string, ix *config.Index) (
+func watchDeployedTenants(ctx context.Context, log zerolog.Logger, ts *store.TenantStore, clustered bool, node string, ix *config.Index) (
 	_ *config.Index, start func(ctx context.Context, apply func(*config.Index)) (stop func(), err error), err error) {
-	ts, err := store.OpenTenantStore(ctx, js, store.TenantStoreOptions{Replicas: replicas})
-	if err != nil {
-		return nil, nil, err
-	}
 	n, err := ts.Seed(ctx, ix.All(), store.SeedOptions{Replace: !clustered, Meta: store.WriteMeta{By: "crispy serve", From: node}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("seed tenants bucket: %w", err)

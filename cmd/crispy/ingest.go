@@ -19,7 +19,8 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
-	"github.com/crispy-enigma/crispy/api"
+	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/wire"
 )
 
 // ingestExtensions are the file types a folder walk picks up (the parsers' types). A file named
@@ -51,7 +52,7 @@ func newIngestCmd() *cobra.Command {
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.APIKey == "" {
-				o.APIKey = os.Getenv("CRISPY_API_KEY")
+				o.APIKey = config.Getenv("CRISPY_API_KEY")
 			}
 			return runIngest(cmd.Context(), o, args, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
@@ -81,7 +82,7 @@ func collectIngestFiles(args []string) ([]ingestFile, error) {
 			return nil, err
 		}
 		if !info.IsDir() {
-			out = append(out, ingestFile{Path: arg, DocID: api.DocIDFromFilename(filepath.Base(arg))})
+			out = append(out, ingestFile{Path: arg, DocID: wire.DocIDFromFilename(filepath.Base(arg))})
 			continue
 		}
 		err = filepath.WalkDir(arg, func(path string, d fs.DirEntry, err error) error {
@@ -101,7 +102,7 @@ func collectIngestFiles(args []string) ([]ingestFile, error) {
 			if err != nil {
 				return err
 			}
-			out = append(out, ingestFile{Path: path, DocID: api.DocIDFromFilename(rel)})
+			out = append(out, ingestFile{Path: path, DocID: wire.DocIDFromFilename(rel)})
 			return nil
 		})
 		if err != nil {
@@ -245,7 +246,7 @@ func (o ingestOptions) upload(ctx context.Context, f ingestFile) (int, error) {
 			return 0, envelopeError(status, env)
 		}
 		var batch struct {
-			Results []api.IngestItemResult `json:"results"`
+			Results []wire.IngestItemResult `json:"results"`
 		}
 		if err := json.Unmarshal(env.Data, &batch); err != nil || len(batch.Results) != 1 {
 			return 0, fmt.Errorf("unexpected response: %s", env.Data)
@@ -254,7 +255,7 @@ func (o ingestOptions) upload(ctx context.Context, f ingestFile) (int, error) {
 	}
 }
 
-func itemResult(r api.IngestItemResult) (int, error) {
+func itemResult(r wire.IngestItemResult) (int, error) {
 	if r.Status != "ingested" {
 		if r.Error != nil {
 			return 0, fmt.Errorf("%s", errorText(r.Error.Code, r.Error.Message))
@@ -273,17 +274,17 @@ func (o ingestOptions) waitJob(ctx context.Context, id string) (int, error) {
 		if !env.OK {
 			return 0, envelopeError(status, env)
 		}
-		var st api.JobStatus
+		var st wire.JobStatus
 		if err := json.Unmarshal(env.Data, &st); err != nil {
 			return 0, fmt.Errorf("job %s: %w", id, err)
 		}
 		switch st.Status {
-		case api.JobDone:
+		case wire.JobDone:
 			if len(st.Results) != 1 {
 				return 0, fmt.Errorf("job %s finished with %d results", id, len(st.Results))
 			}
 			return itemResult(st.Results[0])
-		case api.JobFailed:
+		case wire.JobFailed:
 			return 0, fmt.Errorf("job %s failed: %s", id, st.Error)
 		}
 		select {

@@ -17,6 +17,8 @@ import (
 	"github.com/crispy-enigma/crispy/api"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/metering"
+	"github.com/crispy-enigma/crispy/rag"
 	"github.com/crispy-enigma/crispy/rag/embedded"
 	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/test/fixture"
@@ -52,9 +54,14 @@ func startIngestServer(t *testing.T) string {
 	dbs := store.OpenTenantDBs(dir)
 	t.Cleanup(func() { _ = dbs.Close() })
 	env := config.DefaultEnv()
+	retrieval, err := rag.NewService(rag.ServiceOptions{Store: vs, Embedder: emb, Catalog: dbs, Tenants: config.NewLive(ix)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := api.New(api.Deps{
 		Env: env, Tenants: ix, Logger: zerolog.Nop(),
-		RAG: &api.RAGDeps{Store: vs, Embedder: emb, Limiter: grains, Catalog: dbs},
+		Meter: metering.New(metering.Options{Env: env, Limiter: grains}),
+		RAG:   &api.RAGDeps{Service: retrieval},
 	})
 	if err != nil {
 		t.Fatal(err)

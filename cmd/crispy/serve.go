@@ -10,11 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/crispy-enigma/crispy/api"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/metering"
 	"github.com/crispy-enigma/crispy/observe"
 	"github.com/crispy-enigma/crispy/rag"
 	"github.com/crispy-enigma/crispy/rag/embedded"
@@ -33,26 +32,21 @@ import (
 
 func newServeCmd() *cobra.Command {
 	env := config.DefaultEnv()
-	var cs *clusterSettings
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a node: the tenant API on --listen and the operator endpoints on --admin-addr",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			env.LoadSecrets(os.Getenv)
+			env.LoadSecrets(config.Getenv)
 			if err := env.Validate(); err != nil {
-				return err
-			}
-			if err := cs.validate(env); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, env, cs)
+			return serve(ctx, env)
 		},
 	}
-	env.BindFlags(cmd.Flags(), os.Getenv)
-	cs = bindClusterFlags(cmd.Flags(), os.Getenv)
+	env.BindFlags(cmd.Flags(), config.Getenv)
 	return cmd
 }
 
@@ -85,7 +79,7 @@ func loadTenants(log zerolog.Logger, dir string) (*config.Index, error) {
 
 // serve runs one node until ctx ends, then drains: HTTP first (in-flight requests and streams
 // finish), then the actor cluster, then NATS, then the databases.
-func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
+func serve(ctx context.Context, env config.Env) error {
 	log, err := observe.NewLogger(observe.LogOptions{Level: env.LogLevel, Format: env.LogFormat, Node: env.NodeName})
 	if err != nil {
 		return err
@@ -126,81 +120,41 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		})
 	}
 
-	// NATS: embedded (JetStream on disk under the data dir) unless a URL is given; with --cluster,
-	// routed to the peers and every stream and bucket replicated min(3, servers) times (cluster.go).
-	bb, err := openBackbone(ctx, env, cs, log)
+	// 1. Backbone: NATS (embedded, JetStream on disk under the data dir, unless a URL is given;
+	// with --cluster routed to the peers, every stream and bucket replicated min(3, servers) times),
+	// then every stream and bucket, opened once; the SQLite read models; the vector store.
+	bb, err := openBackbone(ctx, env, log)
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, bb.close)
-	js, natsHealth, replicas := bb.js, bb.health, bb.replicas
-
 	startCtx, cancelStart := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelStart()
-	// The tenants bucket is the source of tenant configs once seeded; nodes reload on deploy (deploy.go).
-	ix, startTenantWatch, err := watchDeployedTenants(startCtx, log, js, replicas, cs.Name != "", env.NodeName, ix)
+	// On a cold cluster the replicated creates wait for their raft groups' first elections: they
+	// get the join deadline, not start-up's.
+	openCtx, cancelOpen := context.WithTimeout(ctx, joinTimeout)
+	defer cancelOpen()
+	res, err := store.Open(openCtx, bb.js, store.OpenOptions{Replicas: bb.replicas, Also: []func(context.Context) error{
+		func(ctx context.Context) error { return actors.EnsureStreams(ctx, bb.js, bb.replicas) },
+		func(ctx context.Context) error {
+			_, err := actors.EnsureBudgetBucket(ctx, bb.js, bb.replicas)
+			return err
+		},
+	}})
 	if err != nil {
 		return err
 	}
-	// What outlives start-up and needs tenant configs (the Milvus partition names) reads the index
-	// the watcher swaps in, not the one loaded at start.
-	var tenantsNow atomic.Pointer[config.Index]
-	tenantsNow.Store(ix)
-	configKV, err := store.OpenTenantKV(startCtx, js, store.BucketConfig, store.KVOptions{Replicas: replicas})
+	// The tenants bucket is the source of tenant configs once seeded; nodes reload on deploy
+	// (deploy.go). Services that outlive a request read the configs in force through live.
+	ix, startTenantWatch, err := watchDeployedTenants(startCtx, log, res.Tenants, env.Cluster.Name != "", env.NodeName, ix)
 	if err != nil {
 		return err
 	}
-	chatCache, err := store.OpenTenantKV(startCtx, js, store.BucketCache, store.KVOptions{Replicas: replicas, AllowTTL: true})
-	if err != nil {
-		return err
-	}
+	live := config.NewLive(ix)
 	dbs := store.OpenTenantDBs(env.DataDir)
 	cleanups = append(cleanups, func() { _ = dbs.Close() })
-
-	if err := actors.EnsureStreams(startCtx, js, replicas); err != nil {
-		return err
-	}
-	if _, err := actors.EnsureBudgetBucket(startCtx, js, replicas); err != nil {
-		return err
-	}
-	placement := actors.NewPlacement()
-	node, err := startMember(startCtx, env, cs, bb,
-		actors.Deps{JS: js, Replicas: replicas, IdleTimeout: env.SessionIdleTimeout, Logger: log, Placement: placement}, log)
-	if err != nil {
-		return err
-	}
-	placement.Bind(node.Cluster())
-	cleanups = append(cleanups, func() { node.Stop(true); log.Info().Msg("actor cluster stopped") })
-	grains := actors.NewClient(node.Cluster(), 10*time.Second).WithTracer(tracing.Tracer("github.com/crispy-enigma/crispy/actors"))
-
-	ragw, err := openRAG(startCtx, log, env, js, replicas, dbs, func(id string) (*config.TenantConfig, bool) {
-		return tenantsNow.Load().ByID(id)
-	})
-	if err != nil {
-		return err
-	}
-	cleanups = append(cleanups, ragw.close)
-	routerOpts, routeWarnings, err := gateway.LoadRouterOptions(env, os.Getenv)
-	if err != nil {
-		return err
-	}
-	for _, w := range routeWarnings {
-		log.Warn().Msg(w)
-	}
-	routerOpts.Local = map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(ragw.retriever)}
-	routerOpts.Tracer = tracing.Tracer("github.com/crispy-enigma/crispy/gateway")
-	router := gateway.NewRouter(routerOpts)
-	ragw.deps.Models = router
-	ragw.deps.Limiter = grains
-	// Without the ledger a node would serve without recording usage, audit or session metadata:
-	// that is a failed start, not a degraded mode (the soak once started three nodes that way).
-	ledger, err := store.OpenLedger(startCtx, js, store.LedgerOptions{Replicas: replicas})
-	if err != nil {
-		return err
-	}
-	auditor := ledgerAuditor{ledger: ledger, log: log}
 	// Each node projects LEDGER into its own SQLite files, so each needs its own durable consumer.
-	proj := store.NewProjector(js, dbs, store.ProjectorOptions{
+	proj := store.NewProjector(bb.js, dbs, store.ProjectorOptions{
 		Durable: "projector-" + env.NodeName,
 		OnError: func(err error) { log.Warn().Err(err).Msg("ledger projector") },
 	})
@@ -208,57 +162,100 @@ func serve(ctx context.Context, env config.Env, cs *clusterSettings) error {
 		return err
 	}
 	cleanups = append(cleanups, proj.Stop)
-	toolReg, err := newToolRegistry(auditor)
+	emb := gateway.NewHashEmbedder(0)
+	vs, vsHealth, err := openVectorStore(startCtx, log, env, emb, live)
 	if err != nil {
 		return err
 	}
-	speechRouter, espeak := newSpeechRouter(log, env)
+	cleanups = append(cleanups, func() { _ = vs.Close() })
+
+	// 2. Grains: this node's cluster member and the client every caller asks grains through.
+	placement := actors.NewPlacement()
+	node, err := startMember(startCtx, env, bb,
+		actors.Deps{JS: bb.js, Replicas: bb.replicas, IdleTimeout: env.SessionIdleTimeout, Logger: log, Placement: placement}, log)
+	if err != nil {
+		return err
+	}
+	placement.Bind(node.Cluster())
+	cleanups = append(cleanups, func() { node.Stop(true); log.Info().Msg("actor cluster stopped") })
+	grains := actors.NewClient(node.Cluster(), 10*time.Second).WithTracer(tracing.Tracer("github.com/crispy-enigma/crispy/actors"))
+
+	// 3. Metering: rate limits, model rules, budgets, the response cache, ledger events, metrics.
 	metrics := observe.NewMetrics()
-	srv, err := api.New(api.Deps{
-		Env: env, Tenants: ix, Logger: log, Metrics: metrics, Version: version, Tracing: tracing,
-		Components: []api.Component{
-			{Name: "nats", Check: func(context.Context) (string, error) { return "ok", natsHealth() }},
-			{Name: "cluster", Check: membersComponent(node)},
-			{Name: "sqlite", Check: func(ctx context.Context) (string, error) { return "ok", dbs.Ping(ctx) }},
-			{Name: "vectorStore", Check: ragw.health},
-			{Name: "models", Check: func(context.Context) (string, error) { return describeModels(env), nil }},
-			{Name: "speech", Check: func(context.Context) (string, error) { return "espeak-ng", espeak.Check() }},
-		},
-		Chat:   &api.ChatDeps{Sessions: grains, Limiter: grains, Models: router, Budget: grains, Cache: chatCache},
-		Tools:  &api.ToolsDeps{Registry: toolReg, Limiter: grains},
-		Speech: &api.SpeechDeps{Router: speechRouter, Limiter: grains},
-		RAG:    ragw.deps,
-		Ledger: ledger,
-		Usage:  dbs,
-		// Idempotency-Key records live in the TTL-enabled cache bucket.
-		Idempotency: chatCache,
-		// GET /metrics/* (tenant metrics); alert rules live in the config bucket.
-		TenantMetrics: &api.TenantMetricsDeps{Reader: dbs, Alerts: configKV, Prices: router},
+	meter := metering.New(metering.Options{
+		Env: env, Limiter: grains, Budget: grains, Cache: res.Cache, Ledger: res.Ledger, Metrics: metrics, Logger: log,
+	})
+
+	// 4. Router: every model call goes through the Meter. local/extractive answers from the tenant's
+	// documents through a retriever over the vector store.
+	routerOpts, routeWarnings, err := gateway.LoadRouterOptions(env, config.Getenv)
+	if err != nil {
+		return err
+	}
+	for _, w := range routeWarnings {
+		log.Warn().Msg(w)
+	}
+	routerOpts.Local = map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(rag.NewRetriever(vs, emb, nil))}
+	routerOpts.Tracer = tracing.Tracer("github.com/crispy-enigma/crispy/gateway")
+	routerOpts.Meter = meter
+	router := gateway.NewRouter(routerOpts)
+
+	// 5. Retrieval: ingest, delete, search (cache, rewrite through the metered router), jobs.
+	// Embeddings are local/hash-embed for every tenant: no embedding provider is wired yet, so a
+	// tenant whose aiModels.embeddings names another model is embedded locally too (logged once).
+	retrieval, err := rag.NewService(rag.ServiceOptions{
+		Store: vs, Embedder: emb, Catalog: dbs, Tenants: live, Ledger: res.Ledger, Cache: res.Cache,
+		Models: router, Select: meter, Jobs: res.Jobs, Logger: log,
+		Tracer: tracing.Tracer("github.com/crispy-enigma/crispy/rag"),
 	})
 	if err != nil {
 		return err
 	}
-	// The model-backed tools call the tenant's chat model metered like /chat (budget, ledger);
-	// kb_search and ingest_docs reach the documents through the API's own ingest and search paths.
-	completer := api.NewModelCompleter(srv.Metered(router), env)
-	late := []tools.Tool{tools.Summarize(completer), tools.ExtractEntities(completer), tools.ClassifyIntent(completer)}
-	if kb := srv.KnowledgeBase(); kb != nil {
-		late = append(late, tools.KBSearch(kb), tools.IngestDocs(kb))
+
+	// 6. Tools, all registered at once: the model-backed ones through the metered router, kb_search
+	// and ingest_docs through the retrieval service, every execution audited in the ledger.
+	toolReg, err := newToolRegistry(ledgerAuditor{ledger: res.Ledger, log: log}, tools.Deps{
+		Completer: meter.Completer(router), Searcher: retrieval, Ingester: retrieval,
+	})
+	if err != nil {
+		return err
 	}
-	for _, tool := range late {
-		if err := toolReg.Register(tool); err != nil {
-			return fmt.Errorf("register tool %s: %w", tool.Name, err)
-		}
+	speechRouter, espeak := newSpeechRouter(log, env)
+
+	// 7. HTTP.
+	srv, err := api.New(api.Deps{
+		Env: env, Tenants: ix, Logger: log, Metrics: metrics, Version: version, Tracing: tracing,
+		Components: []api.Component{
+			{Name: "nats", Check: func(context.Context) (string, error) { return "ok", bb.health() }},
+			{Name: "cluster", Check: membersComponent(node)},
+			{Name: "sqlite", Check: func(ctx context.Context) (string, error) { return "ok", dbs.Ping(ctx) }},
+			{Name: "vectorStore", Check: vsHealth},
+			{Name: "models", Check: func(context.Context) (string, error) { return describeModels(env), nil }},
+			{Name: "speech", Check: func(context.Context) (string, error) { return "espeak-ng", espeak.Check() }},
+		},
+		Meter:  meter,
+		Chat:   &api.ChatDeps{Sessions: grains, Models: router},
+		Tools:  &api.ToolsDeps{Registry: toolReg},
+		Speech: &api.SpeechDeps{Router: speechRouter},
+		RAG:    &api.RAGDeps{Service: retrieval},
+		Usage:  dbs,
+		// Idempotency-Key records live in the TTL-enabled cache bucket.
+		Idempotency: res.Cache,
+		// GET /metrics/* (tenant metrics); alert rules live in the config bucket.
+		TenantMetrics: &api.TenantMetricsDeps{Reader: dbs, Alerts: res.Config, Prices: router},
+	})
+	if err != nil {
+		return err
 	}
 	stopTenantWatch, err := startTenantWatch(ctx, func(next *config.Index) {
-		tenantsNow.Store(next)
+		live.Store(next)
 		srv.SetTenants(next)
 	})
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, stopTenantWatch)
-	stopIngestWorker, err := srv.StartIngestWorker(ctx)
+	stopIngestWorker, err := retrieval.StartWorker(ctx)
 	if err != nil {
 		return err
 	}
@@ -314,38 +311,24 @@ func describeModels(env config.Env) string {
 	return d
 }
 
-// ragWiring is the RAG side of a node: the vector store (embedded, or Milvus with --milvus-addr),
-// the embedder, the ingest job queue, and what /health says about the store.
-type ragWiring struct {
-	deps      *api.RAGDeps
-	retriever *api.Retriever
-	health    func(ctx context.Context) (string, error)
-	close     func()
-}
-
-// openRAG opens the vector store and the job queue. Embeddings are local/hash-embed for every
-// tenant: no embedding provider is wired yet, so a tenant whose aiModels.embeddings names another
-// model (the original's @cf/baai/bge-m3) is embedded locally too; the API logs that once per tenant.
-// Limiter and Models are set by the caller once the grains and the router exist.
-func openRAG(ctx context.Context, log zerolog.Logger, env config.Env, js jetstream.JetStream, replicas int, dbs *store.TenantDBs, lookup func(id string) (*config.TenantConfig, bool)) (*ragWiring, error) {
-	emb := gateway.NewHashEmbedder(0)
-	w := &ragWiring{}
-	var vs rag.VectorStore
+// openVectorStore opens the vector store (embedded, or Milvus with --milvus-addr) and says how
+// /health reports it.
+func openVectorStore(ctx context.Context, log zerolog.Logger, env config.Env, emb gateway.EmbeddingModel, tenants rag.Tenants) (rag.VectorStore, func(ctx context.Context) (string, error), error) {
 	if env.MilvusAddr != "" {
 		ms, err := milvus.Open(ctx, milvus.Options{
 			Address: env.MilvusAddr, Model: emb.ID(), Dimension: emb.Dimension(),
 			Namespace: func(tenant string) (string, error) {
-				if cfg, ok := lookup(tenant); ok && cfg.VectorizeNamespace != "" {
+				if cfg, ok := tenants.ByID(tenant); ok && cfg.VectorizeNamespace != "" {
 					return cfg.VectorizeNamespace, nil
 				}
 				return tenant, nil
 			},
 		})
 		if err != nil {
-			return nil, fmt.Errorf("milvus %s: %w", env.MilvusAddr, err)
+			return nil, nil, fmt.Errorf("milvus %s: %w", env.MilvusAddr, err)
 		}
-		vs = ms
-		w.health = func(ctx context.Context) (string, error) {
+		log.Info().Str("milvus", env.MilvusAddr).Str("collection", ms.Collection()).Msg("vector store: milvus")
+		return ms, func(ctx context.Context) (string, error) {
 			// Milvus's SDK has no ping here; a TCP connect to its gRPC port is the liveness check.
 			d := net.Dialer{Timeout: 2 * time.Second}
 			c, err := d.DialContext(ctx, "tcp", env.MilvusAddr)
@@ -354,43 +337,21 @@ func openRAG(ctx context.Context, log zerolog.Logger, env config.Env, js jetstre
 			}
 			_ = c.Close()
 			return "milvus (collection " + ms.Collection() + ")", nil
-		}
-		log.Info().Str("milvus", env.MilvusAddr).Str("collection", ms.Collection()).Msg("vector store: milvus")
-	} else {
-		es, err := embedded.Open(env.DataDir, embedded.Options{Dimension: emb.Dimension()})
-		if err != nil {
-			return nil, fmt.Errorf("embedded vector store: %w", err)
-		}
-		vs = es
-		w.health = func(context.Context) (string, error) {
-			n := 0
-			dirs, _ := os.ReadDir(filepath.Join(env.DataDir, "tenants"))
-			for _, d := range dirs {
-				if _, err := os.Stat(filepath.Join(env.DataDir, "tenants", d.Name(), "vectors.db")); err == nil {
-					n++
-				}
+		}, nil
+	}
+	es, err := embedded.Open(env.DataDir, embedded.Options{Dimension: emb.Dimension()})
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedded vector store: %w", err)
+	}
+	log.Info().Str("dir", env.DataDir).Msg("vector store: embedded")
+	return es, func(context.Context) (string, error) {
+		n := 0
+		dirs, _ := os.ReadDir(filepath.Join(env.DataDir, "tenants"))
+		for _, d := range dirs {
+			if _, err := os.Stat(filepath.Join(env.DataDir, "tenants", d.Name(), "vectors.db")); err == nil {
+				n++
 			}
-			return fmt.Sprintf("embedded (%d tenants)", n), nil
 		}
-		log.Info().Str("dir", env.DataDir).Msg("vector store: embedded")
-	}
-	cache, err := store.OpenTenantKV(ctx, js, store.BucketCache, store.KVOptions{Replicas: replicas, AllowTTL: true})
-	if err != nil {
-		_ = vs.Close()
-		return nil, err
-	}
-	jobs, err := api.OpenIngestJobs(ctx, js, api.IngestJobsOptions{Replicas: replicas})
-	if err != nil {
-		_ = vs.Close()
-		return nil, err
-	}
-	ledger, err := store.OpenLedger(ctx, js, store.LedgerOptions{Replicas: replicas})
-	if err != nil {
-		_ = vs.Close()
-		return nil, err
-	}
-	w.retriever = api.NewRetriever(vs, emb, nil)
-	w.deps = &api.RAGDeps{Store: vs, Embedder: emb, Catalog: dbs, Ledger: ledger, Cache: cache, Jobs: jobs}
-	w.close = func() { _ = vs.Close() }
-	return w, nil
+		return fmt.Sprintf("embedded (%d tenants)", n), nil
+	}, nil
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
-	"github.com/crispy-enigma/crispy/api"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway/speech"
 	"github.com/crispy-enigma/crispy/store"
@@ -54,12 +53,11 @@ func isDispatchCode(code string) bool {
 	return false
 }
 
-// newToolRegistry builds the registry with the built-ins that need nothing from the API server;
-// serve adds the model-backed tools (metered by the server) and kb_search / ingest_docs (through
-// its knowledge base) once the server exists.
-func newToolRegistry(audit api.Auditor) (*tools.Registry, error) {
-	reg := tools.NewRegistry(api.ToolAudit(audit))
-	if err := tools.RegisterBuiltins(reg, tools.Deps{}); err != nil {
+// newToolRegistry builds the registry with every built-in whose dependencies d holds, each
+// execution audited by audit.
+func newToolRegistry(audit ledgerAuditor, d tools.Deps) (*tools.Registry, error) {
+	reg := tools.NewRegistry(tools.WithAudit(audit.AuditTool))
+	if err := tools.RegisterBuiltins(reg, d); err != nil {
 		return nil, fmt.Errorf("register tools: %w", err)
 	}
 	return reg, nil

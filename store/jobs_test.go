@@ -1,21 +1,20 @@
-package api
+package store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crispy-enigma/crispy/cluster/natsserver"
-	"github.com/crispy-enigma/crispy/rag"
 	"github.com/crispy-enigma/crispy/store"
 )
 
-// A submitted job is queued under its tenant only, its payload (documents with raw bytes) survives
-// the object store round trip, and the work queue holds one small message for it.
+// A submitted job is queued under its tenant only, its payload (raw bytes, larger than a NATS
+// message) survives the object store round trip, and the work queue holds one small message for it.
 func TestIngestJobsSubmit(t *testing.T) {
 	ns, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir()})
 	if err != nil {
@@ -33,34 +32,37 @@ func TestIngestJobsSubmit(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	jobs, err := OpenIngestJobs(ctx, js, IngestJobsOptions{})
+	jobs, err := store.OpenJobQueue(ctx, js, store.JobQueueOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs := []pendingDoc{
-		{Doc: rag.Document{ID: "a", Text: "alpha", Title: "A", Meta: map[string]any{"lang": "en"}}},
-		{Doc: rag.Document{ID: "b", Data: []byte{0x25, 0x50, 0x44, 0x46, 0x00, 0xff}, ContentType: rag.ContentTypePDF}},
-		{Doc: rag.Document{ID: "../c"}, Err: &errorBody{Code: CodeInvalidRequest, Message: "bad docId"}},
-	}
-	id, err := jobs.Submit(ctx, "acme", "trace-1", docs)
-	if err != nil {
+	const id = "0b7c6a4e-1f2d-4c3b-9a8e-7d6c5b4a3f21"
+	payload := bytes.Repeat([]byte{0x25, 0x50, 0x44, 0x46, 0x00, 0xff}, 100<<10) // 600 KiB of raw bytes
+	if err := jobs.Submit(ctx, "acme", id, "trace-1", payload, []byte(`{"status":"queued"}`)); err != nil {
 		t.Fatal(err)
 	}
 	st, err := jobs.Status(ctx, "acme", id)
-	if err != nil || st.Status != JobQueued || st.Total != 3 || st.JobID != id {
-		t.Fatalf("status = %+v, %v", st, err)
+	if err != nil || string(st) != `{"status":"queued"}` {
+		t.Fatalf("status = %s, %v", st, err)
 	}
 	if _, err := jobs.Status(ctx, "globex", id); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("another tenant's job: err = %v, want not found", err)
 	}
-	got, err := jobs.loadPayload(ctx, "acme", id)
+	got, err := jobs.Payload(ctx, "acme", id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(docs, got); diff != "" {
-		t.Fatalf("payload round trip (-want +got):\n%s", diff)
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("payload round trip: %d bytes back, want %d", len(got), len(payload))
 	}
-	info, err := jobs.stream.Info(ctx)
+	if _, err := jobs.Payload(ctx, "globex", id); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("another tenant's payload: err = %v, want not found", err)
+	}
+	stream, err := js.Stream(ctx, store.JobsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

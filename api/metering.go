@@ -1,0 +1,81 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/crispy-enigma/crispy/actors"
+	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/metering"
+	"github.com/crispy-enigma/crispy/store"
+)
+
+// Metering is what the HTTP layer asks of metering.Meter: the model rule before a call's tools
+// run, the rate limit of a request, the ledger events that are not model calls, and the wait for
+// settle work on shutdown. Model calls themselves are metered inside the Router.
+type Metering interface {
+	SelectModels(t *config.TenantConfig, requested string) (primary, fallback string, err error)
+	Allow(ctx context.Context, t *config.TenantConfig, identity string, who metering.Caller) (actors.RateDecision, error)
+	Record(ctx context.Context, ev store.Event)
+	Wait(ctx context.Context) error
+}
+
+var _ Metering = (*metering.Meter)(nil)
+
+// modelCallError maps a failed model call to the envelope: refusals of the Meter (model rule,
+// budget) keep their own codes, every other failure is the model's (502 ai_error).
+func (s *Server) modelCallError(h http.Header, model string, err error) *Error {
+	var be *metering.BudgetError
+	switch {
+	case errors.As(err, &be):
+		if !be.ResetAt.IsZero() {
+			h.Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(be.ResetAt.Sub(s.now()))), 10))
+		}
+		return NewError(http.StatusTooManyRequests, CodeBudgetExceeded,
+			"token budget exceeded: this request's estimate of "+strconv.FormatInt(be.Estimate, 10)+
+				" tokens would pass the tenant's tokenBudget")
+	case errors.Is(err, metering.ErrBudgetUnavailable):
+		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "token budget unavailable, retry shortly", err)
+	case errors.Is(err, metering.ErrModelNotAllowed):
+		return Wrap(http.StatusForbidden, CodeModelNotAllowed, modelNotAllowedMessage(model), err)
+	}
+	return Wrap(http.StatusBadGateway, CodeAIError, modelErrorMessage(model, err), err)
+}
+
+func modelNotAllowedMessage(model string) string {
+	return "model " + strconv.Quote(model) + " is not in this tenant's allowedModels"
+}
+
+// selectModels applies the one model-selection rule (metering.SelectModels): 403 before any work.
+func (s *Server) selectModels(t *config.TenantConfig, requested string) (primary, fallback string, err error) {
+	primary, fallback, err = s.meter.SelectModels(t, requested)
+	if err != nil {
+		return "", "", Wrap(http.StatusForbidden, CodeModelNotAllowed, modelNotAllowedMessage(cmpOr(requested, s.env.ModelID, t.AIModels.Chat)), err)
+	}
+	return primary, fallback, nil
+}
+
+// recordEvent appends a ledger event in the background (metering.Meter.Record).
+func (s *Server) recordEvent(ctx context.Context, ev store.Event) {
+	if s.meter != nil {
+		s.meter.Record(ctx, ev)
+	}
+}
+
+// modelErrorMessage is client-safe: it names the model and the kind of failure, not internals.
+func modelErrorMessage(model string, err error) string {
+	if errors.Is(err, gateway.ErrModelNotServed) {
+		return "model " + strconv.Quote(model) + " is not served by any configured provider"
+	}
+	var ue *gateway.UpstreamError
+	if errors.As(err, &ue) {
+		return "model " + strconv.Quote(ue.Model) + " failed upstream (status " + strconv.Itoa(ue.Status) + ")"
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "model " + strconv.Quote(model) + " timed out"
+	}
+	return "model " + strconv.Quote(model) + " failed"
+}

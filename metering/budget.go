@@ -1,0 +1,110 @@
+package metering
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/crispy-enigma/crispy/actors"
+	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/store"
+)
+
+// ErrBudgetExceeded is returned (as a *BudgetError) for a call whose estimate does not fit the
+// tenant's token budget; the model is not called.
+var ErrBudgetExceeded = errors.New("token budget exceeded")
+
+// ErrBudgetUnavailable is returned when the Budget grain cannot be asked: the call is not made.
+var ErrBudgetUnavailable = errors.New("token budget unavailable")
+
+// BudgetError is a budget refusal: the estimate of the call and when the budget frees up.
+type BudgetError struct {
+	Estimate int64
+	ResetAt  time.Time // zero when unknown
+}
+
+func (e *BudgetError) Error() string {
+	return fmt.Sprintf("%v: an estimate of %d tokens does not fit", ErrBudgetExceeded, e.Estimate)
+}
+
+func (e *BudgetError) Unwrap() error { return ErrBudgetExceeded }
+
+// DefaultMaxOutputTokens is the output part of a budget estimate when the request sets no
+// maxTokens: the model may answer up to its own limit, which we cannot know, so we hold a typical
+// reply's worth and charge the actual count when the call ends.
+const DefaultMaxOutputTokens = 1024
+
+// budgetTimeout bounds a Commit or Release, which run detached from the request (a client that left
+// must not leave its reservation held or its tokens uncharged).
+const budgetTimeout = 5 * time.Second
+
+// Estimate is the budget estimate of a call (README "Token budgets"): the input, ceil(chars/4) per
+// message and at least 1 per non-empty message, over every message sent to the model, plus its max
+// output (maxTokens, else DefaultMaxOutputTokens).
+func Estimate(msgs []gateway.Message, maxTokens int) int64 {
+	var n int64
+	for _, m := range msgs {
+		n += int64(gateway.EstimateTokens(m.Content))
+	}
+	if maxTokens <= 0 {
+		maxTokens = DefaultMaxOutputTokens
+	}
+	return n + int64(maxTokens)
+}
+
+// reserve reserves the call's estimate on the tenant's Budget grain, after model selection and
+// before any model call. A tenant without tokenBudget is not metered.
+func (m *Meter) reserve(ctx context.Context, c *call, msgs []gateway.Message, maxTokens int) error {
+	tb := c.tenant.TokenBudget
+	if m.budget == nil || tb == nil || (tb.Daily <= 0 && tb.Monthly <= 0) {
+		return nil
+	}
+	c.estimate = Estimate(msgs, maxTokens)
+	id := uuid.NewString()
+	d, err := m.budget.Reserve(ctx, c.tenant.TenantID, id, c.estimate, actors.TokenBudget{Daily: tb.Daily, Monthly: tb.Monthly})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBudgetUnavailable, err)
+	}
+	if !d.Allowed {
+		m.metrics.BudgetRejected.WithLabelValues(c.tenant.TenantID).Inc()
+		m.appendEvent(ctx, store.Event{
+			Kind: store.KindBudgetExceeded, TenantID: c.tenant.TenantID, TraceID: c.meta.TraceID, SessionID: c.meta.SessionID,
+			UserID: c.meta.UserID, Subject: c.meta.Route, Outcome: "rejected",
+			Detail: map[string]any{"estimate": c.estimate, "dailyRemaining": d.DailyRemaining, "monthlyRemaining": d.MonthlyRemaining},
+		})
+		return &BudgetError{Estimate: c.estimate, ResetAt: d.ResetAt}
+	}
+	c.reserved = id
+	return nil
+}
+
+// commit charges the actual tokens and frees the rest of the reservation.
+func (m *Meter) commit(ctx context.Context, c *call, actual int64) {
+	if c.reserved == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budgetTimeout)
+	defer cancel()
+	if err := m.budget.Commit(ctx, c.tenant.TenantID, c.reserved, actual); err != nil {
+		m.log.Error().Err(err).Str("tenantId", c.tenant.TenantID).Str("traceId", c.meta.TraceID).
+			Int64("tokens", actual).Msg("budget commit failed")
+	}
+	c.reserved = ""
+}
+
+// release frees the reservation of a call that never reached a model.
+func (m *Meter) release(ctx context.Context, c *call) {
+	if c.reserved == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budgetTimeout)
+	defer cancel()
+	if err := m.budget.Release(ctx, c.tenant.TenantID, c.reserved); err != nil {
+		// Not fatal: the reservation expires after actors.ReservationTTL.
+		m.log.Warn().Err(err).Str("tenantId", c.tenant.TenantID).Str("traceId", c.meta.TraceID).Msg("budget release failed")
+	}
+	c.reserved = ""
+}

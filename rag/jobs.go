@@ -1,0 +1,220 @@
+package rag
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/crispy-enigma/crispy/store"
+	"github.com/crispy-enigma/crispy/wire"
+)
+
+// PendingDoc is a document ready to ingest, or the reason it cannot be (Err, decided when the
+// request was read). It is what a job's payload holds.
+type PendingDoc struct {
+	Doc Document        `json:"doc"`
+	Err *wire.ErrorBody `json:"err,omitempty"`
+}
+
+func (p PendingDoc) size() int64 { return int64(len(p.Doc.Data) + len(p.Doc.Text)) }
+
+// Failure is an ingest or search error as a client sees it: a stable code and a message that
+// names the document and holds no internals.
+type Failure struct {
+	Code    string
+	Message string
+}
+
+// Classify maps an error of Ingest, Delete or Search to its code and client-safe message.
+func Classify(err error, docID string) Failure {
+	name := ""
+	if docID != "" {
+		name = fmt.Sprintf("document %q: ", docID)
+	}
+	switch {
+	case errors.Is(err, ErrEmptyDocument):
+		return Failure{wire.CodeInvalidRequest, name + "text must not be empty or whitespace only"}
+	case errors.Is(err, ErrUnsupportedContentType), errors.Is(err, ErrCorruptDocument),
+		errors.Is(err, ErrInvalidDocument), errors.Is(err, ErrInvalidChunking),
+		errors.Is(err, ErrMetadataTooLarge):
+		// These messages come from our parsers and validators and say what is wrong with the
+		// document (its type, "corrupt PDF"), never internals.
+		return Failure{wire.CodeInvalidRequest, name + clientMessage(err)}
+	case errors.Is(err, ErrEmptyQuery):
+		return Failure{wire.CodeInvalidRequest, "query: must contain at least one non-space character"}
+	case errors.Is(err, ErrTopKTooLarge):
+		return Failure{wire.CodeInvalidRequest, fmt.Sprintf("topK: must be between 1 and %d", MaxTopK)}
+	case errors.Is(err, ErrDocumentNotFound):
+		return Failure{wire.CodeNotFound, "no such document"}
+	case errors.Is(err, ErrEmbedding):
+		return Failure{wire.CodeAIError, name + "embedding model failed"}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return Failure{wire.CodeUnavailable, name + "request cancelled or timed out"}
+	}
+	return Failure{wire.CodeInternal, name + "internal error"}
+}
+
+// clientMessage strips the "ingest <docId>: " style prefixes the ingester adds, keeping its
+// description.
+func clientMessage(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "+ErrUnsupportedContentType.Error()); i >= 0 {
+		return msg[i+2:]
+	}
+	for _, sentinel := range []error{ErrCorruptDocument, ErrInvalidDocument, ErrInvalidChunking, ErrMetadataTooLarge} {
+		if i := strings.Index(msg, sentinel.Error()); i >= 0 {
+			return msg[i:]
+		}
+	}
+	return msg
+}
+
+// ErrJobNotFound is returned for a job ID the tenant does not have.
+var ErrJobNotFound = errors.New("no such ingest job")
+
+// submitJob stores the documents and queues the job; it returns the job ID.
+func (s *Service) submitJob(ctx context.Context, tenant, trace string, docs []PendingDoc) (string, error) {
+	id := uuid.NewString()
+	payload, err := json.Marshal(docs)
+	if err != nil {
+		return "", fmt.Errorf("ingest job: encode: %w", err)
+	}
+	now := s.o.Now().UTC()
+	status, err := json.Marshal(wire.JobStatus{JobID: id, Status: wire.JobQueued, Total: len(docs), CreatedAt: now, UpdatedAt: now})
+	if err != nil {
+		return "", fmt.Errorf("ingest job: encode status: %w", err)
+	}
+	if err := s.o.Jobs.Submit(ctx, tenant, id, trace, payload, status); err != nil {
+		return "", fmt.Errorf("ingest job: %w", err)
+	}
+	return id, nil
+}
+
+// JobStatus returns the tenant's job, or ErrJobNotFound (also for another tenant's job ID: the
+// key is scoped by tenant).
+func (s *Service) JobStatus(ctx context.Context, tenant, jobID string) (wire.JobStatus, error) {
+	if s.o.Jobs == nil || !store.ValidJobID(jobID) {
+		return wire.JobStatus{}, ErrJobNotFound
+	}
+	b, err := s.o.Jobs.Status(ctx, tenant, jobID)
+	if errors.Is(err, store.ErrNotFound) {
+		return wire.JobStatus{}, ErrJobNotFound
+	}
+	if err != nil {
+		return wire.JobStatus{}, err
+	}
+	var st wire.JobStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return wire.JobStatus{}, fmt.Errorf("ingest job %s: decode status: %w", jobID, err)
+	}
+	return st, nil
+}
+
+func (s *Service) putStatus(ctx context.Context, tenant string, st wire.JobStatus) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("ingest job: encode status: %w", err)
+	}
+	return s.o.Jobs.PutStatus(ctx, tenant, st.JobID, b)
+}
+
+// StartWorker runs this node's ingest worker until the returned stop is called; stop cancels the
+// job in progress (it is redelivered to a worker later, and re-ingesting replaces, so a restarted
+// job lands the same documents) and waits for the worker to exit. Without a job queue it does
+// nothing.
+func (s *Service) StartWorker(ctx context.Context) (stop func(), err error) {
+	if s.o.Jobs == nil {
+		return func() {}, nil
+	}
+	return s.o.Jobs.Consume(ctx, s.runJob)
+}
+
+// runJob processes one job: documents one by one, progress after each.
+func (s *Service) runJob(ctx context.Context, j store.Job) {
+	log := s.o.Logger.With().Str("tenantId", j.Tenant).Str("traceId", j.TraceID).Str("jobId", j.JobID).Logger()
+	st, err := s.JobStatus(ctx, j.Tenant, j.JobID)
+	if err != nil {
+		log.Warn().Err(err).Msg("ingest worker: job status unreadable; will retry")
+		j.Retry(time.Second)
+		return
+	}
+	if st.Status == wire.JobDone || st.Status == wire.JobFailed {
+		_ = j.Done(ctx) // a redelivery of a finished job (its ack was lost)
+		return
+	}
+	fail := func(reason string) {
+		st.Status, st.Error, st.UpdatedAt = wire.JobFailed, reason, s.o.Now().UTC()
+		if err := s.putStatus(ctx, j.Tenant, st); err != nil {
+			log.Warn().Err(err).Msg("ingest worker: status")
+		}
+		j.Drop()
+	}
+	t, found := s.o.Tenants.ByID(j.Tenant)
+	if !found {
+		fail("tenant no longer configured")
+		return
+	}
+	raw, err := s.o.Jobs.Payload(ctx, j.Tenant, j.JobID)
+	if errors.Is(err, store.ErrNotFound) {
+		fail("job payload expired or missing")
+		return
+	}
+	var docs []PendingDoc
+	if err == nil {
+		if jerr := json.Unmarshal(raw, &docs); jerr != nil {
+			err = fmt.Errorf("decode payload: %w", jerr)
+		}
+	}
+	if err != nil {
+		log.Warn().Err(err).Msg("ingest worker: payload unreadable; will retry")
+		j.Retry(time.Second)
+		return
+	}
+	// A redelivered job starts over: re-ingesting replaces, so the outcome is the same.
+	st.Status, st.Total, st.Done, st.Succeeded, st.Failed, st.Results = wire.JobRunning, len(docs), 0, 0, 0, nil
+	st.UpdatedAt = s.o.Now().UTC()
+	if err := s.putStatus(ctx, j.Tenant, st); err != nil {
+		log.Warn().Err(err).Msg("ingest worker: status")
+	}
+	results := make([]wire.IngestItemResult, 0, len(docs))
+	for _, d := range docs {
+		if ctx.Err() != nil {
+			return // stopping: not acknowledged, the job is redelivered
+		}
+		r := s.IngestItem(ctx, t, d, j.TraceID)
+		if ctx.Err() != nil {
+			return
+		}
+		results = append(results, r)
+		st.Done++
+		if r.Status == wire.DocIngested {
+			st.Succeeded++
+		} else {
+			st.Failed++
+		}
+		st.UpdatedAt = s.o.Now().UTC()
+		if st.Done < len(docs) {
+			if err := s.putStatus(ctx, j.Tenant, st); err != nil {
+				log.Warn().Err(err).Msg("ingest worker: progress")
+			}
+		}
+		j.Progress()
+	}
+	st.Status, st.Results, st.UpdatedAt = wire.JobDone, results, s.o.Now().UTC()
+	if err := s.putStatus(ctx, j.Tenant, st); err != nil {
+		log.Warn().Err(err).Msg("ingest worker: final status; will retry")
+		j.Retry(time.Second)
+		return
+	}
+	if err := s.o.Jobs.DeletePayload(ctx, j.Tenant, j.JobID); err != nil {
+		log.Debug().Err(err).Msg("ingest worker: payload delete")
+	}
+	if err := j.Done(ctx); err != nil {
+		log.Debug().Err(err).Msg("ingest worker: ack")
+	}
+}
