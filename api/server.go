@@ -47,6 +47,8 @@ type Deps struct {
 	Usage UsageReader
 	// TenantMetrics backs GET /metrics/* (metrics.go); nil: those routes are not registered.
 	TenantMetrics *TenantMetricsDeps
+	// OpenAI serves the OpenAI-compatible API (v1.go) under /v1; nil: not registered.
+	OpenAI *OpenAIDeps
 	// Idempotency keeps Idempotency-Key records (idempotency.go; the TTL-enabled cache bucket);
 	// nil ignores the header.
 	Idempotency IdempotencyStore
@@ -78,6 +80,7 @@ type Server struct {
 	usage     UsageReader      // usage.go
 	analytics *store.Analytics // metrics.go; nil: no /metrics/* routes
 	idem      IdempotencyStore // idempotency.go
+	openai    *OpenAIDeps      // v1.go
 	tracer    observe.Tracer   // HTTP request spans
 }
 
@@ -103,7 +106,7 @@ func New(d Deps) (*Server, error) {
 		now: d.Now, started: d.Now(), chat: d.Chat,
 		tracer: d.Tracing.Tracer("github.com/crispy-enigma/crispy/api"),
 	}
-	s.tools, s.speech, s.idem = d.Tools, d.Speech, d.Idempotency
+	s.tools, s.speech, s.idem, s.openai = d.Tools, d.Speech, d.Idempotency, d.OpenAI
 	s.meter, s.usage = d.Meter, d.Usage
 	if d.TenantMetrics != nil && d.TenantMetrics.Reader == nil {
 		return nil, errors.New("api: Deps.TenantMetrics needs a Reader")
@@ -158,6 +161,9 @@ func (s *Server) routes(e *echo.Echo) {
 	}
 	if s.rag != nil {
 		s.ragRoutes(e)
+	}
+	if s.openai != nil {
+		s.v1Routes(e) // v1.go
 	}
 }
 

@@ -229,16 +229,6 @@ func TestSDKClients(t *testing.T) {
 	python, nodeDir := sdkClients(t)
 	up := newScriptedUpstream(t)
 	base := sdkNode(t, up)
-	// TODO(openai): remove once the /v1 routes are registered on this branch.
-	req, _ := http.NewRequest(http.MethodGet, base+"/models", nil)
-	req.Header.Set("Authorization", "Bearer "+sdkKey)
-	if resp, err := http.DefaultClient.Do(req); err == nil {
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusNotFound {
-			t.Skip("the /v1 routes are not registered yet")
-		}
-	}
-
 	t.Run("python openai and langchain", func(t *testing.T) {
 		runClient(t, base, nil, python, "sdk/openai_client.py")
 		// Sampling parameters reach the model unchanged (the Python client's chat check sends them).

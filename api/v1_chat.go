@@ -1,0 +1,332 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/openaiwire"
+)
+
+// Limits of the OpenAI-compatible chat API (OpenAI's own, where it has one).
+const (
+	maxV1Messages  = 2048
+	maxV1Tools     = 128
+	maxV1Stops     = 4
+	maxOutputLimit = 32768 // as POST /chat's maxTokens
+)
+
+var functionNamePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// v1Roles maps OpenAI's message roles onto the gateway's; "developer" is OpenAI's newer name for
+// "system".
+var v1Roles = map[string]string{"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+
+// toGatewayChat validates an OpenAI chat completion request and turns it into the gateway's
+// request (model and metadata are the caller's). Every refusal names the parameter.
+func toGatewayChat(req *openaiwire.ChatCompletionRequest) (gateway.ChatRequest, error) {
+	var out gateway.ChatRequest
+	switch n := len(req.Messages); {
+	case n == 0:
+		return out, paramError(openaiwire.Invalid("messages", "must contain at least one message"))
+	case n > maxV1Messages:
+		return out, paramError(openaiwire.Invalid("messages", "must contain at most %d messages", maxV1Messages))
+	}
+	if err := checkSampling(req.Temperature, req.TopP); err != nil {
+		return out, err
+	}
+	switch {
+	case req.N != nil && *req.N != 1:
+		return out, paramError(openaiwire.Unsupported("n", "only n=1 is supported"))
+	case req.MaxCompletionTokens != nil && (*req.MaxCompletionTokens < 1 || *req.MaxCompletionTokens > maxOutputLimit):
+		return out, paramError(openaiwire.Invalid("max_completion_tokens", "must be between 1 and %d", maxOutputLimit))
+	case req.MaxTokens != nil && (*req.MaxTokens < 1 || *req.MaxTokens > maxOutputLimit):
+		return out, paramError(openaiwire.Invalid("max_tokens", "must be between 1 and %d", maxOutputLimit))
+	case len(req.Stop) > maxV1Stops:
+		return out, paramError(openaiwire.Invalid("stop", "must hold at most %d sequences", maxV1Stops))
+	case req.StreamOptions != nil && !req.Stream:
+		return out, paramError(openaiwire.Invalid("stream_options", "is only allowed when stream is true"))
+	case len(req.User) > maxUserIDLen:
+		return out, paramError(openaiwire.Invalid("user", "must be at most %d characters", maxUserIDLen))
+	}
+	if err := checkResponseFormat(req.ResponseFormat); err != nil {
+		return out, err
+	}
+	tools, err := toGatewayTools(req.Tools, req.ToolChoice)
+	if err != nil {
+		return out, err
+	}
+	msgs := make([]gateway.Message, len(req.Messages))
+	for i, m := range req.Messages {
+		role, ok := v1Roles[m.Role]
+		if !ok {
+			return out, paramError(openaiwire.Invalid(fmt.Sprintf("messages[%d].role", i), "must be one of system, developer, user, assistant, tool"))
+		}
+		if role == "tool" && m.ToolCallID == "" {
+			return out, paramError(openaiwire.Missing(fmt.Sprintf("messages[%d].tool_call_id", i)))
+		}
+		msgs[i] = gateway.Message{Role: role, Content: m.Text(), ToolCallID: m.ToolCallID}
+		for _, tc := range m.ToolCalls {
+			msgs[i].ToolCalls = append(msgs[i].ToolCalls, gateway.ToolCall{ID: tc.ID, Type: cmpOr(tc.Type, "function"),
+				Function: gateway.FunctionCall{Name: tc.Function.Name, Arguments: tc.Function.Arguments}})
+		}
+	}
+	out = gateway.ChatRequest{
+		Messages: msgs, MaxTokens: req.OutputLimit(), Temperature: req.Temperature, TopP: req.TopP,
+		Stop: req.Stop, Seed: req.Seed, ResponseFormat: req.ResponseFormat, Tools: tools, User: req.User,
+	}
+	if len(tools) > 0 {
+		out.ToolChoice = req.ToolChoice
+	}
+	return out, nil
+}
+
+func checkSampling(temperature, topP *float64) error {
+	if temperature != nil && (*temperature < 0 || *temperature > 2) {
+		return paramError(openaiwire.Invalid("temperature", "must be between 0 and 2"))
+	}
+	if topP != nil && (*topP < 0 || *topP > 1) {
+		return paramError(openaiwire.Invalid("top_p", "must be between 0 and 1"))
+	}
+	return nil
+}
+
+// checkResponseFormat accepts OpenAI's three forms; the model decides what it can honour.
+func checkResponseFormat(raw json.RawMessage) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var rf struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(raw, &rf); err != nil {
+		return paramError(openaiwire.Invalid("response_format", "must be an object with a type"))
+	}
+	switch rf.Type {
+	case "text", "json_object", "json_schema":
+		return nil
+	}
+	return paramError(openaiwire.Invalid("response_format.type", "must be one of text, json_object, json_schema"))
+}
+
+// toGatewayTools checks the function tools offered and tool_choice.
+func toGatewayTools(tools []openaiwire.Tool, choice json.RawMessage) ([]gateway.ToolSpec, error) {
+	if len(tools) > maxV1Tools {
+		return nil, paramError(openaiwire.Invalid("tools", "must hold at most %d tools", maxV1Tools))
+	}
+	out := make([]gateway.ToolSpec, 0, len(tools))
+	for i, t := range tools {
+		if t.Type != "function" {
+			return nil, paramError(openaiwire.Unsupported(fmt.Sprintf("tools[%d].type", i), "only function tools are supported"))
+		}
+		if !functionNamePattern.MatchString(t.Function.Name) {
+			return nil, paramError(openaiwire.Invalid(fmt.Sprintf("tools[%d].function.name", i), "must match ^[a-zA-Z0-9_-]{1,64}$"))
+		}
+		out = append(out, gateway.ToolSpec{Type: "function", Function: gateway.FunctionSpec{
+			Name: t.Function.Name, Description: t.Function.Description, Parameters: t.Function.Parameters}})
+	}
+	if len(choice) > 0 && string(choice) != "null" {
+		var s string
+		if json.Unmarshal(choice, &s) == nil {
+			if s != "none" && s != "auto" && s != "required" {
+				return nil, paramError(openaiwire.Invalid("tool_choice", "must be none, auto, required or a function"))
+			}
+		} else {
+			var obj struct {
+				Type     string `json:"type"`
+				Function struct {
+					Name string `json:"name"`
+				} `json:"function"`
+			}
+			if json.Unmarshal(choice, &obj) != nil || obj.Type != "function" || obj.Function.Name == "" {
+				return nil, paramError(openaiwire.Invalid("tool_choice", "must be none, auto, required or a function"))
+			}
+		}
+		if len(out) == 0 && s != "none" && s != "" {
+			return nil, paramError(openaiwire.Invalid("tool_choice", "is only allowed when tools are offered"))
+		}
+	}
+	return out, nil
+}
+
+// v1Call is one chat model call of the OpenAI-compatible API in flight.
+type v1Call struct {
+	stream  gateway.ChatStream
+	limit   int    // the output cap the client set, 0 = none
+	id      string // chatcmpl-…
+	created int64
+	cached  bool // answered from the response cache
+}
+
+// openV1Chat runs the request lifecycle every chat model call of /v1 shares with /chat: the rate
+// limit, the model rule (404 for a model no route serves, 403 outside the allow-list), then the
+// metered Router, which reserves the budget, may answer from the response cache (whole replies
+// without tools), and records the call in the ledger and metrics when its stream ends.
+func (s *Server) openV1Chat(c echo.Context, greq gateway.ChatRequest, model, route, sessionID string, cacheable bool) (*v1Call, error) {
+	t := tenantOf(c)
+	if err := s.checkRateLimit(c, greq.User); err != nil {
+		return nil, err
+	}
+	primary, fallback, err := s.checkModel(t, model)
+	if err != nil {
+		return nil, err
+	}
+	greq.Model = primary
+	greq.Meta = metaOf(t, traceID(c), route)
+	greq.Meta.SessionID, greq.Meta.UserID = sessionID, greq.User
+	greq.Meta.AllowCached = cacheable && len(greq.Tools) == 0
+	stream, err := s.chat.Models.Open(c.Request().Context(), greq, fallback)
+	if err != nil {
+		return nil, s.modelCallError(c.Response().Header(), primary, err)
+	}
+	c.Response().Header().Set("x-model-id", stream.Model())
+	return &v1Call{stream: stream, limit: greq.MaxTokens, created: s.now().Unix(),
+		cached: gateway.CacheStatus(stream) == gateway.CacheHit}, nil
+}
+
+// usage is the call's usage in OpenAI's shape. A cached answer reports what it would have cost
+// (estimated) with every input token marked cached, since the cache does not keep the counts.
+func (v *v1Call) usage(msgs []gateway.Message, reply string) openaiwire.Usage {
+	u := v.stream.Usage()
+	if v.cached && u.TokensIn == 0 && u.TokensOut == 0 {
+		in := 0
+		for _, m := range msgs {
+			in += gateway.EstimateTokens(m.Content)
+		}
+		return openaiwire.NewUsage(max(1, in), gateway.EstimateTokens(reply), true)
+	}
+	return openaiwire.NewUsage(u.TokensIn, u.TokensOut, v.cached)
+}
+
+// finishReason is OpenAI's: tool_calls when the model asked for tools, length when it produced as
+// many tokens as the client allowed, stop otherwise.
+func (v *v1Call) finishReason(calls []gateway.ToolCall) string {
+	switch {
+	case len(calls) > 0:
+		return openaiwire.FinishToolCalls
+	case v.limit > 0 && v.stream.Usage().TokensOut >= v.limit:
+		return openaiwire.FinishLength
+	}
+	return openaiwire.FinishStop
+}
+
+func toWireToolCalls(calls []gateway.ToolCall, indexed bool) []openaiwire.ToolCall {
+	out := make([]openaiwire.ToolCall, len(calls))
+	for i, tc := range calls {
+		out[i] = openaiwire.ToolCall{ID: tc.ID, Type: cmpOr(tc.Type, "function"),
+			Function: openaiwire.FunctionCall{Name: tc.Function.Name, Arguments: tc.Function.Arguments}}
+		if indexed {
+			out[i].Index = &i
+		}
+	}
+	return out
+}
+
+func (s *Server) postChatCompletions(c echo.Context) error {
+	var req openaiwire.ChatCompletionRequest
+	if err := v1Decode(c, &req); err != nil {
+		return err
+	}
+	greq, err := toGatewayChat(&req)
+	if err != nil {
+		return err
+	}
+	call, err := s.openV1Chat(c, greq, req.Model, "/v1/chat/completions", "", !req.Stream)
+	if err != nil {
+		return err
+	}
+	defer call.stream.Close()
+	call.id = "chatcmpl-" + strings.ReplaceAll(uuid.NewString(), "-", "")
+	if req.Stream {
+		return s.streamChatCompletion(c, call, greq.Messages, req.IncludeUsage())
+	}
+	reply, err := drainReply(c.Request().Context(), call.stream)
+	if err != nil {
+		return Wrap(http.StatusBadGateway, CodeAIError, modelErrorMessage(call.stream.Model(), err), err)
+	}
+	calls := gateway.ToolCallsOf(call.stream)
+	msg := openaiwire.ChatMessage{Role: "assistant", ToolCalls: toWireToolCalls(calls, false)}
+	if reply != "" || len(calls) == 0 {
+		msg.Content = &reply
+	}
+	return c.JSON(http.StatusOK, openaiwire.ChatCompletion{
+		ID: call.id, Object: openaiwire.ObjectChatCompletion, Created: call.created, Model: call.stream.Model(),
+		Choices: []openaiwire.ChatChoice{{Message: msg, FinishReason: call.finishReason(calls)}},
+		Usage:   call.usage(greq.Messages, reply),
+	})
+}
+
+// drainReply reads a whole reply.
+func drainReply(ctx context.Context, stream gateway.ChatStream) (string, error) {
+	var sb strings.Builder
+	for {
+		tok, err := stream.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return sb.String(), nil
+		}
+		if err != nil {
+			return sb.String(), err
+		}
+		sb.WriteString(tok)
+	}
+}
+
+// streamChatCompletion writes the reply as OpenAI's chunks: the role first, a chunk per delta,
+// the tool calls (whole, one delta each), the finish reason, the usage chunk when asked for, and
+// `data: [DONE]`. The stream was opened (first token in) before the headers are written, so a
+// failure to open still got a real status. A failure after that is an in-band error object, which
+// the SDKs raise, and no [DONE].
+func (s *Server) streamChatCompletion(c echo.Context, call *v1Call, msgs []gateway.Message, includeUsage bool) error {
+	ctx := c.Request().Context()
+	openaiwire.SetSSEHeaders(c.Response().Header())
+	c.Response().WriteHeader(http.StatusOK)
+	w := openaiwire.NewSSEWriter(c.Response())
+	model := call.stream.Model()
+	chunk := func(d openaiwire.ChunkDelta, finish *string) openaiwire.ChatCompletionChunk {
+		return openaiwire.ChatCompletionChunk{ID: call.id, Object: openaiwire.ObjectChatCompletionChunk, Created: call.created,
+			Model: model, Choices: []openaiwire.ChunkChoice{{Delta: d, FinishReason: finish}}}
+	}
+	empty := ""
+	if w.Data(chunk(openaiwire.ChunkDelta{Role: "assistant", Content: &empty}, nil)) != nil {
+		return nil // the client left: closing the stream cancels the model call
+	}
+	var reply strings.Builder
+	for {
+		tok, err := call.stream.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				_ = w.Data(openaiwire.NewError(http.StatusBadGateway, CodeAIError, "", modelErrorMessage(model, err)))
+			}
+			return nil
+		}
+		reply.WriteString(tok)
+		if w.Data(chunk(openaiwire.ChunkDelta{Content: &tok}, nil)) != nil {
+			return nil
+		}
+	}
+	calls := gateway.ToolCallsOf(call.stream)
+	if len(calls) > 0 {
+		_ = w.Data(chunk(openaiwire.ChunkDelta{ToolCalls: toWireToolCalls(calls, true)}, nil))
+	}
+	finish := call.finishReason(calls)
+	_ = w.Data(chunk(openaiwire.ChunkDelta{}, &finish))
+	if includeUsage {
+		u := call.usage(msgs, reply.String())
+		_ = w.Data(openaiwire.ChatCompletionChunk{ID: call.id, Object: openaiwire.ObjectChatCompletionChunk, Created: call.created,
+			Model: model, Choices: []openaiwire.ChunkChoice{}, Usage: &u})
+	}
+	_ = w.Done()
+	return nil
+}

@@ -1,0 +1,89 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/openaiwire"
+	"github.com/crispy-enigma/crispy/store"
+)
+
+// maxEmbeddingInputs is OpenAI's limit on inputs per request.
+const maxEmbeddingInputs = 2048
+
+// postEmbeddings embeds with the tenant's embedding model (aiModels.embeddings, the built-in
+// local/hash-embed included) or another embedding model the tenant may use. It is rate limited and
+// recorded in the ledger and metrics as a model call; no model here changes its vector length, so
+// `dimensions` is refused unless it is the model's own.
+func (s *Server) postEmbeddings(c echo.Context) error {
+	var req openaiwire.EmbeddingRequest
+	if err := v1Decode(c, &req); err != nil {
+		return err
+	}
+	switch {
+	case req.Input.Tokens:
+		return paramError(openaiwire.Unsupported("input", "token arrays are not supported: send strings"))
+	case len(req.Input.Texts) == 0:
+		return paramError(openaiwire.Missing("input"))
+	case len(req.Input.Texts) > maxEmbeddingInputs:
+		return paramError(openaiwire.Invalid("input", "must hold at most %d inputs", maxEmbeddingInputs))
+	case req.EncodingFormat != "" && req.EncodingFormat != openaiwire.EncodingFloat && req.EncodingFormat != openaiwire.EncodingBase64:
+		return paramError(openaiwire.Invalid("encoding_format", "must be float or base64"))
+	case req.Dimensions != nil && *req.Dimensions < 1:
+		return paramError(openaiwire.Invalid("dimensions", "must be a positive integer"))
+	case len(req.User) > maxUserIDLen:
+		return paramError(openaiwire.Invalid("user", "must be at most %d characters", maxUserIDLen))
+	}
+	for i, text := range req.Input.Texts {
+		if strings.TrimSpace(text) == "" {
+			return paramError(openaiwire.Invalid("input", "input %d is empty", i))
+		}
+	}
+	t := tenantOf(c)
+	model := cmpOr(req.Model, t.AIModels.Embeddings)
+	if _, ok := s.modelOwner(t, model); !ok {
+		return errModelNotFound(model)
+	}
+	meta := metaOf(t, traceID(c), "/v1/embeddings")
+	meta.UserID = req.User
+	embedder, err := s.openai.Models.EmbedderFor(model, meta)
+	if err != nil {
+		return errModelNotFound(model)
+	}
+	if req.Dimensions != nil && embedder.Dimension() != 0 && *req.Dimensions != embedder.Dimension() {
+		return paramError(openaiwire.Unsupported("dimensions", "model %s has %d dimensions and cannot change them", truncateForMessage(model), embedder.Dimension()))
+	}
+	if err := s.checkRateLimit(c, req.User); err != nil {
+		return err
+	}
+	started := s.now()
+	vecs, err := embedder.Embed(c.Request().Context(), req.Input.Texts)
+	tokens := gateway.EstimateTokens(req.Input.Texts...)
+	outcome := gateway.OutcomeOK
+	if err != nil {
+		outcome = gateway.OutcomeError
+	}
+	s.metrics.ModelCalls.WithLabelValues(t.TenantID, model, outcome).Inc()
+	ev := store.Event{Kind: store.KindModelCall, TenantID: t.TenantID, TraceID: traceID(c), UserID: req.User, Model: model,
+		LatencyMs: s.now().Sub(started).Milliseconds(), Outcome: outcome, Subject: "/v1/embeddings"}
+	if err != nil {
+		s.recordEvent(c.Request().Context(), ev)
+		return Wrap(http.StatusBadGateway, CodeAIError, "embedding model "+truncateForMessage(model)+" failed", err)
+	}
+	ev.TokensIn, ev.Estimated = tokens, true
+	s.metrics.ModelTokens.WithLabelValues(t.TenantID, model, "in").Add(float64(tokens))
+	s.recordEvent(c.Request().Context(), ev)
+	if req.Dimensions != nil && len(vecs) > 0 && len(vecs[0]) != *req.Dimensions {
+		return paramError(openaiwire.Unsupported("dimensions", "model %s has %d dimensions and cannot change them", truncateForMessage(model), len(vecs[0])))
+	}
+	data := make([]openaiwire.Embedding, len(vecs))
+	for i, v := range vecs {
+		data[i] = openaiwire.Embedding{Object: openaiwire.ObjectEmbedding, Index: i, Embedding: openaiwire.EncodeVector(v, req.EncodingFormat)}
+	}
+	c.Response().Header().Set("x-model-id", model)
+	return c.JSON(http.StatusOK, openaiwire.EmbeddingList{Object: openaiwire.ObjectList, Data: data, Model: model,
+		Usage: openaiwire.EmbeddingUsage{PromptTokens: tokens, TotalTokens: tokens}})
+}
