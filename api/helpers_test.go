@@ -73,6 +73,8 @@ type testServerOpts struct {
 	tracing *observe.Tracing // non-nil: the server, grain client and router record spans with it
 	// idempotency: keep Idempotency-Key records in the cache bucket of the grains' NATS.
 	idempotency bool
+	// openai: serve the OpenAI-compatible API (v1.go) over the chat router and the grains.
+	openai bool
 }
 
 type testServer struct {
@@ -114,7 +116,11 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 	o.models.Meter = ts.mt
 	if !o.noChat {
 		o.models.Tracer = o.tracing.Tracer("github.com/crispy-enigma/crispy/gateway")
-		deps.Chat = &ChatDeps{Sessions: ts.grains, Models: gateway.NewRouter(o.models)}
+		router := gateway.NewRouter(o.models)
+		deps.Chat = &ChatDeps{Sessions: ts.grains, Models: router}
+		if o.openai {
+			deps.OpenAI = &OpenAIDeps{Models: router, Sessions: ts.grains}
+		}
 	}
 	if o.idempotency {
 		kv, err := store.OpenTenantKV(t.Context(), ts.js, store.BucketCache, store.KVOptions{AllowTTL: true})

@@ -47,21 +47,21 @@ type OpenAIDeps struct {
 
 // v1Routes registers the OpenAI-compatible API under /v1 and, for clients whose base URL lacks
 // /v1, at the root too (POST /chat/completions must not fall into DELETE /chat/:sessionId's 405).
+// The middleware is per route: a group's would add catch-all routes that turn 405s into 404s.
 func (s *Server) v1Routes(e *echo.Echo) {
 	for _, prefix := range []string{"/v1", ""} {
-		g := e.Group(prefix, v1Headers)
-		g.GET("/models", s.listModels)
-		g.GET("/models/*", s.getModel) // model IDs hold slashes: local/extractive, @cf/meta/…
-		g.POST("/embeddings", s.postEmbeddings)
+		e.GET(prefix+"/models", s.listModels, v1Headers)
+		e.GET(prefix+"/models/*", s.getModel, v1Headers) // model IDs hold slashes: local/extractive, @cf/meta/…
+		e.POST(prefix+"/embeddings", s.postEmbeddings, v1Headers)
 		if s.chat != nil {
-			g.POST("/chat/completions", s.postChatCompletions)
+			e.POST(prefix+"/chat/completions", s.postChatCompletions, v1Headers)
 			if s.openai.Sessions != nil {
-				g.POST("/responses", s.postResponse)
-				g.GET("/responses/:id", s.getResponse)
+				e.POST(prefix+"/responses", s.postResponse, v1Headers)
+				e.GET(prefix+"/responses/:id", s.getResponse, v1Headers)
 			}
 		}
 		if s.speech != nil {
-			g.POST("/audio/speech", s.postSpeech)
+			e.POST(prefix+"/audio/speech", s.postSpeech, v1Headers)
 		}
 	}
 }

@@ -36,14 +36,12 @@ var fieldPrefix = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_.\[\]]*): `)
 // insufficient_quota, unauthorized → invalid_api_key).
 func v1Error(err error) (int, openaiwire.ErrorResponse) {
 	var pe *openaiwire.ParamError
-	if errors.As(err, &pe) {
-		code := pe.Code
-		if code == "" {
-			code = openaiwire.CodeInvalidValue
-		}
-		return http.StatusBadRequest, openaiwire.NewError(http.StatusBadRequest, code, pe.Param, pe.Message)
+	hasParam := errors.As(err, &pe)
+	var e *Error
+	if !errors.As(err, &e) && hasParam {
+		return http.StatusBadRequest, openaiwire.NewError(http.StatusBadRequest, cmpOr(pe.Code, openaiwire.CodeInvalidValue), pe.Param, pe.Message)
 	}
-	e := asError(err)
+	e = asError(err)
 	status, code, param := e.Status, e.Code, ""
 	switch e.Code {
 	case CodeTenantRequired, CodeUnauthorized:
@@ -60,8 +58,14 @@ func v1Error(err error) (int, openaiwire.ErrorResponse) {
 		if m := fieldPrefix.FindStringSubmatch(e.Message); m != nil {
 			param = m[1]
 		}
+		if hasParam {
+			code = cmpOr(pe.Code, openaiwire.CodeInvalidValue)
+		}
 	case CodeInternal:
 		code = openaiwire.CodeServerError
+	}
+	if hasParam {
+		param = pe.Param
 	}
 	return status, openaiwire.NewError(status, code, param, e.Message)
 }
