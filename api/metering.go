@@ -51,6 +51,9 @@ func modelNotAllowedMessage(model string) string {
 
 // selectModels applies the one model-selection rule (metering.SelectModels): 403 before any work.
 func (s *Server) selectModels(t *config.TenantConfig, requested string) (primary, fallback string, err error) {
+	if err := s.checkServed(t, requested); err != nil {
+		return "", "", err
+	}
 	primary, fallback, err = s.meter.SelectModels(t, requested)
 	if err != nil {
 		return "", "", Wrap(http.StatusForbidden, CodeModelNotAllowed, modelNotAllowedMessage(cmpOr(requested, s.env.ModelID, t.AIModels.Chat)), err)
@@ -78,4 +81,24 @@ func modelErrorMessage(model string, err error) string {
 		return "model " + strconv.Quote(model) + " timed out"
 	}
 	return "model " + strconv.Quote(model) + " failed"
+}
+
+// checkServed refuses a model the client names that no route serves: 404 model_not_found before
+// any other rule, so a typo neither falls back silently nor becomes a 502 or a metric label.
+// The models the operator configured (MODEL_ID, the tenant's aiModels.chat) keep their fallback
+// when they are not served (an @cf/ model on a node without a Cloudflare token answers through
+// local/extractive), as do models that exist and fail. Without a router that describes models
+// (ModelPricer), nothing is refused here.
+func (s *Server) checkServed(t *config.TenantConfig, requested string) error {
+	if requested == "" || requested == s.env.ModelID || requested == t.AIModels.Chat || s.chat == nil {
+		return nil
+	}
+	d, ok := s.chat.Models.(ModelPricer)
+	if !ok {
+		return nil
+	}
+	if _, err := d.Describe(requested); errors.Is(err, gateway.ErrModelNotServed) {
+		return Wrap(http.StatusNotFound, CodeModelNotFound, modelErrorMessage(requested, err), err)
+	}
+	return nil
 }

@@ -150,20 +150,6 @@ func errModelNotFound(model string) *Error {
 		"The model '"+truncateForMessage(model)+"' does not exist or you do not have access to it.")
 }
 
-// checkModel is the model rule of the OpenAI-compatible API: a model no route serves is 404
-// model_not_found (never a silent fallback), then the one selection rule (metering) decides
-// (403 model_not_allowed, the fallback). An empty model is the tenant's default.
-func (s *Server) checkModel(t *config.TenantConfig, requested string) (primary, fallback string, err error) {
-	model := cmpOr(requested, s.env.ModelID, t.AIModels.Chat)
-	if _, err := s.openai.Models.Describe(model); err != nil {
-		if errors.Is(err, gateway.ErrModelNotServed) {
-			return "", "", errModelNotFound(model)
-		}
-		return "", "", Wrap(http.StatusBadGateway, CodeAIError, modelErrorMessage(model, err), err)
-	}
-	return s.selectModels(t, model)
-}
-
 // metaOf is the gateway metadata of a tenant's model call.
 func metaOf(t *config.TenantConfig, trace, route string) gateway.RequestMeta {
 	return gateway.RequestMeta{TenantID: t.TenantID, AccountID: t.AccountID, GatewayID: t.AIGatewayID, Tenant: t,

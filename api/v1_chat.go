@@ -176,7 +176,7 @@ func (s *Server) openV1Chat(c echo.Context, greq gateway.ChatRequest, model, rou
 	if err := s.checkRateLimit(c, greq.User); err != nil {
 		return nil, err
 	}
-	primary, fallback, err := s.checkModel(t, model)
+	primary, fallback, err := s.selectModels(t, model) // metering.go: 404, then 403, then the fallback
 	if err != nil {
 		return nil, err
 	}

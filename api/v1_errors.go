@@ -11,10 +11,6 @@ import (
 	"github.com/crispy-enigma/crispy/openaiwire"
 )
 
-// CodeModelNotFound is a model that no route serves: 404 on /v1 (OpenAI's model_not_found) and on
-// /chat, never a silent fallback or a 502.
-const CodeModelNotFound = "model_not_found"
-
 // v1Prefix is the path prefix of the OpenAI-compatible API; its errors use OpenAI's shape.
 const v1Prefix = "/v1/"
 

@@ -106,6 +106,18 @@ func TestV1KeepsSeedRoutes(t *testing.T) {
 	}
 }
 
+// Issue 15 "Model names": a model the client names that no route serves is 404 model_not_found
+// on /chat too, never a silent fallback or a 502; the tenant's own model keeps its fallback.
+func TestChatUnknownModelIsNotFound(t *testing.T) {
+	ts := v1Server(t)
+	for _, stream := range []string{"true", "false"} {
+		resp, body := ts.do(t, "POST", "/chat", `{"message":"hi","modelId":"no-such-model","stream":`+stream+`}`, acmeBearer)
+		if env := wantError(t, resp, body, 404, CodeModelNotFound); !strings.Contains(env.Error.Message, "no-such-model") {
+			t.Errorf("message %q does not name the model", env.Error.Message)
+		}
+	}
+}
+
 func TestV1Models(t *testing.T) {
 	ts := v1Server(t)
 	list := func(headers ...string) []string {
