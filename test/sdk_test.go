@@ -164,7 +164,7 @@ func keyHash(k string) string {
 
 // sdkTenants writes the two tenants the clients use: "sdk" (allow-list, cache, TTS) and
 // "sdk-limited" (two requests a minute).
-func sdkTenants(t *testing.T) string {
+func sdkTenants(t *testing.T, extraModel string) string {
 	dir := t.TempDir()
 	write := func(name string, cfg map[string]any) {
 		if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
@@ -175,6 +175,10 @@ func sdkTenants(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
+	allowed := []string{sdkModel, sdkEmbedModel}
+	if extraModel != "" {
+		allowed = append(allowed, extraModel)
+	}
 	base := func(id, key string, perMinute int) map[string]any {
 		return map[string]any{
 			"tenantId": id, "accountId": "00000000000000000000000000000009", "aiGatewayId": "gw",
@@ -183,7 +187,7 @@ func sdkTenants(t *testing.T) string {
 			"rateLimit":          map[string]any{"perMinute": perMinute, "burst": perMinute},
 			"featureFlags":       map[string]any{"modelAllowList": true, "tts_enabled": true, "tools_enabled": true},
 			"allowedHosts":       []string{}, "apiKeys": []string{keyHash(key)},
-			"allowedModels": []string{sdkModel, sdkEmbedModel},
+			"allowedModels": allowed,
 			"cache":         map[string]any{"ttlSeconds": 300},
 		}
 	}
@@ -192,15 +196,20 @@ func sdkTenants(t *testing.T) string {
 	return dir
 }
 
-// sdkNode starts the binary with the scripted upstream as the only chat route besides the built-ins.
-func sdkNode(t *testing.T, up *scriptedUpstream) string {
+// sdkNode starts the binary with the scripted upstream as a chat route besides the built-ins, and
+// the llama.cpp server's model when llamaModel is set.
+func sdkNode(t *testing.T, up *scriptedUpstream, llamaBase, llamaModel string) string {
 	routes := filepath.Join(t.TempDir(), "routes.json")
-	rt := fmt.Sprintf(`{"providers":[{"name":"scripted","baseUrl":%q,"models":[%q,"scripted-*"]}]}`, up.URL+"/v1", sdkModel)
+	rt := fmt.Sprintf(`{"providers":[{"name":"scripted","baseUrl":%q,"models":[%q,"scripted-*"]}`, up.URL+"/v1", sdkModel)
+	if llamaModel != "" {
+		rt += fmt.Sprintf(`,{"name":"llama","baseUrl":%q,"models":[%q]}`, llamaBase, llamaModel)
+	}
+	rt += "]}"
 	if err := os.WriteFile(routes, []byte(rt), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	n := newNode(t)
-	n.TenantsDir = sdkTenants(t)
+	n.TenantsDir = sdkTenants(t, llamaModel)
 	n.Args = []string{"--routes", routes}
 	n.Start(t)
 	return n.URL() + "/v1"
@@ -228,9 +237,16 @@ func runClient(t *testing.T, base string, env []string, name string, args ...str
 func TestSDKClients(t *testing.T) {
 	python, nodeDir := sdkClients(t)
 	up := newScriptedUpstream(t)
-	base := sdkNode(t, up)
+	// With the llama.cpp server (LLAMACPP_URL), the Python client also runs chat and a stream with
+	// usage against its real model through the node.
+	var llamaBase, llamaModel string
+	if os.Getenv("LLAMACPP_URL") != "" {
+		llamaBase = llamaCppURL(t)
+		llamaModel = llamaCppModel(t, llamaBase)
+	}
+	base := sdkNode(t, up, llamaBase, llamaModel)
 	t.Run("python openai and langchain", func(t *testing.T) {
-		runClient(t, base, nil, python, "sdk/openai_client.py")
+		runClient(t, base, []string{"CRISPY_LLAMA_MODEL=" + llamaModel}, python, "sdk/openai_client.py")
 		// Sampling parameters reach the model unchanged (the Python client's chat check sends them).
 		if !up.sawRequest(map[string]string{"seed": "7", "top_p": "0.9", "temperature": "0.2", "stop": `["\n\n"]`, "max_tokens": "32"}) {
 			t.Error("no upstream request carried seed, top_p, temperature, stop and max_tokens as sent")

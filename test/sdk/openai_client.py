@@ -7,6 +7,7 @@ Run by test/sdk_test.go, which starts the node and a scripted upstream and sets:
   CRISPY_MODEL      the scripted model: it answers "scripted reply turns=<user messages seen>" and
                     calls the first tool it is offered
   CRISPY_FORBIDDEN_MODEL a model a route serves but the tenant's allowedModels does not list
+  CRISPY_LLAMA_MODEL the llama.cpp server's model, routed by the node ("" when LLAMACPP_URL is unset)
 Each check prints "ok <name>" or "FAIL <name>: <why>"; the exit status is 1 when any failed.
 """
 
@@ -301,6 +302,26 @@ def error_429_rate_limited():
             expect(int(e.response.headers.get("retry-after", "0")) > 0, dict(e.response.headers))
             return
     raise AssertionError("no RateLimitError")
+
+
+LLAMA = os.environ.get("CRISPY_LLAMA_MODEL", "")
+
+
+@check
+def llama_cpp_chat_and_stream():
+    if not LLAMA:
+        print("skip llama_cpp_chat_and_stream: LLAMACPP_URL is not set", flush=True)
+        return
+    # A random-weight model: its text means nothing, the protocol and the usage must hold.
+    r = client.chat.completions.create(model=LLAMA, messages=[{"role": "user", "content": "tell me a story"}],
+                                       max_tokens=6, temperature=0)
+    expect(r.model == LLAMA and r.choices[0].message.content, r)
+    expect(r.usage.completion_tokens > 0 and r.usage.prompt_tokens > 0, r.usage)
+    chunks = list(client.chat.completions.create(
+        model=LLAMA, messages=[{"role": "user", "content": "tell me a story"}], max_tokens=6, stream=True,
+        stream_options={"include_usage": True}))
+    expect("".join(c.choices[0].delta.content or "" for c in chunks if c.choices), "empty stream")
+    expect(chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0, chunks[-1])
 
 
 @check
