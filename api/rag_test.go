@@ -74,6 +74,7 @@ func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *tes
 	svc, err := rag.NewService(rag.ServiceOptions{
 		Store: vs, Embedder: emb, Catalog: dbs, Tenants: config.NewLive(deps.Tenants), Ledger: ledger, Cache: cache,
 		Models: router, Select: ts.mt, Jobs: jobs, JobMinDocs: o.rag.jobMinDocs, RewriteTimeout: 300 * time.Millisecond,
+		Tracer: o.tracing.Tracer("github.com/crispy-enigma/crispy/rag"),
 	})
 	if err != nil {
 		t.Fatal(err)

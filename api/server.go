@@ -52,10 +52,10 @@ type Deps struct {
 	// Idempotency keeps Idempotency-Key records (idempotency.go; the TTL-enabled cache bucket);
 	// nil ignores the header.
 	Idempotency IdempotencyStore
-	// Tracing records one span per HTTP request and per search (observe.SetupTracing); nil records
-	// none. The grain client and model router are given their tracers by the caller
-	// (actors.Client.WithTracer, gateway.RouterOptions.Tracer); their spans are children of the
-	// request's through the request context.
+	// Tracing records one span per HTTP request (observe.SetupTracing); nil records none. The grain
+	// client, the model router and the retrieval service are given their tracers by the caller
+	// (actors.Client.WithTracer, gateway.RouterOptions.Tracer, rag.ServiceOptions.Tracer); their
+	// spans are children of the request's through the request context.
 	Tracing *observe.Tracing
 }
 

@@ -85,6 +85,15 @@ func TestEnvValidate(t *testing.T) {
 		{"zero timeout", nil, []string{"--session-idle-timeout=0s"}, []string{"--session-idle-timeout: must be positive"}},
 		{"bad listen address", nil, []string{"--listen=8787"}, []string{"--listen: must be host:port"}},
 		{"several errors reported together", map[string]string{"MAX_REQUEST_BODY_SIZE": "abc", "CRISPY_LOG_LEVEL": "loud"}, nil, []string{"MAX_REQUEST_BODY_SIZE", "--log-level"}},
+		// Cluster settings are settings like any other (they were read apart, and a malformed port
+		// was silently 0).
+		{"malformed CRISPY_CLUSTER_PORT", map[string]string{"CRISPY_CLUSTER_PORT": "70o0"}, nil, []string{`CRISPY_CLUSTER_PORT: must be an integer (got "70o0")`}},
+		{"cluster port out of range", nil, []string{"--cluster-port=70000"}, []string{"--cluster-port: 0–65535 (got 70000)"}},
+		{"malformed CRISPY_MEMBER_TTL", map[string]string{"CRISPY_MEMBER_TTL": "3"}, nil, []string{`CRISPY_MEMBER_TTL: must be a duration`}},
+		{"member TTL below 1s", nil, []string{"--member-ttl=500ms"}, []string{"--member-ttl: at least 1s"}},
+		{"routes without a cluster", map[string]string{"CRISPY_NATS_ROUTES": "nats://a:6222"}, nil, []string{"need --cluster NAME"}},
+		{"cluster without NATS", map[string]string{"CRISPY_CLUSTER": "c"}, nil, []string{"--cluster needs --nats-url or --nats-cluster-listen"}},
+		{"a clustered node", map[string]string{"CRISPY_CLUSTER": "c", "CRISPY_NATS_CLUSTER_LISTEN": "127.0.0.1:6222", "CRISPY_CLUSTER_PORT": "7000"}, nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -97,7 +97,6 @@ func (m *Meter) lookupCache(ctx context.Context, c *call, req *gateway.ChatReque
 		return nil, false
 	}
 	m.metrics.CacheLookups.WithLabelValues(t, "hit").Inc()
-	c.cachedHit = true
 	return &replayStream{model: hit.Model, text: hit.Message}, true
 }
 

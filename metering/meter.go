@@ -102,14 +102,13 @@ func (m *Meter) Metrics() *observe.Metrics { return m.metrics }
 
 // call is the bookkeeping of one model call between BeforeCall and its After.
 type call struct {
-	tenant    *config.TenantConfig
-	meta      gateway.RequestMeta
-	primary   string
-	started   time.Time
-	estimate  int64  // the budget estimate of the whole call (input + max output)
-	reserved  string // the Budget grain's reservation; "" = the tenant has no budget
-	cacheKey  string // response cache key; "" = not cacheable
-	cachedHit bool
+	tenant   *config.TenantConfig
+	meta     gateway.RequestMeta
+	primary  string
+	started  time.Time
+	estimate int64  // the budget estimate of the whole call (input + max output)
+	reserved string // the Budget grain's reservation; "" = the tenant has no budget
+	cacheKey string // response cache key; "" = not cacheable
 }
 
 // BeforeCall implements gateway.Meter: the model rule, then the response cache (a hit answers the

@@ -248,7 +248,7 @@ func (a *Analytics) SLIs(ctx context.Context, tenant string, w Window) (SLISumma
 
 // Anomaly detection: hourly buckets; each hour of the period is compared with the AnomalyHistory
 // hours before it, and a value beyond mean ± 3σ of at least AnomalyMinHistory points is an
-// anomaly (CONTRACT.md). The current hour is still filling up, so only an excess counts there.
+// anomaly. The current hour is still filling up, so only an excess counts there.
 const (
 	AnomalyHistory    = 24
 	AnomalyMinHistory = 5

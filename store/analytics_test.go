@@ -2,7 +2,7 @@ package store
 
 import "testing"
 
-// TestOutlier is the 3σ rule itself (CONTRACT.md: beyond mean ± 3σ of ≥ 5 history points).
+// TestOutlier is the 3σ rule itself (beyond mean ± 3σ of ≥ 5 history points).
 func TestOutlier(t *testing.T) {
 	noisy := []float64{10, 12, 8, 11, 9, 10} // mean 10, σ ≈ 1.29
 	cases := []struct {

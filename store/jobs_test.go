@@ -7,29 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/crispy-enigma/crispy/cluster/natsserver"
 	"github.com/crispy-enigma/crispy/store"
+	"github.com/crispy-enigma/crispy/test/fixture"
 )
 
 // A submitted job is queued under its tenant only, its payload (raw bytes, larger than a NATS
 // message) survives the object store round trip, and the work queue holds one small message for it.
-func TestIngestJobsSubmit(t *testing.T) {
-	ns, err := natsserver.Start(natsserver.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect("jobs-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestJobQueueSubmit(t *testing.T) {
+	js := fixture.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	jobs, err := store.OpenJobQueue(ctx, js, store.JobQueueOptions{})
