@@ -157,6 +157,30 @@ func (u *scriptedUpstream) sawRequest(want map[string]string) bool {
 	return false
 }
 
+// sawToolResult reports whether some upstream request carried an assistant message with the
+// scripted call of tool name followed by the tool's result for it: a tool round trip reached the
+// model whole.
+func (u *scriptedUpstream) sawToolResult(name string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, b := range u.bodies {
+		msgs, _ := b["messages"].([]any)
+		for i := 1; i < len(msgs); i++ {
+			prev, _ := msgs[i-1].(map[string]any)
+			m, _ := msgs[i].(map[string]any)
+			calls, _ := prev["tool_calls"].([]any)
+			if m["role"] != "tool" || m["tool_call_id"] != "call_scripted1" || prev["role"] != "assistant" || len(calls) != 1 {
+				continue
+			}
+			call, _ := calls[0].(map[string]any)
+			if fn, _ := call["function"].(map[string]any); fn["name"] == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func keyHash(k string) string {
 	sum := sha256.Sum256([]byte(k))
 	return "sha256:" + hex.EncodeToString(sum[:])
@@ -250,6 +274,13 @@ func TestSDKClients(t *testing.T) {
 		// Sampling parameters reach the model unchanged (the Python client's chat check sends them).
 		if !up.sawRequest(map[string]string{"seed": "7", "top_p": "0.9", "temperature": "0.2", "stop": `["\n\n"]`, "max_tokens": "32"}) {
 			t.Error("no upstream request carried seed, top_p, temperature, stop and max_tokens as sent")
+		}
+		// Chat completions: the client sent the call and its result; the Responses API: the node
+		// kept the call in the session and the client sent only the result.
+		for _, tool := range []string{"get_weather", "get_time"} {
+			if !up.sawToolResult(tool) {
+				t.Errorf("no upstream request carried a call of %s and its result", tool)
+			}
 		}
 	})
 	t.Run("node openai", func(t *testing.T) {

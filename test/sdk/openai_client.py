@@ -214,6 +214,20 @@ def responses_with_previous_response_id():
 
 
 @check
+def responses_tool_call_round_trip():
+    tools = [{"type": "function", "name": "get_time", "description": "Time in a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    r1 = client.responses.create(model=MODEL, input="time in Paris?", tools=tools)
+    calls = [o for o in r1.output if o.type == "function_call"]
+    expect(len(calls) == 1 and calls[0].name == "get_time" and calls[0].call_id, r1.output)
+    expect(calls[0].arguments == '{"city":"Paris"}', calls[0].arguments)
+    # The tool's output goes back after the stored turn that asked for it.
+    r2 = client.responses.create(model=MODEL, previous_response_id=r1.id, tools=tools,
+                                 input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"}])
+    expect("scripted reply" in r2.output_text, r2.output)
+
+
+@check
 def responses_store_false():
     r = client.responses.create(model=MODEL, input="forget me", store=False)
     expect(r.store is False and "turns=1" in r.output_text, r)
