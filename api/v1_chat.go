@@ -265,19 +265,47 @@ func (s *Server) postChatCompletions(c echo.Context) error {
 	})
 }
 
-// drainReply reads a whole reply.
-func drainReply(ctx context.Context, stream gateway.ChatStream) (string, error) {
+// relayTokens reads a stream to its end, handing each delta to send. It stops when send fails (the
+// client left; closing the stream then cancels the model call) and reports a model failure to fail,
+// unless the client left. complete is false when the reply did not end normally.
+func relayTokens(ctx context.Context, stream gateway.ChatStream, send func(tok string) error, fail func(error)) (reply string, complete bool) {
 	var sb strings.Builder
 	for {
 		tok, err := stream.Next(ctx)
 		if errors.Is(err, io.EOF) {
-			return sb.String(), nil
+			return sb.String(), true
 		}
 		if err != nil {
-			return sb.String(), err
+			if ctx.Err() == nil {
+				fail(err)
+			}
+			return sb.String(), false
 		}
 		sb.WriteString(tok)
+		if send(tok) != nil {
+			return sb.String(), false
+		}
 	}
+}
+
+// drainReply reads a whole reply.
+func drainReply(ctx context.Context, stream gateway.ChatStream) (string, error) {
+	var failure error
+	reply, complete := relayTokens(ctx, stream, func(string) error { return nil }, func(err error) { failure = err })
+	if !complete {
+		return reply, cmpErr(failure, ctx.Err())
+	}
+	return reply, nil
+}
+
+// cmpErr is the first non-nil error.
+func cmpErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // streamChatCompletion writes the reply as OpenAI's chunks: the role first, a chunk per delta,
@@ -299,22 +327,13 @@ func (s *Server) streamChatCompletion(c echo.Context, call *v1Call, msgs []gatew
 	if w.Data(chunk(openaiwire.ChunkDelta{Role: "assistant", Content: &empty}, nil)) != nil {
 		return nil // the client left: closing the stream cancels the model call
 	}
-	var reply strings.Builder
-	for {
-		tok, err := call.stream.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				_ = w.Data(openaiwire.NewError(http.StatusBadGateway, CodeAIError, "", modelErrorMessage(model, err)))
-			}
-			return nil
-		}
-		reply.WriteString(tok)
-		if w.Data(chunk(openaiwire.ChunkDelta{Content: &tok}, nil)) != nil {
-			return nil
-		}
+	reply, complete := relayTokens(ctx, call.stream, func(tok string) error {
+		return w.Data(chunk(openaiwire.ChunkDelta{Content: &tok}, nil))
+	}, func(err error) {
+		_ = w.Data(openaiwire.NewError(http.StatusBadGateway, CodeAIError, "", modelErrorMessage(model, err)))
+	})
+	if !complete {
+		return nil
 	}
 	calls := gateway.ToolCallsOf(call.stream)
 	if len(calls) > 0 {
@@ -323,7 +342,7 @@ func (s *Server) streamChatCompletion(c echo.Context, call *v1Call, msgs []gatew
 	finish := call.finishReason(calls)
 	_ = w.Data(chunk(openaiwire.ChunkDelta{}, &finish))
 	if includeUsage {
-		u := call.usage(msgs, reply.String())
+		u := call.usage(msgs, reply)
 		_ = w.Data(openaiwire.ChatCompletionChunk{ID: call.id, Object: openaiwire.ObjectChatCompletionChunk, Created: call.created,
 			Model: model, Choices: []openaiwire.ChunkChoice{}, Usage: &u})
 	}

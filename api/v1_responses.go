@@ -7,11 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -376,27 +374,17 @@ func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call) erro
 	if w.Err() != nil {
 		return nil
 	}
-	var reply strings.Builder
-	for {
-		tok, err := call.stream.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				failed := turn.response(call, reply.String(), nil, "failed")
-				failed.Error = &openaiwire.ResponseError{Code: "server_error", Message: modelErrorMessage(call.stream.Model(), err)}
-				_ = emit(openaiwire.ResponseStreamEvent{Type: "response.failed", Response: failed})
-			}
-			return nil
-		}
-		reply.WriteString(tok)
-		if emit(openaiwire.ResponseStreamEvent{Type: "response.output_text.delta", ItemID: itemID, OutputIndex: &zero,
-			ContentIndex: &zero, Delta: &tok, Logprobs: []any{}}) != nil {
-			return nil // the client left: closing the stream cancels the model call
-		}
+	text, complete := relayTokens(ctx, call.stream, func(tok string) error {
+		return emit(openaiwire.ResponseStreamEvent{Type: "response.output_text.delta", ItemID: itemID, OutputIndex: &zero,
+			ContentIndex: &zero, Delta: &tok, Logprobs: []any{}})
+	}, func(err error) {
+		failed := turn.response(call, "", nil, "failed")
+		failed.Error = &openaiwire.ResponseError{Code: "server_error", Message: modelErrorMessage(call.stream.Model(), err)}
+		_ = emit(openaiwire.ResponseStreamEvent{Type: "response.failed", Response: failed})
+	})
+	if !complete {
+		return nil
 	}
-	text := reply.String()
 	calls := gateway.ToolCallsOf(call.stream)
 	done := messageItem(turn.ref.nonce, text, "completed")
 	_ = emit(openaiwire.ResponseStreamEvent{Type: "response.output_text.done", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
