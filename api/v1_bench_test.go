@@ -17,7 +17,7 @@ import (
 // upstream directly, with rate limit, budget and ledger on": each iteration calls the fake
 // OpenAI-compatible upstream directly, then the same request through POST /v1/chat/completions,
 // non-streamed (whole round trip) and streamed (time to the first content byte), sequentially and
-// from 32 goroutines. The node's path: tenant resolution by the bearer key, the RateLimiter grain,
+// from 32 goroutines. The node's path: tenant resolution, the RateLimiter grain,
 // the model rule, the Budget reserve, the upstream call, the Budget commit and the model_call
 // ledger event (JetStream). Metrics are medians and p99s in µs.
 //
