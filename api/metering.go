@@ -20,6 +20,7 @@ type Metering interface {
 	SelectModels(t *config.TenantConfig, requested string) (primary, fallback string, err error)
 	Allow(ctx context.Context, t *config.TenantConfig, identity string, who metering.Caller) (actors.RateDecision, error)
 	Record(ctx context.Context, ev store.Event)
+	BeforeEmbed(ctx context.Context, meta gateway.RequestMeta, model string, texts []string) (metering.EmbedDone, error)
 	Wait(ctx context.Context) error
 }
 

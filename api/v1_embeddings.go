@@ -8,16 +8,16 @@ import (
 
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/openaiwire"
-	"github.com/crispy-enigma/crispy/store"
 )
 
 // maxEmbeddingInputs is OpenAI's limit on inputs per request.
 const maxEmbeddingInputs = 2048
 
 // postEmbeddings embeds with the tenant's embedding model (aiModels.embeddings, the built-in
-// local/hash-embed included) or another embedding model the tenant may use. It is rate limited and
-// recorded in the ledger and metrics as a model call; no model here changes its vector length, so
-// `dimensions` is refused unless it is the model's own.
+// local/hash-embed included) or another embedding model the tenant may use, metered like a chat
+// call: rate limit, budget reserve and commit, the model_call event and metrics
+// (metering.Meter.BeforeEmbed). No model here changes its vector length, so `dimensions` is refused
+// unless it is the model's own.
 func (s *Server) postEmbeddings(c echo.Context) error {
 	var req openaiwire.EmbeddingRequest
 	if err := v1Decode(c, &req); err != nil {
@@ -59,23 +59,17 @@ func (s *Server) postEmbeddings(c echo.Context) error {
 	if err := s.checkRateLimit(c, req.User); err != nil {
 		return err
 	}
-	started := s.now()
+	done, err := s.meter.BeforeEmbed(c.Request().Context(), meta, model, req.Input.Texts) // budget, then ledger and metrics
+	if err != nil {
+		return s.modelCallError(c.Response().Header(), model, err)
+	}
 	vecs, err := embedder.Embed(c.Request().Context(), req.Input.Texts)
 	tokens := gateway.EstimateTokens(req.Input.Texts...)
-	outcome := gateway.OutcomeOK
 	if err != nil {
-		outcome = gateway.OutcomeError
-	}
-	s.metrics.ModelCalls.WithLabelValues(t.TenantID, model, outcome).Inc()
-	ev := store.Event{Kind: store.KindModelCall, TenantID: t.TenantID, TraceID: traceID(c), UserID: req.User, Model: model,
-		LatencyMs: s.now().Sub(started).Milliseconds(), Outcome: outcome, Subject: "/v1/embeddings"}
-	if err != nil {
-		s.recordEvent(c.Request().Context(), ev)
+		done(c.Request().Context(), gateway.ModelInfo{}, 0, err)
 		return Wrap(http.StatusBadGateway, CodeAIError, "embedding model "+truncateForMessage(model)+" failed", err)
 	}
-	ev.TokensIn, ev.Estimated = tokens, true
-	s.metrics.ModelTokens.WithLabelValues(t.TenantID, model, "in").Add(float64(tokens))
-	s.recordEvent(c.Request().Context(), ev)
+	done(c.Request().Context(), gateway.ModelInfo{Model: model}, tokens, nil)
 	if req.Dimensions != nil && len(vecs) > 0 && len(vecs[0]) != *req.Dimensions {
 		return paramError(openaiwire.Unsupported("dimensions", "model %s has %d dimensions and cannot change them", truncateForMessage(model), len(vecs[0])))
 	}
