@@ -287,3 +287,40 @@ func TestSDKClients(t *testing.T) {
 		runClient(t, base, []string{"SDK_NODE_DIR=" + nodeDir}, "node", "sdk/openai_client.mjs")
 	})
 }
+
+// The Responses API's conversation state is the session grains': a response answered before a
+// kill -9 of the node is there after its restart, and the conversation continues from it.
+func TestResponsesSurviveANodeKill(t *testing.T) {
+	up := newScriptedUpstream(t)
+	routes := filepath.Join(t.TempDir(), "routes.json")
+	rt := fmt.Sprintf(`{"providers":[{"name":"scripted","baseUrl":%q,"models":[%q]}]}`, up.URL+"/v1", sdkModel)
+	if err := os.WriteFile(routes, []byte(rt), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := newNode(t)
+	n.TenantsDir, n.Args = sdkTenants(t, ""), []string{"--routes", routes}
+	n.Start(t)
+	auth := "Authorization: Bearer " + sdkKey
+	respond := func(body string) map[string]any {
+		t.Helper()
+		code, out := call(t, "POST", n.URL()+"/v1/responses", body, auth, "Content-Type: application/json")
+		if code != 200 {
+			t.Fatalf("POST /v1/responses %s: %d %v\n%s", body, code, out, n.Output())
+		}
+		return out
+	}
+	first := respond(`{"model":"scripted","input":"remember me"}`)
+	id, _ := first["id"].(string)
+
+	n.Kill()
+	n.Start(t)
+	code, got := get(t, n.URL()+"/v1/responses/"+id, auth)
+	if code != 200 || got["id"] != id {
+		t.Fatalf("GET after the kill: %d %v", code, got)
+	}
+	next := respond(fmt.Sprintf(`{"model":"scripted","input":"and now?","previous_response_id":%q}`, id))
+	text := fmt.Sprint(next["output"])
+	if !strings.Contains(text, "turns=2") {
+		t.Fatalf("the continued conversation lost its first turn: %s", text)
+	}
+}
