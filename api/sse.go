@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/crispy-enigma/crispy/gateway"
-	"github.com/crispy-enigma/crispy/openaiwire"
+	"github.com/crispy-enigma/crispy/wire/openai"
 )
 
 // tokenFrame is CONTRACT.md's SSE token event.
@@ -26,15 +26,15 @@ type usageFrame struct {
 }
 
 // sseWriter is the one writer of a /chat stream: whole events, each flushed, through the one SSE
-// encoder (openaiwire.SSEWriter), which remembers the first write error so a gone client stops the
+// encoder (openai.SSEWriter), which remembers the first write error so a gone client stops the
 // producer.
 type sseWriter struct {
-	enc   *openaiwire.SSEWriter
+	enc   *openai.SSEWriter
 	frame tokenFrame
 }
 
 func newSSEWriter(w http.ResponseWriter, frame tokenFrame) *sseWriter {
-	return &sseWriter{enc: openaiwire.NewSSEWriter(w), frame: frame}
+	return &sseWriter{enc: openai.NewSSEWriter(w), frame: frame}
 }
 
 func (s *sseWriter) event(name string, v any) error { return s.enc.Event(name, v) }

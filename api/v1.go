@@ -14,7 +14,7 @@ import (
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/gateway/speech"
-	"github.com/crispy-enigma/crispy/openaiwire"
+	"github.com/crispy-enigma/crispy/wire/openai"
 )
 
 // OpenAIModels is what the OpenAI-compatible API asks of the model router (gateway.Router) besides
@@ -108,7 +108,7 @@ func (s *Server) modelOwner(t *config.TenantConfig, model string) (owner string,
 // allow-list, the listed models that are served; otherwise every nameable model of the router and
 // the tenant's configured ones. Models served only by a prefix route are usable without being
 // listed (GET /v1/models/{id} answers for them).
-func (s *Server) tenantModels(t *config.TenantConfig) []openaiwire.Model {
+func (s *Server) tenantModels(t *config.TenantConfig) []openai.Model {
 	var candidates []string
 	if t.Flag("modelAllowList") {
 		candidates = slices.Clone(t.AllowedModels)
@@ -123,17 +123,17 @@ func (s *Server) tenantModels(t *config.TenantConfig) []openaiwire.Model {
 	slices.Sort(candidates)
 	candidates = slices.Compact(candidates)
 	created := s.started.Unix()
-	out := make([]openaiwire.Model, 0, len(candidates))
+	out := make([]openai.Model, 0, len(candidates))
 	for _, id := range candidates {
 		if owner, ok := s.modelOwner(t, id); ok {
-			out = append(out, openaiwire.Model{ID: id, Object: openaiwire.ObjectModel, Created: created, OwnedBy: owner})
+			out = append(out, openai.Model{ID: id, Object: openai.ObjectModel, Created: created, OwnedBy: owner})
 		}
 	}
 	return out
 }
 
 func (s *Server) listModels(c echo.Context) error {
-	return c.JSON(http.StatusOK, openaiwire.ModelList{Object: openaiwire.ObjectList, Data: s.tenantModels(tenantOf(c))})
+	return c.JSON(http.StatusOK, openai.ModelList{Object: openai.ObjectList, Data: s.tenantModels(tenantOf(c))})
 }
 
 func (s *Server) getModel(c echo.Context) error {
@@ -142,7 +142,7 @@ func (s *Server) getModel(c echo.Context) error {
 	if !ok {
 		return errModelNotFound(id)
 	}
-	return c.JSON(http.StatusOK, openaiwire.Model{ID: id, Object: openaiwire.ObjectModel, Created: s.started.Unix(), OwnedBy: owner})
+	return c.JSON(http.StatusOK, openai.Model{ID: id, Object: openai.ObjectModel, Created: s.started.Unix(), OwnedBy: owner})
 }
 
 func errModelNotFound(model string) *Error {
@@ -166,7 +166,7 @@ func v1Decode(c echo.Context, v any) error {
 	}
 	err := json.Unmarshal(raw, v)
 	var (
-		pe *openaiwire.ParamError
+		pe *openai.ParamError
 		te *json.UnmarshalTypeError
 	)
 	switch {
@@ -175,9 +175,9 @@ func v1Decode(c echo.Context, v any) error {
 	case errors.As(err, &pe):
 		return paramError(pe)
 	case errors.As(err, &te) && te.Field != "":
-		return paramError(openaiwire.Invalid(te.Field, "must be %s", jsonKind(te.Type.Kind().String())))
+		return paramError(openai.Invalid(te.Field, "must be %s", jsonKind(te.Type.Kind().String())))
 	case errors.As(err, &te):
 		return errInvalidRequest("the request body must be a JSON object")
 	}
-	return paramError(openaiwire.Invalid("", "%s", err.Error()))
+	return paramError(openai.Invalid("", "%s", err.Error()))
 }

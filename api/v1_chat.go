@@ -14,7 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/crispy-enigma/crispy/gateway"
-	"github.com/crispy-enigma/crispy/openaiwire"
+	"github.com/crispy-enigma/crispy/wire/openai"
 )
 
 // Limits of the OpenAI-compatible chat API (OpenAI's own, where it has one).
@@ -33,30 +33,30 @@ var v1Roles = map[string]string{"system": "system", "developer": "system", "user
 
 // toGatewayChat validates an OpenAI chat completion request and turns it into the gateway's
 // request (model and metadata are the caller's). Every refusal names the parameter.
-func toGatewayChat(req *openaiwire.ChatCompletionRequest) (gateway.ChatRequest, error) {
+func toGatewayChat(req *openai.ChatCompletionRequest) (gateway.ChatRequest, error) {
 	var out gateway.ChatRequest
 	switch n := len(req.Messages); {
 	case n == 0:
-		return out, paramError(openaiwire.Invalid("messages", "must contain at least one message"))
+		return out, paramError(openai.Invalid("messages", "must contain at least one message"))
 	case n > maxV1Messages:
-		return out, paramError(openaiwire.Invalid("messages", "must contain at most %d messages", maxV1Messages))
+		return out, paramError(openai.Invalid("messages", "must contain at most %d messages", maxV1Messages))
 	}
 	if err := checkSampling(req.Temperature, req.TopP); err != nil {
 		return out, err
 	}
 	switch {
 	case req.N != nil && *req.N != 1:
-		return out, paramError(openaiwire.Unsupported("n", "only n=1 is supported"))
+		return out, paramError(openai.Unsupported("n", "only n=1 is supported"))
 	case req.MaxCompletionTokens != nil && (*req.MaxCompletionTokens < 1 || *req.MaxCompletionTokens > maxOutputLimit):
-		return out, paramError(openaiwire.Invalid("max_completion_tokens", "must be between 1 and %d", maxOutputLimit))
+		return out, paramError(openai.Invalid("max_completion_tokens", "must be between 1 and %d", maxOutputLimit))
 	case req.MaxTokens != nil && (*req.MaxTokens < 1 || *req.MaxTokens > maxOutputLimit):
-		return out, paramError(openaiwire.Invalid("max_tokens", "must be between 1 and %d", maxOutputLimit))
+		return out, paramError(openai.Invalid("max_tokens", "must be between 1 and %d", maxOutputLimit))
 	case len(req.Stop) > maxV1Stops:
-		return out, paramError(openaiwire.Invalid("stop", "must hold at most %d sequences", maxV1Stops))
+		return out, paramError(openai.Invalid("stop", "must hold at most %d sequences", maxV1Stops))
 	case req.StreamOptions != nil && !req.Stream:
-		return out, paramError(openaiwire.Invalid("stream_options", "is only allowed when stream is true"))
+		return out, paramError(openai.Invalid("stream_options", "is only allowed when stream is true"))
 	case len(req.User) > maxUserIDLen:
-		return out, paramError(openaiwire.Invalid("user", "must be at most %d characters", maxUserIDLen))
+		return out, paramError(openai.Invalid("user", "must be at most %d characters", maxUserIDLen))
 	}
 	if err := checkResponseFormat(req.ResponseFormat); err != nil {
 		return out, err
@@ -69,10 +69,10 @@ func toGatewayChat(req *openaiwire.ChatCompletionRequest) (gateway.ChatRequest, 
 	for i, m := range req.Messages {
 		role, ok := v1Roles[m.Role]
 		if !ok {
-			return out, paramError(openaiwire.Invalid(fmt.Sprintf("messages[%d].role", i), "must be one of system, developer, user, assistant, tool"))
+			return out, paramError(openai.Invalid(fmt.Sprintf("messages[%d].role", i), "must be one of system, developer, user, assistant, tool"))
 		}
 		if role == "tool" && m.ToolCallID == "" {
-			return out, paramError(openaiwire.Missing(fmt.Sprintf("messages[%d].tool_call_id", i)))
+			return out, paramError(openai.Missing(fmt.Sprintf("messages[%d].tool_call_id", i)))
 		}
 		msgs[i] = gateway.Message{Role: role, Content: m.Text(), ToolCallID: m.ToolCallID}
 		for _, tc := range m.ToolCalls {
@@ -92,10 +92,10 @@ func toGatewayChat(req *openaiwire.ChatCompletionRequest) (gateway.ChatRequest, 
 
 func checkSampling(temperature, topP *float64) error {
 	if temperature != nil && (*temperature < 0 || *temperature > 2) {
-		return paramError(openaiwire.Invalid("temperature", "must be between 0 and 2"))
+		return paramError(openai.Invalid("temperature", "must be between 0 and 2"))
 	}
 	if topP != nil && (*topP < 0 || *topP > 1) {
-		return paramError(openaiwire.Invalid("top_p", "must be between 0 and 1"))
+		return paramError(openai.Invalid("top_p", "must be between 0 and 1"))
 	}
 	return nil
 }
@@ -109,27 +109,27 @@ func checkResponseFormat(raw json.RawMessage) error {
 		Type string `json:"type"`
 	}
 	if err := json.Unmarshal(raw, &rf); err != nil {
-		return paramError(openaiwire.Invalid("response_format", "must be an object with a type"))
+		return paramError(openai.Invalid("response_format", "must be an object with a type"))
 	}
 	switch rf.Type {
 	case "text", "json_object", "json_schema":
 		return nil
 	}
-	return paramError(openaiwire.Invalid("response_format.type", "must be one of text, json_object, json_schema"))
+	return paramError(openai.Invalid("response_format.type", "must be one of text, json_object, json_schema"))
 }
 
 // toGatewayTools checks the function tools offered and tool_choice.
-func toGatewayTools(tools []openaiwire.Tool, choice json.RawMessage) ([]gateway.ToolSpec, error) {
+func toGatewayTools(tools []openai.Tool, choice json.RawMessage) ([]gateway.ToolSpec, error) {
 	if len(tools) > maxV1Tools {
-		return nil, paramError(openaiwire.Invalid("tools", "must hold at most %d tools", maxV1Tools))
+		return nil, paramError(openai.Invalid("tools", "must hold at most %d tools", maxV1Tools))
 	}
 	out := make([]gateway.ToolSpec, 0, len(tools))
 	for i, t := range tools {
 		if t.Type != "function" {
-			return nil, paramError(openaiwire.Unsupported(fmt.Sprintf("tools[%d].type", i), "only function tools are supported"))
+			return nil, paramError(openai.Unsupported(fmt.Sprintf("tools[%d].type", i), "only function tools are supported"))
 		}
 		if !functionNamePattern.MatchString(t.Function.Name) {
-			return nil, paramError(openaiwire.Invalid(fmt.Sprintf("tools[%d].function.name", i), "must match ^[a-zA-Z0-9_-]{1,64}$"))
+			return nil, paramError(openai.Invalid(fmt.Sprintf("tools[%d].function.name", i), "must match ^[a-zA-Z0-9_-]{1,64}$"))
 		}
 		out = append(out, gateway.ToolSpec{Type: "function", Function: gateway.FunctionSpec{
 			Name: t.Function.Name, Description: t.Function.Description, Parameters: t.Function.Parameters}})
@@ -138,7 +138,7 @@ func toGatewayTools(tools []openaiwire.Tool, choice json.RawMessage) ([]gateway.
 		var s string
 		if json.Unmarshal(choice, &s) == nil {
 			if s != "none" && s != "auto" && s != "required" {
-				return nil, paramError(openaiwire.Invalid("tool_choice", "must be none, auto, required or a function"))
+				return nil, paramError(openai.Invalid("tool_choice", "must be none, auto, required or a function"))
 			}
 		} else {
 			var obj struct {
@@ -148,11 +148,11 @@ func toGatewayTools(tools []openaiwire.Tool, choice json.RawMessage) ([]gateway.
 				} `json:"function"`
 			}
 			if json.Unmarshal(choice, &obj) != nil || obj.Type != "function" || obj.Function.Name == "" {
-				return nil, paramError(openaiwire.Invalid("tool_choice", "must be none, auto, required or a function"))
+				return nil, paramError(openai.Invalid("tool_choice", "must be none, auto, required or a function"))
 			}
 		}
 		if len(out) == 0 && s != "none" && s != "" {
-			return nil, paramError(openaiwire.Invalid("tool_choice", "is only allowed when tools are offered"))
+			return nil, paramError(openai.Invalid("tool_choice", "is only allowed when tools are offered"))
 		}
 	}
 	return out, nil
@@ -195,16 +195,16 @@ func (s *Server) openV1Chat(c echo.Context, greq gateway.ChatRequest, model, rou
 
 // usage is the call's usage in OpenAI's shape. A cached answer reports what it would have cost
 // (estimated) with every input token marked cached, since the cache does not keep the counts.
-func (v *v1Call) usage(msgs []gateway.Message, reply string) openaiwire.Usage {
+func (v *v1Call) usage(msgs []gateway.Message, reply string) openai.Usage {
 	u := v.stream.Usage()
 	if v.cached && u.TokensIn == 0 && u.TokensOut == 0 {
 		in := 0
 		for _, m := range msgs {
 			in += gateway.EstimateTokens(m.Content)
 		}
-		return openaiwire.NewUsage(max(1, in), gateway.EstimateTokens(reply), true)
+		return openai.NewUsage(max(1, in), gateway.EstimateTokens(reply), true)
 	}
-	return openaiwire.NewUsage(u.TokensIn, u.TokensOut, v.cached)
+	return openai.NewUsage(u.TokensIn, u.TokensOut, v.cached)
 }
 
 // finishReason is OpenAI's: tool_calls when the model asked for tools, length when it produced as
@@ -212,18 +212,18 @@ func (v *v1Call) usage(msgs []gateway.Message, reply string) openaiwire.Usage {
 func (v *v1Call) finishReason(calls []gateway.ToolCall) string {
 	switch {
 	case len(calls) > 0:
-		return openaiwire.FinishToolCalls
+		return openai.FinishToolCalls
 	case v.limit > 0 && v.stream.Usage().TokensOut >= v.limit:
-		return openaiwire.FinishLength
+		return openai.FinishLength
 	}
-	return openaiwire.FinishStop
+	return openai.FinishStop
 }
 
-func toWireToolCalls(calls []gateway.ToolCall, indexed bool) []openaiwire.ToolCall {
-	out := make([]openaiwire.ToolCall, len(calls))
+func toWireToolCalls(calls []gateway.ToolCall, indexed bool) []openai.ToolCall {
+	out := make([]openai.ToolCall, len(calls))
 	for i, tc := range calls {
-		out[i] = openaiwire.ToolCall{ID: tc.ID, Type: cmpOr(tc.Type, "function"),
-			Function: openaiwire.FunctionCall{Name: tc.Function.Name, Arguments: tc.Function.Arguments}}
+		out[i] = openai.ToolCall{ID: tc.ID, Type: cmpOr(tc.Type, "function"),
+			Function: openai.FunctionCall{Name: tc.Function.Name, Arguments: tc.Function.Arguments}}
 		if indexed {
 			out[i].Index = &i
 		}
@@ -232,7 +232,7 @@ func toWireToolCalls(calls []gateway.ToolCall, indexed bool) []openaiwire.ToolCa
 }
 
 func (s *Server) postChatCompletions(c echo.Context) error {
-	var req openaiwire.ChatCompletionRequest
+	var req openai.ChatCompletionRequest
 	if err := v1Decode(c, &req); err != nil {
 		return err
 	}
@@ -254,13 +254,13 @@ func (s *Server) postChatCompletions(c echo.Context) error {
 		return Wrap(http.StatusBadGateway, CodeAIError, modelErrorMessage(call.stream.Model(), err), err)
 	}
 	calls := gateway.ToolCallsOf(call.stream)
-	msg := openaiwire.ChatMessage{Role: "assistant", ToolCalls: toWireToolCalls(calls, false)}
+	msg := openai.ChatMessage{Role: "assistant", ToolCalls: toWireToolCalls(calls, false)}
 	if reply != "" || len(calls) == 0 {
 		msg.Content = &reply
 	}
-	return c.JSON(http.StatusOK, openaiwire.ChatCompletion{
-		ID: call.id, Object: openaiwire.ObjectChatCompletion, Created: call.created, Model: call.stream.Model(),
-		Choices: []openaiwire.ChatChoice{{Message: msg, FinishReason: call.finishReason(calls)}},
+	return c.JSON(http.StatusOK, openai.ChatCompletion{
+		ID: call.id, Object: openai.ObjectChatCompletion, Created: call.created, Model: call.stream.Model(),
+		Choices: []openai.ChatChoice{{Message: msg, FinishReason: call.finishReason(calls)}},
 		Usage:   call.usage(greq.Messages, reply),
 	})
 }
@@ -315,36 +315,36 @@ func cmpErr(errs ...error) error {
 // the SDKs raise, and no [DONE].
 func (s *Server) streamChatCompletion(c echo.Context, call *v1Call, msgs []gateway.Message, includeUsage bool) error {
 	ctx := c.Request().Context()
-	openaiwire.SetSSEHeaders(c.Response().Header())
+	openai.SetSSEHeaders(c.Response().Header())
 	c.Response().WriteHeader(http.StatusOK)
-	w := openaiwire.NewSSEWriter(c.Response())
+	w := openai.NewSSEWriter(c.Response())
 	model := call.stream.Model()
-	chunk := func(d openaiwire.ChunkDelta, finish *string) openaiwire.ChatCompletionChunk {
-		return openaiwire.ChatCompletionChunk{ID: call.id, Object: openaiwire.ObjectChatCompletionChunk, Created: call.created,
-			Model: model, Choices: []openaiwire.ChunkChoice{{Delta: d, FinishReason: finish}}}
+	chunk := func(d openai.ChunkDelta, finish *string) openai.ChatCompletionChunk {
+		return openai.ChatCompletionChunk{ID: call.id, Object: openai.ObjectChatCompletionChunk, Created: call.created,
+			Model: model, Choices: []openai.ChunkChoice{{Delta: d, FinishReason: finish}}}
 	}
 	empty := ""
-	if w.Data(chunk(openaiwire.ChunkDelta{Role: "assistant", Content: &empty}, nil)) != nil {
+	if w.Data(chunk(openai.ChunkDelta{Role: "assistant", Content: &empty}, nil)) != nil {
 		return nil // the client left: closing the stream cancels the model call
 	}
 	reply, complete := relayTokens(ctx, call.stream, func(tok string) error {
-		return w.Data(chunk(openaiwire.ChunkDelta{Content: &tok}, nil))
+		return w.Data(chunk(openai.ChunkDelta{Content: &tok}, nil))
 	}, func(err error) {
-		_ = w.Data(openaiwire.NewError(http.StatusBadGateway, CodeAIError, "", modelErrorMessage(model, err)))
+		_ = w.Data(openai.NewError(http.StatusBadGateway, CodeAIError, "", modelErrorMessage(model, err)))
 	})
 	if !complete {
 		return nil
 	}
 	calls := gateway.ToolCallsOf(call.stream)
 	if len(calls) > 0 {
-		_ = w.Data(chunk(openaiwire.ChunkDelta{ToolCalls: toWireToolCalls(calls, true)}, nil))
+		_ = w.Data(chunk(openai.ChunkDelta{ToolCalls: toWireToolCalls(calls, true)}, nil))
 	}
 	finish := call.finishReason(calls)
-	_ = w.Data(chunk(openaiwire.ChunkDelta{}, &finish))
+	_ = w.Data(chunk(openai.ChunkDelta{}, &finish))
 	if includeUsage {
 		u := call.usage(msgs, reply)
-		_ = w.Data(openaiwire.ChatCompletionChunk{ID: call.id, Object: openaiwire.ObjectChatCompletionChunk, Created: call.created,
-			Model: model, Choices: []openaiwire.ChunkChoice{}, Usage: &u})
+		_ = w.Data(openai.ChatCompletionChunk{ID: call.id, Object: openai.ObjectChatCompletionChunk, Created: call.created,
+			Model: model, Choices: []openai.ChunkChoice{}, Usage: &u})
 	}
 	_ = w.Done()
 	return nil

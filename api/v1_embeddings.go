@@ -7,7 +7,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/crispy-enigma/crispy/gateway"
-	"github.com/crispy-enigma/crispy/openaiwire"
+	"github.com/crispy-enigma/crispy/wire/openai"
 )
 
 // maxEmbeddingInputs is OpenAI's limit on inputs per request.
@@ -19,27 +19,27 @@ const maxEmbeddingInputs = 2048
 // (metering.Meter.BeforeEmbed). No model here changes its vector length, so `dimensions` is refused
 // unless it is the model's own.
 func (s *Server) postEmbeddings(c echo.Context) error {
-	var req openaiwire.EmbeddingRequest
+	var req openai.EmbeddingRequest
 	if err := v1Decode(c, &req); err != nil {
 		return err
 	}
 	switch {
 	case req.Input.Tokens:
-		return paramError(openaiwire.Unsupported("input", "token arrays are not supported: send strings"))
+		return paramError(openai.Unsupported("input", "token arrays are not supported: send strings"))
 	case len(req.Input.Texts) == 0:
-		return paramError(openaiwire.Missing("input"))
+		return paramError(openai.Missing("input"))
 	case len(req.Input.Texts) > maxEmbeddingInputs:
-		return paramError(openaiwire.Invalid("input", "must hold at most %d inputs", maxEmbeddingInputs))
-	case req.EncodingFormat != "" && req.EncodingFormat != openaiwire.EncodingFloat && req.EncodingFormat != openaiwire.EncodingBase64:
-		return paramError(openaiwire.Invalid("encoding_format", "must be float or base64"))
+		return paramError(openai.Invalid("input", "must hold at most %d inputs", maxEmbeddingInputs))
+	case req.EncodingFormat != "" && req.EncodingFormat != openai.EncodingFloat && req.EncodingFormat != openai.EncodingBase64:
+		return paramError(openai.Invalid("encoding_format", "must be float or base64"))
 	case req.Dimensions != nil && *req.Dimensions < 1:
-		return paramError(openaiwire.Invalid("dimensions", "must be a positive integer"))
+		return paramError(openai.Invalid("dimensions", "must be a positive integer"))
 	case len(req.User) > maxUserIDLen:
-		return paramError(openaiwire.Invalid("user", "must be at most %d characters", maxUserIDLen))
+		return paramError(openai.Invalid("user", "must be at most %d characters", maxUserIDLen))
 	}
 	for i, text := range req.Input.Texts {
 		if strings.TrimSpace(text) == "" {
-			return paramError(openaiwire.Invalid("input", "input %d is empty", i))
+			return paramError(openai.Invalid("input", "input %d is empty", i))
 		}
 	}
 	t := tenantOf(c)
@@ -54,7 +54,7 @@ func (s *Server) postEmbeddings(c echo.Context) error {
 		return errModelNotFound(model)
 	}
 	if req.Dimensions != nil && embedder.Dimension() != 0 && *req.Dimensions != embedder.Dimension() {
-		return paramError(openaiwire.Unsupported("dimensions", "model %s has %d dimensions and cannot change them", truncateForMessage(model), embedder.Dimension()))
+		return paramError(openai.Unsupported("dimensions", "model %s has %d dimensions and cannot change them", truncateForMessage(model), embedder.Dimension()))
 	}
 	if err := s.checkRateLimit(c, req.User); err != nil {
 		return err
@@ -71,13 +71,13 @@ func (s *Server) postEmbeddings(c echo.Context) error {
 	}
 	done(c.Request().Context(), gateway.ModelInfo{Model: model}, tokens, nil)
 	if req.Dimensions != nil && len(vecs) > 0 && len(vecs[0]) != *req.Dimensions {
-		return paramError(openaiwire.Unsupported("dimensions", "model %s has %d dimensions and cannot change them", truncateForMessage(model), len(vecs[0])))
+		return paramError(openai.Unsupported("dimensions", "model %s has %d dimensions and cannot change them", truncateForMessage(model), len(vecs[0])))
 	}
-	data := make([]openaiwire.Embedding, len(vecs))
+	data := make([]openai.Embedding, len(vecs))
 	for i, v := range vecs {
-		data[i] = openaiwire.Embedding{Object: openaiwire.ObjectEmbedding, Index: i, Embedding: openaiwire.EncodeVector(v, req.EncodingFormat)}
+		data[i] = openai.Embedding{Object: openai.ObjectEmbedding, Index: i, Embedding: openai.EncodeVector(v, req.EncodingFormat)}
 	}
 	c.Response().Header().Set("x-model-id", model)
-	return c.JSON(http.StatusOK, openaiwire.EmbeddingList{Object: openaiwire.ObjectList, Data: data, Model: model,
-		Usage: openaiwire.EmbeddingUsage{PromptTokens: tokens, TotalTokens: tokens}})
+	return c.JSON(http.StatusOK, openai.EmbeddingList{Object: openai.ObjectList, Data: data, Model: model,
+		Usage: openai.EmbeddingUsage{PromptTokens: tokens, TotalTokens: tokens}})
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/crispy-enigma/crispy/openaiwire"
+	"github.com/crispy-enigma/crispy/wire/openai"
 )
 
 // v1Prefix is the path prefix of the OpenAI-compatible API; its errors use OpenAI's shape.
@@ -27,48 +27,48 @@ func isV1(c echo.Context) bool {
 var fieldPrefix = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_.\[\]]*): `)
 
 // v1Error is the OpenAI form of err: the status, and the body with type, code and param.
-// An *openaiwire.ParamError is a 400 naming its parameter; an *Error keeps its status, and its code
+// An *openai.ParamError is a 400 naming its parameter; an *Error keeps its status, and its code
 // becomes OpenAI's where OpenAI has one (rate_limited → rate_limit_exceeded, budget_exceeded →
 // insufficient_quota, unauthorized → invalid_api_key).
-func v1Error(err error) (int, openaiwire.ErrorResponse) {
-	var pe *openaiwire.ParamError
+func v1Error(err error) (int, openai.ErrorResponse) {
+	var pe *openai.ParamError
 	hasParam := errors.As(err, &pe)
 	var e *Error
 	if !errors.As(err, &e) && hasParam {
-		return http.StatusBadRequest, openaiwire.NewError(http.StatusBadRequest, cmpOr(pe.Code, openaiwire.CodeInvalidValue), pe.Param, pe.Message)
+		return http.StatusBadRequest, openai.NewError(http.StatusBadRequest, cmpOr(pe.Code, openai.CodeInvalidValue), pe.Param, pe.Message)
 	}
 	e = asError(err)
 	status, code, param := e.Status, e.Code, ""
 	switch e.Code {
 	case CodeTenantRequired, CodeUnauthorized:
 		// With an OpenAI client the key is the only way a tenant is named: no tenant is a bad key.
-		status, code = http.StatusUnauthorized, openaiwire.CodeInvalidAPIKey
+		status, code = http.StatusUnauthorized, openai.CodeInvalidAPIKey
 	case CodeRateLimited:
-		code = openaiwire.CodeRateLimitExceeded
+		code = openai.CodeRateLimitExceeded
 	case CodeBudgetExceeded:
-		code = openaiwire.CodeInsufficientQuota
+		code = openai.CodeInsufficientQuota
 	case CodeModelNotAllowed, CodeModelNotFound:
 		param = "model"
 	case CodeInvalidRequest:
-		code = openaiwire.CodeInvalidValue
+		code = openai.CodeInvalidValue
 		if m := fieldPrefix.FindStringSubmatch(e.Message); m != nil {
 			param = m[1]
 		}
 		if hasParam {
-			code = cmpOr(pe.Code, openaiwire.CodeInvalidValue)
+			code = cmpOr(pe.Code, openai.CodeInvalidValue)
 		}
 	case CodeInternal:
-		code = openaiwire.CodeServerError
+		code = openai.CodeServerError
 	}
 	if hasParam {
 		param = pe.Param
 	}
-	return status, openaiwire.NewError(status, code, param, e.Message)
+	return status, openai.NewError(status, code, param, e.Message)
 }
 
 // paramError is a 400 that names the request parameter at fault: an *Error (so logs and metrics see
 // invalid_request like everywhere) whose cause carries OpenAI's param and code.
-func paramError(pe *openaiwire.ParamError) *Error {
+func paramError(pe *openai.ParamError) *Error {
 	return Wrap(http.StatusBadRequest, CodeInvalidRequest, pe.Message, pe)
 }
 
@@ -79,7 +79,7 @@ func writeV1Error(c echo.Context, err *Error) error {
 	status, body := v1Error(err)
 	h := c.Response().Header()
 	h.Set("x-request-id", traceID(c))
-	if body.Error.Code != nil && *body.Error.Code == openaiwire.CodeInsufficientQuota {
+	if body.Error.Code != nil && *body.Error.Code == openai.CodeInsufficientQuota {
 		h.Set("x-should-retry", "false")
 	}
 	if c.Request().Method == http.MethodHead {

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/crispy-enigma/crispy/openaiwire"
+	"github.com/crispy-enigma/crispy/wire/openai"
 )
 
 // Every error a /v1 handler or the middleware returns maps to OpenAI's status, type, code and param,
@@ -17,9 +17,9 @@ func TestV1ErrorMapping(t *testing.T) {
 		status                    int
 		typ, code, param, message string
 	}{
-		{paramError(openaiwire.Invalid("top_p", "must be between 0 and 1")), 400, "invalid_request_error", "invalid_value", "top_p", "must be between 0 and 1"},
-		{openaiwire.Invalid("temperature", "must be between 0 and 2"), 400, "invalid_request_error", "invalid_value", "temperature", "must be between 0 and 2"},
-		{openaiwire.Missing("model"), 400, "invalid_request_error", "missing_required_parameter", "model", "you must provide a value for 'model'"},
+		{paramError(openai.Invalid("top_p", "must be between 0 and 1")), 400, "invalid_request_error", "invalid_value", "top_p", "must be between 0 and 1"},
+		{openai.Invalid("temperature", "must be between 0 and 2"), 400, "invalid_request_error", "invalid_value", "temperature", "must be between 0 and 2"},
+		{openai.Missing("model"), 400, "invalid_request_error", "missing_required_parameter", "model", "you must provide a value for 'model'"},
 		{errInvalidRequest("messages: must not be empty"), 400, "invalid_request_error", "invalid_value", "messages", "messages: must not be empty"},
 		{NewError(400, CodeInvalidJSON, "malformed JSON"), 400, "invalid_request_error", "invalid_json", "", "malformed JSON"},
 		{NewError(401, CodeUnauthorized, "missing or invalid API key"), 401, "authentication_error", "invalid_api_key", "", "missing or invalid API key"},

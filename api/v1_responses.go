@@ -17,7 +17,7 @@ import (
 	"github.com/crispy-enigma/crispy/actors"
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
-	"github.com/crispy-enigma/crispy/openaiwire"
+	"github.com/crispy-enigma/crispy/wire/openai"
 )
 
 // The Responses API keeps conversations server-side in chat sessions, the ChatSession grains /chat
@@ -90,7 +90,7 @@ func (s *Server) findResponse(ctx context.Context, t *config.TenantConfig, ref r
 func errResponseNotFound(id, param string) *Error {
 	e := NewError(http.StatusNotFound, CodeNotFound, "Response with id '"+truncateForMessage(id)+"' not found.")
 	if param != "" {
-		e.Err = openaiwire.Invalid(param, "%s", e.Message) // names the parameter in OpenAI's error
+		e.Err = openai.Invalid(param, "%s", e.Message) // names the parameter in OpenAI's error
 	}
 	return e
 }
@@ -110,14 +110,14 @@ func toGatewayMessages(msgs []actors.Message) []gateway.Message {
 
 // inputMessages turns the request's input items into stored messages (the model sees them through
 // toGatewayMessages).
-func inputMessages(items []openaiwire.InputItem) ([]actors.Message, error) {
+func inputMessages(items []openai.InputItem) ([]actors.Message, error) {
 	out := make([]actors.Message, 0, len(items))
 	for i, it := range items {
 		switch it.Type {
 		case "message":
 			role, ok := v1Roles[it.Role]
 			if !ok || role == "tool" {
-				return nil, paramError(openaiwire.Invalid(fmt.Sprintf("input[%d].role", i), "must be one of user, assistant, system, developer"))
+				return nil, paramError(openai.Invalid(fmt.Sprintf("input[%d].role", i), "must be one of user, assistant, system, developer"))
 			}
 			out = append(out, actors.Message{Role: role, Content: it.Text, TokenCount: gateway.EstimateTokens(it.Text)})
 		case "function_call":
@@ -126,7 +126,7 @@ func inputMessages(items []openaiwire.InputItem) ([]actors.Message, error) {
 			out = append(out, actors.Message{Role: "assistant", ToolCallsJSON: string(calls)})
 		case "function_call_output":
 			if it.CallID == "" {
-				return nil, paramError(openaiwire.Missing(fmt.Sprintf("input[%d].call_id", i)))
+				return nil, paramError(openai.Missing(fmt.Sprintf("input[%d].call_id", i)))
 			}
 			out = append(out, actors.Message{Role: "tool", Content: it.Text, ToolCallID: it.CallID})
 		}
@@ -135,17 +135,17 @@ func inputMessages(items []openaiwire.InputItem) ([]actors.Message, error) {
 }
 
 // responseTools turns the Responses API's flat function tools into chat tools.
-func responseTools(tools []openaiwire.ResponseTool, choice json.RawMessage) ([]gateway.ToolSpec, error) {
-	wire := make([]openaiwire.Tool, len(tools))
+func responseTools(tools []openai.ResponseTool, choice json.RawMessage) ([]gateway.ToolSpec, error) {
+	wire := make([]openai.Tool, len(tools))
 	for i, t := range tools {
-		wire[i] = openaiwire.Tool{Type: t.Type, Function: openaiwire.Function{Name: t.Name, Description: t.Description, Parameters: t.Parameters}}
+		wire[i] = openai.Tool{Type: t.Type, Function: openai.Function{Name: t.Name, Description: t.Description, Parameters: t.Parameters}}
 	}
 	return toGatewayTools(wire, choice)
 }
 
 // v1Turn is one Responses API turn being answered.
 type v1Turn struct {
-	req      *openaiwire.ResponseRequest
+	req      *openai.ResponseRequest
 	ref      responseRef // the new response
 	prior    storedTurn  // the turn continued from (empty without previous_response_id)
 	input    []actors.Message
@@ -153,7 +153,7 @@ type v1Turn struct {
 }
 
 func (s *Server) postResponse(c echo.Context) error {
-	var req openaiwire.ResponseRequest
+	var req openai.ResponseRequest
 	if err := v1Decode(c, &req); err != nil {
 		return err
 	}
@@ -182,19 +182,19 @@ func (s *Server) postResponse(c echo.Context) error {
 
 // prepareTurn validates the request, loads the conversation it continues and builds the model
 // request.
-func (s *Server) prepareTurn(c echo.Context, req *openaiwire.ResponseRequest) (*v1Turn, gateway.ChatRequest, error) {
+func (s *Server) prepareTurn(c echo.Context, req *openai.ResponseRequest) (*v1Turn, gateway.ChatRequest, error) {
 	var greq gateway.ChatRequest
 	switch {
 	case len(req.Input.Items) == 0:
-		return nil, greq, paramError(openaiwire.Missing("input"))
+		return nil, greq, paramError(openai.Missing("input"))
 	case len(req.Input.Items) > maxV1Messages:
-		return nil, greq, paramError(openaiwire.Invalid("input", "must hold at most %d items", maxV1Messages))
+		return nil, greq, paramError(openai.Invalid("input", "must hold at most %d items", maxV1Messages))
 	case len(req.Conversation) > 0 && string(req.Conversation) != "null":
-		return nil, greq, paramError(openaiwire.Unsupported("conversation", "use previous_response_id"))
+		return nil, greq, paramError(openai.Unsupported("conversation", "use previous_response_id"))
 	case req.MaxOutputTokens != nil && (*req.MaxOutputTokens < 1 || *req.MaxOutputTokens > maxOutputLimit):
-		return nil, greq, paramError(openaiwire.Invalid("max_output_tokens", "must be between 1 and %d", maxOutputLimit))
+		return nil, greq, paramError(openai.Invalid("max_output_tokens", "must be between 1 and %d", maxOutputLimit))
 	case len(req.User) > maxUserIDLen:
-		return nil, greq, paramError(openaiwire.Invalid("user", "must be at most %d characters", maxUserIDLen))
+		return nil, greq, paramError(openai.Invalid("user", "must be at most %d characters", maxUserIDLen))
 	}
 	if err := checkSampling(req.Temperature, req.TopP); err != nil {
 		return nil, greq, err
@@ -287,7 +287,7 @@ func (s *Server) storeTurn(ctx context.Context, t *config.TenantConfig, turn *v1
 }
 
 // response is the Responses API object of a turn.
-func (turn *v1Turn) response(call *v1Call, reply string, calls []gateway.ToolCall, status string) *openaiwire.Response {
+func (turn *v1Turn) response(call *v1Call, reply string, calls []gateway.ToolCall, status string) *openai.Response {
 	req := turn.req
 	r := newResponse(turn.ref.id, call.stream.Model(), call.created, status)
 	r.Store, r.Temperature, r.TopP, r.MaxOutputTokens = req.Stored(), req.Temperature, req.TopP, req.MaxOutputTokens
@@ -311,16 +311,16 @@ func (turn *v1Turn) response(call *v1Call, reply string, calls []gateway.ToolCal
 	}
 	r.Output = outputItems(turn.ref.nonce, reply, calls)
 	u := call.usage(turn.messages, reply)
-	r.Usage = openaiwire.NewResponseUsage(u.PromptTokens, u.CompletionTokens, call.cached)
-	if call.finishReason(calls) == openaiwire.FinishLength {
-		r.Status, r.IncompleteDetails = "incomplete", &openaiwire.IncompleteDetails{Reason: "max_output_tokens"}
+	r.Usage = openai.NewResponseUsage(u.PromptTokens, u.CompletionTokens, call.cached)
+	if call.finishReason(calls) == openai.FinishLength {
+		r.Status, r.IncompleteDetails = "incomplete", &openai.IncompleteDetails{Reason: "max_output_tokens"}
 	}
 	return r
 }
 
-func newResponse(id, model string, created int64, status string) *openaiwire.Response {
-	r := &openaiwire.Response{ID: id, Object: openaiwire.ObjectResponse, CreatedAt: created, Status: status, Model: model,
-		Output: []openaiwire.OutputItem{}, ParallelToolCalls: true, ToolChoice: "auto", Tools: []openaiwire.ResponseTool{},
+func newResponse(id, model string, created int64, status string) *openai.Response {
+	r := &openai.Response{ID: id, Object: openai.ObjectResponse, CreatedAt: created, Status: status, Model: model,
+		Output: []openai.OutputItem{}, ParallelToolCalls: true, ToolChoice: "auto", Tools: []openai.ResponseTool{},
 		Truncation: "disabled", Metadata: map[string]string{}}
 	r.Text.Format.Type = "text"
 	return r
@@ -328,22 +328,22 @@ func newResponse(id, model string, created int64, status string) *openaiwire.Res
 
 // outputItems is a response's output: the message (when there is text or no tool call) and a
 // function_call item per tool call.
-func outputItems(nonce, reply string, calls []gateway.ToolCall) []openaiwire.OutputItem {
-	var out []openaiwire.OutputItem
+func outputItems(nonce, reply string, calls []gateway.ToolCall) []openai.OutputItem {
+	var out []openai.OutputItem
 	if reply != "" || len(calls) == 0 {
 		out = append(out, messageItem(nonce, reply, "completed"))
 	}
 	for i, tc := range calls {
-		out = append(out, openaiwire.OutputItem{Type: "function_call", ID: "fc_" + nonce + "_" + strconv.Itoa(i), Status: "completed",
+		out = append(out, openai.OutputItem{Type: "function_call", ID: "fc_" + nonce + "_" + strconv.Itoa(i), Status: "completed",
 			CallID: tc.ID, Name: tc.Function.Name, Arguments: tc.Function.Arguments})
 	}
 	return out
 }
 
-func messageItem(nonce, text, status string) openaiwire.OutputItem {
-	it := openaiwire.OutputItem{Type: "message", ID: "msg_" + nonce, Status: status, Role: "assistant", Content: []openaiwire.OutputContent{}}
+func messageItem(nonce, text, status string) openai.OutputItem {
+	it := openai.OutputItem{Type: "message", ID: "msg_" + nonce, Status: status, Role: "assistant", Content: []openai.OutputContent{}}
 	if status == "completed" {
-		it.Content = append(it.Content, openaiwire.OutputContent{Type: "output_text", Text: text, Annotations: []any{}})
+		it.Content = append(it.Content, openai.OutputContent{Type: "output_text", Text: text, Annotations: []any{}})
 	}
 	return it
 }
@@ -353,11 +353,11 @@ func messageItem(nonce, text, status string) openaiwire.OutputItem {
 // client that saw response.completed can continue from it at once.
 func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call) error {
 	ctx := c.Request().Context()
-	openaiwire.SetSSEHeaders(c.Response().Header())
+	openai.SetSSEHeaders(c.Response().Header())
 	c.Response().WriteHeader(http.StatusOK)
-	w := openaiwire.NewSSEWriter(c.Response())
+	w := openai.NewSSEWriter(c.Response())
 	seq := 0
-	emit := func(ev openaiwire.ResponseStreamEvent) error {
+	emit := func(ev openai.ResponseStreamEvent) error {
 		ev.SequenceNumber = seq
 		seq++
 		return w.Event(ev.Type, ev)
@@ -365,48 +365,48 @@ func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call) erro
 	zero := 0
 	itemID := "msg_" + turn.ref.nonce
 	inProgress := turn.response(call, "", nil, "in_progress")
-	_ = emit(openaiwire.ResponseStreamEvent{Type: "response.created", Response: inProgress})
-	_ = emit(openaiwire.ResponseStreamEvent{Type: "response.in_progress", Response: inProgress})
+	_ = emit(openai.ResponseStreamEvent{Type: "response.created", Response: inProgress})
+	_ = emit(openai.ResponseStreamEvent{Type: "response.in_progress", Response: inProgress})
 	started := messageItem(turn.ref.nonce, "", "in_progress")
-	_ = emit(openaiwire.ResponseStreamEvent{Type: "response.output_item.added", OutputIndex: &zero, Item: &started})
-	_ = emit(openaiwire.ResponseStreamEvent{Type: "response.content_part.added", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
-		Part: &openaiwire.OutputContent{Type: "output_text", Annotations: []any{}}})
+	_ = emit(openai.ResponseStreamEvent{Type: "response.output_item.added", OutputIndex: &zero, Item: &started})
+	_ = emit(openai.ResponseStreamEvent{Type: "response.content_part.added", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
+		Part: &openai.OutputContent{Type: "output_text", Annotations: []any{}}})
 	if w.Err() != nil {
 		return nil
 	}
 	text, complete := relayTokens(ctx, call.stream, func(tok string) error {
-		return emit(openaiwire.ResponseStreamEvent{Type: "response.output_text.delta", ItemID: itemID, OutputIndex: &zero,
+		return emit(openai.ResponseStreamEvent{Type: "response.output_text.delta", ItemID: itemID, OutputIndex: &zero,
 			ContentIndex: &zero, Delta: &tok, Logprobs: []any{}})
 	}, func(err error) {
 		failed := turn.response(call, "", nil, "failed")
-		failed.Error = &openaiwire.ResponseError{Code: "server_error", Message: modelErrorMessage(call.stream.Model(), err)}
-		_ = emit(openaiwire.ResponseStreamEvent{Type: "response.failed", Response: failed})
+		failed.Error = &openai.ResponseError{Code: "server_error", Message: modelErrorMessage(call.stream.Model(), err)}
+		_ = emit(openai.ResponseStreamEvent{Type: "response.failed", Response: failed})
 	})
 	if !complete {
 		return nil
 	}
 	calls := gateway.ToolCallsOf(call.stream)
 	done := messageItem(turn.ref.nonce, text, "completed")
-	_ = emit(openaiwire.ResponseStreamEvent{Type: "response.output_text.done", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
+	_ = emit(openai.ResponseStreamEvent{Type: "response.output_text.done", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
 		Text: &text, Logprobs: []any{}})
-	_ = emit(openaiwire.ResponseStreamEvent{Type: "response.content_part.done", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
+	_ = emit(openai.ResponseStreamEvent{Type: "response.content_part.done", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
 		Part: &done.Content[0]})
-	_ = emit(openaiwire.ResponseStreamEvent{Type: "response.output_item.done", OutputIndex: &zero, Item: &done})
+	_ = emit(openai.ResponseStreamEvent{Type: "response.output_item.done", OutputIndex: &zero, Item: &done})
 	final := turn.response(call, text, calls, "completed")
 	for i := range final.Output {
 		if final.Output[i].Type == "function_call" {
 			idx := i
-			_ = emit(openaiwire.ResponseStreamEvent{Type: "response.output_item.added", OutputIndex: &idx, Item: &final.Output[i]})
-			_ = emit(openaiwire.ResponseStreamEvent{Type: "response.output_item.done", OutputIndex: &idx, Item: &final.Output[i]})
+			_ = emit(openai.ResponseStreamEvent{Type: "response.output_item.added", OutputIndex: &idx, Item: &final.Output[i]})
+			_ = emit(openai.ResponseStreamEvent{Type: "response.output_item.done", OutputIndex: &idx, Item: &final.Output[i]})
 		}
 	}
 	if err := s.storeTurn(ctx, tenantOf(c), turn, call, text, calls); err != nil {
 		final.Status = "failed"
-		final.Error = &openaiwire.ResponseError{Code: "server_error", Message: "the response could not be stored, retry"}
-		_ = emit(openaiwire.ResponseStreamEvent{Type: "response.failed", Response: final})
+		final.Error = &openai.ResponseError{Code: "server_error", Message: "the response could not be stored, retry"}
+		_ = emit(openai.ResponseStreamEvent{Type: "response.failed", Response: final})
 		return nil
 	}
-	_ = emit(openaiwire.ResponseStreamEvent{Type: "response.completed", Response: final})
+	_ = emit(openai.ResponseStreamEvent{Type: "response.completed", Response: final})
 	return nil
 }
 
@@ -439,6 +439,6 @@ func (s *Server) getResponse(c echo.Context) error {
 		_ = json.Unmarshal([]byte(m.ToolCallsJSON), &calls)
 	}
 	r.Output = outputItems(ref.nonce, m.Content, calls)
-	r.Usage = openaiwire.NewResponseUsage(m.TokensIn, m.TokenCount, false)
+	r.Usage = openai.NewResponseUsage(m.TokensIn, m.TokenCount, false)
 	return c.JSON(http.StatusOK, r)
 }

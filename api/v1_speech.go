@@ -8,7 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/crispy-enigma/crispy/gateway/speech"
-	"github.com/crispy-enigma/crispy/openaiwire"
+	"github.com/crispy-enigma/crispy/wire/openai"
 )
 
 // postSpeech is OpenAI's POST /v1/audio/speech on the tenant's speech engine, with the same gate,
@@ -19,35 +19,35 @@ func (s *Server) postSpeech(c echo.Context) error {
 	if err := ttsEnabled(c); err != nil {
 		return err
 	}
-	var body openaiwire.SpeechRequest
+	var body openai.SpeechRequest
 	if err := v1Decode(c, &body); err != nil {
 		return err
 	}
 	t := tenantOf(c)
 	switch {
 	case body.Input == nil:
-		return paramError(openaiwire.Missing("input"))
+		return paramError(openai.Missing("input"))
 	case strings.TrimSpace(*body.Input) == "":
-		return paramError(openaiwire.Invalid("input", "must not be empty"))
+		return paramError(openai.Invalid("input", "must not be empty"))
 	case utf8.RuneCountInString(*body.Input) > speech.MaxTextChars:
-		return paramError(openaiwire.Invalid("input", "must be at most %d characters", speech.MaxTextChars))
+		return paramError(openai.Invalid("input", "must be at most %d characters", speech.MaxTextChars))
 	case body.Voice == "":
-		return paramError(openaiwire.Missing("voice"))
+		return paramError(openai.Missing("voice"))
 	case len(body.Voice) > 128:
-		return paramError(openaiwire.Invalid("voice", "must be at most 128 characters"))
+		return paramError(openai.Invalid("voice", "must be at most 128 characters"))
 	case body.Speed != nil && (*body.Speed < speech.MinSpeed || *body.Speed > speech.MaxSpeed):
-		return paramError(openaiwire.Invalid("speed", "must be between %g and %g", speech.MinSpeed, speech.MaxSpeed))
+		return paramError(openai.Invalid("speed", "must be between %g and %g", speech.MinSpeed, speech.MaxSpeed))
 	}
 	if owner, ok := s.modelOwner(t, body.Model); !ok || owner != "speech" {
 		return errModelNotFound(body.Model)
 	}
-	format, ok := openaiwire.SpeechFormat(body.ResponseFormat)
+	format, ok := openai.SpeechFormat(body.ResponseFormat)
 	if !ok {
-		return paramError(openaiwire.Unsupported("response_format", "must be one of mp3, wav, opus"))
+		return paramError(openai.Unsupported("response_format", "must be one of mp3, wav, opus"))
 	}
 	voice := body.Voice
 	if local := cmpOr(t.AIModels.TTS, speech.LocalModel) == speech.LocalModel; local {
-		voice = openaiwire.EspeakVoice(voice)
+		voice = openai.EspeakVoice(voice)
 	}
 	req := speech.Request{Text: *body.Input, Voice: voice, Format: format}
 	if body.Speed != nil {
@@ -56,7 +56,7 @@ func (s *Server) postSpeech(c echo.Context) error {
 	audio, err := s.synthesize(c, req) // tts.go
 	if err != nil {
 		if e, isErr := err.(*Error); isErr && e.Code == CodeInvalidRequest && strings.HasPrefix(e.Message, "voice:") {
-			return paramError(openaiwire.Invalid("voice", "%s", strings.TrimPrefix(e.Message, "voice: ")))
+			return paramError(openai.Invalid("voice", "%s", strings.TrimPrefix(e.Message, "voice: ")))
 		}
 		return err
 	}

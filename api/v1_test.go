@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/crispy-enigma/crispy/gateway"
-	"github.com/crispy-enigma/crispy/openaiwire"
+	"github.com/crispy-enigma/crispy/wire/openai"
 )
 
 // v1Server is a test server with the OpenAI-compatible API: local/extractive answers chat, and
@@ -86,7 +86,7 @@ func TestV1Errors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body := ts.do(t, tc.method, tc.path, tc.body, append([]string{"Content-Type: application/json"}, tc.headers...)...)
 			code, param, typ := decodeV1Error(t, body)
-			if resp.StatusCode != tc.status || code != tc.code || param != tc.param || typ != openaiwire.TypeForStatus(tc.status) {
+			if resp.StatusCode != tc.status || code != tc.code || param != tc.param || typ != openai.TypeForStatus(tc.status) {
 				t.Errorf("%d %s", resp.StatusCode, body)
 			}
 			if id := resp.Header.Get("x-request-id"); id == "" || id != resp.Header.Get("x-trace-id") {
@@ -122,7 +122,7 @@ func TestV1Models(t *testing.T) {
 	ts := v1Server(t)
 	list := func(headers ...string) []string {
 		resp, body := ts.do(t, "GET", "/v1/models", "", headers...)
-		var l openaiwire.ModelList
+		var l openai.ModelList
 		if resp.StatusCode != 200 || json.Unmarshal(body, &l) != nil || l.Object != "list" {
 			t.Fatalf("%d %s", resp.StatusCode, body)
 		}
@@ -153,7 +153,7 @@ func TestV1ChatCompletions(t *testing.T) {
 	const body = `{"model":"local/extractive","messages":[{"role":"developer","content":"be brief"},{"role":"user","content":"What is the capital of France?"}]}`
 	for _, path := range []string{"/v1/chat/completions", "/chat/completions"} {
 		resp, b := ts.do(t, "POST", path, body, acmeBearer, "Content-Type: application/json")
-		var cc openaiwire.ChatCompletion
+		var cc openai.ChatCompletion
 		if resp.StatusCode != 200 || json.Unmarshal(b, &cc) != nil {
 			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
 		}
@@ -170,7 +170,7 @@ func TestV1ChatCompletions(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
-	var chunks []openaiwire.ChatCompletionChunk
+	var chunks []openai.ChatCompletionChunk
 	var done bool
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
@@ -180,7 +180,7 @@ func TestV1ChatCompletions(t *testing.T) {
 		case data == "[DONE]":
 			done = true
 		default:
-			var c openaiwire.ChatCompletionChunk
+			var c openai.ChatCompletionChunk
 			if err := json.Unmarshal([]byte(data), &c); err != nil {
 				t.Fatalf("chunk %q: %v", data, err)
 			}
@@ -205,13 +205,13 @@ func TestV1ChatCompletions(t *testing.T) {
 
 func TestV1Embeddings(t *testing.T) {
 	ts := v1Server(t)
-	get := func(format string) []openaiwire.Embedding {
+	get := func(format string) []openai.Embedding {
 		resp, b := ts.do(t, "POST", "/v1/embeddings", `{"input":["one two","three"],"encoding_format":"`+format+`"}`,
 			acmeBearer, "Content-Type: application/json")
 		var l struct {
-			Data  []openaiwire.Embedding    `json:"data"`
-			Model string                    `json:"model"`
-			Usage openaiwire.EmbeddingUsage `json:"usage"`
+			Data  []openai.Embedding    `json:"data"`
+			Model string                `json:"model"`
+			Usage openai.EmbeddingUsage `json:"usage"`
 		}
 		if resp.StatusCode != 200 || json.Unmarshal(b, &l) != nil || len(l.Data) != 2 || l.Model != "local/hash-embed" || l.Usage.PromptTokens == 0 {
 			t.Fatalf("%s: %d %s", format, resp.StatusCode, b)
@@ -219,7 +219,7 @@ func TestV1Embeddings(t *testing.T) {
 		return l.Data
 	}
 	floats, b64 := get("float"), get("base64")
-	vec, err := openaiwire.DecodeBase64Vector(b64[1].Embedding.(string))
+	vec, err := openai.DecodeBase64Vector(b64[1].Embedding.(string))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,10 +233,10 @@ func TestV1Embeddings(t *testing.T) {
 // the history; a turn after an older response branches; store:false keeps nothing.
 func TestV1Responses(t *testing.T) {
 	ts := v1Server(t)
-	post := func(body string) openaiwire.Response {
+	post := func(body string) openai.Response {
 		t.Helper()
 		resp, b := ts.do(t, "POST", "/v1/responses", body, acmeBearer, "Content-Type: application/json")
-		var r openaiwire.Response
+		var r openai.Response
 		if resp.StatusCode != 200 || json.Unmarshal(b, &r) != nil || r.Status != "completed" || r.OutputText() == "" {
 			t.Fatalf("%s: %d %s", body, resp.StatusCode, b)
 		}
@@ -258,9 +258,9 @@ func TestV1Responses(t *testing.T) {
 	if h := ts.history(t, ref1.session, "", "x-tenant-id: acme", "x-api-key: "+testKey); len(h.Messages) != 4 {
 		t.Errorf("session %s holds %d messages, want 4", ref1.session, len(h.Messages))
 	}
-	for _, r := range []openaiwire.Response{r1, r2, r3} {
+	for _, r := range []openai.Response{r1, r2, r3} {
 		resp, b := ts.do(t, "GET", "/v1/responses/"+r.ID, "", acmeBearer)
-		var got openaiwire.Response
+		var got openai.Response
 		if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil || got.OutputText() != r.OutputText() || got.Model != r.Model {
 			t.Errorf("GET %s: %d %s", r.ID, resp.StatusCode, b)
 		}

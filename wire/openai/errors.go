@@ -1,4 +1,4 @@
-// Package openaiwire holds the request and response types of the OpenAI-compatible API (/v1): chat
+// Package openai holds the request and response types of the OpenAI-compatible API (/v1): chat
 // completions and their stream chunks, embeddings, models, audio speech and the Responses API, the
 // OpenAI error shape, and the SSE encoder that ends a stream with `data: [DONE]`. It has no server
 // code, so clients and tests can use it without importing the server.
@@ -7,7 +7,7 @@
 // that speak this dialect (LiteLLM, Ollama, vLLM) work unchanged. Fields a client may send but this
 // platform does not act on are decoded and ignored, never refused, except where ignoring them would
 // change the answer silently (n > 1, an unsupported encoding or audio format).
-package openaiwire
+package openai
 
 import (
 	"fmt"

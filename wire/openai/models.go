@@ -1,4 +1,4 @@
-package openaiwire
+package openai
 
 // Model is one entry of GET /v1/models.
 type Model struct {
