@@ -167,26 +167,31 @@ type v1Call struct {
 	cached  bool // answered from the response cache
 }
 
-// openV1Chat runs the request lifecycle every chat model call of /v1 shares with /chat: the rate
-// limit, the model rule (404 for a model no route serves, 403 outside the allow-list), then the
-// metered Router, which reserves the budget, may answer from the response cache (whole replies
-// without tools), and records the call in the ledger and metrics when its stream ends.
-func (s *Server) openV1Chat(c echo.Context, greq gateway.ChatRequest, model, route, sessionID string, cacheable bool) (*v1Call, error) {
-	t := tenantOf(c)
-	if err := s.checkRateLimit(c, greq.User); err != nil {
-		return nil, err
+// v1Admission is a /v1 request past the rate limit and the model rule.
+type v1Admission struct{ primary, fallback string }
+
+// admitV1 runs what every chat model call of /v1 shares with /chat before any work: the rate
+// limit, then the model rule (404 for a model no route serves, 403 outside the allow-list, the
+// fallback).
+func (s *Server) admitV1(c echo.Context, user, model string) (v1Admission, error) {
+	if err := s.checkRateLimit(c, user); err != nil {
+		return v1Admission{}, err
 	}
-	primary, fallback, err := s.selectModels(t, model) // metering.go: 404, then 403, then the fallback
-	if err != nil {
-		return nil, err
-	}
-	greq.Model = primary
-	greq.Meta = metaOf(t, traceID(c), route)
+	primary, fallback, err := s.selectModels(tenantOf(c), model) // metering.go
+	return v1Admission{primary: primary, fallback: fallback}, err
+}
+
+// openV1Chat calls the metered Router, which reserves the budget, may answer from the response
+// cache (whole replies without tools), and records the call in the ledger and metrics when its
+// stream ends.
+func (s *Server) openV1Chat(c echo.Context, adm v1Admission, greq gateway.ChatRequest, route, sessionID string, cacheable bool) (*v1Call, error) {
+	greq.Model = adm.primary
+	greq.Meta = metaOf(tenantOf(c), traceID(c), route)
 	greq.Meta.SessionID, greq.Meta.UserID = sessionID, greq.User
 	greq.Meta.AllowCached = cacheable && len(greq.Tools) == 0
-	stream, err := s.chat.Models.Open(c.Request().Context(), greq, fallback)
+	stream, err := s.chat.Models.Open(c.Request().Context(), greq, adm.fallback)
 	if err != nil {
-		return nil, s.modelCallError(c.Response().Header(), primary, err)
+		return nil, s.modelCallError(c.Response().Header(), adm.primary, err)
 	}
 	c.Response().Header().Set("x-model-id", stream.Model())
 	return &v1Call{stream: stream, limit: greq.MaxTokens, created: s.now().Unix(),
@@ -240,7 +245,11 @@ func (s *Server) postChatCompletions(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	call, err := s.openV1Chat(c, greq, req.Model, "/v1/chat/completions", "", !req.Stream)
+	adm, err := s.admitV1(c, req.User, req.Model)
+	if err != nil {
+		return err
+	}
+	call, err := s.openV1Chat(c, adm, greq, "/v1/chat/completions", "", !req.Stream)
 	if err != nil {
 		return err
 	}

@@ -157,11 +157,19 @@ func (s *Server) postResponse(c echo.Context) error {
 	if err := v1Decode(c, &req); err != nil {
 		return err
 	}
+	if err := checkResponseRequest(&req); err != nil {
+		return err
+	}
+	// Rate limit and model rule before the conversation is loaded.
+	adm, err := s.admitV1(c, req.User, req.Model)
+	if err != nil {
+		return err
+	}
 	turn, greq, err := s.prepareTurn(c, &req)
 	if err != nil {
 		return err
 	}
-	call, err := s.openV1Chat(c, greq, req.Model, "/v1/responses", turn.ref.session, !req.Stream && req.PreviousResponseID == "")
+	call, err := s.openV1Chat(c, adm, greq, "/v1/responses", turn.ref.session, !req.Stream && req.PreviousResponseID == "")
 	if err != nil {
 		return err
 	}
@@ -180,25 +188,26 @@ func (s *Server) postResponse(c echo.Context) error {
 	return c.JSON(http.StatusOK, turn.response(call, reply, calls, "completed"))
 }
 
-// prepareTurn validates the request, loads the conversation it continues and builds the model
-// request.
-func (s *Server) prepareTurn(c echo.Context, req *openai.ResponseRequest) (*v1Turn, gateway.ChatRequest, error) {
-	var greq gateway.ChatRequest
+// checkResponseRequest refuses what no conversation state can fix, naming the parameter.
+func checkResponseRequest(req *openai.ResponseRequest) error {
 	switch {
 	case len(req.Input.Items) == 0:
-		return nil, greq, paramError(openai.Missing("input"))
+		return paramError(openai.Missing("input"))
 	case len(req.Input.Items) > maxV1Messages:
-		return nil, greq, paramError(openai.Invalid("input", "must hold at most %d items", maxV1Messages))
+		return paramError(openai.Invalid("input", "must hold at most %d items", maxV1Messages))
 	case len(req.Conversation) > 0 && string(req.Conversation) != "null":
-		return nil, greq, paramError(openai.Unsupported("conversation", "use previous_response_id"))
+		return paramError(openai.Unsupported("conversation", "use previous_response_id"))
 	case req.MaxOutputTokens != nil && (*req.MaxOutputTokens < 1 || *req.MaxOutputTokens > maxOutputLimit):
-		return nil, greq, paramError(openai.Invalid("max_output_tokens", "must be between 1 and %d", maxOutputLimit))
+		return paramError(openai.Invalid("max_output_tokens", "must be between 1 and %d", maxOutputLimit))
 	case len(req.User) > maxUserIDLen:
-		return nil, greq, paramError(openai.Invalid("user", "must be at most %d characters", maxUserIDLen))
+		return paramError(openai.Invalid("user", "must be at most %d characters", maxUserIDLen))
 	}
-	if err := checkSampling(req.Temperature, req.TopP); err != nil {
-		return nil, greq, err
-	}
+	return checkSampling(req.Temperature, req.TopP)
+}
+
+// prepareTurn loads the conversation a request continues and builds the model request.
+func (s *Server) prepareTurn(c echo.Context, req *openai.ResponseRequest) (*v1Turn, gateway.ChatRequest, error) {
+	var greq gateway.ChatRequest
 	tools, err := responseTools(req.Tools, req.ToolChoice)
 	if err != nil {
 		return nil, greq, err
