@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/crispy-enigma/crispy/gateway"
@@ -275,5 +277,50 @@ func TestV1Responses(t *testing.T) {
 	// Another tenant never sees it.
 	if resp, _ := ts.do(t, "GET", "/v1/responses/"+r1.ID, "", "Authorization: Bearer "+globexKey); resp.StatusCode != 404 {
 		t.Errorf("another tenant's response: %d", resp.StatusCode)
+	}
+}
+
+// Concurrent turns after the same response never interleave in its session: one extends it, the
+// others branch (AppendAfterResponse refuses them), and every response stays retrievable.
+func TestV1ResponsesConcurrentContinuations(t *testing.T) {
+	ts := v1Server(t)
+	post := func(body string) (openai.Response, error) {
+		resp, b := ts.do(t, "POST", "/v1/responses", body, acmeBearer, "Content-Type: application/json")
+		var r openai.Response
+		if resp.StatusCode != 200 {
+			return r, fmt.Errorf("%d %s", resp.StatusCode, b)
+		}
+		return r, json.Unmarshal(b, &r)
+	}
+	first, err := post(`{"input":"the first turn"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	var wg sync.WaitGroup
+	results := make([]openai.Response, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = post(fmt.Sprintf(`{"input":"branch %d","previous_response_id":%q}`, i, first.ID))
+		}()
+	}
+	wg.Wait()
+	ref, _ := parseResponseID(first.ID)
+	if h := ts.history(t, ref.session, "", "x-tenant-id: acme", "x-api-key: "+testKey); len(h.Messages) != 4 {
+		t.Fatalf("session %s holds %d messages, want the first turn and exactly one continuation (4)", ref.session, len(h.Messages))
+	}
+	for i, r := range results {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		resp, b := ts.do(t, "GET", "/v1/responses/"+r.ID, "", acmeBearer)
+		var got openai.Response
+		if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil || got.OutputText() != r.OutputText() ||
+			got.PreviousResponseID == nil || *got.PreviousResponseID != first.ID {
+			t.Errorf("GET %s: %d %s", r.ID, resp.StatusCode, b)
+		}
 	}
 }
