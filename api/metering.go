@@ -40,6 +40,9 @@ func (s *Server) modelCallError(h http.Header, model string, err error) *Error {
 				" tokens would pass the tenant's tokenBudget")
 	case errors.Is(err, metering.ErrBudgetUnavailable):
 		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "token budget unavailable, retry shortly", err)
+	case gateway.IsModelNotFound(err):
+		// The provider does not know the model (a catch-all route passed the name on).
+		return Wrap(http.StatusNotFound, CodeModelNotFound, modelErrorMessage(model, err), err)
 	case errors.Is(err, metering.ErrModelNotAllowed):
 		return Wrap(http.StatusForbidden, CodeModelNotAllowed, modelNotAllowedMessage(model), err)
 	}
