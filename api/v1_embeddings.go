@@ -44,7 +44,11 @@ func (s *Server) postEmbeddings(c echo.Context) error {
 	}
 	t := tenantOf(c)
 	model := cmpOr(req.Model, t.AIModels.Embeddings)
-	if _, ok := s.modelOwner(t, model); !ok {
+	if _, ok := s.modelOwner(t, model); !ok && model == t.AIModels.Embeddings {
+		// The tenant's configured model is not served on this node (an @cf/ model without a
+		// Cloudflare token): its documents are embedded with the built-in model, and so is this.
+		model = gateway.HashEmbedID
+	} else if !ok {
 		return errModelNotFound(model)
 	}
 	meta := metaOf(t, traceID(c), "/v1/embeddings")

@@ -20,8 +20,9 @@ func v1Server(t *testing.T) *testServer {
 	t.Helper()
 	pinned := strings.Replace(tenantJSON("pinned", `, "public": true, "allowedModels": ["local/extractive"]`),
 		`"featureFlags": {}`, `"featureFlags": {"modelAllowList": true}`, 1)
+	unembedded := strings.Replace(tenantJSON("unembedded", `, "public": true`), `"embeddings": "local/hash-embed"`, `"embeddings": "@cf/baai/bge-m3"`, 1)
 	ts := newTestServer(t, testServerOpts{
-		tenants:     []string{pinned},
+		tenants:     []string{pinned, unembedded},
 		idempotency: true,
 		models: gateway.RouterOptions{Providers: []gateway.ProviderConfig{
 			{Name: "remote", BaseURL: "http://127.0.0.1:1/v1", Models: []string{"remote-model"}},
@@ -219,6 +220,11 @@ func TestV1Embeddings(t *testing.T) {
 			t.Fatalf("%s: %d %s", format, resp.StatusCode, b)
 		}
 		return l.Data
+	}
+	// The tenant's configured model is not served here: the built-in one answers, and says so.
+	resp, b := ts.do(t, "POST", "/v1/embeddings", `{"input":"x"}`, "x-tenant-id: unembedded", "Content-Type: application/json")
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"model":"local/hash-embed"`)) {
+		t.Errorf("unserved tenant model: %d %s", resp.StatusCode, b)
 	}
 	floats, b64 := get("float"), get("base64")
 	vec, err := openai.DecodeBase64Vector(b64[1].Embedding.(string))
