@@ -373,6 +373,13 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 		if len(pending) == 0 {
 			break
 		}
+		if pending[0] == 0 {
+			// Nothing of this request is stored yet: its condition is checked again after every
+			// reload, since another activation's writes count too.
+			if err := s.checkLastResponse(req); err != nil { // responses.go
+				return err
+			}
+		}
 		var err error
 		if batch && len(pending) > 1 {
 			if err = s.publishBatch(requestID, all, pending); errors.Is(err, errNoBatch) {

@@ -26,6 +26,12 @@ type Message struct {
 	Content    string
 	Timestamp  time.Time // zero = the grain stamps it when storing
 	TokenCount int
+	// Responses API fields (POST /v1/responses), empty for /chat messages: see pb.ChatMessage.
+	ResponseID    string
+	Model         string
+	TokensIn      int
+	ToolCallID    string
+	ToolCallsJSON string
 }
 
 // Retention is the tenant's session retention (sessionRetentionDays, maxMessagesPerSession).
@@ -111,13 +117,7 @@ func (c *Client) appendMsgs(ctx context.Context, tenantID, sessionID string, msg
 	}
 	// The request ID makes re-sending safe when the grain's member leaves before answering: the
 	// grain skips messages it already stored under this ID.
-	req := &pb.AppendRequest{Messages: make([]*pb.ChatMessage, len(msgs)), Retention: toPBRetention(r), RequestId: uuid.NewString(), TraceId: observe.TraceID(ctx), NewSession: newSession}
-	for i, m := range msgs {
-		req.Messages[i] = &pb.ChatMessage{Role: m.Role, Content: m.Content, TokenCount: int32(m.TokenCount)}
-		if !m.Timestamp.IsZero() {
-			req.Messages[i].TimestampMs = m.Timestamp.UnixMilli()
-		}
-	}
+	req := &pb.AppendRequest{Messages: toPBMessages(msgs), Retention: toPBRetention(r), RequestId: uuid.NewString(), TraceId: observe.TraceID(ctx), NewSession: newSession}
 	res, err := requestIdempotent[*pb.AppendResponse](ctx, c, id, KindChatSession, req)
 	if err != nil {
 		return err
@@ -145,12 +145,7 @@ func (c *Client) History(ctx context.Context, tenantID, sessionID string, r Rete
 	}
 	out := make([]Message, len(res.GetMessages()))
 	for i, m := range res.GetMessages() {
-		out[i] = Message{
-			Role:       m.GetRole(),
-			Content:    m.GetContent(),
-			Timestamp:  time.UnixMilli(m.GetTimestampMs()),
-			TokenCount: int(m.GetTokenCount()),
-		}
+		out[i] = fromPBMessage(m) // responses.go
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ package actors_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -94,6 +95,47 @@ func TestGrainsAcrossTwoMembers(t *testing.T) {
 			t.Fatal(err)
 		}
 		if diff := cmp.Diff(msgs, got); diff != "" {
+			t.Fatalf("(-want +got):\n%s", diff)
+		}
+	})
+
+	// The Responses API's conditional append (AppendAfterResponse) and its message fields cross
+	// members as protobuf.
+	t.Run("ChatSession response turns on the other member", func(t *testing.T) {
+		id := remoteIdentity(actors.KindChatSession, "acme:responses-%d")
+		session := id[len("acme:"):]
+		ts := time.UnixMilli(1_700_000_000_000)
+		turn := func(n int, resp string) []actors.Message {
+			return []actors.Message{
+				{Role: "user", Content: fmt.Sprint("question ", n), Timestamp: ts},
+				{Role: "assistant", Content: fmt.Sprint("answer ", n), Timestamp: ts, TokenCount: 3, ResponseID: resp,
+					Model: "m", TokensIn: 7, ToolCallsJSON: `[{"id":"c1"}]`},
+				{Role: "tool", Content: "42", Timestamp: ts, ToolCallID: "c1"},
+			}
+		}
+		r := actors.Retention{MaxMessages: 100}
+		if err := client.AppendAfterResponse(ctx, "acme", session, turn(1, "resp_1"), r, ""); err != nil {
+			t.Fatal(err)
+		}
+		cases := []struct {
+			after, resp string
+			want        error
+		}{
+			{"", "resp_x", actors.ErrResponseConflict},           // the session already holds a response
+			{"resp_other", "resp_x", actors.ErrResponseConflict}, // not the newest response
+			{"resp_1", "resp_2", nil},
+			{"resp_1", "resp_y", actors.ErrResponseConflict}, // resp_2 was stored after resp_1
+		}
+		for _, tc := range cases {
+			if err := client.AppendAfterResponse(ctx, "acme", session, turn(2, tc.resp), r, tc.after); !errors.Is(err, tc.want) {
+				t.Fatalf("after %q: %v, want %v", tc.after, err, tc.want)
+			}
+		}
+		got, err := client.History(ctx, "acme", session, r, 0, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(append(turn(1, "resp_1"), turn(2, "resp_2")...), got); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
 	})

@@ -25,6 +25,7 @@ const (
 	CodeRateLimited      = wire.CodeRateLimited
 	CodeBudgetExceeded   = wire.CodeBudgetExceeded
 	CodeModelNotAllowed  = wire.CodeModelNotAllowed
+	CodeModelNotFound    = wire.CodeModelNotFound
 	CodeAIError          = wire.CodeAIError
 	CodeToolError        = wire.CodeToolError
 	CodeTTSNotEnabled    = wire.CodeTTSNotEnabled

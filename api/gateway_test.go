@@ -61,11 +61,13 @@ func newGatewayServer(t testing.TB, models gateway.RouterOptions, tenants ...str
 		Env: env, Limiter: grains, Budget: grains, Cache: cache, Ledger: ledger, Metrics: metrics, Logger: zerolog.Nop(),
 	})
 	models.Meter = mt
+	router := gateway.NewRouter(models)
 	srv, err := New(Deps{
 		Env: env, Tenants: testTenants(t, tenants...), Logger: zerolog.Nop(), Metrics: metrics, Version: "test",
-		Meter: mt,
-		Chat:  &ChatDeps{Sessions: grains, Models: gateway.NewRouter(models)},
-		Usage: dbs,
+		Meter:  mt,
+		Chat:   &ChatDeps{Sessions: grains, Models: router},
+		OpenAI: &OpenAIDeps{Models: router, Sessions: grains},
+		Usage:  dbs,
 	})
 	if err != nil {
 		t.Fatal(err)

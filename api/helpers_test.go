@@ -18,6 +18,7 @@ import (
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/metering"
 	"github.com/crispy-enigma/crispy/observe"
+	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/test/fixture"
 )
 
@@ -74,6 +75,10 @@ type testServerOpts struct {
 	deps func(t testing.TB, ts *testServer, d *Deps)
 	// meter, when set, completes the metering options (a ledger, a budget) before the Meter is built.
 	meter func(t testing.TB, ts *testServer, o *metering.Options)
+	// idempotency: keep Idempotency-Key records in the cache bucket of the grains' NATS.
+	idempotency bool
+	// openai: serve the OpenAI-compatible API (v1.go) over the chat router and the grains.
+	openai bool
 }
 
 type testServer struct {
@@ -118,7 +123,18 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 	o.models.Meter = ts.mt
 	if !o.noChat {
 		o.models.Tracer = o.tracing.Tracer("github.com/crispy-enigma/crispy/gateway")
-		deps.Chat = &ChatDeps{Sessions: ts.grains, Models: gateway.NewRouter(o.models)}
+		router := gateway.NewRouter(o.models)
+		deps.Chat = &ChatDeps{Sessions: ts.grains, Models: router}
+		if o.openai {
+			deps.OpenAI = &OpenAIDeps{Models: router, Sessions: ts.grains}
+		}
+	}
+	if o.idempotency {
+		kv, err := store.OpenTenantKV(t.Context(), ts.js, store.BucketCache, store.KVOptions{AllowTTL: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deps.Idempotency = kv
 	}
 	if o.rag != nil {
 		ts.rag = newTestRAG(t, ts, o, &deps)

@@ -21,6 +21,7 @@ type Metering interface {
 	Allow(ctx context.Context, t *config.TenantConfig, identity string, who metering.Caller) (actors.RateDecision, error)
 	AllowTenant(ctx context.Context, t *config.TenantConfig, who metering.Caller) (actors.RateDecision, error)
 	Record(ctx context.Context, ev store.Event)
+	BeforeEmbed(ctx context.Context, meta gateway.RequestMeta, model string, texts []string) (metering.EmbedDone, error)
 	Wait(ctx context.Context) error
 }
 
@@ -40,6 +41,9 @@ func (s *Server) modelCallError(h http.Header, model string, err error) *Error {
 				" tokens would pass the tenant's tokenBudget")
 	case errors.Is(err, metering.ErrBudgetUnavailable):
 		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "token budget unavailable, retry shortly", err)
+	case gateway.IsModelNotFound(err):
+		// The provider does not know the model (a catch-all route passed the name on).
+		return Wrap(http.StatusNotFound, CodeModelNotFound, modelErrorMessage(model, err), err)
 	case errors.Is(err, metering.ErrModelNotAllowed):
 		return Wrap(http.StatusForbidden, CodeModelNotAllowed, modelNotAllowedMessage(model), err)
 	}
@@ -52,6 +56,9 @@ func modelNotAllowedMessage(model string) string {
 
 // selectModels applies the one model-selection rule (metering.SelectModels): 403 before any work.
 func (s *Server) selectModels(t *config.TenantConfig, requested string) (primary, fallback string, err error) {
+	if err := s.checkServed(t, requested); err != nil {
+		return "", "", err
+	}
 	primary, fallback, err = s.meter.SelectModels(t, requested)
 	if err != nil {
 		return "", "", Wrap(http.StatusForbidden, CodeModelNotAllowed, modelNotAllowedMessage(cmpOr(requested, s.env.ModelID, t.AIModels.Chat)), err)
@@ -79,4 +86,24 @@ func modelErrorMessage(model string, err error) string {
 		return "model " + strconv.Quote(model) + " timed out"
 	}
 	return "model " + strconv.Quote(model) + " failed"
+}
+
+// checkServed refuses a model the client names that no route serves: 404 model_not_found before
+// any other rule, so a typo neither falls back silently nor becomes a 502 or a metric label.
+// The models the operator configured (MODEL_ID, the tenant's aiModels.chat) keep their fallback
+// when they are not served (an @cf/ model on a node without a Cloudflare token answers through
+// local/extractive), as do models that exist and fail. Without a router that describes models
+// (ModelPricer), nothing is refused here.
+func (s *Server) checkServed(t *config.TenantConfig, requested string) error {
+	if requested == "" || requested == s.env.ModelID || requested == t.AIModels.Chat || s.chat == nil {
+		return nil
+	}
+	d, ok := s.chat.Models.(ModelPricer)
+	if !ok {
+		return nil
+	}
+	if _, err := d.Describe(requested); errors.Is(err, gateway.ErrModelNotServed) {
+		return Wrap(http.StatusNotFound, CodeModelNotFound, modelErrorMessage(requested, err), err)
+	}
+	return nil
 }

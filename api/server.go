@@ -48,6 +48,11 @@ type Deps struct {
 	Usage UsageReader
 	// TenantMetrics backs GET /metrics/* (metrics.go); nil: those routes are not registered.
 	TenantMetrics *TenantMetricsDeps
+	// OpenAI serves the OpenAI-compatible API (v1.go) under /v1; nil: not registered.
+	OpenAI *OpenAIDeps
+	// Idempotency keeps Idempotency-Key records (idempotency.go; the TTL-enabled cache bucket);
+	// nil ignores the header.
+	Idempotency IdempotencyStore
 	// Tracing records one span per HTTP request (observe.SetupTracing); nil records none. The grain
 	// client, the model router and the retrieval service are given their tracers by the caller
 	// (actors.Client.WithTracer, gateway.RouterOptions.Tracer, rag.ServiceOptions.Tracer); their
@@ -78,6 +83,8 @@ type Server struct {
 	meter     Metering
 	usage     UsageReader      // usage.go
 	analytics *store.Analytics // metrics.go; nil: no /metrics/* routes
+	idem      IdempotencyStore // idempotency.go
+	openai    *OpenAIDeps      // v1.go
 	tracer    observe.Tracer   // HTTP request spans
 	clients   *ClientAddrs     // clientaddr.go: the client behind trusted proxies
 	slots     *TenantSlots     // limits.go: each tenant's requests in flight
@@ -107,7 +114,7 @@ func New(d Deps) (*Server, error) {
 		clients: NewClientAddrs(d.Env.ParsedTrustedProxies()),
 		slots:   NewTenantSlots(d.Env.MaxInflightPerTenant),
 	}
-	s.tools, s.speech = d.Tools, d.Speech
+	s.tools, s.speech, s.idem, s.openai = d.Tools, d.Speech, d.Idempotency, d.OpenAI
 	s.meter, s.usage = d.Meter, d.Usage
 	if d.TenantMetrics != nil && d.TenantMetrics.Reader == nil {
 		return nil, errors.New("api: Deps.TenantMetrics needs a Reader")
@@ -132,7 +139,9 @@ func New(d Deps) (*Server, error) {
 	if d.Console != nil {
 		e.Pre(echo.WrapMiddleware(consoleFirst(d.Console)))
 	}
-	e.Use(s.observeRequest, withPublicRoutes(e, s.resolveTenant)) // openapi.go: GET /openapi.json needs no tenant
+	// cors.go: preflights are answered before authentication; openapi.go: GET /openapi.json needs
+	// no tenant; idempotency.go: replays after authentication.
+	e.Use(s.observeRequest, s.cors, withPublicRoutes(e, s.resolveTenant), s.idempotency)
 	s.routes(e)
 	s.echo = e
 	s.setMetricLabels(d.Tenants)
@@ -168,6 +177,9 @@ func (s *Server) routes(e *echo.Echo) {
 	}
 	if s.rag != nil {
 		s.ragRoutes(e)
+	}
+	if s.openai != nil {
+		s.v1Routes(e) // v1.go
 	}
 }
 
@@ -224,7 +236,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return // a stream already started; it reported the failure in-band
 	}
-	if werr := writeError(c, e); werr != nil {
+	write := writeError
+	if isV1(c) {
+		write = writeV1Error // v1_errors.go
+	}
+	if werr := write(c, e); werr != nil {
 		s.log.Debug().Err(werr).Str("traceId", traceID(c)).Msg("write error response")
 	}
 }

@@ -1,11 +1,11 @@
 package api
 
 import (
-	"encoding/json"
 	"net/http"
 	"time"
 
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/wire/openai"
 )
 
 // tokenFrame is docs/api.md's SSE token event.
@@ -25,48 +25,19 @@ type usageFrame struct {
 	LatencyMs   int64  `json:"latencyMs"`
 }
 
-// sseWriter is the one writer of a stream: it writes whole events and flushes each, and remembers
-// the first write error so a gone client stops the producer.
+// sseWriter is the one writer of a /chat stream: whole events, each flushed, through the one SSE
+// encoder (openai.SSEWriter), which remembers the first write error so a gone client stops the
+// producer.
 type sseWriter struct {
-	w     http.ResponseWriter
-	rc    *http.ResponseController
+	enc   *openai.SSEWriter
 	frame tokenFrame
-	buf   []byte
-	err   error
 }
 
 func newSSEWriter(w http.ResponseWriter, frame tokenFrame) *sseWriter {
-	return &sseWriter{w: w, rc: http.NewResponseController(w), frame: frame, buf: make([]byte, 0, 256)}
+	return &sseWriter{enc: openai.NewSSEWriter(w), frame: frame}
 }
 
-func (s *sseWriter) event(name string, v any) error {
-	if s.err != nil {
-		return s.err
-	}
-	data, err := json.Marshal(v) // JSON never holds a raw newline, so one data: line per event
-	if err != nil {
-		s.err = err
-		return err
-	}
-	b := s.buf[:0]
-	if name != "" {
-		b = append(b, "event: "...)
-		b = append(b, name...)
-		b = append(b, '\n')
-	}
-	b = append(b, "data: "...)
-	b = append(b, data...)
-	b = append(b, '\n', '\n')
-	s.buf = b
-	if _, err := s.w.Write(b); err != nil {
-		s.err = err
-		return err
-	}
-	if err := s.rc.Flush(); err != nil {
-		s.err = err
-	}
-	return s.err
-}
+func (s *sseWriter) event(name string, v any) error { return s.enc.Event(name, v) }
 
 func (s *sseWriter) token(content string) error {
 	s.frame.Content = content

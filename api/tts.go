@@ -98,8 +98,19 @@ func (s *Server) postTTS(c echo.Context) error {
 		}
 		return Wrap(http.StatusBadRequest, CodeInvalidRequest, strings.TrimPrefix(err.Error(), speech.ErrInvalidRequest.Error()+": "), err)
 	}
-	if err := s.checkRateLimit(c, ""); err != nil {
+	audio, err := s.synthesize(c, req)
+	if err != nil {
 		return err
+	}
+	return c.Blob(http.StatusOK, audio.ContentType, audio.Data)
+}
+
+// synthesize is the speech lifecycle POST /tts and POST /v1/audio/speech share: the rate limit, the
+// tenant's engine, the voice check, the synthesis, its metrics and ledger event, and the
+// x-tts-characters and x-audio-duration-ms headers. The audio's ContentType is always set.
+func (s *Server) synthesize(c echo.Context, req speech.Request) (speech.Audio, error) {
+	if err := s.checkRateLimit(c, ""); err != nil {
+		return speech.Audio{}, err
 	}
 	t := tenantOf(c)
 	synth, served := s.speech.Router.For(t)
@@ -108,16 +119,16 @@ func (s *Server) postTTS(c echo.Context) error {
 			Msg("aiModels.tts is not served by any provider: using espeak-ng")
 	}
 	if err := checkVoice(c.Request().Context(), synth, req.Voice); err != nil {
-		return err
+		return speech.Audio{}, err
 	}
 	// streaming is accepted for the original's clients; the clip is synthesized whole and then sent.
 	audio, err := synth.Synthesize(c.Request().Context(), req)
 	if err != nil {
 		s.metrics.TTSRequests.WithLabelValues(t.TenantID, req.Format, "error").Inc()
 		if errors.Is(err, speech.ErrInvalidRequest) {
-			return Wrap(http.StatusBadRequest, CodeInvalidRequest, ttsClientMessage(err), err)
+			return speech.Audio{}, Wrap(http.StatusBadRequest, CodeInvalidRequest, ttsClientMessage(err), err)
 		}
-		return Wrap(http.StatusInternalServerError, CodeTTSError, "speech synthesis failed", err)
+		return speech.Audio{}, Wrap(http.StatusInternalServerError, CodeTTSError, "speech synthesis failed", err)
 	}
 	s.metrics.TTSRequests.WithLabelValues(t.TenantID, req.Format, "ok").Inc()
 	s.metrics.TTSCharacters.WithLabelValues(t.TenantID).Add(float64(audio.Characters))
@@ -134,11 +145,10 @@ func (s *Server) postTTS(c echo.Context) error {
 	if audio.Duration > 0 {
 		h.Set("x-audio-duration-ms", strconv.FormatInt(audio.Duration.Milliseconds(), 10))
 	}
-	ct := audio.ContentType
-	if ct == "" {
-		ct = speech.ContentType(req.Format)
+	if audio.ContentType == "" {
+		audio.ContentType = speech.ContentType(req.Format)
 	}
-	return c.Blob(http.StatusOK, ct, audio.Data)
+	return audio, nil
 }
 
 // ttsClientMessage is the message of an invalid speech request; the speech package's errors name

@@ -350,6 +350,7 @@ func (p *parser) validate(c *TenantConfig, root map[string]any) {
 		}
 	}
 	c.AllowedHosts = p.hosts(c.AllowedHosts)
+	c.AllowedOrigins = p.origins(c.AllowedOrigins) // origins.go
 	c.APIKeys = p.apiKeys(c.TenantID, c.APIKeys)
 	for i, m := range c.AllowedModels {
 		p.nonEmpty("allowedModels["+strconv.Itoa(i)+"]", m)

@@ -27,6 +27,9 @@ type TenantConfig struct {
 	// Quota bounds what the tenant stores in its knowledge base; absent fields take the
 	// Default* values, so every tenant has a bound (ParseTenantConfig fills them in).
 	Quota *Quota `json:"quota,omitempty"`
+	// AllowedOrigins are the browser origins ("https://app.example.com") whose pages may call the
+	// tenant's API (CORS); "*" alone allows any origin, without credentials. Empty: none.
+	AllowedOrigins []string `json:"allowedOrigins,omitempty"`
 }
 
 // AIModels names the models a tenant uses by default.

@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"unicode/utf8"
 
 	"github.com/crispy-enigma/crispy/config"
@@ -47,6 +48,16 @@ type ChatRequest struct {
 	// Tools are offered to the model (OpenAI `tools`); a stream that implements ToolCallStream reports
 	// the calls it asked for. Models that cannot call tools ignore them.
 	Tools []ToolSpec
+	// Sampling and output options of OpenAI's chat completions, passed through unchanged to the
+	// providers that speak it (the built-in local models ignore them). nil/empty leaves the
+	// provider's default. ResponseFormat and ToolChoice are OpenAI's JSON values as the client sent
+	// them; User is the client's end-user ID (OpenAI's `user`).
+	TopP           *float64
+	Stop           []string
+	Seed           *int64
+	ResponseFormat json.RawMessage
+	ToolChoice     json.RawMessage
+	User           string
 }
 
 // Usage counts a call's tokens. Estimated is true when the provider reported none and the counts come

@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 )
 
@@ -68,3 +69,10 @@ func IsRetryable(err error) bool {
 
 // errStreamClosed is returned by Next after Close.
 var errStreamClosed = errors.New("chat stream closed")
+
+// IsModelNotFound reports whether err is a provider's 404 for a call: the provider does not serve
+// the model asked for. Router.Open does not fall back from it.
+func IsModelNotFound(err error) bool {
+	var ue *UpstreamError
+	return errors.As(err, &ue) && ue.Status == http.StatusNotFound
+}

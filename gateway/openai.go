@@ -101,6 +101,13 @@ type chatCompletionRequest struct {
 	MaxTokens     int            `json:"max_tokens,omitempty"`
 	Temperature   *float64       `json:"temperature,omitempty"`
 	Tools         []ToolSpec     `json:"tools,omitempty"`
+	// Passed through from ChatRequest (its comment says why).
+	TopP           *float64        `json:"top_p,omitempty"`
+	Stop           []string        `json:"stop,omitempty"`
+	Seed           *int64          `json:"seed,omitempty"`
+	ResponseFormat json.RawMessage `json:"response_format,omitempty"`
+	ToolChoice     json.RawMessage `json:"tool_choice,omitempty"`
+	User           string          `json:"user,omitempty"`
 }
 
 type streamOptions struct {
@@ -141,6 +148,8 @@ func openChatCompletions(ctx context.Context, client *http.Client, provider, end
 		MaxTokens:     req.MaxTokens,
 		Temperature:   req.Temperature,
 		Tools:         req.Tools,
+		TopP:          req.TopP, Stop: req.Stop, Seed: req.Seed, ResponseFormat: req.ResponseFormat,
+		ToolChoice: req.ToolChoice, User: req.User,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encode chat request: %w", err)

@@ -392,6 +392,11 @@ func (r *Router) open(ctx context.Context, req ChatRequest, fallbackModel string
 				return nil, &CallError{Tried: tried, Errs: append(errs, err)}
 			}
 			lastErr = err
+			if i == 0 && IsModelNotFound(err) {
+				// The provider does not know the model: the caller named one that does not exist
+				// there (a catch-all route passes any name on). Not a failure to fall back from.
+				return nil, &CallError{Tried: tried, Errs: append(errs, err)}
+			}
 			if !IsRetryable(err) || a == attempts-1 {
 				if a > 0 {
 					err = fmt.Errorf("after %d attempts: %w", a+1, err)

@@ -320,6 +320,21 @@ func TestRouterOpenErrorNamesEveryModelTried(t *testing.T) {
 	}
 }
 
+// A provider's 404 means it does not know the model: the caller named one that does not exist
+// there, which the fallback must not hide (issue 15 "Model names").
+func TestRouterOpenDoesNotFallBackFromAnUnknownModel(t *testing.T) {
+	primary := newFakeUpstream(t, status(404, `{"error":{"message":"model 'nope' not found"}}`))
+	fallback := newFakeUpstream(t, goodStream("from ", "fallback"))
+	r := testRouter(primary, fallback, RouterOptions{})
+	_, err := r.Open(t.Context(), ChatRequest{Model: "primary-m", Messages: []Message{{Role: "user", Content: "hi"}}}, "fallback-m")
+	if !IsModelNotFound(err) {
+		t.Fatalf("err = %v, want the provider's 404", err)
+	}
+	if primary.hits() != 1 || fallback.hits() != 0 {
+		t.Errorf("primary %d requests, fallback %d; want 1 and 0", primary.hits(), fallback.hits())
+	}
+}
+
 func TestRouterOpenNotServedWithoutFallback(t *testing.T) {
 	_, err := NewRouter(RouterOptions{}).Open(t.Context(), ChatRequest{Model: "gpt-4o"}, "")
 	if !errors.Is(err, ErrModelNotServed) || !strings.Contains(err.Error(), `"gpt-4o"`) {

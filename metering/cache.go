@@ -80,7 +80,7 @@ func (m *Meter) lookupCache(ctx context.Context, c *call, req *gateway.ChatReque
 		return nil, false
 	}
 	t := c.tenant.TenantID
-	key := CacheKey(t, req.Model, req.MaxTokens, req.Messages)
+	key := CacheKey(t, req.Model, req.MaxTokens, keyMessages(req)) // cache_options.go
 	ctx, cancel := context.WithTimeout(ctx, cacheTimeout)
 	raw, err := m.cache.Get(ctx, t, key)
 	cancel()

@@ -16,6 +16,7 @@ const (
 	CodeRateLimited      = "rate_limited"
 	CodeBudgetExceeded   = "budget_exceeded"
 	CodeModelNotAllowed  = "model_not_allowed"
+	CodeModelNotFound    = "model_not_found" // no route serves the model asked for
 	CodeAIError          = "ai_error"
 	CodeToolError        = "tool_error"
 	CodeTTSNotEnabled    = "tts_not_enabled"

@@ -27,11 +27,22 @@ const (
 // ChatMessage is one message of a chat session; it is also the payload of one JetStream message on
 // subject chat.<tenant>.<session>.
 type ChatMessage struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
-	Content       string                 `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
-	TimestampMs   int64                  `protobuf:"varint,3,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"` // epoch milliseconds
-	TokenCount    int32                  `protobuf:"varint,4,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Role        string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Content     string                 `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	TimestampMs int64                  `protobuf:"varint,3,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"` // epoch milliseconds
+	TokenCount  int32                  `protobuf:"varint,4,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`
+	// The OpenAI-compatible Responses API (POST /v1/responses) keeps its conversations in sessions
+	// too. response_id names the response an assistant message is (empty for /chat messages and for
+	// input messages); model and tokens_in are that response's, so GET /v1/responses/{id} can
+	// answer from the session alone.
+	ResponseId string `protobuf:"bytes,5,opt,name=response_id,json=responseId,proto3" json:"response_id,omitempty"`
+	Model      string `protobuf:"bytes,6,opt,name=model,proto3" json:"model,omitempty"`
+	TokensIn   int32  `protobuf:"varint,7,opt,name=tokens_in,json=tokensIn,proto3" json:"tokens_in,omitempty"`
+	// tool_call_id: a "tool" message answers that call; tool_calls_json: the calls an assistant
+	// message asked for, as OpenAI's tool_calls JSON array.
+	ToolCallId    string `protobuf:"bytes,8,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
+	ToolCallsJson string `protobuf:"bytes,9,opt,name=tool_calls_json,json=toolCallsJson,proto3" json:"tool_calls_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -92,6 +103,41 @@ func (x *ChatMessage) GetTokenCount() int32 {
 		return x.TokenCount
 	}
 	return 0
+}
+
+func (x *ChatMessage) GetResponseId() string {
+	if x != nil {
+		return x.ResponseId
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetTokensIn() int32 {
+	if x != nil {
+		return x.TokensIn
+	}
+	return 0
+}
+
+func (x *ChatMessage) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
+func (x *ChatMessage) GetToolCallsJson() string {
+	if x != nil {
+		return x.ToolCallsJson
+	}
+	return ""
 }
 
 // Retention comes from the tenant config with every request, so the grain needs no config lookup.
@@ -162,9 +208,15 @@ type AppendRequest struct {
 	// no earlier message can exist. An activation that has not loaded the session then skips the load;
 	// the write is still conditional on the subject being empty, and if that is refused the grain loads
 	// and retries as for any concurrent write.
-	NewSession    bool `protobuf:"varint,5,opt,name=new_session,json=newSession,proto3" json:"new_session,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NewSession bool `protobuf:"varint,5,opt,name=new_session,json=newSession,proto3" json:"new_session,omitempty"`
+	// With if_last_response set, the append is stored only if the session's newest message that has
+	// a response_id has expect_last_response_id ("" = the session holds no response yet); otherwise
+	// it is refused with an error starting "conflict:". A Responses API turn that continues from a
+	// response so extends the session only when no other turn was stored after that response.
+	IfLastResponse       bool   `protobuf:"varint,6,opt,name=if_last_response,json=ifLastResponse,proto3" json:"if_last_response,omitempty"`
+	ExpectLastResponseId string `protobuf:"bytes,7,opt,name=expect_last_response_id,json=expectLastResponseId,proto3" json:"expect_last_response_id,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *AppendRequest) Reset() {
@@ -230,6 +282,20 @@ func (x *AppendRequest) GetNewSession() bool {
 		return x.NewSession
 	}
 	return false
+}
+
+func (x *AppendRequest) GetIfLastResponse() bool {
+	if x != nil {
+		return x.IfLastResponse
+	}
+	return false
+}
+
+func (x *AppendRequest) GetExpectLastResponseId() string {
+	if x != nil {
+		return x.ExpectLastResponseId
+	}
+	return ""
 }
 
 type AppendResponse struct {
@@ -641,17 +707,24 @@ var File_actors_proto protoreflect.FileDescriptor
 
 const file_actors_proto_rawDesc = "" +
 	"\n" +
-	"\factors.proto\x12\x10crispy.actors.v1\"\x7f\n" +
+	"\factors.proto\x12\x10crispy.actors.v1\"\x9d\x02\n" +
 	"\vChatMessage\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\tR\acontent\x12!\n" +
 	"\ftimestamp_ms\x18\x03 \x01(\x03R\vtimestampMs\x12\x1f\n" +
 	"\vtoken_count\x18\x04 \x01(\x05R\n" +
-	"tokenCount\"L\n" +
+	"tokenCount\x12\x1f\n" +
+	"\vresponse_id\x18\x05 \x01(\tR\n" +
+	"responseId\x12\x14\n" +
+	"\x05model\x18\x06 \x01(\tR\x05model\x12\x1b\n" +
+	"\ttokens_in\x18\a \x01(\x05R\btokensIn\x12 \n" +
+	"\ftool_call_id\x18\b \x01(\tR\n" +
+	"toolCallId\x12&\n" +
+	"\x0ftool_calls_json\x18\t \x01(\tR\rtoolCallsJson\"L\n" +
 	"\tRetention\x12\x1c\n" +
 	"\n" +
 	"max_age_ms\x18\x01 \x01(\x03R\bmaxAgeMs\x12!\n" +
-	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\"\xe0\x01\n" +
+	"\fmax_messages\x18\x02 \x01(\x05R\vmaxMessages\"\xc1\x02\n" +
 	"\rAppendRequest\x129\n" +
 	"\bmessages\x18\x01 \x03(\v2\x1d.crispy.actors.v1.ChatMessageR\bmessages\x129\n" +
 	"\tretention\x18\x02 \x01(\v2\x1b.crispy.actors.v1.RetentionR\tretention\x12\x1d\n" +
@@ -659,7 +732,9 @@ const file_actors_proto_rawDesc = "" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x12\x19\n" +
 	"\btrace_id\x18\x04 \x01(\tR\atraceId\x12\x1f\n" +
 	"\vnew_session\x18\x05 \x01(\bR\n" +
-	"newSession\"&\n" +
+	"newSession\x12(\n" +
+	"\x10if_last_response\x18\x06 \x01(\bR\x0eifLastResponse\x125\n" +
+	"\x17expect_last_response_id\x18\a \x01(\tR\x14expectLastResponseId\"&\n" +
 	"\x0eAppendResponse\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\"\x99\x01\n" +
 	"\x0eHistoryRequest\x129\n" +

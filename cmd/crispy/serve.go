@@ -240,6 +240,11 @@ func serve(ctx context.Context, env config.Env) error {
 		Speech: &api.SpeechDeps{Router: speechRouter},
 		RAG:    &api.RAGDeps{Service: retrieval},
 		Usage:  dbs,
+		// The OpenAI-compatible API: its chat calls go through the same metered router as /chat,
+		// its Responses API conversations live in the same ChatSession grains.
+		OpenAI: &api.OpenAIDeps{Models: router, Sessions: grains},
+		// Idempotency-Key records live in the TTL-enabled cache bucket.
+		Idempotency: res.Cache,
 		// GET /metrics/* (tenant metrics); alert rules live in the config bucket.
 		TenantMetrics: &api.TenantMetricsDeps{Reader: dbs, Alerts: res.Config, Prices: router},
 		Console:       console.TenantHandler(),

@@ -1,0 +1,78 @@
+package openai
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// SSEWriter writes an OpenAI event stream: one `data: <json>` line per event (a named `event:` line
+// first for the Responses API), a blank line after each, each flushed, and `data: [DONE]` at the end
+// of a chat completion stream. It is the one writer of its stream and remembers the first write error,
+// so a producer stops as soon as the client is gone. Not safe for concurrent use.
+type SSEWriter struct {
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	buf []byte
+	err error
+}
+
+// NewSSEWriter returns a writer on w. The caller sets the headers (SetSSEHeaders) and the status.
+func NewSSEWriter(w http.ResponseWriter) *SSEWriter {
+	return &SSEWriter{w: w, rc: http.NewResponseController(w), buf: make([]byte, 0, 512)}
+}
+
+// SetSSEHeaders sets the headers of an event stream on h.
+func SetSSEHeaders(h http.Header) {
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // proxies must not buffer tokens
+}
+
+// Data writes one unnamed event carrying v as JSON.
+func (s *SSEWriter) Data(v any) error { return s.Event("", v) }
+
+// Event writes one event named name ("" for none) carrying v as JSON. JSON never holds a raw newline,
+// so the payload is always one data: line.
+func (s *SSEWriter) Event(name string, v any) error {
+	if s.err != nil {
+		return s.err
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		s.err = err
+		return err
+	}
+	b := s.buf[:0]
+	if name != "" {
+		b = append(b, "event: "...)
+		b = append(b, name...)
+		b = append(b, '\n')
+	}
+	b = append(b, "data: "...)
+	b = append(b, data...)
+	b = append(b, '\n', '\n')
+	s.buf = b
+	return s.write(b)
+}
+
+// Done writes the `data: [DONE]` terminator of a chat completion stream.
+func (s *SSEWriter) Done() error {
+	if s.err != nil {
+		return s.err
+	}
+	return s.write([]byte("data: [DONE]\n\n"))
+}
+
+// Err is the first write error, nil while the client is reading.
+func (s *SSEWriter) Err() error { return s.err }
+
+func (s *SSEWriter) write(b []byte) error {
+	if _, err := s.w.Write(b); err != nil {
+		s.err = err
+		return err
+	}
+	if err := s.rc.Flush(); err != nil {
+		s.err = err
+	}
+	return s.err
+}
