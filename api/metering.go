@@ -56,12 +56,14 @@ func modelNotAllowedMessage(model string) string {
 
 // selectModels applies the one model-selection rule (metering.SelectModels): 403 before any work.
 func (s *Server) selectModels(t *config.TenantConfig, requested string) (primary, fallback string, err error) {
-	if err := s.checkServed(t, requested); err != nil {
-		return "", "", err
-	}
+	// The tenant's own rule first: a model it may not use is 403 whether or not it exists, so the
+	// answer tells nothing about models the tenant cannot use.
 	primary, fallback, err = s.meter.SelectModels(t, requested)
 	if err != nil {
 		return "", "", Wrap(http.StatusForbidden, CodeModelNotAllowed, modelNotAllowedMessage(cmpOr(requested, s.env.ModelID, t.AIModels.Chat)), err)
+	}
+	if err := s.checkServed(t, requested); err != nil {
+		return "", "", err
 	}
 	return primary, fallback, nil
 }

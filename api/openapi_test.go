@@ -97,7 +97,8 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	srv := newOpenAPIServer(t)
 	registered := map[string]bool{}
 	for _, r := range srv.echo.Routes() {
-		path := echoParam.ReplaceAllString(r.Path, "{$1}")
+		// A trailing * (model IDs hold slashes) is the description's {model}.
+		path := strings.Replace(echoParam.ReplaceAllString(r.Path, "{$1}"), "/*", "/{model}", 1)
 		registered[path] = true
 		item, found := spec.model.Paths.PathItems.Get(path)
 		if !found {
@@ -203,6 +204,8 @@ func newOpenAPIServer(t *testing.T) *openAPIServer {
 			deps.Tools = &ToolsDeps{Registry: reg}
 			deps.Speech = &SpeechDeps{Router: speech.NewRouter(speech.NewEspeak(speech.EspeakOptions{}))}
 			deps.Usage = dbs
+			deps.OpenAI = &OpenAIDeps{Models: ts.rag.router, Sessions: ts.grains}
+			deps.Idempotency = cfgKV
 			deps.TenantMetrics = &TenantMetricsDeps{Reader: dbs, Alerts: cfgKV, Prices: ts.rag.router}
 		},
 	})
@@ -301,6 +304,16 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 		{name: "ingest malformed", method: "POST", path: "/ingest", headers: oa, body: `{"docId":`, status: 400, code: CodeInvalidJSON, offSpec: true},
 		{name: "unknown job", method: "GET", path: "/ingest/jobs/0123abcd", headers: oa, status: 404, code: CodeNotFound},
 		{name: "documents", method: "GET", path: "/documents", headers: oa, status: 200},
+		{name: "v1 models", method: "GET", path: "/v1/models", headers: oa, status: 200},
+		{name: "v1 model", method: "GET", path: "/v1/models/local%2Fextractive", headers: oa, status: 200},
+		{name: "v1 chat completion", method: "POST", path: "/v1/chat/completions", headers: oa, status: 200,
+			body: `{"model":"local/extractive","messages":[{"role":"user","content":"how often does the moon orbit?"}]}`},
+		{name: "v1 chat completion without /v1", method: "POST", path: "/chat/completions", headers: oa, status: 200,
+			body: `{"model":"local/extractive","messages":[{"role":"user","content":"hello"}]}`},
+		{name: "v1 embeddings", method: "POST", path: "/v1/embeddings", headers: oa, status: 200,
+			body: `{"model":"local/hash-embed","input":["a","b"],"encoding_format":"base64"}`},
+		{name: "v1 unknown model", method: "POST", path: "/v1/chat/completions", headers: oa, status: 404,
+			body: `{"model":"nowhere/model","messages":[{"role":"user","content":"hi"}]}`},
 		{name: "search topK too large", method: "POST", path: "/search", headers: oa, body: `{"query":"moon","topK":99}`, status: 400, code: CodeInvalidRequest, offSpec: true},
 		{name: "search rate limited 1", method: "POST", path: "/search", headers: []string{"x-tenant-id: tight"}, body: `{"query":"moon"}`, status: 200},
 		{name: "search rate limited 2", method: "POST", path: "/search", headers: []string{"x-tenant-id: tight"}, body: `{"query":"moon"}`, status: 429, code: CodeRateLimited},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"time"
 
@@ -137,7 +138,11 @@ func (s *Server) listModels(c echo.Context) error {
 }
 
 func (s *Server) getModel(c echo.Context) error {
-	id := c.Param("*")
+	// A client may escape the ID's slashes (local%2Fextractive) or not (local/extractive).
+	id, err := url.PathUnescape(c.Param("*"))
+	if err != nil {
+		return errModelNotFound(c.Param("*"))
+	}
 	owner, ok := s.modelOwner(tenantOf(c), id)
 	if !ok {
 		return errModelNotFound(id)
