@@ -21,6 +21,8 @@ import (
 // SessionStore keeps chat history (the ChatSession grains).
 type SessionStore interface {
 	Append(ctx context.Context, tenantID, sessionID string, msgs []actors.Message, r actors.Retention) error
+	// AppendNew is Append for a session ID that was never handed out, so it cannot have messages.
+	AppendNew(ctx context.Context, tenantID, sessionID string, msgs []actors.Message, r actors.Retention) error
 	History(ctx context.Context, tenantID, sessionID string, r actors.Retention, limit int, before time.Time) ([]actors.Message, error)
 	Clear(ctx context.Context, tenantID, sessionID string) error
 }
@@ -113,8 +115,10 @@ func (s *Server) postChat(c echo.Context) error {
 		return err
 	}
 	t := tenantOf(c)
-	sessionID := uuid.NewString()
-	if req.SessionID != nil {
+	// A session ID the server makes up here has never been handed out: it has no history to read,
+	// and storing its first exchange skips the grain's load (actors.Client.AppendNew).
+	sessionID, created := uuid.NewString(), req.SessionID == nil
+	if !created {
 		sessionID = *req.SessionID
 	}
 	state(c).sessionID = sessionID
@@ -133,9 +137,11 @@ func (s *Server) postChat(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	ret := retentionOf(t)
-	history, err := s.chat.Sessions.History(ctx, t.TenantID, sessionID, ret, 0, time.Time{})
-	if err != nil {
-		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "session store unavailable, retry shortly", err)
+	var history []actors.Message
+	if !created {
+		if history, err = s.chat.Sessions.History(ctx, t.TenantID, sessionID, ret, 0, time.Time{}); err != nil {
+			return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "session store unavailable, retry shortly", err)
+		}
 	}
 	msgs := make([]gateway.Message, 0, len(history)+2)
 	if req.System != "" {
@@ -166,7 +172,7 @@ func (s *Server) postChat(c echo.Context) error {
 
 	ex := exchange{
 		tenant: t, sessionID: sessionID, user: *req.Message, started: started, stream: stream, ret: ret,
-		tools: tl, traceID: traceID(c), userID: req.UserID, newSession: len(history) == 0,
+		tools: tl, traceID: traceID(c), userID: req.UserID, newSession: len(history) == 0, created: created,
 	}
 	if streamed {
 		return s.streamChat(c, &ex)
@@ -188,6 +194,8 @@ type exchange struct {
 	userID    string
 	// newSession: the session had no history, so storing this exchange creates it.
 	newSession bool
+	// created: the server made the session ID up for this request (see postChat).
+	created bool
 }
 
 // store appends the user message and the complete reply in one grain request, after the reply is
@@ -199,7 +207,11 @@ func (s *Server) store(ctx context.Context, ex *exchange, usage gateway.Usage) e
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
 	now := s.now()
-	return s.chat.Sessions.Append(ctx, ex.tenant.TenantID, ex.sessionID, []actors.Message{
+	appendMsgs := s.chat.Sessions.Append
+	if ex.created {
+		appendMsgs = s.chat.Sessions.AppendNew
+	}
+	return appendMsgs(ctx, ex.tenant.TenantID, ex.sessionID, []actors.Message{
 		{Role: "user", Content: ex.user, Timestamp: ex.started, TokenCount: gateway.EstimateTokens(ex.user)},
 		// A copy without the builder's spare capacity (up to half of it): the session's activation
 		// keeps the message in memory until it passivates.
