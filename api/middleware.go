@@ -2,7 +2,6 @@ package api
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"runtime/debug"
 	"time"
@@ -235,13 +234,4 @@ func credentials(h http.Header) (string, error) {
 		return "", errInvalidRequest("x-api-key and Authorization name different keys: send one")
 	}
 	return config.APIKeyFromHeaders(h.Get("x-api-key"), h.Get("Authorization")), nil
-}
-
-// clientIP is the peer address; proxies are not trusted by default.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
