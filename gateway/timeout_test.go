@@ -26,7 +26,7 @@ func TestRouterCallTimeout(t *testing.T) {
 			<-r.Context().Done()
 		})
 		fallback := newFakeUpstream(t, goodStream("rescued"))
-		r := testRouter(primary, fallback, RouterOptions{MaxRetries: 1, CallTimeout: 20 * time.Millisecond})
+		r := testRouter(primary, fallback, RouterOptions{MaxRetries: 1, CallTimeout: 200 * time.Millisecond})
 		text, _, model, err := r.Complete(t.Context(), ChatRequest{Model: "primary-m"}, "fallback-m")
 		if err != nil || text != "rescued" || model != "fallback-m" {
 			t.Errorf("Complete = %q %q %v", text, model, err)
