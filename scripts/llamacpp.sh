@@ -30,7 +30,10 @@ START_TIMEOUT="${LLAMACPP_START_TIMEOUT:-60}"
 # The model's alias is the model ID clients send and /v1/models lists.
 ALIAS="crispy-tiny"
 
-log() { echo "llamacpp.sh: $*" >&2; }
+NAME=llamacpp.sh
+
+# shellcheck source=scripts/lib/daemon.sh
+source "$ROOT/scripts/lib/daemon.sh"
 
 ensure_venv() {
 	if [[ -x "$VENV/bin/python" ]] &&
@@ -60,17 +63,6 @@ ensure_model() {
 	mkdir -p "$DIR"
 	"$VENV/bin/python" "$gen" "$MODEL.tmp" >&2
 	mv "$MODEL.tmp" "$MODEL"
-}
-
-running_pid() {
-	[[ -f "$PIDFILE" ]] || return 1
-	local pid
-	pid="$(cat "$PIDFILE")"
-	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
-
-free_port() {
-	"$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 ready() { curl -fsS --max-time 2 "http://127.0.0.1:$1/v1/models" >/dev/null 2>&1; }
@@ -105,45 +97,8 @@ start() {
 	echo $! >"$PIDFILE"
 	log "starting llama-cpp-python $LLAMA_VERSION on 127.0.0.1:$port (pid $!, log $LOGFILE)"
 
-	local deadline=$((SECONDS + START_TIMEOUT))
-	until ready "$port"; do
-		if ! running_pid >/dev/null; then
-			log "the server exited during start; last lines of its log:"
-			tail -n 30 "$LOGFILE" >&2 || true
-			stop
-			exit 1
-		fi
-		if ((SECONDS >= deadline)); then
-			log "not ready after ${START_TIMEOUT}s"
-			tail -n 30 "$LOGFILE" >&2 || true
-			stop
-			exit 1
-		fi
-		sleep 0.2
-	done
-	log "ready"
+	wait_ready "$port" "$START_TIMEOUT"
 	echo "LLAMACPP_URL=http://127.0.0.1:$port/v1"
-}
-
-stop_stale() {
-	if ! running_pid >/dev/null && [[ -f "$PIDFILE" || -f "$STATEFILE" ]]; then
-		stop
-	fi
-}
-
-stop() {
-	local pid
-	if pid="$(running_pid)"; then
-		log "stopping pid $pid"
-		kill -TERM "$pid" 2>/dev/null || true
-		for _ in $(seq 1 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.2
-		done
-		# Only the group this script created with setsid (its leader is pid).
-		kill -KILL -- "-$pid" 2>/dev/null || true
-	fi
-	rm -f "$PIDFILE" "$STATEFILE"
 }
 
 status() {
