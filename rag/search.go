@@ -156,14 +156,10 @@ func (s *Searcher) search(ctx context.Context, tenant string, q Query) (Answer, 
 			embedText = strings.Join(terms, " ")
 		}
 	}
-	vecs, err := s.embedder.Embed(ctx, []string{embedText})
+	qvec, err := EmbedQuery(ctx, s.embedder, embedText)
 	if err != nil {
-		return Answer{}, fmt.Errorf("search: %w: %w", ErrEmbedding, err)
+		return Answer{}, fmt.Errorf("search: %w", err)
 	}
-	if len(vecs) != 1 {
-		return Answer{}, fmt.Errorf("search: %w: model returned %d vectors for 1 text", ErrEmbedding, len(vecs))
-	}
-	qvec := vecs[0]
 	// Fetch the maximum from each side so fusion has candidates to reorder.
 	vectorHits, err := s.store.Search(ctx, tenant, qvec, MaxTopK, q.Filter)
 	if err != nil {
@@ -213,6 +209,28 @@ func (s *Searcher) search(ctx context.Context, tenant string, q Query) (Answer, 
 		FollowUps:      FollowUps(text, sources, headings),
 		RewrittenQuery: rewritten,
 	}, nil
+}
+
+// EmbedQuery embeds one search query with m — as a query when m tells queries from passages
+// (gateway.QueryEmbedder) — and checks the vector (CheckVectors). m must be the model of the index
+// the vector will search.
+func EmbedQuery(ctx context.Context, m gateway.EmbeddingModel, text string) ([]float32, error) {
+	var (
+		vecs [][]float32
+		err  error
+	)
+	if q, ok := m.(gateway.QueryEmbedder); ok {
+		vecs, err = q.EmbedQuery(ctx, []string{text})
+	} else {
+		vecs, err = m.Embed(ctx, []string{text})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEmbedding, err)
+	}
+	if err := CheckVectors(m, vecs, 1); err != nil {
+		return nil, err
+	}
+	return vecs[0], nil
 }
 
 // rewrite asks the rewriter with a deadline and falls back to the original

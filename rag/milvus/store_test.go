@@ -210,3 +210,17 @@ func mustDescribe(t *testing.T, s *Store) *entity.Schema {
 	}
 	return coll.Schema
 }
+
+func TestIndexesConformance(t *testing.T) {
+	addr := milvusAddr(t)
+	vectorstoretest.RunIndexes(t, func(t *testing.T) vectorstoretest.IndexesWithReopen {
+		models := [2]string{freshModel(t), freshModel(t)}
+		for _, m := range models {
+			for _, d := range []int{vectorstoretest.Dim, 2 * vectorstoretest.Dim} {
+				dropAfter(t, Options{Address: addr, Model: m, Dimension: d})
+			}
+		}
+		open := func(*testing.T) rag.Indexes { return NewIndexes(Options{Address: addr}) }
+		return vectorstoretest.IndexesWithReopen{Indexes: open(t), Reopen: open, Models: models}
+	})
+}
