@@ -148,35 +148,11 @@ func (s *Searcher) search(ctx context.Context, tenant string, q Query) (Answer, 
 	if IsSelfHarm(text) || IsSelfHarm(rewritten) {
 		return Answer{Answer: RefusalAnswer, Sources: []Source{}, Confidence: 0, FollowUps: []string{}, RewrittenQuery: rewritten, Refused: true}, nil
 	}
-	embedText := rewritten
-	if lex, ok := s.embedder.(lexicalEmbedder); ok && lex.Lexical() {
-		// Measured on the quality corpus (quality_test.go): top-1 of
-		// local/hash-embed goes from 7/12 to 10/12 without stopwords.
-		if terms := QueryTerms(rewritten); len(terms) > 0 {
-			embedText = strings.Join(terms, " ")
-		}
-	}
-	qvec, err := EmbedQuery(ctx, s.embedder, embedText)
+	r, err := s.retrieve(ctx, tenant, rewritten, topK, q.Filter)
 	if err != nil {
-		return Answer{}, fmt.Errorf("search: %w", err)
+		return Answer{}, err
 	}
-	// Fetch the maximum from each side so fusion has candidates to reorder.
-	vectorHits, err := s.store.Search(ctx, tenant, qvec, MaxTopK, q.Filter)
-	if err != nil {
-		return Answer{}, fmt.Errorf("search: vector search: %w", err)
-	}
-	var keywordHits []Hit
-	if s.keyword != nil {
-		// Stopwords match nearly every chunk; BM25 gets the content words.
-		kwQuery := strings.Join(QueryTerms(rewritten), " ")
-		if keywordHits, err = s.keyword.KeywordSearch(ctx, tenant, kwQuery, MaxTopK, q.Filter); err != nil {
-			return Answer{}, fmt.Errorf("search: keyword search: %w", err)
-		}
-	}
-	fused := FuseRRF(RRFK, vectorHits, keywordHits)
-	if len(fused) > topK {
-		fused = fused[:topK]
-	}
+	fused, qvec, vectorHits := r.fused, r.qvec, r.vectorHits
 	qn := Normalize(qvec)
 	sources := make([]Source, len(fused))
 	headings := make([]string, len(fused))
@@ -209,6 +185,67 @@ func (s *Searcher) search(ctx context.Context, tenant string, q Query) (Answer, 
 		FollowUps:      FollowUps(text, sources, headings),
 		RewrittenQuery: rewritten,
 	}, nil
+}
+
+// Retrieve is Search's retrieval alone — embed, vector search plus BM25, fusion — without
+// rewriting, safety rule or answer: the ranked chunks, best first, at most q.TopK. The quality and
+// latency benchmarks measure it, and callers that assemble their own context use it.
+func (s *Searcher) Retrieve(ctx context.Context, tenant string, q Query) ([]FusedHit, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	text := strings.TrimSpace(q.Text)
+	if text == "" {
+		return nil, ErrEmptyQuery
+	}
+	topK := q.TopK
+	if topK == 0 {
+		topK = DefaultTopK
+	}
+	if err := CheckTopK(topK); err != nil {
+		return nil, err
+	}
+	r, err := s.retrieve(ctx, tenant, text, topK, q.Filter)
+	return r.fused, err
+}
+
+type retrieval struct {
+	fused      []FusedHit
+	qvec       []float32
+	vectorHits []Hit
+}
+
+func (s *Searcher) retrieve(ctx context.Context, tenant, text string, topK int, filter map[string]any) (retrieval, error) {
+	embedText := text
+	if lex, ok := s.embedder.(lexicalEmbedder); ok && lex.Lexical() {
+		// Measured on the quality corpus (quality_test.go): top-1 of
+		// local/hash-embed goes from 7/12 to 10/12 without stopwords.
+		if terms := QueryTerms(text); len(terms) > 0 {
+			embedText = strings.Join(terms, " ")
+		}
+	}
+	qvec, err := EmbedQuery(ctx, s.embedder, embedText)
+	if err != nil {
+		return retrieval{}, fmt.Errorf("search: %w", err)
+	}
+	// Fetch the maximum from each side so fusion has candidates to reorder.
+	vectorHits, err := s.store.Search(ctx, tenant, qvec, MaxTopK, filter)
+	if err != nil {
+		return retrieval{}, fmt.Errorf("search: vector search: %w", err)
+	}
+	var keywordHits []Hit
+	terms := QueryTerms(text)
+	if s.keyword != nil {
+		// Stopwords match nearly every chunk; BM25 gets the content words.
+		if keywordHits, err = s.keyword.KeywordSearch(ctx, tenant, strings.Join(terms, " "), MaxTopK, filter); err != nil {
+			return retrieval{}, fmt.Errorf("search: keyword search: %w", err)
+		}
+	}
+	fused := FuseHybrid(vectorHits, keywordHits, terms)
+	if len(fused) > topK {
+		fused = fused[:topK]
+	}
+	return retrieval{fused: fused, qvec: qvec, vectorHits: vectorHits}, nil
 }
 
 // EmbedQuery embeds one search query with m — as a query when m tells queries from passages

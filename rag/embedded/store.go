@@ -29,6 +29,8 @@ var (
 	_ rag.VectorStore     = (*Store)(nil)
 	_ rag.KeywordSearcher = (*Store)(nil)
 	_ rag.DocReplacer     = (*Store)(nil)
+	_ rag.ChunkLister     = (*Store)(nil)
+	_ rag.ChunkCounter    = (*Store)(nil)
 )
 
 var (
@@ -446,6 +448,32 @@ func deleteRows(ctx context.Context, tx *sql.Tx, docID string) ([]string, error)
 		return nil, fmt.Errorf("delete doc %s: %w", docID, err)
 	}
 	return ids, nil
+}
+
+// ListChunks returns up to limit of the tenant's chunks with IDs after after, in ascending ID order
+// (rag.ChunkLister), vectors included.
+func (s *Store) ListChunks(ctx context.Context, tenant, after string, limit int) ([]rag.Chunk, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("list chunks: limit %d must be positive", limit)
+	}
+	t, err := s.tenant(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := t.db.QueryContext(ctx, `SELECT id, doc_id, idx, text, vector, meta FROM chunks WHERE id > ? ORDER BY id LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list chunks of tenant %s: %w", tenant, err)
+	}
+	defer rows.Close()
+	var out []rag.Chunk
+	for rows.Next() {
+		c, err := scanChunk(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }
 
 // Count returns how many chunks the tenant has.
