@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/crispy-enigma/crispy/gateway"
 )
@@ -114,6 +115,10 @@ func (in *Ingester) Ingest(ctx context.Context, tenant string, doc Document) (In
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("document %s (%s): %w", doc.ID, ct, err)
 	}
+	if !hasWord(parsed.Sections) {
+		// Nothing to match: BM25 indexes no term, and an embedder sees only noise.
+		return IngestResult{}, fmt.Errorf("document %s: %w: no letters or digits", doc.ID, ErrEmptyDocument)
+	}
 	sections, err := ChunkSections(doc.ID, parsed.Sections, opts)
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("document %s: %w", doc.ID, err)
@@ -211,6 +216,15 @@ func CheckVectors(m gateway.EmbeddingModel, vecs [][]float32, n int) error {
 		}
 	}
 	return nil
+}
+
+func hasWord(sections []Section) bool {
+	for _, s := range sections {
+		if strings.ContainsFunc(s.Text, func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }) {
+			return true
+		}
+	}
+	return false
 }
 
 func setIf(m map[string]any, k, v string) {

@@ -302,6 +302,30 @@ func ExtractiveAnswer(query string, sources []Source) (answer string, ok bool) {
 	return b.String(), true
 }
 
+// LeadAnswer is local/extractive's answer when a semantic embedder found passages that share no
+// word with the question (a paraphrase): it quotes the first sentence of each source, in rank
+// order, at most maxAnswerSentences, each followed by its citation [n]. Like ExtractiveAnswer it
+// never writes a claim that is not in a source.
+func LeadAnswer(sources []Source) string {
+	var b strings.Builder
+	b.WriteString("From the knowledge base:")
+	for i, src := range sources {
+		if i == maxAnswerSentences {
+			break
+		}
+		sents := Sentences(src.Text)
+		if len(sents) == 0 {
+			continue
+		}
+		b.WriteString(" “")
+		b.WriteString(strings.TrimFunc(truncateRunes(sents[0], maxQuoteRunes), unicode.IsSpace))
+		b.WriteString("” [")
+		b.WriteString(strconv.Itoa(i + 1))
+		b.WriteString("]")
+	}
+	return b.String()
+}
+
 // MaxFollowUps is CONTRACT.md's limit.
 const MaxFollowUps = 5
 
