@@ -3,6 +3,7 @@ package minilm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"slices"
@@ -220,4 +221,57 @@ func TestExpf(t *testing.T) {
 			t.Fatalf("expf(%v) = %v, want %v", x, got, want)
 		}
 	}
+}
+
+// TestEmbedConcurrent runs calls in parallel (with -race): they share the
+// weights and the helper goroutines and must not share scratch memory.
+func TestEmbedConcurrent(t *testing.T) {
+	m := newModel(t)
+	texts := []string{"first text", "a second, longer text about something else entirely", "third"}
+	want, err := m.Embed(context.Background(), texts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for range 3 {
+				got, err := m.Embed(context.Background(), texts)
+				if err == nil && !slices.EqualFunc(got, want, slices.Equal[[]float32]) {
+					err = errors.New("concurrent call returned different vectors")
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// FuzzTokenizer: any bytes tokenize without panicking to [CLS] … [SEP]
+// within the window, with IDs in the vocabulary.
+func FuzzTokenizer(f *testing.F) {
+	for _, s := range []string{"", "hello, world", "İstanbul 東京 🍕", "\xff\xfe", "[SEP][CLS]", "e\u0301\u0000\u200b"} {
+		f.Add(s, 16)
+	}
+	tok := newModel(f).Tokenizer()
+	f.Fuzz(func(t *testing.T, text string, window int) {
+		window = window%300 + 1
+		ids := tok.Encode(text, window)
+		if len(ids) < 2 || len(ids) > max(window, 2) || ids[0] != tok.cls || ids[len(ids)-1] != tok.sep {
+			t.Fatalf("Encode(%q, %d) = %v", text, window, ids)
+		}
+		for _, id := range ids {
+			if id < 0 || int(id) >= tok.VocabSize() {
+				t.Fatalf("Encode(%q): id %d out of range", text, id)
+			}
+		}
+	})
 }

@@ -34,6 +34,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // ID is the model ID under which the gateway serves this embedder.
@@ -46,8 +47,9 @@ const Dimension = hidden
 const maxSeq = 256
 
 // batchTokens bounds the tokens of one forward pass, and with it the scratch
-// memory of a call (about 14 KB per token), whatever the number of texts.
-const batchTokens = 2048
+// memory of a call (15 KB per token: 16 MB), whatever the number of texts; a
+// thousand rows are plenty for the matrix kernels to run at full speed.
+const batchTokens = 1024
 
 //go:embed minilm.bin
 var weightsBlob string
@@ -69,31 +71,32 @@ var load = sync.OnceValues(func() (*shared, error) {
 	if w.vocab != tok.VocabSize() {
 		return nil, fmt.Errorf("minilm: %d embedding rows for a vocabulary of %d", w.vocab, tok.VocabSize())
 	}
-	return &shared{tok: tok, w: w}, nil
+	return &shared{tok: tok, w: w, pool: newPool(runtime.GOMAXPROCS(0) - 1)}, nil
 })
 
 type shared struct {
-	tok *Tokenizer
-	w   *weights
+	tok  *Tokenizer
+	w    *weights
+	pool *pool
 }
 
 // Model embeds texts with all-MiniLM-L6-v2. It is safe for concurrent use.
 type Model struct {
 	tok     *Tokenizer
 	w       *weights
-	threads int
+	pool    *pool
 	scratch sync.Pool // *scratch
 }
 
 // New returns the model, parsing the embedded weights on the first call of
 // the process (tens of milliseconds) and sharing them afterwards. A forward
-// pass uses up to GOMAXPROCS goroutines.
+// pass runs on up to GOMAXPROCS (at the first call) goroutines.
 func New() (*Model, error) {
 	s, err := load()
 	if err != nil {
 		return nil, err
 	}
-	return &Model{tok: s.tok, w: s.w, threads: runtime.GOMAXPROCS(0)}, nil
+	return &Model{tok: s.tok, w: s.w, pool: s.pool}, nil
 }
 
 // ID returns "local/minilm".
@@ -154,14 +157,18 @@ func (m *Model) Embed(ctx context.Context, texts []string) ([][]float32, error) 
 // scratch is the working memory of one forward pass.
 type scratch struct {
 	x, qkv, ctx, h, tmp []float32
-	att                 []attScratch
+	att                 []attScratch // one per share of the attention
+	lin                 linearJob
+	attn                attentionJob
+	done                sync.WaitGroup
 }
 
 // attScratch is one worker's attention memory: scores and transposed values.
 type attScratch struct {
-	s, vt []float32
+	s, vt, inv []float32
 }
 
+// grow returns b resized to n, reallocating when it is too small.
 func grow(b []float32, n int) []float32 {
 	if cap(b) < n {
 		return make([]float32, n)
@@ -181,13 +188,16 @@ func (m *Model) forward(ctx context.Context, seqs [][]int32, out []float32) erro
 		sc = &scratch{}
 	}
 	defer m.scratch.Put(sc)
-	sc.x = grow(sc.x, total*hidden)
-	sc.qkv = grow(sc.qkv, total*3*hidden)
-	sc.ctx = grow(sc.ctx, total*hidden)
-	sc.h = grow(sc.h, total*ffn)
-	sc.tmp = grow(sc.tmp, total*hidden)
-	if len(sc.att) < m.threads {
-		sc.att = make([]attScratch, m.threads)
+	// Room for a multiple of 128 tokens, so that batches of varying size
+	// settle on one set of buffers (at most batchTokens).
+	rows := (total + 127) &^ 127
+	sc.x = grow(sc.x, rows*hidden)[:total*hidden]
+	sc.qkv = grow(sc.qkv, rows*3*hidden)[:total*3*hidden]
+	sc.ctx = grow(sc.ctx, rows*hidden)[:total*hidden]
+	sc.h = grow(sc.h, rows*ffn)[:total*ffn]
+	sc.tmp = grow(sc.tmp, rows*hidden)[:total*hidden]
+	if len(sc.att) < m.pool.size {
+		sc.att = make([]attScratch, m.pool.size)
 	}
 
 	m.embed(seqs, sc.x)
@@ -196,13 +206,13 @@ func (m *Model) forward(ctx context.Context, seqs [][]int32, out []float32) erro
 			return fmt.Errorf("minilm: %w", err)
 		}
 		l := &m.w.layers[li]
-		m.linear(sc.qkv, sc.x, total, l.qkvW, l.qkvB, 3*hidden, hidden)
+		m.linear(sc, sc.qkv, sc.x, total, l.qkvW, l.qkvB, 3*hidden, hidden)
 		m.attention(seqs, sc)
-		m.linear(sc.tmp, sc.ctx, total, l.attnOutW, l.attnOutB, hidden, hidden)
+		m.linear(sc, sc.tmp, sc.ctx, total, l.attnOutW, l.attnOutB, hidden, hidden)
 		addLayerNorm(sc.x, sc.tmp, total, l.attnG, l.attnB)
-		m.linear(sc.h, sc.x, total, l.ffnInW, l.ffnInB, ffn, hidden)
+		m.linear(sc, sc.h, sc.x, total, l.ffnInW, l.ffnInB, ffn, hidden)
 		gelu(sc.h)
-		m.linear(sc.tmp, sc.h, total, l.ffnOutW, l.ffnOutB, hidden, ffn)
+		m.linear(sc, sc.tmp, sc.h, total, l.ffnOutW, l.ffnOutB, hidden, ffn)
 		addLayerNorm(sc.x, sc.tmp, total, l.ffnG, l.ffnB)
 	}
 	off := 0
@@ -233,45 +243,75 @@ func (m *Model) embed(seqs [][]int32, x []float32) {
 }
 
 // linear computes out[t] = W·in[t] + b for rows t, W being [n][k], split
-// over the workers by output columns (each worker reads its share of W).
-func (m *Model) linear(out, in []float32, rows int, w, b []float32, n, k int) {
-	parallel(m.threads, n/8, func(lo, hi int) {
-		lo, hi = lo*8, hi*8
-		gemmNT(out[lo:], n, in, k, w[lo*k:], k, rows, hi-lo, k)
-		for t := range rows {
-			o := out[t*n+lo : t*n+hi]
-			for j := range o {
-				o[j] += b[lo+j]
-			}
-		}
-	})
+// over the pool by output columns (each share reads its part of W).
+func (m *Model) linear(sc *scratch, out, in []float32, rows int, w []uint16, b []float32, n, k int) {
+	sc.lin = linearJob{out: out, in: in, w: w, b: b, rows: rows, n: n, k: k}
+	m.pool.run(&sc.lin, n/8, &sc.done)
+}
+
+type linearJob struct {
+	out, in, b []float32
+	w          []uint16
+	rows, n, k int
+}
+
+func (j *linearJob) run(share, shares int) {
+	cols := j.n / 8 // shares are multiples of 8 columns
+	lo, hi := cols*share/shares*8, cols*(share+1)/shares*8
+	gemmNTh(j.out[lo:], j.n, j.in, j.k, j.w[lo*j.k:], j.k, j.rows, hi-lo, j.k)
+	for t := range j.rows {
+		add(j.out[t*j.n+lo:t*j.n+hi], j.b[lo:hi])
+	}
 }
 
 // attention computes, for every text and head, softmax(Q·Kᵀ/√d)·V into
 // sc.ctx, the heads of a token side by side.
 func (m *Model) attention(seqs [][]int32, sc *scratch) {
-	type task struct{ off, n, head int }
-	tasks := make([]task, 0, len(seqs)*heads)
+	j := &sc.attn
+	j.sc = sc
+	j.tasks = j.tasks[:0]
 	off := 0
 	for _, s := range seqs {
 		for h := range heads {
-			tasks = append(tasks, task{off, len(s), h})
+			j.tasks = append(j.tasks, attTask{off, len(s), h})
 		}
 		off += len(s)
 	}
+	j.next.Store(0)
+	m.pool.run(j, len(j.tasks), &sc.done)
+}
+
+type attTask struct{ off, n, head int }
+
+// attentionJob hands out (text, head) tasks to the shares one at a time, so
+// texts of different lengths balance.
+type attentionJob struct {
+	sc    *scratch
+	tasks []attTask
+	next  atomic.Int64
+}
+
+func (j *attentionJob) run(share, _ int) {
+	sc, a := j.sc, &j.sc.att[share]
 	scale := float32(1 / math.Sqrt(headDim))
-	parallelWorkers(m.threads, len(tasks), func(worker, i int) {
-		t := tasks[i]
-		a := &sc.att[worker]
+	for {
+		i := int(j.next.Add(1) - 1)
+		if i >= len(j.tasks) {
+			return
+		}
+		t := j.tasks[i]
 		n, pad := t.n, (t.n+7)&^7
 		a.s = grow(a.s, n*pad)
 		a.vt = grow(a.vt, headDim*pad)
 		qkv := sc.qkv[t.off*3*hidden:]
 		q, k, v := qkv[t.head*headDim:], qkv[hidden+t.head*headDim:], qkv[2*hidden+t.head*headDim:]
 		gemmNT(a.s, pad, q, 3*hidden, k, 3*hidden, n, n, headDim)
+		// Unnormalised softmax: each row of the context is divided by its
+		// sum afterwards, 32 divisions instead of n.
+		a.inv = grow(a.inv, n)
 		for r := range n {
 			row := a.s[r*pad : (r+1)*pad]
-			softmax(row[:n], scale)
+			a.inv[r] = 1 / expSum(row[:n], maxOf(row[:n]), scale)
 			clear(row[n:])
 		}
 		for j := range n {
@@ -282,17 +322,21 @@ func (m *Model) attention(seqs [][]int32, sc *scratch) {
 		for d := range headDim {
 			clear(a.vt[d*pad+n : (d+1)*pad])
 		}
-		gemmNT(sc.ctx[t.off*hidden+t.head*headDim:], hidden, a.s, pad, a.vt, pad, n, headDim, pad)
-	})
+		ctx := sc.ctx[t.off*hidden+t.head*headDim:]
+		gemmNT(ctx, hidden, a.s, pad, a.vt, pad, n, headDim, pad)
+		for r, inv := range a.inv[:n] {
+			for d := range ctx[r*hidden : r*hidden+headDim] {
+				ctx[r*hidden+d] *= inv
+			}
+		}
+	}
 }
 
 // addLayerNorm sets x = LayerNorm(x + y) row by row.
 func addLayerNorm(x, y []float32, rows int, g, b []float32) {
 	for t := range rows {
-		xr, yr := x[t*hidden:(t+1)*hidden], y[t*hidden:(t+1)*hidden]
-		for j := range xr {
-			xr[j] += yr[j]
-		}
+		xr := x[t*hidden : (t+1)*hidden]
+		add(xr, y[t*hidden:(t+1)*hidden])
 		layerNorm(xr, g, b)
 	}
 }
@@ -315,34 +359,9 @@ func layerNorm(x, g, b []float32) {
 	}
 }
 
-// gelu is the exact GELU, x·Φ(x) = x/2·(1+erf(x/√2)).
-func gelu(x []float32) {
-	for i, v := range x {
-		x[i] = float32(0.5 * float64(v) * (1 + math.Erf(float64(v)*(1/math.Sqrt2))))
-	}
-}
-
-// softmax sets x = softmax(scale·x).
-func softmax(x []float32, scale float32) {
-	mx := x[0]
-	for _, v := range x[1:] {
-		mx = max(mx, v)
-	}
-	var sum float32
-	for i, v := range x {
-		e := expf((v - mx) * scale)
-		x[i] = e
-		sum += e
-	}
-	inv := 1 / sum
-	for i := range x {
-		x[i] *= inv
-	}
-}
-
 // meanNormalize writes the L2-normalised mean of n rows of x into out.
 func meanNormalize(out, x []float32, n int) {
-	acc := make([]float64, hidden)
+	var acc [hidden]float64
 	for t := range n {
 		for j, v := range x[t*hidden : (t+1)*hidden] {
 			acc[j] += float64(v)
@@ -357,49 +376,4 @@ func meanNormalize(out, x []float32, n int) {
 	for j := range out {
 		out[j] = float32(acc[j] * inv)
 	}
-}
-
-// parallel splits [0, n) into one contiguous range per worker.
-func parallel(workers, n int, fn func(lo, hi int)) {
-	workers = max(1, min(workers, n))
-	if workers == 1 {
-		fn(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		lo, hi := n*w/workers, n*(w+1)/workers
-		if w == workers-1 {
-			fn(lo, hi) // the calling goroutine takes the last share
-			continue
-		}
-		wg.Go(func() { fn(lo, hi) })
-	}
-	wg.Wait()
-}
-
-// parallelWorkers runs fn(worker, i) for i in [0, n), each worker taking the
-// next index, so uneven tasks balance.
-func parallelWorkers(workers, n int, fn func(worker, i int)) {
-	workers = max(1, min(workers, n))
-	var next sync.Mutex
-	i := 0
-	work := func(worker int) {
-		for {
-			next.Lock()
-			j := i
-			i++
-			next.Unlock()
-			if j >= n {
-				return
-			}
-			fn(worker, j)
-		}
-	}
-	var wg sync.WaitGroup
-	for w := 1; w < workers; w++ {
-		wg.Go(func() { work(w) })
-	}
-	work(0)
-	wg.Wait()
 }

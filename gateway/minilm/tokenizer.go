@@ -137,7 +137,10 @@ func (t *Tokenizer) VocabSize() int { return len(t.vocab) }
 // text costs no more than its first words.
 func (t *Tokenizer) Encode(text string, maxTokens int) []int32 {
 	maxTokens = max(maxTokens, 2)
-	e := encoder{t: t, limit: maxTokens - 1, ids: make([]int32, 1, min(maxTokens, 64))}
+	// Scratch on the stack for the usual word; longer ones grow on the heap.
+	var word, piece, nfd [64]byte
+	e := encoder{t: t, limit: maxTokens - 1, ids: make([]int32, 1, min(maxTokens, 64)),
+		word: word[:0], piece: piece[:0], nfd: nfd[:0]}
 	e.ids[0] = t.cls
 	e.run(text)
 	return append(e.ids, t.sep)
