@@ -257,6 +257,22 @@ func (s *Searcher) retrieve(ctx context.Context, tenant, text string, topK int, 
 			embedText = strings.Join(terms, " ")
 		}
 	}
+	terms := QueryTerms(text)
+	// BM25 needs no query vector: it runs while the query is embedded and the vectors scanned.
+	type keywordResult struct {
+		hits []Hit
+		err  error
+	}
+	kwDone := make(chan keywordResult, 1) // buffered: an early return does not strand the goroutine
+	if s.keyword != nil {
+		go func() {
+			// Stopwords match nearly every chunk; BM25 gets the content words.
+			hits, err := s.keyword.KeywordSearch(ctx, tenant, strings.Join(terms, " "), MaxTopK, filter)
+			kwDone <- keywordResult{hits, err}
+		}()
+	} else {
+		kwDone <- keywordResult{}
+	}
 	qvec, err := EmbedQuery(ctx, s.embedder, embedText)
 	if err != nil {
 		return retrieval{}, fmt.Errorf("search: %w", err)
@@ -266,14 +282,11 @@ func (s *Searcher) retrieve(ctx context.Context, tenant, text string, topK int, 
 	if err != nil {
 		return retrieval{}, fmt.Errorf("search: vector search: %w", err)
 	}
-	var keywordHits []Hit
-	terms := QueryTerms(text)
-	if s.keyword != nil {
-		// Stopwords match nearly every chunk; BM25 gets the content words.
-		if keywordHits, err = s.keyword.KeywordSearch(ctx, tenant, strings.Join(terms, " "), MaxTopK, filter); err != nil {
-			return retrieval{}, fmt.Errorf("search: keyword search: %w", err)
-		}
+	kw := <-kwDone
+	if kw.err != nil {
+		return retrieval{}, fmt.Errorf("search: keyword search: %w", kw.err)
 	}
+	keywordHits := kw.hits
 	fused := FuseHybrid(vectorHits, keywordHits, terms)
 	if len(fused) > topK {
 		fused = fused[:topK]
