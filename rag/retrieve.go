@@ -59,6 +59,11 @@ func FuseHybrid(vector, keyword []Hit, terms []string) []FusedHit {
 // termCoverage is the share of terms that occur in text (termMatches: exact, or a shared prefix of
 // five characters or more).
 func termCoverage(terms []string, text string) float64 {
+	return float64(matchedTerms(terms, text)) / float64(len(terms))
+}
+
+// matchedTerms counts the terms that occur in text (termMatches).
+func matchedTerms(terms []string, text string) int {
 	words := map[string]bool{}
 	for _, w := range gateway.Words(text) {
 		words[w] = true
@@ -69,7 +74,7 @@ func termCoverage(terms []string, text string) float64 {
 			n++
 		}
 	}
-	return float64(n) / float64(len(terms))
+	return n
 }
 
 // fuse is RRF with an optional weight per keyword hit (nil: all 1; 0 drops the hit).
@@ -255,17 +260,7 @@ func ExtractiveAnswer(query string, sources []Source) (answer string, ok bool) {
 	var cands []candidate
 	for si, src := range sources {
 		for _, sent := range Sentences(src.Text) {
-			words := map[string]bool{}
-			for _, w := range gateway.Words(sent) {
-				words[w] = true
-			}
-			score := 0
-			for _, term := range terms {
-				if termMatches(term, words) {
-					score++
-				}
-			}
-			if score > 0 {
+			if score := matchedTerms(terms, sent); score > 0 {
 				cands = append(cands, candidate{text: sent, source: si, score: score, order: len(cands)})
 			}
 		}
