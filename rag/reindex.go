@@ -56,8 +56,8 @@ type ReindexResult struct {
 // Each chunk keeps its ID, document, position and metadata; its embeddingModel becomes model's ID.
 // After the copy, a reconcile pass compares the two indexes document by document and re-copies or
 // removes any document changed during the copy, so ingests and deletes that went to the old index
-// meanwhile are not lost (one that lands after this pass needs the caller to hold a tenant's writes
-// between Reindex and the switch, or to dual-write while the job runs).
+// meanwhile are not lost; one that lands after this pass is caught by calling Reconcile again while
+// the tenant's writes are held, then switching.
 //
 // Cancelling ctx stops the copy between batches; the old index is untouched and stays the one to
 // serve (ActiveIndexes.Switch is the caller's, after a nil error). A chunk whose vector fails
@@ -190,6 +190,30 @@ func digests(ctx context.Context, l ChunkLister, tenant string, batch int) (map[
 		out[d] = docDigest{sum: [32]byte(h), n: counts[d]}
 	}
 	return out, nil
+}
+
+// Reconcile brings the new index up to date with the old one after Reindex: documents whose chunks
+// (IDs and texts) differ are re-embedded with model and replaced whole, and documents the old index
+// no longer has are removed. It reads both indexes in full but embeds only what changed, so it is
+// cheap enough to run again while the tenant's writes are held, just before ActiveIndexes.Switch,
+// which closes the window between Reindex's own pass and the switch. It returns how many documents
+// it changed.
+func Reconcile(ctx context.Context, tenant string, from, to VectorStore, model gateway.EmbeddingModel, opts ReindexOptions) (int, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return 0, err
+	}
+	lister, ok := from.(ChunkLister)
+	if !ok {
+		return 0, fmt.Errorf("reconcile tenant %s: %w", tenant, ErrNotListable)
+	}
+	if _, ok := to.(ChunkLister); !ok {
+		return 0, fmt.Errorf("reconcile tenant %s: new index: %w", tenant, ErrNotListable)
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultEmbedBatchSize
+	}
+	r := reindexer{tenant: tenant, from: lister, to: to, model: model, opts: opts}
+	return r.reconcile(ctx)
 }
 
 // reconcile re-copies documents whose chunks differ between the indexes and removes from the new

@@ -153,6 +153,17 @@ func TestReindexThenSwitch(t *testing.T) {
 	if res.Chunks < e.docCount || res.Reconciled < 1 || last.Total != e.docCount {
 		t.Errorf("result %+v, last progress %+v; want ≥ %d chunks, ≥ 1 reconciled, total %d", res, last, e.docCount, e.docCount)
 	}
+	// A write after Reindex returned: the final Reconcile (under the tenant's write lock in the
+	// service) carries it over before the switch.
+	if _, err := e.ingestA.Ingest(ctx, "acme", rag.Document{ID: "zz-late", Text: "Penguins propose with pebbles."}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rag.Reconcile(ctx, "acme", e.storeA, e.storeB, e.b, rag.ReindexOptions{}); err != nil || n != 1 {
+		t.Fatalf("final reconcile changed %d documents (%v), want 1", n, err)
+	}
+	if n, err := rag.Reconcile(ctx, "acme", e.storeA, e.storeB, e.b, rag.ReindexOptions{}); err != nil || n != 0 {
+		t.Errorf("a second reconcile changed %d documents (%v), want 0", n, err)
+	}
 	// Before the switch, searches still use A.
 	if model, dim := e.activeIndex(t); model != e.a.ID() || dim != e.a.Dimension() {
 		t.Fatalf("active before switch %s/%d", model, dim)
@@ -168,6 +179,9 @@ func TestReindexThenSwitch(t *testing.T) {
 	}
 	if _, doc := e.searchActive(t, "otters sleeping holding hands"); doc != "zz-new" {
 		t.Errorf("a document ingested during the copy is missing from the new index (top %q)", doc)
+	}
+	if _, doc := e.searchActive(t, "penguins pebbles"); doc != "zz-late" {
+		t.Errorf("a document ingested after the copy is missing from the new index (top %q)", doc)
 	}
 	if !raceEnabled {
 		if _, doc := e.searchActive(t, "Why is it tough to get enough air on tall peaks?"); doc != "altitude" {
