@@ -153,3 +153,43 @@ func TestSemanticSearchDefaultModel(t *testing.T) {
 		t.Errorf("unrelated question answered %+v (%v)", ans, err)
 	}
 }
+
+// TestReindexOnMilvus: re-embedding between two Milvus collections (hash-embed at 384 and 256
+// dimensions, cheap models: the copy is what is under test) carries every chunk over.
+func TestReindexOnMilvus(t *testing.T) {
+	ctx := context.Background()
+	idx, tenant := semanticBackends(t)[1].open(t)
+	defer idx.Close()
+	a, b := gateway.NewHashEmbedder(0), gateway.NewHashEmbedder(256)
+	from, err := rag.IndexFor(ctx, idx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, err := rag.IndexFor(ctx, idx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ing := rag.NewIngester(from, a, rag.IngesterOptions{})
+	for _, d := range paraphraseDocs {
+		if _, err := ing.Ingest(ctx, tenant, rag.Document{ID: d.id, Text: d.text}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, d := range paraphraseDocs {
+			_, _ = from.DeleteDoc(context.Background(), tenant, d.id)
+			_, _ = to.DeleteDoc(context.Background(), tenant, d.id)
+		}
+	})
+	res, err := rag.Reindex(ctx, tenant, from, to, b, rag.ReindexOptions{BatchSize: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Chunks != len(paraphraseDocs) || res.Reconciled != 0 {
+		t.Errorf("reindex %+v, want %d chunks and nothing to reconcile", res, len(paraphraseDocs))
+	}
+	hits, err := rag.NewSearcher(to, b, rag.SearcherOptions{}).Retrieve(ctx, tenant, rag.Query{Text: "caffeine adenosine receptors"})
+	if err != nil || len(hits) == 0 || hits[0].Chunk.DocID != "caffeine" || hits[0].Chunk.Meta[rag.MetaEmbeddingModel] != b.ID() {
+		t.Errorf("search of the new collection: %v, %v", hits, err)
+	}
+}
