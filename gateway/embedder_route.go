@@ -79,7 +79,7 @@ func (r *Router) providerEmbedder(i int, model string) *OpenAIEmbeddings {
 	return NewOpenAIEmbeddings(OpenAIEmbeddingOptions{
 		Name: pc.Name, BaseURL: pc.BaseURL, APIKey: pc.APIKey, APIKeyEnv: pc.APIKeyEnv, Getenv: r.getenv,
 		HTTPClient: r.httpClient, Model: model, Dimension: pc.EmbeddingDimensions[model],
-		BatchSize: pc.EmbeddingBatchSize, Timeout: r.embedTimeout(pc),
+		BatchSize: pc.EmbeddingBatchSize, InputType: pc.EmbeddingInputType, Timeout: r.embedTimeout(pc),
 		MaxRetries: r.retriesOption(), RetryBaseDelay: r.baseDelay, RetryMaxDelay: r.maxDelay,
 	})
 }
@@ -117,4 +117,35 @@ func (r *Router) retriesOption() int {
 		return -1
 	}
 	return r.maxRetries
+}
+
+// DefaultEmbeddingModel is the embedder of tenants that configure none, or one this node cannot serve:
+// the built-in neural sentence embedder, so retrieval matches meaning with no external service.
+const DefaultEmbeddingModel = minilm.ID
+
+// TenantEmbedder resolves a tenant's aiModels.embeddings (configured) to the model that embeds its
+// documents and queries on this node. A model the node cannot serve — an @cf/ model without a
+// Cloudflare token, a name no route serves, an empty name — resolves to DefaultEmbeddingModel, and
+// fallbackReason says why (empty when configured is served as is), so the caller can log once per
+// tenant which model it really uses and /health can show it. Only when the built-in model itself
+// cannot load does it fall back to local/hash-embed, again with a reason.
+//
+// The result depends on the routing table and the tenant's config only, never on a model's health:
+// a provider that is down fails its calls (502) rather than silently switching the tenant's vectors
+// to another model's space.
+func (r *Router) TenantEmbedder(meta RequestMeta, configured string) (m EmbeddingModel, fallbackReason string) {
+	if configured != "" {
+		e, err := r.EmbedderFor(configured, meta)
+		if err == nil {
+			return e, ""
+		}
+		fallbackReason = err.Error()
+	} else {
+		fallbackReason = "no embedding model configured"
+	}
+	def, err := r.EmbedderFor(DefaultEmbeddingModel, meta)
+	if err != nil {
+		return r.hashEmbed, fmt.Sprintf("%s; %s", fallbackReason, err)
+	}
+	return def, fallbackReason
 }

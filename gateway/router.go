@@ -59,6 +59,9 @@ type ProviderConfig struct {
 	EmbeddingDimensions map[string]int
 	// EmbeddingBatchSize is the most texts sent in one /v1/embeddings request (0: DefaultEmbeddingBatchSize).
 	EmbeddingBatchSize int
+	// EmbeddingInputType sends input_type "query" or "passage" with embeddings requests
+	// (OpenAIEmbeddingOptions.InputType).
+	EmbeddingInputType bool
 }
 
 // RouterOptions configures a Router. Keep it out of logs: CloudflareToken is a secret.
