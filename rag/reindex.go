@@ -353,3 +353,40 @@ func (a *ActiveIndexes) Switch(ctx context.Context, tenant string, ai ActiveInde
 	}
 	return nil
 }
+
+// ReindexJobKey is the tenant key of the record naming its latest re-embedding job, so every node
+// finds the job in progress (for /health, and to start no second one).
+const ReindexJobKey = "rag.reindex-job"
+
+// ReindexJob is that record: the job and the model it re-embeds with.
+type ReindexJob struct {
+	JobID string `json:"jobId"`
+	Model string `json:"model"`
+}
+
+// Job returns the tenant's latest re-embedding job; ok is false when it never had one.
+func (a *ActiveIndexes) Job(ctx context.Context, tenant string) (j ReindexJob, ok bool, err error) {
+	b, err := a.kv.Get(ctx, tenant, ReindexJobKey)
+	if errors.Is(err, a.notFound) {
+		return ReindexJob{}, false, nil
+	}
+	if err != nil {
+		return ReindexJob{}, false, fmt.Errorf("re-embedding job of tenant %s: %w", tenant, err)
+	}
+	if err := json.Unmarshal(b, &j); err != nil {
+		return ReindexJob{}, false, fmt.Errorf("re-embedding job of tenant %s: decode: %w", tenant, err)
+	}
+	return j, true, nil
+}
+
+// SetJob records the tenant's latest re-embedding job.
+func (a *ActiveIndexes) SetJob(ctx context.Context, tenant string, j ReindexJob) error {
+	b, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("re-embedding job of tenant %s: encode: %w", tenant, err)
+	}
+	if err := a.kv.Put(ctx, tenant, ReindexJobKey, b, 0); err != nil {
+		return fmt.Errorf("re-embedding job of tenant %s: %w", tenant, err)
+	}
+	return nil
+}

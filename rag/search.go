@@ -23,9 +23,24 @@ const (
 	// DefaultMinAnswerSimilarity is calibrated on local/minilm: the paraphrase set's right
 	// passages score 0.18–0.61 (all but two ≥ 0.3), unrelated questions ≤ 0.15.
 	DefaultMinAnswerSimilarity = 0.25
+	// E5MinAnswerSimilarity is E5 models' threshold: their cosines run high for everything
+	// (unrelated texts score about 0.7), so local/minilm's would cite unrelated passages.
+	E5MinAnswerSimilarity = 0.8
 	// RewriteTimeout bounds query rewriting; after it the original query is used.
 	RewriteTimeout = time.Second
 )
+
+// MinAnswerSimilarityFor returns the MinAnswerSimilarity of an embedding model: E5's
+// (multilingual-e5-small, e5-base-v2, …) for a model whose ID names E5, else the default.
+func MinAnswerSimilarityFor(model string) float64 {
+	m := strings.ToLower(model)
+	for _, p := range []string{"e5-", "/e5", "-e5"} {
+		if strings.Contains(m, p) {
+			return E5MinAnswerSimilarity
+		}
+	}
+	return DefaultMinAnswerSimilarity
+}
 
 // QueryRewriter rewrites a search query (through the tenant's chat model);
 // optional.
