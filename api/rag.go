@@ -28,6 +28,8 @@ type Retrieval interface {
 	Documents(ctx context.Context, tenantID string) ([]store.Document, error)
 	Delete(ctx context.Context, tenantID, docID, trace string) (int, error)
 	Search(ctx context.Context, t *config.TenantConfig, q rag.Query) (rag.SearchResult, error)
+	// EmbeddingStatus is GET /health's embeddings: read from records, no side effects.
+	EmbeddingStatus(ctx context.Context, t *config.TenantConfig) wire.TenantEmbeddings
 }
 
 var _ Retrieval = (*rag.Service)(nil)
