@@ -29,7 +29,8 @@ func (r *Router) Embedder(model string) (EmbeddingModel, error) {
 // local/hash-embed and local/minilm (built in); an exact embeddings entry of the routing table; the longest embeddings
 // prefix; @cf/ models on Workers AI's OpenAI-compatible /v1/embeddings of the tenant's account
 // (meta.AccountID, else RouterOptions.CloudflareAccountID), through the tenant's AI Gateway when
-// meta.GatewayID is set, when a Cloudflare token is configured. Anything else is ErrModelNotServed
+// meta.GatewayID is set, when a Cloudflare token is configured. With meta.Tenant set and a Meter that
+// is an EmbeddingMeter, the upstream ones are metered (embed_meter.go). Anything else is ErrModelNotServed
 // (wrapped, naming the model). Embedders of exact entries are shared, so a dimension learned by one
 // call is known to the next.
 func (r *Router) EmbedderFor(model string, meta RequestMeta) (EmbeddingModel, error) {
@@ -44,7 +45,7 @@ func (r *Router) EmbedderFor(model string, meta RequestMeta) (EmbeddingModel, er
 		return m, nil
 	}
 	if e := r.embedExact[model]; e != nil {
-		return e, nil
+		return r.metered(e, meta), nil
 	}
 	reserved := strings.HasPrefix(model, cloudflarePrefix) || strings.HasPrefix(model, localPrefix)
 	for _, pr := range r.embedPrefixes {
@@ -54,7 +55,7 @@ func (r *Router) EmbedderFor(model string, meta RequestMeta) (EmbeddingModel, er
 		if reserved && !strings.HasPrefix(pr.prefix, cloudflarePrefix) && !strings.HasPrefix(pr.prefix, localPrefix) {
 			continue
 		}
-		return r.providerEmbedder(pr.provider, model), nil
+		return r.metered(r.providerEmbedder(pr.provider, model), meta), nil
 	}
 	if strings.HasPrefix(model, cloudflarePrefix) && r.cloudflare != nil {
 		account := meta.AccountID
@@ -64,7 +65,7 @@ func (r *Router) EmbedderFor(model string, meta RequestMeta) (EmbeddingModel, er
 		if account == "" {
 			return nil, fmt.Errorf("embedding model %q: %w (and RouterOptions.CloudflareAccountID is empty)", model, errNoAccountID)
 		}
-		return r.cloudflareEmbedder(model, account, meta), nil
+		return r.metered(r.cloudflareEmbedder(model, account, meta), meta), nil
 	}
 	why := ""
 	if model != "" && strings.HasPrefix(model, cloudflarePrefix) {

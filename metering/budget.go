@@ -57,12 +57,12 @@ func Estimate(msgs []gateway.Message, maxTokens int) int64 {
 
 // reserve reserves the call's estimate on the tenant's Budget grain, after model selection and
 // before any model call. A tenant without tokenBudget is not metered.
-func (m *Meter) reserve(ctx context.Context, c *call, msgs []gateway.Message, maxTokens int) error {
+func (m *Meter) reserve(ctx context.Context, c *call, estimate int64) error {
 	tb := c.tenant.TokenBudget
 	if m.budget == nil || tb == nil || (tb.Daily <= 0 && tb.Monthly <= 0) {
 		return nil
 	}
-	c.estimate = Estimate(msgs, maxTokens)
+	c.estimate = estimate
 	id := uuid.NewString()
 	d, err := m.budget.Reserve(ctx, c.tenant.TenantID, id, c.estimate, actors.TokenBudget{Daily: tb.Daily, Monthly: tb.Monthly})
 	if err != nil {

@@ -132,7 +132,7 @@ func (m *Meter) BeforeCall(ctx context.Context, gc *gateway.Call) (gateway.Ticke
 			m.finishCached(ctx, c, res)
 		}}, nil
 	}
-	if err := m.reserve(ctx, c, req.Messages, req.MaxTokens); err != nil { // budget.go
+	if err := m.reserve(ctx, c, Estimate(req.Messages, req.MaxTokens)); err != nil { // budget.go
 		return gateway.Ticket{}, err
 	}
 	tk := gateway.Ticket{Observer: m.observer(), After: func(ctx context.Context, res gateway.CallResult) { m.finish(ctx, c, res) }}
