@@ -287,7 +287,11 @@ func serve(ctx context.Context, env config.Env) error {
 		_ = ln.Close()
 		return fmt.Errorf("listen admin %s: %w", env.AdminAddr, err)
 	}
-	admin := &http.Server{Handler: api.AdminHandler(metrics, srv.Ready, env.AdminToken, operator), ReadHeaderTimeout: 10 * time.Second}
+	// The operator endpoints, and the re-embedding routes (crispy reindex) beside them.
+	adminMux := http.NewServeMux()
+	adminMux.Handle("/admin/", api.ReindexHandler(retrieval, env.AdminToken))
+	adminMux.Handle("/", api.AdminHandler(metrics, srv.Ready, env.AdminToken, operator))
+	admin := &http.Server{Handler: adminMux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	go func() {
