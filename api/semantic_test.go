@@ -1,10 +1,14 @@
 package api
 
 import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/wire"
 )
 
@@ -142,5 +146,63 @@ func TestEmbeddingModelChangeReembeds(t *testing.T) {
 	ts.ragJSON(t, "POST", "/ingest", ingestBody("tides", "Tides follow the moon."), 200, &now, h...)
 	if now.EmbeddingModelID != "local/minilm" {
 		t.Fatalf("ingest after the switch: embeddingModelId %q, want local/minilm", now.EmbeddingModelID)
+	}
+}
+
+// TestFailedReembeddingKeepsOldIndex: the tenant's new model answers with vectors of the wrong
+// dimension (after a good probe), so its re-embedding job fails; nothing switches and the old index
+// keeps serving.
+func TestFailedReembeddingKeepsOldIndex(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Input []string `json:"input"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		dim := 3 // the probe's; every later call answers with 4
+		if len(req.Input) != 1 || !strings.Contains(req.Input[0], "probe") {
+			dim = 4
+		}
+		data := make([]map[string]any, len(req.Input))
+		for i := range data {
+			data[i] = map[string]any{"index": i, "embedding": make([]float32, dim)}
+			data[i]["embedding"].([]float32)[0] = 1
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"data": data})
+	}))
+	t.Cleanup(up.Close)
+	models := gateway.RouterOptions{Providers: []gateway.ProviderConfig{{Name: "bad", BaseURL: up.URL + "/v1", Embeddings: []string{"bad/embed"}}}}
+	ts := newTestServer(t, testServerOpts{models: models, rag: &testRAGOpts{spaces: true}})
+	h := []string{"x-tenant-id: open"}
+	ts.ingestCorpus(t, h, "local/hash-embed")
+
+	raw := strings.Replace(tenantJSON("open", `, "public": true`), `"embeddings": "local/hash-embed"`, `"embeddings": "bad/embed"`, 1)
+	cfg, _, err := config.ParseTenantConfig("open.json", []byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := config.NewIndex([]*config.TenantConfig{cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.SetTenants(ix)
+	ts.rag.live.Store(ix)
+
+	if got := ts.topDoc(t, h, "when does the keeper light the lamp"); got != "lighthouse" {
+		t.Fatalf("search after the change: first source %q, want lighthouse", got)
+	}
+	e := ts.embeddingsOf(t, h)
+	if e.Reindex == nil {
+		t.Fatalf("/health embeddings = %+v, want a re-embedding job", e)
+	}
+	st := ts.waitJob(t, h, e.Reindex.JobID)
+	if st.Status != wire.JobFailed || st.Reindex == nil || st.Reindex.Phase != wire.JobFailed || st.Error == "" {
+		t.Fatalf("job = %+v (reindex %+v), want failed with a reason", st, st.Reindex)
+	}
+	e = ts.embeddingsOf(t, h)
+	if e.ActiveIndex == nil || e.ActiveIndex.Model != "local/hash-embed" || e.Reindex == nil || e.Reindex.Error == "" {
+		t.Fatalf("after the failed job: /health embeddings = %+v, want local/hash-embed still active and the failure shown", e)
+	}
+	if got := ts.topDoc(t, h, "sourdough bread baked daily"); got != "bakery" {
+		t.Fatalf("search after the failed job: first source %q, want bakery", got)
 	}
 }
