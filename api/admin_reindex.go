@@ -61,9 +61,11 @@ func ReindexHandler(r Reindexer, token string) http.Handler {
 }
 
 // writeAdmin writes an envelope on the operator listener, which has no request trace IDs of its
-// own: each answer gets a fresh one.
+// own: each answer gets a fresh one, in the body and the x-trace-id header as on the tenant API.
 func writeAdmin(w http.ResponseWriter, status int, data any, e *wire.ErrorBody) {
+	trace := uuid.NewString()
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("x-trace-id", trace)
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(wire.Envelope{OK: e == nil, Data: data, Error: e, TraceID: uuid.NewString()})
+	_ = json.NewEncoder(w).Encode(wire.Envelope{OK: e == nil, Data: data, Error: e, TraceID: trace})
 }
