@@ -136,3 +136,21 @@ func TestFuseHybrid(t *testing.T) {
 		})
 	}
 }
+
+func TestMinAnswerSimilarityFor(t *testing.T) {
+	tests := []struct {
+		model string
+		want  float64
+	}{
+		{"local/minilm", DefaultMinAnswerSimilarity},
+		{"multilingual-e5-small-q4", E5MinAnswerSimilarity},
+		{"intfloat/e5-base-v2", E5MinAnswerSimilarity},
+		{"@cf/baai/bge-m3", DefaultMinAnswerSimilarity},
+		{"text-embedding-3-small", DefaultMinAnswerSimilarity},
+	}
+	for _, tt := range tests {
+		if got := MinAnswerSimilarityFor(tt.model); got != tt.want {
+			t.Errorf("MinAnswerSimilarityFor(%q) = %v, want %v", tt.model, got, tt.want)
+		}
+	}
+}
