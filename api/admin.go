@@ -41,16 +41,24 @@ func AdminHandler(m *observe.Metrics, ready func(ctx context.Context) (map[strin
 	for _, op := range operator {
 		mux.Handle("/operator/", op)
 	}
+	return requireToken(token, mux, func(path string) bool {
+		return path == "/healthz" || strings.HasPrefix(path, "/operator/")
+	})
+}
+
+// requireToken requires token as a bearer token on every path but the open ones; an empty token
+// requires nothing.
+func requireToken(token string, h http.Handler, open func(path string) bool) http.Handler {
 	if token == "" {
-		return mux
+		return h
 	}
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && !strings.HasPrefix(r.URL.Path, "/operator/") && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if !open(r.URL.Path) && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return
 		}
-		mux.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
 }

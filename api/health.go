@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/crispy-enigma/crispy/wire"
 )
 
 type healthData struct {
@@ -20,6 +22,8 @@ type healthData struct {
 	Version         string            `json:"version"`
 	UptimeSeconds   int64             `json:"uptimeSeconds"`
 	Components      map[string]string `json:"components"`
+	// Embeddings is the tenant's embedding model and vector index (with the retrieval routes).
+	Embeddings *wire.TenantEmbeddings `json:"embeddings,omitempty"`
 }
 
 // health answers docs/api.md's GET /health for the resolved tenant.
@@ -38,12 +42,17 @@ func (s *Server) health(c echo.Context) error {
 		fallback = s.env.FallbackModelID
 	}
 	comps, _ := s.componentStates(c.Request().Context())
-	return ok(c, http.StatusOK, healthData{
+	data := healthData{
 		Status: "ok", TenantID: t.TenantID, Environment: env, ModelID: model, FallbackModelID: fallback,
 		Source: state(c).source, Node: s.env.NodeName, Version: s.version,
 		UptimeSeconds: int64(s.now().Sub(s.started) / time.Second),
 		Components:    comps,
-	})
+	}
+	if s.rag != nil {
+		e := s.rag.Service.EmbeddingStatus(c.Request().Context(), t)
+		data.Embeddings = &e
+	}
+	return ok(c, http.StatusOK, data)
 }
 
 // componentsTTL is how long component states are reused. /health is a liveness probe that load

@@ -147,7 +147,7 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 		t.Fatal(err)
 	}
 	ts.Server = srv
-	if ts.rag != nil {
+	if ts.rag != nil && !o.rag.deferWorker {
 		ts.rag.start(t, srv)
 	}
 	ts.http = httptest.NewServer(srv.Handler())

@@ -21,7 +21,6 @@ type Metering interface {
 	Allow(ctx context.Context, t *config.TenantConfig, identity string, who metering.Caller) (actors.RateDecision, error)
 	AllowTenant(ctx context.Context, t *config.TenantConfig, who metering.Caller) (actors.RateDecision, error)
 	Record(ctx context.Context, ev store.Event)
-	BeforeEmbed(ctx context.Context, meta gateway.RequestMeta, model string, texts []string) (metering.EmbedDone, error)
 	Wait(ctx context.Context) error
 }
 

@@ -174,7 +174,7 @@ func newOpenAPIServer(t *testing.T) *openAPIServer {
 	ts := newTestServer(t, testServerOpts{
 		env:     func(e *config.Env) { e.MaxRequestBodySize = 8192 },
 		tenants: openAPITenants(),
-		rag:     &testRAGOpts{jobMinDocs: 3},
+		rag:     &testRAGOpts{jobMinDocs: 3, spaces: true},
 		meter: func(t testing.TB, ts *testServer, o *metering.Options) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -214,7 +214,10 @@ func newOpenAPIServer(t *testing.T) *openAPIServer {
 		defer cancel()
 		_ = ts.Shutdown(sctx)
 	})
-	admin := httptest.NewServer(AdminHandler(ts.metrics, ts.Ready, openAPIAdminToken))
+	mux := http.NewServeMux()
+	mux.Handle("/admin/", ReindexHandler(ts.rag.service, openAPIAdminToken))
+	mux.Handle("/", AdminHandler(ts.metrics, ts.Ready, openAPIAdminToken))
+	admin := httptest.NewServer(mux)
 	t.Cleanup(admin.Close)
 	return &openAPIServer{Server: ts.Server, URL: ts.URL, AdminURL: admin.URL, dbs: ts.rag.dbs}
 }
@@ -375,6 +378,11 @@ func TestOpenAPIValidatesTraffic(t *testing.T) {
 		{name: "admin metrics", admin: true, method: "GET", path: "/metrics", headers: []string{"Authorization: Bearer " + openAPIAdminToken}, status: 200},
 		{name: "admin without token", admin: true, method: "GET", path: "/metrics", status: 401},
 		{name: "admin pprof", admin: true, method: "GET", path: "/debug/pprof/", headers: []string{"Authorization: Bearer " + openAPIAdminToken}, status: 200},
+		{name: "admin reindex", admin: true, method: "POST", path: "/admin/reindex?tenant=oa", headers: []string{"Authorization: Bearer " + openAPIAdminToken}, status: 202},
+		{name: "admin reindex unknown tenant", admin: true, method: "POST", path: "/admin/reindex?tenant=nobody", headers: []string{"Authorization: Bearer " + openAPIAdminToken}, status: 404, code: CodeTenantUnknown},
+		{name: "admin reindex without tenant", admin: true, method: "POST", path: "/admin/reindex", headers: []string{"Authorization: Bearer " + openAPIAdminToken}, status: 400, code: CodeInvalidRequest, offSpec: true},
+		{name: "admin job", admin: true, method: "GET", path: "/admin/jobs/oa/{job}", headers: []string{"Authorization: Bearer " + openAPIAdminToken}, status: 200},
+		{name: "admin unknown job", admin: true, method: "GET", path: "/admin/jobs/oa/0123abcd", headers: []string{"Authorization: Bearer " + openAPIAdminToken}, status: 404, code: CodeNotFound},
 		{name: "admin heap", admin: true, method: "GET", path: "/debug/pprof/heap?debug=1", headers: []string{"Authorization: Bearer " + openAPIAdminToken}, status: 200},
 	}
 	ids := map[string]string{}

@@ -9,12 +9,14 @@ import (
 	"mime"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/metering"
 	"github.com/crispy-enigma/crispy/rag"
 	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/wire"
@@ -28,6 +30,8 @@ type Retrieval interface {
 	Documents(ctx context.Context, tenantID string) ([]store.Document, error)
 	Delete(ctx context.Context, tenantID, docID, trace string) (int, error)
 	Search(ctx context.Context, t *config.TenantConfig, q rag.Query) (rag.SearchResult, error)
+	// EmbeddingStatus is GET /health's embeddings: read from records, no side effects.
+	EmbeddingStatus(ctx context.Context, t *config.TenantConfig) wire.TenantEmbeddings
 }
 
 var _ Retrieval = (*rag.Service)(nil)
@@ -272,6 +276,11 @@ func ragError(err error, docID string) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	var be *metering.BudgetError
+	if errors.As(err, &be) { // an upstream embedding model is metered like chat
+		return Wrap(http.StatusTooManyRequests, CodeBudgetExceeded, "token budget exceeded: embedding this request's text "+
+			"(an estimate of "+strconv.FormatInt(be.Estimate, 10)+" tokens) would pass the tenant's tokenBudget", err)
 	}
 	f := rag.Classify(err, docID)
 	status := map[string]int{

@@ -26,6 +26,11 @@ import (
 type testRAGOpts struct {
 	jobMinDocs int   // 0: the default threshold
 	maxUpload  int64 // 0: the default upload limit
+	// spaces wires serve's retrieval: an index per (model, dimension), each tenant's active index
+	// in the ragindex bucket, embedders resolved by the router (local/minilm by default).
+	spaces bool
+	// deferWorker leaves the ingest job worker stopped until the test calls ts.rag.start.
+	deferWorker bool
 }
 
 type testRAG struct {
@@ -34,6 +39,7 @@ type testRAG struct {
 	store   *embedded.Store
 	jobs    *store.JobQueue
 	service *rag.Service
+	live    *config.Live  // the configs the service reads (swap with ts.SetTenants for a deploy)
 	up      *fakeUpstream // the model upstream of TestRAG, to count rewrite calls
 }
 
@@ -58,14 +64,18 @@ func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *tes
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	dbs := store.OpenTenantDBs(dir)
+	t.Cleanup(func() { _ = dbs.Close() })
+	live := config.NewLive(deps.Tenants)
+	if o.rag.spaces {
+		return newTestSpacesRAG(t, ts, o, deps, testRAG{dbs: dbs, jobs: jobs, live: live}, dir, cache, ledger)
+	}
 	emb := gateway.NewHashEmbedder(0)
 	vs, err := embedded.Open(dir, embedded.Options{Dimension: emb.Dimension()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = vs.Close() })
-	dbs := store.OpenTenantDBs(dir)
-	t.Cleanup(func() { _ = dbs.Close() })
 
 	models := o.models
 	models.Local = map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(rag.NewRetriever(vs, emb, nil))}
@@ -74,7 +84,7 @@ func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *tes
 		deps.Chat.Models = router
 	}
 	svc, err := rag.NewService(rag.ServiceOptions{
-		Store: vs, Embedder: emb, Catalog: dbs, Tenants: config.NewLive(deps.Tenants), Ledger: ledger, Cache: cache,
+		Store: vs, Embedder: emb, Catalog: dbs, Tenants: live, Ledger: ledger, Cache: cache,
 		Models: router, Select: ts.mt, Jobs: jobs, JobMinDocs: o.rag.jobMinDocs, RewriteTimeout: 300 * time.Millisecond,
 		Tracer: o.tracing.Tracer("github.com/crispy-enigma/crispy/rag"),
 	})
@@ -82,7 +92,43 @@ func newTestRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps) *tes
 		t.Fatal(err)
 	}
 	deps.RAG = &RAGDeps{Service: svc, MaxUploadSize: o.rag.maxUpload}
-	return &testRAG{dbs: dbs, router: router, store: vs, jobs: jobs, service: svc}
+	return &testRAG{dbs: dbs, router: router, store: vs, jobs: jobs, service: svc, live: live}
+}
+
+// newTestSpacesRAG completes newTestRAG with serve's wiring of the indexes and embedders.
+func newTestSpacesRAG(t testing.TB, ts *testServer, o testServerOpts, deps *Deps, r testRAG, dir string, cache *store.TenantKV, ledger *store.Ledger) *testRAG {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := store.OpenTenantKV(ctx, ts.js, store.BucketRAGIndex, store.KVOptions{History: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	indexes := embedded.NewIndexes(dir, embedded.IndexesOptions{LegacyModel: gateway.HashEmbedID, LegacyDimension: gateway.DefaultHashEmbedDimension})
+	t.Cleanup(func() { _ = indexes.Close() })
+	embedders := gateway.NewRouter(o.models)
+	spaces, err := rag.NewSpaces(rag.SpacesOptions{
+		Indexes: indexes, Actives: rag.NewActiveIndexes(kv, store.ErrNotFound), Embedders: embedders,
+		Legacy: rag.IndexKey{Model: gateway.HashEmbedID, Dim: gateway.DefaultHashEmbedDimension},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.router = embedders.WithLocal(map[string]gateway.ChatModel{
+		gateway.ExtractiveModelID: gateway.NewExtractive(rag.NewSpacesRetriever(spaces, r.live)),
+	})
+	if deps.Chat != nil {
+		deps.Chat.Models = r.router
+	}
+	r.service, err = rag.NewService(rag.ServiceOptions{
+		Spaces: spaces, Catalog: r.dbs, Tenants: r.live, Ledger: ledger, Cache: cache,
+		Models: r.router, Select: ts.mt, Jobs: r.jobs, JobMinDocs: o.rag.jobMinDocs, RewriteTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps.RAG = &RAGDeps{Service: r.service, MaxUploadSize: o.rag.maxUpload}
+	return &r
 }
 
 func (r *testRAG) start(t testing.TB, _ *Server) {

@@ -47,7 +47,7 @@ func (s *Server) postEmbeddings(c echo.Context) error {
 	if _, ok := s.modelOwner(t, model); !ok && model == t.AIModels.Embeddings {
 		// The tenant's configured model is not served on this node (an @cf/ model without a
 		// Cloudflare token): its documents are embedded with the built-in model, and so is this.
-		model = gateway.HashEmbedID
+		model = gateway.DefaultEmbeddingModel
 	} else if !ok {
 		return errModelNotFound(model)
 	}
@@ -63,17 +63,13 @@ func (s *Server) postEmbeddings(c echo.Context) error {
 	if err := s.checkRateLimit(c, req.User); err != nil {
 		return err
 	}
-	done, err := s.meter.BeforeEmbed(c.Request().Context(), meta, model, req.Input.Texts) // budget, then ledger and metrics
+	// An upstream model's embedder comes metered from the router (budget, ledger, metrics: the
+	// gateway's EmbeddingMeter); the built-in models cost nothing and are not charged.
+	vecs, err := embedder.Embed(c.Request().Context(), req.Input.Texts)
 	if err != nil {
 		return s.modelCallError(c.Response().Header(), model, err)
 	}
-	vecs, err := embedder.Embed(c.Request().Context(), req.Input.Texts)
 	tokens := gateway.EstimateTokens(req.Input.Texts...)
-	if err != nil {
-		done(c.Request().Context(), gateway.ModelInfo{}, 0, err)
-		return Wrap(http.StatusBadGateway, CodeAIError, "embedding model "+truncateForMessage(model)+" failed", err)
-	}
-	done(c.Request().Context(), gateway.ModelInfo{Model: model}, tokens, nil)
 	if req.Dimensions != nil && len(vecs) > 0 && len(vecs[0]) != *req.Dimensions {
 		return paramError(openai.Unsupported("dimensions", "model %s has %d dimensions and cannot change them", truncateForMessage(model), len(vecs[0])))
 	}

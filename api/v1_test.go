@@ -223,7 +223,7 @@ func TestV1Embeddings(t *testing.T) {
 	}
 	// The tenant's configured model is not served here: the built-in one answers, and says so.
 	resp, b := ts.do(t, "POST", "/v1/embeddings", `{"input":"x"}`, "x-tenant-id: unembedded", "Content-Type: application/json")
-	if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"model":"local/hash-embed"`)) {
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"model":"`+gateway.DefaultEmbeddingModel+`"`)) {
 		t.Errorf("unserved tenant model: %d %s", resp.StatusCode, b)
 	}
 	floats, b64 := get("float"), get("base64")

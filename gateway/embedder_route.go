@@ -29,7 +29,8 @@ func (r *Router) Embedder(model string) (EmbeddingModel, error) {
 // local/hash-embed and local/minilm (built in); an exact embeddings entry of the routing table; the longest embeddings
 // prefix; @cf/ models on Workers AI's OpenAI-compatible /v1/embeddings of the tenant's account
 // (meta.AccountID, else RouterOptions.CloudflareAccountID), through the tenant's AI Gateway when
-// meta.GatewayID is set, when a Cloudflare token is configured. Anything else is ErrModelNotServed
+// meta.GatewayID is set, when a Cloudflare token is configured. With meta.Tenant set and a Meter that
+// is an EmbeddingMeter, the upstream ones are metered (embed_meter.go). Anything else is ErrModelNotServed
 // (wrapped, naming the model). Embedders of exact entries are shared, so a dimension learned by one
 // call is known to the next.
 func (r *Router) EmbedderFor(model string, meta RequestMeta) (EmbeddingModel, error) {
@@ -44,7 +45,7 @@ func (r *Router) EmbedderFor(model string, meta RequestMeta) (EmbeddingModel, er
 		return m, nil
 	}
 	if e := r.embedExact[model]; e != nil {
-		return e, nil
+		return r.metered(e, meta), nil
 	}
 	reserved := strings.HasPrefix(model, cloudflarePrefix) || strings.HasPrefix(model, localPrefix)
 	for _, pr := range r.embedPrefixes {
@@ -54,7 +55,7 @@ func (r *Router) EmbedderFor(model string, meta RequestMeta) (EmbeddingModel, er
 		if reserved && !strings.HasPrefix(pr.prefix, cloudflarePrefix) && !strings.HasPrefix(pr.prefix, localPrefix) {
 			continue
 		}
-		return r.providerEmbedder(pr.provider, model), nil
+		return r.metered(r.providerEmbedder(pr.provider, model), meta), nil
 	}
 	if strings.HasPrefix(model, cloudflarePrefix) && r.cloudflare != nil {
 		account := meta.AccountID
@@ -64,7 +65,7 @@ func (r *Router) EmbedderFor(model string, meta RequestMeta) (EmbeddingModel, er
 		if account == "" {
 			return nil, fmt.Errorf("embedding model %q: %w (and RouterOptions.CloudflareAccountID is empty)", model, errNoAccountID)
 		}
-		return r.cloudflareEmbedder(model, account, meta), nil
+		return r.metered(r.cloudflareEmbedder(model, account, meta), meta), nil
 	}
 	why := ""
 	if model != "" && strings.HasPrefix(model, cloudflarePrefix) {
@@ -79,7 +80,7 @@ func (r *Router) providerEmbedder(i int, model string) *OpenAIEmbeddings {
 	return NewOpenAIEmbeddings(OpenAIEmbeddingOptions{
 		Name: pc.Name, BaseURL: pc.BaseURL, APIKey: pc.APIKey, APIKeyEnv: pc.APIKeyEnv, Getenv: r.getenv,
 		HTTPClient: r.httpClient, Model: model, Dimension: pc.EmbeddingDimensions[model],
-		BatchSize: pc.EmbeddingBatchSize, Timeout: r.embedTimeout(pc),
+		BatchSize: pc.EmbeddingBatchSize, InputType: pc.EmbeddingInputType, Timeout: r.embedTimeout(pc),
 		MaxRetries: r.retriesOption(), RetryBaseDelay: r.baseDelay, RetryMaxDelay: r.maxDelay,
 	})
 }
@@ -117,4 +118,35 @@ func (r *Router) retriesOption() int {
 		return -1
 	}
 	return r.maxRetries
+}
+
+// DefaultEmbeddingModel is the embedder of tenants that configure none, or one this node cannot serve:
+// the built-in neural sentence embedder, so retrieval matches meaning with no external service.
+const DefaultEmbeddingModel = minilm.ID
+
+// TenantEmbedder resolves a tenant's aiModels.embeddings (configured) to the model that embeds its
+// documents and queries on this node. A model the node cannot serve — an @cf/ model without a
+// Cloudflare token, a name no route serves, an empty name — resolves to DefaultEmbeddingModel, and
+// fallbackReason says why (empty when configured is served as is), so the caller can log once per
+// tenant which model it really uses and /health can show it. Only when the built-in model itself
+// cannot load does it fall back to local/hash-embed, again with a reason.
+//
+// The result depends on the routing table and the tenant's config only, never on a model's health:
+// a provider that is down fails its calls (502) rather than silently switching the tenant's vectors
+// to another model's space.
+func (r *Router) TenantEmbedder(meta RequestMeta, configured string) (m EmbeddingModel, fallbackReason string) {
+	if configured != "" {
+		e, err := r.EmbedderFor(configured, meta)
+		if err == nil {
+			return e, ""
+		}
+		fallbackReason = err.Error()
+	} else {
+		fallbackReason = "no embedding model configured"
+	}
+	def, err := r.EmbedderFor(DefaultEmbeddingModel, meta)
+	if err != nil {
+		return r.hashEmbed, fmt.Sprintf("%s; %s", fallbackReason, err)
+	}
+	return def, fallbackReason
 }

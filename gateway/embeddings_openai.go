@@ -54,6 +54,10 @@ type OpenAIEmbeddingOptions struct {
 	Dimension int
 	// BatchSize is the most texts per request (0: DefaultEmbeddingBatchSize).
 	BatchSize int
+	// InputType sends input_type "passage" with Embed and "query" with EmbedQuery. Off by default:
+	// only models trained on that distinction (E5: "query: " / "passage: ") need it, and servers that
+	// do not know the field may refuse it.
+	InputType bool
 	// Timeout bounds each request (0: DefaultCallTimeout, negative: none beyond ctx).
 	Timeout time.Duration
 	// MaxRetries is how many times a retryable failure of one batch is retried (0: DefaultMaxRetries,
@@ -75,6 +79,7 @@ type OpenAIEmbeddings struct {
 	apiKey      string
 	client      *http.Client
 	batch       int
+	inputType   bool
 	timeout     time.Duration
 	maxRetries  int
 	baseDelay   time.Duration
@@ -86,6 +91,7 @@ type OpenAIEmbeddings struct {
 var (
 	_ EmbeddingModel  = (*OpenAIEmbeddings)(nil)
 	_ EmbeddingUsager = (*OpenAIEmbeddings)(nil)
+	_ QueryEmbedder   = (*OpenAIEmbeddings)(nil)
 )
 
 // NewOpenAIEmbeddings returns the provider for opts.
@@ -110,6 +116,7 @@ func NewOpenAIEmbeddings(opts OpenAIEmbeddingOptions) *OpenAIEmbeddings {
 		apiKey:     key,
 		client:     orDefaultClient(opts.HTTPClient),
 		batch:      opts.BatchSize,
+		inputType:  opts.InputType,
 		timeout:    opts.Timeout,
 		maxRetries: opts.MaxRetries,
 		baseDelay:  opts.RetryBaseDelay,
@@ -170,20 +177,39 @@ func (e *OpenAIEmbeddings) Probe(ctx context.Context) (int, error) {
 	return e.Dimension(), nil
 }
 
-// Embed returns one vector per text, in input order.
+// Embed returns one vector per text (a passage, with InputType), in input order.
 func (e *OpenAIEmbeddings) Embed(ctx context.Context, texts []string) ([][]float32, error) {
 	vecs, _, err := e.EmbedWithUsage(ctx, texts)
+	return vecs, err
+}
+
+// EmbedQuery embeds search queries: like Embed, but with InputType the request says "query".
+func (e *OpenAIEmbeddings) EmbedQuery(ctx context.Context, texts []string) ([][]float32, error) {
+	vecs, _, err := e.embedAll(ctx, texts, inputQuery)
 	return vecs, err
 }
 
 // EmbedWithUsage embeds like Embed and sums the tokens the provider reported over all batches;
 // batches without usage are estimated (and the total is marked Estimated).
 func (e *OpenAIEmbeddings) EmbedWithUsage(ctx context.Context, texts []string) ([][]float32, Usage, error) {
+	return e.embedAll(ctx, texts, inputPassage)
+}
+
+// input_type values (sent only with OpenAIEmbeddingOptions.InputType).
+const (
+	inputPassage = "passage"
+	inputQuery   = "query"
+)
+
+func (e *OpenAIEmbeddings) embedAll(ctx context.Context, texts []string, inputType string) ([][]float32, Usage, error) {
+	if !e.inputType {
+		inputType = ""
+	}
 	out := make([][]float32, 0, len(texts))
 	var usage Usage
 	for start := 0; start < len(texts); start += e.batch {
 		batch := texts[start:min(start+e.batch, len(texts))]
-		vecs, u, err := e.embedBatchWithRetries(ctx, batch)
+		vecs, u, err := e.embedBatchWithRetries(ctx, batch, inputType)
 		if err != nil {
 			return nil, Usage{}, fmt.Errorf("embed texts %d–%d of %d: %w", start, start+len(batch)-1, len(texts), err)
 		}
@@ -194,9 +220,9 @@ func (e *OpenAIEmbeddings) EmbedWithUsage(ctx context.Context, texts []string) (
 	return out, usage, nil
 }
 
-func (e *OpenAIEmbeddings) embedBatchWithRetries(ctx context.Context, batch []string) ([][]float32, Usage, error) {
+func (e *OpenAIEmbeddings) embedBatchWithRetries(ctx context.Context, batch []string, inputType string) ([][]float32, Usage, error) {
 	for a := 0; ; a++ {
-		vecs, u, err := e.embedBatch(ctx, batch)
+		vecs, u, err := e.embedBatch(ctx, batch, inputType)
 		if err == nil {
 			return vecs, u, nil
 		}
@@ -213,8 +239,9 @@ func (e *OpenAIEmbeddings) embedBatchWithRetries(ctx context.Context, batch []st
 }
 
 type embeddingRequest struct {
-	Model string   `json:"model"`
-	Input []string `json:"input"`
+	Model     string   `json:"model"`
+	Input     []string `json:"input"`
+	InputType string   `json:"input_type,omitempty"`
 }
 
 type embeddingResponse struct {
@@ -229,8 +256,8 @@ type embeddingResponse struct {
 }
 
 // embedBatch makes one request.
-func (e *OpenAIEmbeddings) embedBatch(ctx context.Context, batch []string) ([][]float32, Usage, error) {
-	body, err := json.Marshal(embeddingRequest{Model: e.model, Input: batch})
+func (e *OpenAIEmbeddings) embedBatch(ctx context.Context, batch []string, inputType string) ([][]float32, Usage, error) {
+	body, err := json.Marshal(embeddingRequest{Model: e.model, Input: batch, InputType: inputType})
 	if err != nil {
 		return nil, Usage{}, fmt.Errorf("encode embedding request: %w", err)
 	}
@@ -314,6 +341,9 @@ func (e *OpenAIEmbeddings) ordered(r embeddingResponse, n int) ([][]float32, err
 		}
 		if int64(len(d.Embedding)) != want {
 			return nil, e.malformed(fmt.Sprintf("embedding at index %d has dimension %d, want %d", idx, len(d.Embedding), want), nil)
+		}
+		if j := NonFinite(d.Embedding); j >= 0 {
+			return nil, e.malformed(fmt.Sprintf("embedding at index %d has a non-finite value at position %d", idx, j), nil)
 		}
 		vecs[idx] = d.Embedding
 	}

@@ -59,6 +59,9 @@ type ProviderConfig struct {
 	EmbeddingDimensions map[string]int
 	// EmbeddingBatchSize is the most texts sent in one /v1/embeddings request (0: DefaultEmbeddingBatchSize).
 	EmbeddingBatchSize int
+	// EmbeddingInputType sends input_type "query" or "passage" with embeddings requests
+	// (OpenAIEmbeddingOptions.InputType).
+	EmbeddingInputType bool
 }
 
 // RouterOptions configures a Router. Keep it out of logs: CloudflareToken is a secret.
@@ -149,6 +152,22 @@ type routedProvider struct {
 type prefixRoute struct {
 	prefix   string
 	provider int
+}
+
+// WithLocal returns a Router that serves the same table, providers and embedders as r (shared,
+// so a dimension learned by one is known to the other, and local/minilm loads once) plus the
+// given built-in chat models. r is unchanged. It exists for built-ins that need r's embedders:
+// local/extractive's retriever embeds queries with the tenant's embedding model, which r resolves.
+func (r *Router) WithLocal(models map[string]ChatModel) *Router {
+	c := *r
+	c.local = make(map[string]ChatModel, len(r.local)+len(models))
+	for id, m := range r.local {
+		c.local[id] = m
+	}
+	for id, m := range models {
+		c.local[id] = m
+	}
+	return &c
 }
 
 // NewRouter builds the routing table. It reads the API keys from the environment once, here.

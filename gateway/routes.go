@@ -44,6 +44,9 @@ type RouteProvider struct {
 	EmbeddingDimensions map[string]int `json:"embeddingDimensions,omitempty"`
 	// EmbeddingBatchSize is the most texts per embeddings request; 0 means DefaultEmbeddingBatchSize.
 	EmbeddingBatchSize int `json:"embeddingBatchSize,omitempty"`
+	// EmbeddingInputType sends OpenAI's input_type ("query" for search queries, "passage" for
+	// documents) with every embeddings request, for models trained with that distinction (E5).
+	EmbeddingInputType bool `json:"embeddingInputType,omitempty"`
 }
 
 // RouteCloudflare configures Workers AI for @cf/ models.
@@ -100,7 +103,7 @@ func decodeRoutes(data []byte, rt *Routes) error {
 				return err
 			}
 			if err := checkFields(path, fields, "name", "baseUrl", "apiKeyEnv", "models", "pricePer1KIn",
-				"pricePer1KOut", "timeoutMs", "embeddings", "embeddingDimensions", "embeddingBatchSize"); err != nil {
+				"pricePer1KOut", "timeoutMs", "embeddings", "embeddingDimensions", "embeddingBatchSize", "embeddingInputType"); err != nil {
 				return err
 			}
 			var p RouteProvider
@@ -309,6 +312,7 @@ func (rt Routes) ProviderConfigs(getenv func(string) string) ([]ProviderConfig, 
 			Embeddings:          append([]string(nil), p.Embeddings...),
 			EmbeddingDimensions: p.EmbeddingDimensions,
 			EmbeddingBatchSize:  p.EmbeddingBatchSize,
+			EmbeddingInputType:  p.EmbeddingInputType,
 		}
 		if p.APIKeyEnv != "" {
 			pc.APIKey = getenv(p.APIKeyEnv)

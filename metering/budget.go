@@ -64,12 +64,12 @@ func budgeted(t *config.TenantConfig) bool {
 
 // reserve reserves the call's estimate on the tenant's Budget grain, after model selection and
 // before any model call. A tenant without tokenBudget is not metered.
-func (m *Meter) reserve(ctx context.Context, c *call, msgs []gateway.Message, maxTokens int) error {
+func (m *Meter) reserve(ctx context.Context, c *call, estimate int64) error {
 	if m.budget == nil || !budgeted(c.tenant) {
 		return nil
 	}
 	tb := c.tenant.TokenBudget
-	c.estimate = Estimate(msgs, maxTokens)
+	c.estimate = estimate
 	id := uuid.NewString()
 	d, err := m.budget.Reserve(ctx, c.tenant.TenantID, id, c.estimate, actors.TokenBudget{Daily: tb.Daily, Monthly: tb.Monthly})
 	if err != nil {

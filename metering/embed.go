@@ -5,38 +5,48 @@ import (
 	"fmt"
 
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/observe"
 )
 
-// EmbedDone settles an embedding call: the tokens embedded (0 when it failed) and its error.
-type EmbedDone func(ctx context.Context, info gateway.ModelInfo, tokens int, err error)
+var _ gateway.EmbeddingMeter = (*Meter)(nil)
 
-// BeforeEmbed meters an embedding call (POST /v1/embeddings) like a chat call: it reserves the
-// input's estimate on the tenant's budget (a refusal is a *BudgetError or ErrBudgetUnavailable, and
-// the model is not called), and the EmbedDone it returns, called exactly once when the call ended,
-// commits the tokens (or releases the reservation of a call that failed) and records the metrics,
-// the model_call event and the log line. Which embedding models a tenant may use is the caller's
-// rule: the chat allow-list does not govern them.
-func (m *Meter) BeforeEmbed(ctx context.Context, meta gateway.RequestMeta, model string, texts []string) (EmbedDone, error) {
-	if meta.Tenant == nil {
-		return nil, fmt.Errorf("metering: embedding call without a tenant (route %q)", meta.Route)
+// EstimateEmbedding is the budget estimate of an embedding call, an upper bound of what the
+// provider can report: a commit never passes its reservation (the Budget grain caps it), and an
+// embedding's tokens are all input, known only afterwards. No tokenizer makes more tokens than a
+// text has bytes, plus a few special tokens per text; an embedding has no output tokens.
+func EstimateEmbedding(texts []string) int64 {
+	var n int64
+	for _, t := range texts {
+		n += int64(len(t)) + embeddingSpecialTokens
 	}
-	c := &call{tenant: meta.Tenant, meta: meta, primary: model, started: m.now()}
-	msgs := make([]gateway.Message, len(texts))
-	for i, t := range texts {
-		msgs[i] = gateway.Message{Role: "user", Content: t}
+	return n
+}
+
+// embeddingSpecialTokens bounds the special tokens a tokenizer adds to one text ([CLS], [SEP], BOS,
+// EOS, a "query: " prefix).
+const embeddingSpecialTokens = 8
+
+// BeforeEmbed implements gateway.EmbeddingMeter: an embedding call to an upstream model is metered
+// like a chat call — its estimate reserved on the tenant's budget (over budget: *BudgetError), then
+// the tokens charged, the model_call event, the metrics and the log line when it ends. There is no
+// model rule (the embedding model is the tenant's own aiModels.embeddings) and no response cache.
+func (m *Meter) BeforeEmbed(ctx context.Context, ec gateway.EmbedCall) (func(context.Context, gateway.EmbedResult), error) {
+	t := ec.Meta.Tenant
+	if t == nil {
+		return nil, fmt.Errorf("metering: embedding call without a tenant (model %q)", ec.Model)
 	}
-	if err := m.reserve(ctx, c, msgs, 1); err != nil { // an embedding has no output: 1 is the least the estimate holds
+	meta := ec.Meta
+	if meta.TraceID == "" {
+		meta.TraceID = observe.TraceID(ctx)
+	}
+	c := &call{tenant: t, meta: meta, primary: ec.Model, started: m.now()}
+	if err := m.reserve(ctx, c, EstimateEmbedding(ec.Texts)); err != nil { // budget.go
 		return nil, err
 	}
-	return func(ctx context.Context, info gateway.ModelInfo, tokens int, err error) {
-		res := gateway.CallResult{Model: model, Info: info, Answered: err == nil, Outcome: gateway.OutcomeOK, Err: err,
-			Usage: gateway.Usage{TokensIn: tokens, Estimated: true}}
-		switch {
-		case err != nil && ctx.Err() != nil:
-			res.Outcome = gateway.OutcomeCancelled
-		case err != nil:
-			res.Outcome = gateway.OutcomeError
-		}
-		m.finish(ctx, c, res)
+	return func(ctx context.Context, res gateway.EmbedResult) {
+		m.finish(ctx, c, gateway.CallResult{
+			Model: res.Model, Info: gateway.ModelInfo{Model: res.Model, Provider: res.Provider},
+			Answered: res.Err == nil, Usage: res.Usage, Outcome: res.Outcome, Err: res.Err,
+		})
 	}, nil
 }

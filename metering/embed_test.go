@@ -2,8 +2,12 @@ package metering_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"strings"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,47 +20,103 @@ import (
 	"github.com/crispy-enigma/crispy/test/fixture"
 )
 
-// An embedding call is metered like a chat call: its input's estimate is reserved (one that does
-// not fit is refused before the model), the embedded tokens are charged, a failed call charges
-// nothing, and each call is one model_call event.
-func TestBeforeEmbed(t *testing.T) {
+// embeddingsUpstream is an OpenAI-compatible /v1/embeddings that reports 7 prompt tokens per text.
+func embeddingsUpstream(t *testing.T, calls *atomic.Int64) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		var req struct {
+			Input []string `json:"input"`
+			Model string   `json:"model"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		type item struct {
+			Index     int       `json:"index"`
+			Embedding []float32 `json:"embedding"`
+		}
+		data := make([]item, len(req.Input))
+		for i := range data {
+			data[i] = item{Index: i, Embedding: []float32{1, float32(i), 0.5}}
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"object": "list", "model": req.Model, "data": data,
+			"usage": map[string]int{"prompt_tokens": 7 * len(req.Input), "total_tokens": 7 * len(req.Input)},
+		})
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/v1"
+}
+
+// Embedding calls to an upstream model are metered like chat: the estimate reserved on the budget
+// (refused before the call when it does not fit), the reported tokens charged, one model_call
+// event each. Local embedders and calls for no tenant are not metered.
+func TestMeteredEmbeddings(t *testing.T) {
 	js := fixture.JetStream(t)
 	grains := fixture.Grains(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ledger := &memLedger{}
-	m := metering.New(metering.Options{Env: config.DefaultEnv(), Budget: grains, Ledger: ledger, Logger: zerolog.Nop()})
-	budgeted := tenant(t, "embedder", `, "tokenBudget": {"daily": 100}`)
-	meta := gateway.RequestMeta{TenantID: budgeted.TenantID, Tenant: budgeted, Route: "/v1/embeddings"}
+	m := metering.New(metering.Options{Env: config.DefaultEnv(), Limiter: grains, Budget: grains, Ledger: ledger, Logger: zerolog.Nop()})
+	var calls atomic.Int64
+	router := gateway.NewRouter(gateway.RouterOptions{Meter: m, Providers: []gateway.ProviderConfig{{
+		Name: "up", BaseURL: embeddingsUpstream(t, &calls), Embeddings: []string{"up/embed"},
+	}}})
+	budgeted := tenant(t, "budgeted", `, "tokenBudget": {"daily": 30}`)
+	meta := gateway.RequestMeta{TenantID: budgeted.TenantID, Tenant: budgeted, Route: "/ingest"}
 
-	done, err := m.BeforeEmbed(ctx, meta, gateway.HashEmbedID, []string{"one two three four", "five"})
+	embed := func(model string, meta gateway.RequestMeta, texts ...string) error {
+		e, err := router.EmbedderFor(model, meta)
+		if err != nil {
+			return err
+		}
+		_, err = e.Embed(ctx, texts)
+		return err
+	}
+	tests := []struct {
+		name      string
+		model     string
+		meta      gateway.RequestMeta
+		texts     []string
+		wantErr   error
+		wantCalls int64
+	}{
+		{"metered", "up/embed", meta, []string{"one", "two"}, nil, 1},                                        // 14 tokens charged
+		{"over budget", "up/embed", meta, []string{string(make([]byte, 80))}, metering.ErrBudgetExceeded, 0}, // an estimate of 88 > 16 left
+		{"local model", gateway.DefaultEmbeddingModel, meta, []string{"three"}, nil, 0},
+		{"no tenant", "up/embed", gateway.RequestMeta{}, []string{"four"}, nil, 1},
+	}
+	for _, tt := range tests {
+		before := calls.Load()
+		err := embed(tt.model, tt.meta, tt.texts...)
+		if werr := m.Wait(ctx); werr != nil { // the charge of one step is settled before the next
+			t.Fatal(werr)
+		}
+		if !errors.Is(err, tt.wantErr) {
+			t.Errorf("%s: err = %v, want %v", tt.name, err, tt.wantErr)
+		}
+		if got := calls.Load() - before; got != tt.wantCalls {
+			t.Errorf("%s: %d upstream calls, want %d", tt.name, got, tt.wantCalls)
+		}
+	}
+	st, err := grains.BudgetStatus(ctx, "budgeted")
 	if err != nil {
 		t.Fatal(err)
 	}
-	done(ctx, gateway.ModelInfo{}, 20, nil)
-	failed, err := m.BeforeEmbed(ctx, meta, gateway.HashEmbedID, []string{"x"})
-	if err != nil {
-		t.Fatal(err)
+	if st.DayUsed != 14 || st.DayReserved != 0 {
+		t.Errorf("budget = %+v, want the 14 reported tokens used and nothing held", st)
 	}
-	failed(ctx, gateway.ModelInfo{}, 0, errors.New("upstream down"))
-	// 20 used + an estimate of 100 input tokens > 100.
-	if _, err := m.BeforeEmbed(ctx, meta, gateway.HashEmbedID, []string{strings.Repeat("x", 400)}); !errors.Is(err, metering.ErrBudgetExceeded) {
-		t.Fatalf("over budget: %v", err)
+	want := map[string]int{store.KindModelCall: 1, store.KindBudgetExceeded: 1}
+	if got := ledger.kinds(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ledger events = %v, want %v", got, want)
 	}
-	if _, err := m.BeforeEmbed(ctx, gateway.RequestMeta{Route: "/v1/embeddings"}, gateway.HashEmbedID, []string{"x"}); err == nil {
-		t.Fatal("an embedding call without a tenant was metered")
-	}
-	if err := m.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
-	st, err := grains.BudgetStatus(ctx, budgeted.TenantID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.DayUsed != 20 || st.DayReserved != 0 {
-		t.Errorf("budget = %+v, want the 20 embedded tokens used and nothing held", st)
-	}
-	if got := ledger.kinds(); got[store.KindModelCall] != 2 || got[store.KindBudgetExceeded] != 1 {
-		t.Errorf("ledger events = %v", got)
+	ledger.mu.Lock()
+	defer ledger.mu.Unlock()
+	for _, ev := range ledger.events {
+		if ev.Kind == store.KindModelCall && (ev.Model != "up/embed" || ev.TokensIn != 14 || ev.Provider != "up") {
+			t.Errorf("model_call event = %+v, want up/embed from provider up with 14 tokens in", ev)
+		}
 	}
 }

@@ -137,7 +137,7 @@ func (m *Meter) BeforeCall(ctx context.Context, gc *gateway.Call) (gateway.Ticke
 		// so a model that would answer at length cannot spend past the budget.
 		req.MaxTokens = DefaultMaxOutputTokens
 	}
-	if err := m.reserve(ctx, c, req.Messages, req.MaxTokens); err != nil { // budget.go
+	if err := m.reserve(ctx, c, Estimate(req.Messages, req.MaxTokens)); err != nil { // budget.go
 		return gateway.Ticket{}, err
 	}
 	tk := gateway.Ticket{Observer: m.observer(), After: func(ctx context.Context, res gateway.CallResult) { m.finish(ctx, c, res) }}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/crispy-enigma/crispy/gateway"
 )
@@ -77,7 +78,7 @@ func NewIngester(store VectorStore, embedder gateway.EmbeddingModel, opts Ingest
 // Reserved chunk metadata keys (docs/api.md plus headingPath, contentType).
 var reservedMeta = map[string]bool{
 	"tenantId": true, "docId": true, "chunkId": true, "source": true, "title": true, "url": true,
-	"text": true, "headingPath": true, "contentType": true, "chunkIndex": true,
+	"text": true, "headingPath": true, "contentType": true, "chunkIndex": true, MetaEmbeddingModel: true,
 }
 
 // Ingest parses, chunks and embeds doc, then replaces every chunk the
@@ -122,6 +123,10 @@ func (in *Ingester) Ingest(ctx context.Context, tenant string, doc Document) (_ 
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("document %s (%s): %w", doc.ID, ct, err)
 	}
+	if !hasWord(parsed.Sections) {
+		// Nothing to match: BM25 indexes no term, and an embedder sees only noise.
+		return IngestResult{}, fmt.Errorf("document %s: %w: no letters or digits", doc.ID, ErrEmptyDocument)
+	}
 	sections, err := chunkSections(doc.ID, parsed.Sections, opts, MaxChunksPerDocument)
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("document %s: %w", doc.ID, err)
@@ -161,6 +166,7 @@ func (in *Ingester) Ingest(ctx context.Context, tenant string, doc Document) (_ 
 		meta["chunkId"] = sc.ID
 		meta["text"] = truncateRunes(sc.Text, MetaTextLimit)
 		meta["contentType"] = ct
+		meta[MetaEmbeddingModel] = in.embedder.ID()
 		setIf(meta, "source", doc.Source)
 		setIf(meta, "title", title)
 		setIf(meta, "url", doc.URL)
@@ -177,8 +183,8 @@ func (in *Ingester) Ingest(ctx context.Context, tenant string, doc Document) (_ 
 		if err != nil {
 			return IngestResult{}, fmt.Errorf("document %s: %w: %w", doc.ID, ErrEmbedding, err)
 		}
-		if len(vecs) != len(batch) {
-			return IngestResult{}, fmt.Errorf("document %s: %w: model returned %d vectors for %d texts", doc.ID, ErrEmbedding, len(vecs), len(batch))
+		if err := CheckVectors(in.embedder, vecs, len(batch)); err != nil {
+			return IngestResult{}, fmt.Errorf("document %s: %w", doc.ID, err)
 		}
 		for i := range batch {
 			batch[i].Vector = vecs[i]
@@ -212,6 +218,39 @@ func (in *Ingester) Delete(ctx context.Context, tenant, docID string) (int, erro
 		return 0, fmt.Errorf("delete document %s: %w", docID, err)
 	}
 	return n, nil
+}
+
+// CheckVectors checks what a model returned for n texts before anything is stored: n vectors, each
+// of the model's dimension (when it states one) and equal length, with no NaN or infinity. A bad
+// vector would be stored where it corrupts every similarity computed against it; it is an
+// ErrEmbedding (502) naming the model and the text's position instead.
+func CheckVectors(m gateway.EmbeddingModel, vecs [][]float32, n int) error {
+	if len(vecs) != n {
+		return fmt.Errorf("%w: model %s returned %d vectors for %d texts", ErrEmbedding, m.ID(), len(vecs), n)
+	}
+	want := m.Dimension()
+	for i, v := range vecs {
+		if want <= 0 {
+			want = len(v)
+		}
+		if len(v) != want || len(v) == 0 {
+			return fmt.Errorf("%w: model %s returned a vector of dimension %d for text %d, want %d: %w",
+				ErrEmbedding, m.ID(), len(v), i, want, ErrDimensionMismatch)
+		}
+		if j := gateway.NonFinite(v); j >= 0 {
+			return fmt.Errorf("%w: model %s returned a non-finite value at position %d for text %d", ErrEmbedding, m.ID(), j, i)
+		}
+	}
+	return nil
+}
+
+func hasWord(sections []Section) bool {
+	for _, s := range sections {
+		if strings.ContainsFunc(s.Text, func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }) {
+			return true
+		}
+	}
+	return false
 }
 
 func setIf(m map[string]any, k, v string) {

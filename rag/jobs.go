@@ -149,6 +149,10 @@ func (s *Service) runJob(ctx context.Context, j store.Job) {
 		_ = j.Done(ctx) // a redelivery of a finished job (its ack was lost)
 		return
 	}
+	if st.Kind == wire.JobKindReindex {
+		s.runReindex(ctx, j, st, log) // reindex_job.go
+		return
+	}
 	fail := func(reason string) {
 		st.Status, st.Error, st.UpdatedAt = wire.JobFailed, reason, s.o.Now().UTC()
 		if err := s.putStatus(ctx, j.Tenant, st); err != nil {

@@ -29,6 +29,56 @@ type FusedHit struct {
 // score(c) = Σ 1/(k + rank of c in each list). Ties break by vector score,
 // then chunk ID, so the order is deterministic.
 func FuseRRF(k int, vector, keyword []Hit) []FusedHit {
+	return fuse(k, vector, keyword, nil)
+}
+
+// MinKeywordCoverage is the share of a query's content words a keyword hit must contain to enter
+// fusion. BM25 ranks whatever matches at least one word, so for a question phrased differently from
+// every passage its list is made of incidental matches ("keep", "day"); fused with equal weight,
+// those pushed the right semantic hit down (quality_test.go, the paraphrase set).
+const MinKeywordCoverage = 0.5
+
+// FuseHybrid is the fusion Search uses: reciprocal rank fusion in which a keyword hit counts in
+// proportion to the share of the query's content words (terms) its text contains, and not at all
+// below MinKeywordCoverage. A passage that really matches the words keeps the full weight, so
+// lexical queries (names, codes, exact phrases) rank as before; a list of incidental matches adds
+// nothing. With no terms (a query of stopwords) keyword hits count fully.
+func FuseHybrid(vector, keyword []Hit, terms []string) []FusedHit {
+	if len(terms) == 0 {
+		return fuse(RRFK, vector, keyword, nil)
+	}
+	weights := make([]float64, len(keyword))
+	for i, h := range keyword {
+		if c := termCoverage(terms, h.Chunk.Text); c >= MinKeywordCoverage {
+			weights[i] = c
+		}
+	}
+	return fuse(RRFK, vector, keyword, weights)
+}
+
+// termCoverage is the share of terms that occur in text (termMatches: exact, or a shared prefix of
+// five characters or more).
+func termCoverage(terms []string, text string) float64 {
+	return float64(matchedTerms(terms, text)) / float64(len(terms))
+}
+
+// matchedTerms counts the terms that occur in text (termMatches).
+func matchedTerms(terms []string, text string) int {
+	words := map[string]bool{}
+	for _, w := range gateway.Words(text) {
+		words[w] = true
+	}
+	n := 0
+	for _, t := range terms {
+		if termMatches(t, words) {
+			n++
+		}
+	}
+	return n
+}
+
+// fuse is RRF with an optional weight per keyword hit (nil: all 1; 0 drops the hit).
+func fuse(k int, vector, keyword []Hit, weights []float64) []FusedHit {
 	byID := make(map[string]*FusedHit, len(vector)+len(keyword))
 	var order []string
 	get := func(h Hit) *FusedHit {
@@ -47,11 +97,19 @@ func FuseRRF(k int, vector, keyword []Hit) []FusedHit {
 			f.Score += 1 / float64(k+i+1)
 		}
 	}
+	rank := 0
 	for i, h := range keyword {
+		w := 1.0
+		if weights != nil {
+			if w = weights[i]; w <= 0 {
+				continue
+			}
+		}
+		rank++
 		f := get(h)
 		if f.KeywordRank == 0 {
-			f.KeywordRank = i + 1
-			f.Score += 1 / float64(k+i+1)
+			f.KeywordRank = rank
+			f.Score += w / float64(k+rank)
 		}
 	}
 	out := make([]FusedHit, len(order))
@@ -202,17 +260,7 @@ func ExtractiveAnswer(query string, sources []Source) (answer string, ok bool) {
 	var cands []candidate
 	for si, src := range sources {
 		for _, sent := range Sentences(src.Text) {
-			words := map[string]bool{}
-			for _, w := range gateway.Words(sent) {
-				words[w] = true
-			}
-			score := 0
-			for _, term := range terms {
-				if termMatches(term, words) {
-					score++
-				}
-			}
-			if score > 0 {
+			if score := matchedTerms(terms, sent); score > 0 {
 				cands = append(cands, candidate{text: sent, source: si, score: score, order: len(cands)})
 			}
 		}
@@ -247,6 +295,30 @@ func ExtractiveAnswer(query string, sources []Source) (answer string, ok bool) {
 		n++
 	}
 	return b.String(), true
+}
+
+// LeadAnswer is local/extractive's answer when a semantic embedder found passages that share no
+// word with the question (a paraphrase): it quotes the first sentence of each source, in rank
+// order, at most maxAnswerSentences, each followed by its citation [n]. Like ExtractiveAnswer it
+// never writes a claim that is not in a source.
+func LeadAnswer(sources []Source) string {
+	var b strings.Builder
+	b.WriteString("From the knowledge base:")
+	for i, src := range sources {
+		if i == maxAnswerSentences {
+			break
+		}
+		sents := Sentences(src.Text)
+		if len(sents) == 0 {
+			continue
+		}
+		b.WriteString(" “")
+		b.WriteString(strings.TrimFunc(truncateRunes(sents[0], maxQuoteRunes), unicode.IsSpace))
+		b.WriteString("” [")
+		b.WriteString(strconv.Itoa(i + 1))
+		b.WriteString("]")
+	}
+	return b.String()
 }
 
 // MaxFollowUps is docs/api.md's limit.

@@ -104,3 +104,53 @@ func TestFollowUps(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+func TestFuseHybrid(t *testing.T) {
+	hit := func(id, text string) Hit { return Hit{Chunk: Chunk{ID: id, Text: text}} }
+	vector := []Hit{hit("good", "Caffeine blocks adenosine receptors."), hit("other", "Tea leaves are oxidised.")}
+	tests := []struct {
+		name    string
+		terms   []string
+		keyword []Hit
+		want    []string
+		why     string
+	}{
+		{"incidental keyword match cannot lift a weak vector hit", []string{"espresso", "keep", "awake"},
+			[]Hit{hit("other", "Tea leaves keep their flavour.")}, []string{"good", "other"},
+			"1 of 3 terms is below MinKeywordCoverage: the keyword hit adds nothing"},
+		{"a real keyword match still fuses", []string{"tea", "leaves"},
+			[]Hit{hit("other", "Tea leaves are oxidised.")}, []string{"other", "good"},
+			"2 of 2 terms: full weight, vector rank 2 + keyword rank 1 beats vector rank 1"},
+		{"no terms: plain RRF", nil,
+			[]Hit{hit("other", "anything")}, []string{"other", "good"}, "stopword-only queries keep RRF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, f := range FuseHybrid(vector, tt.keyword, tt.terms) {
+				got = append(got, f.Chunk.ID)
+			}
+			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Errorf("order %v, want %v (%s)", got, tt.want, tt.why)
+			}
+		})
+	}
+}
+
+func TestMinAnswerSimilarityFor(t *testing.T) {
+	tests := []struct {
+		model string
+		want  float64
+	}{
+		{"local/minilm", DefaultMinAnswerSimilarity},
+		{"multilingual-e5-small-q4", E5MinAnswerSimilarity},
+		{"intfloat/e5-base-v2", E5MinAnswerSimilarity},
+		{"@cf/baai/bge-m3", DefaultMinAnswerSimilarity},
+		{"text-embedding-3-small", DefaultMinAnswerSimilarity},
+	}
+	for _, tt := range tests {
+		if got := MinAnswerSimilarityFor(tt.model); got != tt.want {
+			t.Errorf("MinAnswerSimilarityFor(%q) = %v, want %v", tt.model, got, tt.want)
+		}
+	}
+}

@@ -69,11 +69,15 @@ var (
 
 // ServiceOptions are a Service's dependencies.
 type ServiceOptions struct {
-	Store    VectorStore            // required
-	Embedder gateway.EmbeddingModel // required; the model every document and query is embedded with
+	// Spaces gives each tenant its own active index and embedding model (serve); a tenant whose
+	// model changes is re-embedded by a background job. Without it, Store and Embedder are the one
+	// index and model of every tenant (tests, tools), and nothing is re-embedded.
+	Spaces   *Spaces
+	Store    VectorStore            // required without Spaces
+	Embedder gateway.EmbeddingModel // required without Spaces
 	Catalog  Catalog                // required
 	Tenants  Tenants                // required: the job worker and the tools name tenants by ID
-	// Keyword is the BM25 side of hybrid retrieval; nil uses Store when it implements it.
+	// Keyword is the BM25 side of hybrid retrieval; nil uses the tenant's index when it implements it.
 	Keyword KeywordSearcher
 	// Ledger, when set, also receives document events (audit, and what a rebuild replays). The
 	// catalogue row is written directly either way, so a listing reads its own writes; the
@@ -112,16 +116,16 @@ const (
 // and the kb_search / ingest_docs tools need, so every path to a tenant's documents behaves the
 // same.
 type Service struct {
-	o        ServiceOptions
-	ingester *Ingester
-	keyword  KeywordSearcher
-	warned   sync.Map // tenant ID → struct{}: embedding-model mismatch logged once
+	o       ServiceOptions
+	spaces  *Spaces
+	writes  sync.Map // tenant ID → *sync.RWMutex: writes share it, a re-embedding's switch holds it alone
+	reindex sync.Map // tenant ID → *reindexWatch (reindex_job.go)
 }
 
 // NewService returns the service over o.
 func NewService(o ServiceOptions) (*Service, error) {
-	if o.Store == nil || o.Embedder == nil || o.Catalog == nil || o.Tenants == nil {
-		return nil, errors.New("rag: a Service needs Store, Embedder, Catalog and Tenants")
+	if (o.Spaces == nil && (o.Store == nil || o.Embedder == nil)) || o.Catalog == nil || o.Tenants == nil {
+		return nil, errors.New("rag: a Service needs Spaces (or Store and Embedder), Catalog and Tenants")
 	}
 	if o.JobMinDocs <= 0 {
 		o.JobMinDocs = DefaultJobMinDocs
@@ -135,11 +139,39 @@ func NewService(o ServiceOptions) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Service{o: o, keyword: o.Keyword, ingester: NewIngester(o.Store, o.Embedder, IngesterOptions{})}
-	if s.keyword == nil {
-		s.keyword, _ = o.Store.(KeywordSearcher)
+	return &Service{o: o, spaces: o.Spaces}, nil
+}
+
+// space returns the tenant's index and the model that embeds for it. When the tenant's model
+// changed, it also makes sure a re-embedding job is on its way (reindex_job.go); the active index
+// serves until that job switches.
+func (s *Service) space(ctx context.Context, t *config.TenantConfig, route string) (TenantSpace, error) {
+	if s.spaces == nil {
+		m := s.o.Embedder
+		return TenantSpace{Store: s.o.Store, Embedder: m, Want: m, Configured: t.AIModels.Embeddings,
+			Active: ActiveIndex{Model: m.ID(), Dimension: m.Dimension()}}, nil
 	}
-	return s, nil
+	ts, err := s.spaces.Resolve(ctx, t, route)
+	if ts.Active.Model != "" && !ts.Current() {
+		s.ensureReindex(ctx, t, ts)
+	}
+	return ts, err
+}
+
+// keywordOf is the BM25 side of a tenant's index.
+func (s *Service) keywordOf(vs VectorStore) KeywordSearcher {
+	if s.o.Keyword != nil {
+		return s.o.Keyword
+	}
+	kw, _ := vs.(KeywordSearcher)
+	return kw
+}
+
+// writeLock is the tenant's write lock: ingests and deletes share it; the switch to a re-embedded
+// index takes it alone, so no write lands in the old index after the final reconcile.
+func (s *Service) writeLock(tenant string) *sync.RWMutex {
+	l, _ := s.writes.LoadOrStore(tenant, &sync.RWMutex{})
+	return l.(*sync.RWMutex)
 }
 
 // docIDPattern: letters, digits and . _ : - ; starting with a letter or digit, so a docId is never
@@ -166,11 +198,13 @@ func Truncate(s string, n int) string {
 // Ingest is the one place a document lands: ingest (replacing its chunks) → catalogue → search
 // cache invalidation.
 func (s *Service) Ingest(ctx context.Context, t *config.TenantConfig, doc Document, trace string) (IngestResult, error) {
-	s.noteEmbeddingModel(t)
 	if err := s.applyQuota(ctx, t, &doc); err != nil {
 		return IngestResult{}, err
 	}
-	res, err := s.ingester.Ingest(ctx, t.TenantID, doc)
+	lock := s.writeLock(t.TenantID)
+	lock.RLock()
+	res, err := s.ingestChunks(ctx, t, doc)
+	lock.RUnlock()
 	if err != nil {
 		return IngestResult{}, err
 	}
@@ -303,17 +337,13 @@ func (b *batchLimits) landed(d PendingDoc, r wire.IngestItemResult) {
 	b.docs = append(b.docs, store.Document{DocID: r.DocID, Chunks: r.Chunks, Bytes: d.size()})
 }
 
-// noteEmbeddingModel logs once per tenant when its configured embedding model is not the one this
-// node embeds with (e.g. the original's @cf/baai/bge-m3 while only local/hash-embed is served).
-func (s *Service) noteEmbeddingModel(t *config.TenantConfig) {
-	want := t.AIModels.Embeddings
-	if want == "" || want == s.o.Embedder.ID() {
-		return
+// ingestChunks replaces the document's chunks in the tenant's active index, embedded with its model.
+func (s *Service) ingestChunks(ctx context.Context, t *config.TenantConfig, doc Document) (IngestResult, error) {
+	ts, err := s.space(ctx, t, "/ingest")
+	if err != nil {
+		return IngestResult{}, err
 	}
-	if _, seen := s.warned.LoadOrStore(t.TenantID, struct{}{}); !seen {
-		s.o.Logger.Warn().Str("tenantId", t.TenantID).Str("configured", want).Str("using", s.o.Embedder.ID()).
-			Msg("tenant's embedding model is not served here: documents and queries are embedded with the local model")
-	}
+	return NewIngester(ts.Store, ts.Embedder, IngesterOptions{}).Ingest(ctx, t.TenantID, doc)
 }
 
 // ErrDocumentNotFound is returned by Delete for a docId the tenant does not have (another
@@ -326,7 +356,7 @@ func (s *Service) Delete(ctx context.Context, tenantID, docID, trace string) (in
 	if ValidateDocID(docID) != nil {
 		return 0, ErrDocumentNotFound
 	}
-	n, err := s.ingester.Delete(ctx, tenantID, docID)
+	n, err := s.deleteChunks(ctx, tenantID, docID)
 	if err != nil {
 		return 0, err
 	}
@@ -357,6 +387,26 @@ func (s *Service) Delete(ctx context.Context, tenantID, docID, trace string) (in
 	return n, nil
 }
 
+// deleteChunks removes the document's chunks from the tenant's active index.
+func (s *Service) deleteChunks(ctx context.Context, tenantID, docID string) (int, error) {
+	t, ok := s.o.Tenants.ByID(tenantID)
+	if !ok {
+		return 0, ErrDocumentNotFound
+	}
+	lock := s.writeLock(tenantID)
+	lock.RLock()
+	defer lock.RUnlock()
+	ts, err := s.space(ctx, t, "/documents")
+	if err != nil {
+		return 0, err
+	}
+	n, err := ts.Store.DeleteDoc(ctx, tenantID, docID)
+	if err != nil {
+		return 0, fmt.Errorf("delete document %s: %w", docID, err)
+	}
+	return n, nil
+}
+
 // Documents lists the tenant's catalogue, newest first.
 func (s *Service) Documents(ctx context.Context, tenantID string) ([]store.Document, error) {
 	return s.o.Catalog.Documents(ctx, tenantID)
@@ -373,7 +423,6 @@ type SearchResult struct {
 // the rewrite timeout), the search cache, hybrid retrieval, the cited answer. The same path serves
 // POST /search and the kb_search tool.
 func (s *Service) Search(ctx context.Context, t *config.TenantConfig, q Query) (SearchResult, error) {
-	s.noteEmbeddingModel(t)
 	query := strings.TrimSpace(q.Text)
 	rewritten := s.rewriteQuery(ctx, t, query)
 	key := s.searchCacheKey(ctx, t.TenantID, rewritten, q.TopK, q.Filter)
@@ -387,10 +436,15 @@ func (s *Service) Search(ctx context.Context, t *config.TenantConfig, q Query) (
 	}
 	// The rewrite already happened (the cache is keyed on it), so this search's Searcher is handed
 	// the result rather than asking the model again.
-	searcher := NewSearcher(s.o.Store, s.o.Embedder, SearcherOptions{
-		Keyword: s.keyword, Rewriter: fixedRewrite(rewritten), Tracer: s.o.Tracer,
-	})
 	res := SearchResult{Cache: store.SearchCacheOff}
+	ts, err := s.space(ctx, t, "/search")
+	if err != nil {
+		return res, err
+	}
+	searcher := NewSearcher(ts.Store, ts.Embedder, SearcherOptions{
+		Keyword: s.keywordOf(ts.Store), Rewriter: fixedRewrite(rewritten), Tracer: s.o.Tracer,
+		MinAnswerSimilarity: MinAnswerSimilarityFor(ts.Embedder.ID()),
+	})
 	if key != "" {
 		res.Cache = store.SearchCacheMiss
 	}
@@ -534,14 +588,34 @@ func (s *Service) IngestText(ctx context.Context, tenantID, docID, text string) 
 // local/extractive says so and cites nothing. It is built before the Router (the Router serves
 // local/extractive with it), the Service after.
 type Retriever struct {
-	searcher *Searcher
+	search func(ctx context.Context, tenantID string, q Query) (Answer, error)
 }
 
 var _ gateway.Retriever = (*Retriever)(nil)
 
-// NewRetriever returns a Retriever; keyword may be nil (store is used when it implements BM25).
+// NewRetriever returns a Retriever over one index; keyword may be nil (store is used when it
+// implements BM25).
 func NewRetriever(st VectorStore, embedder gateway.EmbeddingModel, keyword KeywordSearcher) *Retriever {
-	return &Retriever{searcher: NewSearcher(st, embedder, SearcherOptions{Keyword: keyword})}
+	return &Retriever{search: NewSearcher(st, embedder, SearcherOptions{Keyword: keyword}).Search}
+}
+
+// NewSpacesRetriever returns a Retriever over each tenant's active index (Spaces.Resolve), the one
+// the retrieval service searches.
+func NewSpacesRetriever(sp *Spaces, tenants Tenants) *Retriever {
+	return &Retriever{search: func(ctx context.Context, tenantID string, q Query) (Answer, error) {
+		t, ok := tenants.ByID(tenantID)
+		if !ok {
+			return Answer{}, fmt.Errorf("%w: %q", ErrInvalidTenant, tenantID)
+		}
+		ts, err := sp.Resolve(ctx, t, "/chat")
+		if err != nil {
+			return Answer{}, err
+		}
+		kw, _ := ts.Store.(KeywordSearcher)
+		return NewSearcher(ts.Store, ts.Embedder, SearcherOptions{
+			Keyword: kw, MinAnswerSimilarity: MinAnswerSimilarityFor(ts.Embedder.ID()),
+		}).Search(ctx, tenantID, q)
+	}}
 }
 
 // Retrieve returns up to k passages, best first. A tenant that has no documents gets none.
@@ -550,7 +624,7 @@ func (r *Retriever) Retrieve(ctx context.Context, tenantID, query string, k int)
 		return nil, nil
 	}
 	k = min(max(k, 1), MaxTopK)
-	a, err := r.searcher.Search(ctx, tenantID, Query{Text: query, TopK: k})
+	a, err := r.search(ctx, tenantID, Query{Text: query, TopK: k})
 	if err != nil {
 		return nil, err
 	}

@@ -13,8 +13,9 @@ import (
 
 // Bucket names docs/architecture.md gives the tenant-scoped KV stores.
 const (
-	BucketConfig = "config"
-	BucketCache  = "cache"
+	BucketConfig   = "config"
+	BucketCache    = "cache"
+	BucketRAGIndex = "ragindex" // the active vector index of each tenant (rag.ActiveIndexes)
 )
 
 var (

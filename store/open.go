@@ -15,6 +15,9 @@ type Resources struct {
 	Cache   *TenantKV    // bucket "cache" (TTL): the response cache and the search cache
 	Tenants *TenantStore // bucket "tenants": deployed tenant configs, with history
 	Jobs    *JobQueue    // stream INGEST_JOBS, object store INGEST_PAYLOAD, bucket "jobs"
+	// RAGIndex is bucket "ragindex": each tenant's active vector index and its latest
+	// re-embedding job (rag.ActiveIndexes), with a short history of switches.
+	RAGIndex *TenantKV
 }
 
 // OpenOptions configure Open.
@@ -57,6 +60,10 @@ func Open(ctx context.Context, js jetstream.JetStream, opts OpenOptions) (*Resou
 	})
 	open("tenants bucket", func(ctx context.Context) (err error) {
 		r.Tenants, err = OpenTenantStore(ctx, js, TenantStoreOptions{Replicas: opts.Replicas})
+		return err
+	})
+	open("ragindex bucket", func(ctx context.Context) (err error) {
+		r.RAGIndex, err = OpenTenantKV(ctx, js, BucketRAGIndex, KVOptions{Replicas: opts.Replicas, History: 5})
 		return err
 	})
 	open("job queue", func(ctx context.Context) (err error) {

@@ -86,10 +86,18 @@ const (
 	JobFailed  = "failed"
 )
 
+// Job kinds of JobStatus.Kind.
+const (
+	JobKindIngest  = "ingest"
+	JobKindReindex = "reindex"
+)
+
 // JobStatus is GET /ingest/jobs/:id's data. Done counts the documents processed so far (ingested
-// or failed), Failed how many of those failed; Results is there once the job has finished.
+// or failed), Failed how many of those failed; Results is there once the job has finished. A
+// re-embedding job (Kind "reindex") counts chunks instead, and reports its phase in Reindex.
 type JobStatus struct {
 	JobID     string             `json:"jobId"`
+	Kind      string             `json:"kind,omitempty"` // "" is an ingest job
 	Status    string             `json:"status"`
 	Total     int                `json:"total"`
 	Done      int                `json:"done"`
@@ -97,8 +105,47 @@ type JobStatus struct {
 	Failed    int                `json:"failed"`
 	Error     string             `json:"error,omitempty"`
 	Results   []IngestItemResult `json:"results,omitempty"`
+	Reindex   *ReindexProgress   `json:"reindex,omitempty"`
 	CreatedAt time.Time          `json:"createdAt"`
 	UpdatedAt time.Time          `json:"updatedAt"`
+}
+
+// IndexRef names a vector index: the embedding model and the vectors' dimension.
+type IndexRef struct {
+	Model     string `json:"model"`
+	Dimension int    `json:"dimension"`
+}
+
+// ReindexProgress is a re-embedding job's progress: chunks copied into the new index so far, the
+// old index's total, and the phase ("queued", "copy", "reconcile", "done" or "failed").
+type ReindexProgress struct {
+	JobID  string   `json:"jobId"`
+	From   IndexRef `json:"from"`
+	To     IndexRef `json:"to"`
+	Copied int      `json:"copied"`
+	Total  int      `json:"total"`
+	Phase  string   `json:"phase"`
+	Error  string   `json:"error,omitempty"`
+}
+
+// TenantEmbeddings is GET /health's embeddings: the model the tenant configures, the model this
+// node embeds it with (and why, when they differ), the index its searches read, and the
+// re-embedding in progress, if any.
+type TenantEmbeddings struct {
+	Configured     string           `json:"configured"`
+	EmbeddingModel string           `json:"embeddingModel"`
+	FallbackReason string           `json:"fallbackReason,omitempty"`
+	ActiveIndex    *IndexRef        `json:"activeIndex,omitempty"`
+	Reindex        *ReindexProgress `json:"reindex,omitempty"`
+}
+
+// ReindexAccepted is the answer of the operator's POST /admin/reindex.
+type ReindexAccepted struct {
+	TenantID string `json:"tenantId"`
+	JobID    string `json:"jobId"`
+	// Status is "queued" for a new job, "running" when one was already under way (its ID), or
+	// "current" when the tenant's active index is already its model's (JobID empty).
+	Status string `json:"status"`
 }
 
 // DocIDFromFilename makes a docId from a file name (or a relative path): path separators become

@@ -32,7 +32,7 @@ func newRootCmd() *cobra.Command {
 		Version:       version,
 	}
 	root.AddCommand(newServeCmd(), newTenantsCmd())
-	root.AddCommand(newIngestCmd())
+	root.AddCommand(newIngestCmd(), newReindexCmd())
 	root.AddCommand(newBenchCmd()) // bench.go
 	return root
 }

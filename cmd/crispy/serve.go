@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -123,7 +125,7 @@ func serve(ctx context.Context, env config.Env) error {
 
 	// 1. Backbone: NATS (embedded, JetStream on disk under the data dir, unless a URL is given;
 	// with --cluster routed to the peers, every stream and bucket replicated min(3, servers) times),
-	// then every stream and bucket, opened once; the SQLite read models; the vector store.
+	// then every stream and bucket, opened once; the SQLite read models; the vector indexes.
 	bb, err := openBackbone(ctx, env, log)
 	if err != nil {
 		return err
@@ -163,12 +165,8 @@ func serve(ctx context.Context, env config.Env) error {
 		return err
 	}
 	cleanups = append(cleanups, proj.Stop)
-	emb := gateway.NewHashEmbedder(0)
-	vs, vsHealth, err := openVectorStore(startCtx, log, env, emb, live)
-	if err != nil {
-		return err
-	}
-	cleanups = append(cleanups, func() { _ = vs.Close() })
+	indexes, vsHealth := openIndexes(log, env, live)
+	cleanups = append(cleanups, func() { _ = indexes.Close() })
 
 	// 2. Grains: this node's cluster member and the client every caller asks grains through.
 	placement := actors.NewPlacement()
@@ -187,8 +185,10 @@ func serve(ctx context.Context, env config.Env) error {
 		Env: env, Limiter: grains, Budget: grains, Cache: res.Cache, Ledger: res.Ledger, Metrics: metrics, Logger: log,
 	})
 
-	// 4. Router: every model call goes through the Meter. local/extractive answers from the tenant's
-	// documents through a retriever over the vector store.
+	// 4. Router: every model call goes through the Meter, embeddings of non-local models included.
+	// Each tenant's documents and queries are embedded with its aiModels.embeddings as this router
+	// serves it (local/minilm when it cannot), in that model's index; local/extractive answers from
+	// the tenant's documents through a retriever over the same index.
 	routerOpts, routeWarnings, err := gateway.LoadRouterOptions(env, config.Getenv)
 	if err != nil {
 		return err
@@ -196,16 +196,27 @@ func serve(ctx context.Context, env config.Env) error {
 	for _, w := range routeWarnings {
 		log.Warn().Msg(w)
 	}
-	routerOpts.Local = map[string]gateway.ChatModel{gateway.ExtractiveModelID: gateway.NewExtractive(rag.NewRetriever(vs, emb, nil))}
 	routerOpts.Tracer = tracing.Tracer("github.com/crispy-enigma/crispy/gateway")
 	routerOpts.Meter = meter
-	router := gateway.NewRouter(routerOpts)
+	embedders := gateway.NewRouter(routerOpts)
+	spaces, err := rag.NewSpaces(rag.SpacesOptions{
+		Indexes: indexes, Actives: rag.NewActiveIndexes(res.RAGIndex, store.ErrNotFound), Embedders: embedders,
+		// Data dirs from before one index per model hold local/hash-embed vectors: they serve until
+		// re-embedded.
+		Legacy: rag.IndexKey{Model: gateway.HashEmbedID, Dim: gateway.DefaultHashEmbedDimension},
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	router := embedders.WithLocal(map[string]gateway.ChatModel{
+		gateway.ExtractiveModelID: gateway.NewExtractive(rag.NewSpacesRetriever(spaces, live)),
+	})
 
-	// 5. Retrieval: ingest, delete, search (cache, rewrite through the metered router), jobs.
-	// Embeddings are local/hash-embed for every tenant: no embedding provider is wired yet, so a
-	// tenant whose aiModels.embeddings names another model is embedded locally too (logged once).
+	// 5. Retrieval: ingest, delete, search (cache, rewrite through the metered router), jobs, and
+	// the re-embedding of a tenant whose embedding model changed.
 	retrieval, err := rag.NewService(rag.ServiceOptions{
-		Store: vs, Embedder: emb, Catalog: dbs, Tenants: live, Ledger: res.Ledger, Cache: res.Cache,
+		Spaces: spaces, Catalog: dbs, Tenants: live, Ledger: res.Ledger, Cache: res.Cache,
 		Models: router, Select: meter, Jobs: res.Jobs, Logger: log,
 		Tracer: tracing.Tracer("github.com/crispy-enigma/crispy/rag"),
 	})
@@ -281,7 +292,11 @@ func serve(ctx context.Context, env config.Env) error {
 		_ = ln.Close()
 		return fmt.Errorf("listen admin %s: %w", env.AdminAddr, err)
 	}
-	admin := &http.Server{Handler: api.AdminHandler(metrics, srv.Ready, env.AdminToken, operator), ReadHeaderTimeout: 10 * time.Second}
+	// The operator endpoints, and the re-embedding routes (crispy reindex) beside them.
+	adminMux := http.NewServeMux()
+	adminMux.Handle("/admin/", api.ReindexHandler(retrieval, env.AdminToken))
+	adminMux.Handle("/", api.AdminHandler(metrics, srv.Ready, env.AdminToken, operator))
+	admin := &http.Server{Handler: adminMux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	go func() {
@@ -322,12 +337,24 @@ func describeModels(env config.Env) string {
 	return d
 }
 
-// openVectorStore opens the vector store (embedded, or Milvus with --milvus-addr) and says how
-// /health reports it.
-func openVectorStore(ctx context.Context, log zerolog.Logger, env config.Env, emb gateway.EmbeddingModel, tenants rag.Tenants) (rag.VectorStore, func(ctx context.Context) (string, error), error) {
+// openIndexes returns the vector indexes, one per (embedding model, dimension), embedded or in
+// Milvus with --milvus-addr, opened on first use, and how /health reports them.
+func openIndexes(log zerolog.Logger, env config.Env, tenants rag.Tenants) (*rag.LazyIndexes, func(ctx context.Context) (string, error)) {
+	opened := func(idx *rag.LazyIndexes) string {
+		keys := idx.Opened()
+		names := make([]string, len(keys))
+		for i, k := range keys {
+			names[i] = fmt.Sprintf("%s/%d", k.Model, k.Dim)
+		}
+		sort.Strings(names)
+		if len(names) == 0 {
+			return "no index open yet"
+		}
+		return "indexes " + strings.Join(names, ", ")
+	}
 	if env.MilvusAddr != "" {
-		ms, err := milvus.Open(ctx, milvus.Options{
-			Address: env.MilvusAddr, Model: emb.ID(), Dimension: emb.Dimension(),
+		idx := milvus.NewIndexes(milvus.Options{
+			Address: env.MilvusAddr,
 			Namespace: func(tenant string) (string, error) {
 				if cfg, ok := tenants.ByID(tenant); ok && cfg.VectorizeNamespace != "" {
 					return cfg.VectorizeNamespace, nil
@@ -335,11 +362,8 @@ func openVectorStore(ctx context.Context, log zerolog.Logger, env config.Env, em
 				return tenant, nil
 			},
 		})
-		if err != nil {
-			return nil, nil, fmt.Errorf("milvus %s: %w", env.MilvusAddr, err)
-		}
-		log.Info().Str("milvus", env.MilvusAddr).Str("collection", ms.Collection()).Msg("vector store: milvus")
-		return ms, func(ctx context.Context) (string, error) {
+		log.Info().Str("milvus", env.MilvusAddr).Msg("vector store: milvus, a collection per embedding model")
+		return idx, func(ctx context.Context) (string, error) {
 			// Milvus's SDK has no ping here; a TCP connect to its gRPC port is the liveness check.
 			d := net.Dialer{Timeout: 2 * time.Second}
 			c, err := d.DialContext(ctx, "tcp", env.MilvusAddr)
@@ -347,22 +371,21 @@ func openVectorStore(ctx context.Context, log zerolog.Logger, env config.Env, em
 				return "milvus unreachable", err
 			}
 			_ = c.Close()
-			return "milvus (collection " + ms.Collection() + ")", nil
-		}, nil
+			return "milvus (" + opened(idx) + ")", nil
+		}
 	}
-	es, err := embedded.Open(env.DataDir, embedded.Options{Dimension: emb.Dimension()})
-	if err != nil {
-		return nil, nil, fmt.Errorf("embedded vector store: %w", err)
-	}
-	log.Info().Str("dir", env.DataDir).Msg("vector store: embedded")
-	return es, func(context.Context) (string, error) {
+	idx := embedded.NewIndexes(env.DataDir, embedded.IndexesOptions{
+		LegacyModel: gateway.HashEmbedID, LegacyDimension: gateway.DefaultHashEmbedDimension,
+	})
+	log.Info().Str("dir", env.DataDir).Msg("vector store: embedded, a file per tenant and embedding model")
+	return idx, func(context.Context) (string, error) {
 		n := 0
 		dirs, _ := os.ReadDir(filepath.Join(env.DataDir, "tenants"))
 		for _, d := range dirs {
-			if _, err := os.Stat(filepath.Join(env.DataDir, "tenants", d.Name(), "vectors.db")); err == nil {
+			if _, err := os.Stat(filepath.Join(env.DataDir, "tenants", d.Name())); err == nil {
 				n++
 			}
 		}
-		return fmt.Sprintf("embedded (%d tenants)", n), nil
-	}, nil
+		return fmt.Sprintf("embedded (%d tenants; %s)", n, opened(idx)), nil
+	}
 }

@@ -29,10 +29,16 @@ var (
 	_ rag.VectorStore     = (*Store)(nil)
 	_ rag.KeywordSearcher = (*Store)(nil)
 	_ rag.DocReplacer     = (*Store)(nil)
+	_ rag.ChunkLister     = (*Store)(nil)
+	_ rag.ChunkCounter    = (*Store)(nil)
 )
 
-// ErrClosed is returned by every call after Close.
-var ErrClosed = errors.New("embedded vector store is closed")
+var (
+	// ErrClosed is returned by every call after Close.
+	ErrClosed = errors.New("embedded vector store is closed")
+	// ErrModelMismatch is returned when a tenant's file holds another embedding model's vectors.
+	ErrModelMismatch = errors.New("embedding model mismatch")
+)
 
 // parallelThreshold is the index size above which a search scores shards on
 // all cores; below it the goroutine hand-off costs more than it saves.
@@ -42,12 +48,25 @@ const parallelThreshold = 16384
 type Options struct {
 	// Dimension of every vector (the embedding model's); required.
 	Dimension int
+	// File is each tenant's database file name under <dataDir>/tenants/<tenant>/ (default
+	// "vectors.db"); one file per embedding model keeps their vectors apart (NewIndexes).
+	File string
+	// Model is the embedding model whose vectors the store holds. When set it is recorded in each
+	// tenant's file, and a file recorded for another model is refused, so two models' vectors never
+	// meet in one index. A file from before models were recorded is adopted by the first model that
+	// opens it.
+	Model string
 }
+
+// DefaultFile is the tenant database of a store opened without Options.File.
+const DefaultFile = "vectors.db"
 
 // Store is an embedded, persistent, concurrency-safe vector and keyword store.
 type Store struct {
-	dir string
-	dim int
+	dir   string
+	dim   int
+	file  string
+	model string
 	// parallelMin is parallelThreshold; tests lower it to cover the shards.
 	parallelMin int
 
@@ -86,7 +105,15 @@ func Open(dataDir string, opts Options) (*Store, error) {
 	if dataDir == "" {
 		return nil, errors.New("embedded vector store: data dir is required")
 	}
-	return &Store{dir: dataDir, dim: opts.Dimension, parallelMin: parallelThreshold, tenants: make(map[string]*tenantSlot)}, nil
+	file := opts.File
+	if file == "" {
+		file = DefaultFile
+	}
+	if file != filepath.Base(file) || file == "." || file == ".." {
+		return nil, fmt.Errorf("embedded vector store: file %q must be a plain file name", file)
+	}
+	return &Store{dir: dataDir, dim: opts.Dimension, file: file, model: opts.Model, parallelMin: parallelThreshold,
+		tenants: make(map[string]*tenantSlot)}, nil
 }
 
 // Dimension returns the vector dimension the store accepts.
@@ -196,7 +223,7 @@ func (s *Store) load(ctx context.Context, name string) (*tenantIndex, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	dsn := "file:" + filepath.Join(dir, "vectors.db") +
+	dsn := "file:" + filepath.Join(dir, s.file) +
 		"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=synchronous(NORMAL)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -204,16 +231,29 @@ func (s *Store) load(ctx context.Context, name string) (*tenantIndex, error) {
 	}
 	db.SetMaxOpenConns(4)
 	t := &tenantIndex{db: db, pos: make(map[string]int)}
-	if err := t.init(ctx, s.dim); err != nil {
+	if err := t.init(ctx, s.dim, s.model); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return t, nil
 }
 
-func (t *tenantIndex) init(ctx context.Context, dim int) error {
+func (t *tenantIndex) init(ctx context.Context, dim int, model string) error {
 	if _, err := t.db.ExecContext(ctx, schema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
+	}
+	if model != "" {
+		// INSERT OR IGNORE adopts a file without a recorded model; the read below refuses another's.
+		if _, err := t.db.ExecContext(ctx, `INSERT OR IGNORE INTO settings(key, value) VALUES ('model', ?)`, model); err != nil {
+			return fmt.Errorf("record model: %w", err)
+		}
+		var stored string
+		if err := t.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = 'model'`).Scan(&stored); err != nil {
+			return fmt.Errorf("read model: %w", err)
+		}
+		if stored != model {
+			return fmt.Errorf("%w: store holds vectors of %s, opened for %s", ErrModelMismatch, stored, model)
+		}
 	}
 	var stored string
 	err := t.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = 'dimension'`).Scan(&stored)
@@ -435,6 +475,32 @@ func deleteRows(ctx context.Context, tx *sql.Tx, docID string) ([]string, error)
 		return nil, fmt.Errorf("delete doc %s: %w", docID, err)
 	}
 	return ids, nil
+}
+
+// ListChunks returns up to limit of the tenant's chunks with IDs after after, in ascending ID order
+// (rag.ChunkLister), vectors included.
+func (s *Store) ListChunks(ctx context.Context, tenant, after string, limit int) ([]rag.Chunk, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("list chunks: limit %d must be positive", limit)
+	}
+	t, err := s.tenant(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := t.db.QueryContext(ctx, `SELECT id, doc_id, idx, text, vector, meta FROM chunks WHERE id > ? ORDER BY id LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list chunks of tenant %s: %w", tenant, err)
+	}
+	defer rows.Close()
+	var out []rag.Chunk
+	for rows.Next() {
+		c, err := scanChunk(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
 }
 
 // Count returns how many chunks the tenant has.

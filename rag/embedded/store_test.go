@@ -312,3 +312,46 @@ func TestDeleteGivesMemoryBack(t *testing.T) {
 		t.Fatalf("search after compaction: %v, %v", hits, err)
 	}
 }
+
+func TestIndexesConformance(t *testing.T) {
+	vectorstoretest.RunIndexes(t, func(t *testing.T) vectorstoretest.IndexesWithReopen {
+		dir := t.TempDir()
+		open := func(*testing.T) rag.Indexes { return NewIndexes(dir, IndexesOptions{}) }
+		return vectorstoretest.IndexesWithReopen{Indexes: open(t), Reopen: open, Models: [2]string{"model/a", "model/b"}}
+	})
+}
+
+// A data dir from before one file per model: its vectors.db (hash-embed vectors, no model
+// recorded) keeps serving as the legacy pair, and a file of another model is refused.
+func TestIndexesKeepLegacyFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	old, err := Open(dir, Options{Dimension: vectorstoretest.Dim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := make([]float32, vectorstoretest.Dim)
+	v[0] = 1
+	if err := old.Upsert(ctx, "acme", []rag.Chunk{{ID: "d:0", DocID: "d", Text: "old", Vector: v, Meta: map[string]any{}}}); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	x := NewIndexes(dir, IndexesOptions{LegacyModel: "local/hash-embed", LegacyDimension: vectorstoretest.Dim})
+	defer x.Close()
+	vs, err := x.Index(ctx, "local/hash-embed", vectorstoretest.Dim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hits, err := vs.Search(ctx, "acme", v, 5, nil)
+	if err != nil || len(hits) != 1 || hits[0].Chunk.Text != "old" {
+		t.Fatalf("legacy search = %v, %v", hits, err)
+	}
+	other, err := Open(dir, Options{Dimension: vectorstoretest.Dim, Model: "local/minilm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.Search(ctx, "acme", v, 5, nil); !errors.Is(err, ErrModelMismatch) {
+		t.Errorf("another model on the legacy file: %v, want ErrModelMismatch", err)
+	}
+}

@@ -1,10 +1,10 @@
 package milvus
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strings"
+
+	"github.com/crispy-enigma/crispy/rag"
 )
 
 // Milvus names (collections, partitions) are letters, digits and '_', must
@@ -20,27 +20,7 @@ import (
 //
 //	CollectionName("local/hash-embed", 384) == "crispy_local_hash_embed_384_<hash>"
 func CollectionName(model string, dim int) string {
-	sum := sha256.Sum256([]byte(model))
-	var b strings.Builder
-	b.WriteString("crispy_")
-	lastUnderscore := true
-	for _, c := range strings.ToLower(model) {
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
-			b.WriteRune(c)
-			lastUnderscore = false
-		} else if !lastUnderscore {
-			b.WriteByte('_')
-			lastUnderscore = true
-		}
-		if b.Len() >= 96 { // room for the suffix under Milvus's 255
-			break
-		}
-	}
-	if !lastUnderscore {
-		b.WriteByte('_')
-	}
-	fmt.Fprintf(&b, "%d_%s", dim, hex.EncodeToString(sum[:6]))
-	return b.String()
+	return "crispy_" + rag.IndexName(model, dim)
 }
 
 // PartitionName maps a tenant's vectorizeNamespace ([A-Za-z0-9_-]{1,64},

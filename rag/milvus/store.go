@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -433,4 +434,56 @@ func (s *Store) Close() error {
 		return fmt.Errorf("milvus: close: %w", err)
 	}
 	return nil
+}
+
+var _ rag.ChunkLister = (*Store)(nil)
+
+// ListChunks returns up to limit of the tenant's chunks with IDs after after, in ascending ID order
+// (rag.ChunkLister), without vectors. It relies on Milvus answering a query with a limit by
+// ascending primary key (what the SDK's query iterator relies on too); the tenant prefix of the key
+// keeps that the chunk ID order.
+func (s *Store) ListChunks(ctx context.Context, tenant, after string, limit int) ([]rag.Chunk, error) {
+	if limit < 1 || limit > 16384 {
+		return nil, fmt.Errorf("milvus: list chunks: limit %d outside 1-16384", limit)
+	}
+	if err := rag.ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	part, err := s.partition(ctx, tenant, false)
+	if err != nil || part == "" {
+		return nil, err
+	}
+	expr := tenantExpr(tenant) + " && " + fieldID + " > " + quote(tenant+"/"+after)
+	rs, err := s.c.Query(ctx, s.collection, []string{part}, expr,
+		[]string{fieldID, fieldDocID, fieldIndex, fieldText, fieldMeta},
+		client.WithLimit(int64(limit)), client.WithSearchQueryConsistencyLevel(s.level))
+	if err != nil {
+		return nil, fmt.Errorf("milvus: list chunks of tenant %s: %w", tenant, err)
+	}
+	idCol, ok := rs.GetColumn(fieldID).(*entity.ColumnVarChar)
+	if !ok || idCol.Len() == 0 {
+		return nil, nil
+	}
+	docCol, ok2 := rs.GetColumn(fieldDocID).(*entity.ColumnVarChar)
+	idxCol, ok3 := rs.GetColumn(fieldIndex).(*entity.ColumnInt64)
+	textCol, ok4 := rs.GetColumn(fieldText).(*entity.ColumnVarChar)
+	metaCol, ok5 := rs.GetColumn(fieldMeta).(*entity.ColumnJSONBytes)
+	if !ok2 || !ok3 || !ok4 || !ok5 {
+		return nil, errors.New("milvus: list chunks: result is missing output fields")
+	}
+	prefix := tenant + "/"
+	out := make([]rag.Chunk, 0, idCol.Len())
+	for i, id := range idCol.Data() {
+		if !strings.HasPrefix(id, prefix) {
+			return nil, fmt.Errorf("milvus: list chunks of tenant %s returned foreign row %q", tenant, id)
+		}
+		var meta map[string]any
+		if err := json.Unmarshal(metaCol.Data()[i], &meta); err != nil {
+			return nil, fmt.Errorf("milvus: chunk %s: decode metadata: %w", id, err)
+		}
+		out = append(out, rag.Chunk{ID: strings.TrimPrefix(id, prefix), DocID: docCol.Data()[i],
+			Index: int(idxCol.Data()[i]), Text: textCol.Data()[i], Meta: meta})
+	}
+	slices.SortFunc(out, func(a, b rag.Chunk) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -209,4 +210,64 @@ func mustDescribe(t *testing.T, s *Store) *entity.Schema {
 		t.Fatal(err)
 	}
 	return coll.Schema
+}
+
+func TestIndexesConformance(t *testing.T) {
+	addr := milvusAddr(t)
+	vectorstoretest.RunIndexes(t, func(t *testing.T) vectorstoretest.IndexesWithReopen {
+		models := [2]string{freshModel(t), freshModel(t)}
+		for _, m := range models {
+			for _, d := range []int{vectorstoretest.Dim, 2 * vectorstoretest.Dim} {
+				dropAfter(t, Options{Address: addr, Model: m, Dimension: d})
+			}
+		}
+		open := func(*testing.T) rag.Indexes { return NewIndexes(Options{Address: addr}) }
+		return vectorstoretest.IndexesWithReopen{Indexes: open(t), Reopen: open, Models: models}
+	})
+}
+
+// ListChunks pages through a tenant's chunks in ID order, completely, without another tenant's.
+func TestListChunks(t *testing.T) {
+	opts := Options{Address: milvusAddr(t), Model: freshModel(t), Dimension: vectorstoretest.Dim}
+	dropAfter(t, opts)
+	s := open(t, opts)
+	defer s.Close()
+	ctx := context.Background()
+	var want []string
+	var chunks []rag.Chunk
+	for i := range 25 {
+		doc := fmt.Sprintf("doc-%d", i%4)
+		c := rag.Chunk{ID: rag.ChunkID(doc, i), DocID: doc, Index: i, Text: fmt.Sprintf("text %d", i),
+			Vector: vec(i), Meta: map[string]any{"docId": doc}}
+		chunks = append(chunks, c)
+		want = append(want, c.ID)
+	}
+	if err := s.Upsert(ctx, "tenant-a", chunks); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Upsert(ctx, "tenant-b", chunks[:3]); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	var got []string
+	after := ""
+	for {
+		page, err := s.ListChunks(ctx, "tenant-a", after, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, c := range page {
+			got = append(got, c.ID)
+			if c.Text == "" || c.DocID == "" {
+				t.Errorf("chunk %s listed without text or doc", c.ID)
+			}
+		}
+		after = page[len(page)-1].ID
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("listed %v, want %v", got, want)
+	}
 }
