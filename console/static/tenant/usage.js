@@ -96,11 +96,12 @@ export function render(main) {
       const tr = dayRes.value.rows.find((r) => r.key === today) || {tokensIn: 0, tokensOut: 0};
       const used = tr.tokensIn + tr.tokensOut;
       const month = monthRes.value.totals.tokensIn + monthRes.value.totals.tokensOut;
-      // The API does not publish the tenant's tokenBudget limits; a budget_exceeded error names the
-      // estimate that did not fit. The console shows what was used, from the ledger.
-      clear(budget, h('dl', {class: 'stats'}, stat('Tokens used today (UTC)', fmtInt(used), 'budget-today'),
-        stat('Tokens used this month', fmtInt(month), 'budget-month')),
-      h('p', {class: 'muted'}, 'Limits: your tenant\'s tokenBudget (daily, monthly) is enforced on every chat; the API does not publish it, so ask your operator. A request that would pass it gets 429 budget_exceeded, listed under recent errors.'));
+      // GET /usage names the tenant's tokenBudget limits (0: none); the used side is the ledger's.
+      const lim = monthRes.value.budget || {daily: 0, monthly: 0};
+      const of = (n, limit) => fmtInt(n) + (limit > 0 ? ' of ' + fmtInt(limit) : ' (no limit)');
+      clear(budget, h('dl', {class: 'stats'}, stat('Tokens used today (UTC)', of(used, lim.daily), 'budget-today'),
+        stat('Tokens used this month', of(month, lim.monthly), 'budget-month')),
+      h('p', {class: 'muted'}, 'A request whose estimate would pass a limit gets 429 budget_exceeded, listed under recent errors.'));
     }
     renderLocal();
     if (overview.status === 'fulfilled') renderMetrics(overview.value, alerts.status === 'fulfilled' ? alerts.value.rules || [] : []);
