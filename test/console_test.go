@@ -138,6 +138,9 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"), chromedp.Flag("mute-audio", true),
 		chromedp.WindowSize(1280, 900),
+		// A cold Chromium on two busy cores (the rest of the suite runs beside it) can take longer
+		// than chromedp's default 20 s to print its DevTools address.
+		chromedp.WSURLReadTimeout(90 * time.Second),
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancelAlloc()
