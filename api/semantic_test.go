@@ -60,6 +60,23 @@ func (ts *testServer) topDoc(t *testing.T, h []string, query string) string {
 	return res.Sources[0].DocID
 }
 
+// deployEmbeddings deploys a public tenant with the given embedding model, every other tenant gone,
+// to the server and its retrieval service, as a tenants watcher does.
+func (ts *testServer) deployEmbeddings(t *testing.T, id, model string) {
+	t.Helper()
+	raw := strings.Replace(tenantJSON(id, `, "public": true`), `"embeddings": "local/hash-embed"`, `"embeddings": "`+model+`"`, 1)
+	cfg, _, err := config.ParseTenantConfig(id+".json", []byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := config.NewIndex([]*config.TenantConfig{cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.SetTenants(ix)
+	ts.rag.live.Store(ix)
+}
+
 func quoteJSON(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
@@ -98,17 +115,7 @@ func TestEmbeddingModelChangeReembeds(t *testing.T) {
 	}
 
 	// The deploy: the same tenant with another embedding model.
-	raw := strings.Replace(tenantJSON("open", `, "public": true`), `"embeddings": "local/hash-embed"`, `"embeddings": "local/minilm"`, 1)
-	cfg, _, err := config.ParseTenantConfig("open.json", []byte(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ix, err := config.NewIndex([]*config.TenantConfig{cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.SetTenants(ix)
-	ts.rag.live.Store(ix)
+	ts.deployEmbeddings(t, "open", "local/minilm")
 
 	// The job is queued (its worker is not running yet); the old index serves.
 	if got := ts.topDoc(t, h, "when does the keeper light the lamp"); got != "lighthouse" {
@@ -175,17 +182,7 @@ func TestFailedReembeddingKeepsOldIndex(t *testing.T) {
 	h := []string{"x-tenant-id: open"}
 	ts.ingestCorpus(t, h, "local/hash-embed")
 
-	raw := strings.Replace(tenantJSON("open", `, "public": true`), `"embeddings": "local/hash-embed"`, `"embeddings": "bad/embed"`, 1)
-	cfg, _, err := config.ParseTenantConfig("open.json", []byte(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ix, err := config.NewIndex([]*config.TenantConfig{cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.SetTenants(ix)
-	ts.rag.live.Store(ix)
+	ts.deployEmbeddings(t, "open", "bad/embed")
 
 	if got := ts.topDoc(t, h, "when does the keeper light the lamp"); got != "lighthouse" {
 		t.Fatalf("search after the change: first source %q, want lighthouse", got)

@@ -164,19 +164,8 @@ func (s *Service) runReindex(ctx context.Context, j store.Job, st wire.JobStatus
 	}
 	st.Reindex.From = indexRef(ts.Active)
 	finish := func() {
-		st.Status, st.UpdatedAt = wire.JobDone, s.o.Now().UTC()
 		st.Reindex.Phase = wire.JobDone
-		if err := s.putStatus(ctx, j.Tenant, st); err != nil {
-			log.Warn().Err(err).Msg("re-embedding job: final status; will retry")
-			j.Retry(time.Second)
-			return
-		}
-		if err := s.o.Jobs.DeletePayload(ctx, j.Tenant, j.JobID); err != nil {
-			log.Debug().Err(err).Msg("re-embedding job: payload delete")
-		}
-		if err := j.Done(ctx); err != nil {
-			log.Debug().Err(err).Msg("re-embedding job: ack")
-		}
+		s.finishJob(ctx, j, st, log) // jobs.go
 	}
 	if ts.Current() {
 		st.Reindex.To = st.Reindex.From
