@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
@@ -77,6 +79,14 @@ func (ts *testServer) deployEmbeddings(t *testing.T, id, model string) {
 	ts.rag.live.Store(ix)
 }
 
+// steppingClock is a server clock that moves on by componentsTTL at every reading, so /health never
+// answers from its one-second cache and each call shows the state of that moment.
+func steppingClock() func() time.Time {
+	var ticks atomic.Int64
+	start := time.Now()
+	return func() time.Time { return start.Add(time.Duration(ticks.Add(1)) * componentsTTL) }
+}
+
 func quoteJSON(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
@@ -87,7 +97,7 @@ func quoteJSON(s string) string {
 // document.
 func TestFreshNodeSearchesByMeaning(t *testing.T) {
 	fresh := strings.Replace(tenantJSON("fresh", `, "public": true`), `"embeddings": "local/hash-embed"`, `"embeddings": "@cf/baai/bge-m3"`, 1)
-	ts := newTestServer(t, testServerOpts{rag: &testRAGOpts{spaces: true}, tenants: []string{fresh}})
+	ts := newTestServer(t, testServerOpts{rag: &testRAGOpts{spaces: true}, tenants: []string{fresh}, now: steppingClock()})
 	h := []string{"x-tenant-id: fresh"}
 
 	ts.ingestCorpus(t, h, "local/minilm")
@@ -106,7 +116,7 @@ func TestFreshNodeSearchesByMeaning(t *testing.T) {
 // request until the job switches (an ingest meanwhile lands in the old index, and the job carries it
 // over); then the new index answers, paraphrases included.
 func TestEmbeddingModelChangeReembeds(t *testing.T) {
-	ts := newTestServer(t, testServerOpts{rag: &testRAGOpts{spaces: true, deferWorker: true}})
+	ts := newTestServer(t, testServerOpts{rag: &testRAGOpts{spaces: true, deferWorker: true}, now: steppingClock()})
 	h := []string{"x-tenant-id: open"}
 	ts.ingestCorpus(t, h, "local/hash-embed")
 	old := wire.IndexRef{Model: "local/hash-embed", Dimension: 384}
@@ -178,7 +188,7 @@ func TestFailedReembeddingKeepsOldIndex(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	models := gateway.RouterOptions{Providers: []gateway.ProviderConfig{{Name: "bad", BaseURL: up.URL + "/v1", Embeddings: []string{"bad/embed"}}}}
-	ts := newTestServer(t, testServerOpts{models: models, rag: &testRAGOpts{spaces: true}})
+	ts := newTestServer(t, testServerOpts{models: models, rag: &testRAGOpts{spaces: true}, now: steppingClock()})
 	h := []string{"x-tenant-id: open"}
 	ts.ingestCorpus(t, h, "local/hash-embed")
 

@@ -69,8 +69,12 @@ func (s *Service) StartReindex(ctx context.Context, tenantID string) (wire.Reind
 	if !ok {
 		return wire.ReindexAccepted{}, fmt.Errorf("%w: %q", ErrInvalidTenant, tenantID)
 	}
-	if s.spaces == nil || s.o.Jobs == nil {
-		return wire.ReindexAccepted{}, errors.New("this node keeps one index for every tenant: nothing to re-embed")
+	if s.spaces == nil {
+		// One index and model for every tenant: it is always the tenant's model's.
+		return wire.ReindexAccepted{TenantID: tenantID, Status: "current"}, nil
+	}
+	if s.o.Jobs == nil {
+		return wire.ReindexAccepted{}, errors.New("re-embedding needs the job queue, which this service has not")
 	}
 	ts, err := s.spaces.Resolve(ctx, t, "reindex")
 	if ts.Active.Model == "" {
