@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/wire"
 )
 
@@ -49,10 +50,38 @@ func (s *Server) health(c echo.Context) error {
 		Components:    comps,
 	}
 	if s.rag != nil {
-		e := s.rag.Service.EmbeddingStatus(c.Request().Context(), t)
-		data.Embeddings = &e
+		data.Embeddings = s.embeddingStatus(c.Request().Context(), t)
 	}
 	return ok(c, http.StatusOK, data)
+}
+
+// embeddingCache holds each tenant's last embedding status for componentsTTL: it costs a few KV
+// reads, and /health is polled often. Keys are resolved (configured) tenants only, so it is bounded.
+type embeddingCache struct {
+	mu sync.Mutex
+	m  map[string]cachedEmbeddings
+}
+
+type cachedEmbeddings struct {
+	at time.Time
+	e  *wire.TenantEmbeddings
+}
+
+// embeddingStatus returns the tenant's embedding status, read at most once per componentsTTL.
+func (s *Server) embeddingStatus(ctx context.Context, t *config.TenantConfig) *wire.TenantEmbeddings {
+	ec := &s.embCache
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	now := s.now()
+	if c, ok := ec.m[t.TenantID]; ok && now.Sub(c.at) < componentsTTL && !now.Before(c.at) {
+		return c.e
+	}
+	e := s.rag.Service.EmbeddingStatus(ctx, t)
+	if ec.m == nil {
+		ec.m = map[string]cachedEmbeddings{}
+	}
+	ec.m[t.TenantID] = cachedEmbeddings{at: now, e: &e}
+	return &e
 }
 
 // componentsTTL is how long component states are reused. /health is a liveness probe that load

@@ -174,7 +174,7 @@ func newOpenAPIServer(t *testing.T) *openAPIServer {
 	ts := newTestServer(t, testServerOpts{
 		env:     func(e *config.Env) { e.MaxRequestBodySize = 8192 },
 		tenants: openAPITenants(),
-		rag:     &testRAGOpts{jobMinDocs: 3, spaces: true},
+		rag:     &testRAGOpts{jobMinDocs: 3},
 		meter: func(t testing.TB, ts *testServer, o *metering.Options) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()

@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
@@ -60,6 +62,31 @@ func (ts *testServer) topDoc(t *testing.T, h []string, query string) string {
 	return res.Sources[0].DocID
 }
 
+// deployEmbeddings deploys a public tenant with the given embedding model, every other tenant gone,
+// to the server and its retrieval service, as a tenants watcher does.
+func (ts *testServer) deployEmbeddings(t *testing.T, id, model string) {
+	t.Helper()
+	raw := strings.Replace(tenantJSON(id, `, "public": true`), `"embeddings": "local/hash-embed"`, `"embeddings": "`+model+`"`, 1)
+	cfg, _, err := config.ParseTenantConfig(id+".json", []byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := config.NewIndex([]*config.TenantConfig{cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.SetTenants(ix)
+	ts.rag.live.Store(ix)
+}
+
+// steppingClock is a server clock that moves on by componentsTTL at every reading, so /health never
+// answers from its one-second cache and each call shows the state of that moment.
+func steppingClock() func() time.Time {
+	var ticks atomic.Int64
+	start := time.Now()
+	return func() time.Time { return start.Add(time.Duration(ticks.Add(1)) * componentsTTL) }
+}
+
 func quoteJSON(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
@@ -70,7 +97,7 @@ func quoteJSON(s string) string {
 // document.
 func TestFreshNodeSearchesByMeaning(t *testing.T) {
 	fresh := strings.Replace(tenantJSON("fresh", `, "public": true`), `"embeddings": "local/hash-embed"`, `"embeddings": "@cf/baai/bge-m3"`, 1)
-	ts := newTestServer(t, testServerOpts{rag: &testRAGOpts{spaces: true}, tenants: []string{fresh}})
+	ts := newTestServer(t, testServerOpts{rag: &testRAGOpts{spaces: true}, tenants: []string{fresh}, now: steppingClock()})
 	h := []string{"x-tenant-id: fresh"}
 
 	ts.ingestCorpus(t, h, "local/minilm")
@@ -89,7 +116,7 @@ func TestFreshNodeSearchesByMeaning(t *testing.T) {
 // request until the job switches (an ingest meanwhile lands in the old index, and the job carries it
 // over); then the new index answers, paraphrases included.
 func TestEmbeddingModelChangeReembeds(t *testing.T) {
-	ts := newTestServer(t, testServerOpts{rag: &testRAGOpts{spaces: true, deferWorker: true}})
+	ts := newTestServer(t, testServerOpts{rag: &testRAGOpts{spaces: true, deferWorker: true}, now: steppingClock()})
 	h := []string{"x-tenant-id: open"}
 	ts.ingestCorpus(t, h, "local/hash-embed")
 	old := wire.IndexRef{Model: "local/hash-embed", Dimension: 384}
@@ -98,17 +125,7 @@ func TestEmbeddingModelChangeReembeds(t *testing.T) {
 	}
 
 	// The deploy: the same tenant with another embedding model.
-	raw := strings.Replace(tenantJSON("open", `, "public": true`), `"embeddings": "local/hash-embed"`, `"embeddings": "local/minilm"`, 1)
-	cfg, _, err := config.ParseTenantConfig("open.json", []byte(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ix, err := config.NewIndex([]*config.TenantConfig{cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.SetTenants(ix)
-	ts.rag.live.Store(ix)
+	ts.deployEmbeddings(t, "open", "local/minilm")
 
 	// The job is queued (its worker is not running yet); the old index serves.
 	if got := ts.topDoc(t, h, "when does the keeper light the lamp"); got != "lighthouse" {
@@ -171,21 +188,11 @@ func TestFailedReembeddingKeepsOldIndex(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	models := gateway.RouterOptions{Providers: []gateway.ProviderConfig{{Name: "bad", BaseURL: up.URL + "/v1", Embeddings: []string{"bad/embed"}}}}
-	ts := newTestServer(t, testServerOpts{models: models, rag: &testRAGOpts{spaces: true}})
+	ts := newTestServer(t, testServerOpts{models: models, rag: &testRAGOpts{spaces: true}, now: steppingClock()})
 	h := []string{"x-tenant-id: open"}
 	ts.ingestCorpus(t, h, "local/hash-embed")
 
-	raw := strings.Replace(tenantJSON("open", `, "public": true`), `"embeddings": "local/hash-embed"`, `"embeddings": "bad/embed"`, 1)
-	cfg, _, err := config.ParseTenantConfig("open.json", []byte(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ix, err := config.NewIndex([]*config.TenantConfig{cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.SetTenants(ix)
-	ts.rag.live.Store(ix)
+	ts.deployEmbeddings(t, "open", "bad/embed")
 
 	if got := ts.topDoc(t, h, "when does the keeper light the lamp"); got != "lighthouse" {
 		t.Fatalf("search after the change: first source %q, want lighthouse", got)

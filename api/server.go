@@ -80,6 +80,7 @@ type Server struct {
 	rag       *RAGDeps
 	inflight  atomic.Int64 // requests being served, reported when shutdown runs out of time
 	compCache componentCache
+	embCache  embeddingCache // health.go
 	meter     Metering
 	usage     UsageReader      // usage.go
 	analytics *store.Analytics // metrics.go; nil: no /metrics/* routes

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rs/zerolog"
 
 	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/wire"
@@ -219,16 +220,23 @@ func (s *Service) runJob(ctx context.Context, j store.Job) {
 		}
 		j.Progress()
 	}
-	st.Status, st.Results, st.UpdatedAt = wire.JobDone, results, s.o.Now().UTC()
+	st.Results = results
+	s.finishJob(ctx, j, st, log)
+}
+
+// finishJob records a job done, drops its payload and acknowledges it; when the status cannot be
+// written the job is retried (a redelivery of a done job is acknowledged at once).
+func (s *Service) finishJob(ctx context.Context, j store.Job, st wire.JobStatus, log zerolog.Logger) {
+	st.Status, st.UpdatedAt = wire.JobDone, s.o.Now().UTC()
 	if err := s.putStatus(ctx, j.Tenant, st); err != nil {
-		log.Warn().Err(err).Msg("ingest worker: final status; will retry")
+		log.Warn().Err(err).Msg("job worker: final status; will retry")
 		j.Retry(time.Second)
 		return
 	}
 	if err := s.o.Jobs.DeletePayload(ctx, j.Tenant, j.JobID); err != nil {
-		log.Debug().Err(err).Msg("ingest worker: payload delete")
+		log.Debug().Err(err).Msg("job worker: payload delete")
 	}
 	if err := j.Done(ctx); err != nil {
-		log.Debug().Err(err).Msg("ingest worker: ack")
+		log.Debug().Err(err).Msg("job worker: ack")
 	}
 }

@@ -69,8 +69,12 @@ func (s *Service) StartReindex(ctx context.Context, tenantID string) (wire.Reind
 	if !ok {
 		return wire.ReindexAccepted{}, fmt.Errorf("%w: %q", ErrInvalidTenant, tenantID)
 	}
-	if s.spaces == nil || s.o.Jobs == nil {
-		return wire.ReindexAccepted{}, errors.New("this node keeps one index for every tenant: nothing to re-embed")
+	if s.spaces == nil {
+		// One index and model for every tenant: it is always the tenant's model's.
+		return wire.ReindexAccepted{TenantID: tenantID, Status: "current"}, nil
+	}
+	if s.o.Jobs == nil {
+		return wire.ReindexAccepted{}, errors.New("re-embedding needs the job queue, which this service has not")
 	}
 	ts, err := s.spaces.Resolve(ctx, t, "reindex")
 	if ts.Active.Model == "" {
@@ -164,19 +168,8 @@ func (s *Service) runReindex(ctx context.Context, j store.Job, st wire.JobStatus
 	}
 	st.Reindex.From = indexRef(ts.Active)
 	finish := func() {
-		st.Status, st.UpdatedAt = wire.JobDone, s.o.Now().UTC()
 		st.Reindex.Phase = wire.JobDone
-		if err := s.putStatus(ctx, j.Tenant, st); err != nil {
-			log.Warn().Err(err).Msg("re-embedding job: final status; will retry")
-			j.Retry(time.Second)
-			return
-		}
-		if err := s.o.Jobs.DeletePayload(ctx, j.Tenant, j.JobID); err != nil {
-			log.Debug().Err(err).Msg("re-embedding job: payload delete")
-		}
-		if err := j.Done(ctx); err != nil {
-			log.Debug().Err(err).Msg("re-embedding job: ack")
-		}
+		s.finishJob(ctx, j, st, log) // jobs.go
 	}
 	if ts.Current() {
 		st.Reindex.To = st.Reindex.From
