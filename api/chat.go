@@ -325,6 +325,11 @@ func (s *Server) getHistory(c echo.Context) error {
 		} else {
 			return errInvalidRequest("before: must be epoch milliseconds or an RFC 3339 time")
 		}
+		// The zero time means "no cursor" below, so before=0 (or anything not after the epoch)
+		// would silently return the newest page: refuse it instead.
+		if before.UnixMilli() <= 0 {
+			return errInvalidRequest("before: must be after 1970-01-01T00:00:00Z")
+		}
 	}
 	msgs, err := s.chat.Sessions.History(c.Request().Context(), t.TenantID, id, retentionOf(t), limit, before)
 	if err != nil {
