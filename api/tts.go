@@ -117,7 +117,7 @@ func (s *Server) postTTS(c echo.Context) error {
 		if errors.Is(err, speech.ErrInvalidRequest) {
 			return Wrap(http.StatusBadRequest, CodeInvalidRequest, ttsClientMessage(err), err)
 		}
-		return Wrap(http.StatusInternalServerError, CodeTTSError, "speech synthesis failed", err)
+		return ttsError(err, "speech synthesis failed")
 	}
 	s.metrics.TTSRequests.WithLabelValues(t.TenantID, req.Format, "ok").Inc()
 	s.metrics.TTSCharacters.WithLabelValues(t.TenantID).Add(float64(audio.Characters))
@@ -139,6 +139,16 @@ func (s *Server) postTTS(c echo.Context) error {
 		ct = speech.ContentType(req.Format)
 	}
 	return c.Blob(http.StatusOK, ct, audio.Data)
+}
+
+// ttsError maps a speech engine's failure: a node without the engine is 503 tts_unavailable (a
+// node that lacks an optional tool still serves everything else), any other failure tts_error.
+func ttsError(err error, message string) *Error {
+	if errors.Is(err, speech.ErrUnavailable) {
+		return Wrap(http.StatusServiceUnavailable, CodeTTSUnavailable,
+			"text-to-speech is not available on this node (no speech engine installed)", err)
+	}
+	return Wrap(http.StatusInternalServerError, CodeTTSError, message, err)
 }
 
 // ttsClientMessage is the message of an invalid speech request; the speech package's errors name
@@ -187,7 +197,7 @@ func (s *Server) getVoices(c echo.Context) error {
 	synth, _ := s.speech.Router.For(tenantOf(c))
 	voices, err := synth.Voices(c.Request().Context())
 	if err != nil {
-		return Wrap(http.StatusInternalServerError, CodeTTSError, "could not list voices", err)
+		return ttsError(err, "could not list voices")
 	}
 	if voices == nil {
 		voices = []speech.Voice{}
