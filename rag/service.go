@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -142,18 +141,8 @@ func NewService(o ServiceOptions) (*Service, error) {
 	return s, nil
 }
 
-// docIDPattern: letters, digits and . _ : - ; starting with a letter or digit, so a docId is never
-// ".", "..", an option-like "-x" or empty. ".." inside is refused too (no path tricks anywhere a
-// docId might one day name a file).
-var docIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
-
-// ValidateDocID checks a document ID's syntax.
-func ValidateDocID(id string) error {
-	if !docIDPattern.MatchString(id) || strings.Contains(id, "..") {
-		return fmt.Errorf("docId %q: must be 1-128 characters of letters, digits and . _ : - , start with a letter or digit, and not contain \"..\"", Truncate(id, 64))
-	}
-	return nil
-}
+// ValidateDocID checks a document ID's syntax (config.CheckDocID, the one rule).
+func ValidateDocID(id string) error { return config.CheckDocID(id) }
 
 // Truncate keeps client input echoed in a message short.
 func Truncate(s string, n int) string {
