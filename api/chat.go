@@ -235,9 +235,13 @@ func (s *Server) jsonChat(c echo.Context, ex *exchange) error {
 	h.Set("x-tokens-total", strconv.Itoa(u.TokensIn+u.TokensOut))
 	h.Set("x-ai-latency-ms", strconv.FormatInt(latency.Milliseconds(), 10))
 	s.sessionStored(ctx, ex) // usage.go: in the background, off the client's path
-	return okFlushed(c, http.StatusOK, map[string]any{
+	data := map[string]any{
 		"status": "accepted", "sessionId": ex.sessionID, "stream": false, "message": ex.reply.String(),
-	})
+	}
+	if results := ex.tools.results(); len(results) > 0 {
+		data["toolResults"] = results // what the SSE tool_result events carry
+	}
+	return okFlushed(c, http.StatusOK, data)
 }
 
 func (s *Server) streamChat(c echo.Context, ex *exchange) error {

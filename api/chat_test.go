@@ -333,6 +333,8 @@ type chatData struct {
 	SessionID string `json:"sessionId"`
 	Stream    *bool  `json:"stream"`
 	Message   string `json:"message"`
+	// ToolResults are the tool results when tools ran, as the SSE tool_result events carry them.
+	ToolResults []map[string]any `json:"toolResults"`
 }
 
 // jsonChat posts a "stream": false chat that must succeed.
