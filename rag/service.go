@@ -89,6 +89,9 @@ type ServiceOptions struct {
 	// Zero values select DefaultJobMinDocs and DefaultJobMinBytes.
 	JobMinDocs  int
 	JobMinBytes int64
+	// JobLease is how long a running job's worker holds it without renewing; the worker renews it
+	// every third of that. Zero selects DefaultJobLease.
+	JobLease time.Duration
 	// RewriteTimeout overrides RewriteTimeout (tests).
 	RewriteTimeout time.Duration
 	Logger         zerolog.Logger
@@ -100,6 +103,8 @@ type ServiceOptions struct {
 const (
 	DefaultJobMinDocs  = 20
 	DefaultJobMinBytes = 2 << 20
+	// DefaultJobLease: a killed worker's job reads "interrupted" within this long.
+	DefaultJobLease = 10 * time.Second
 	// searchCacheTTL is how long a cached answer lives (24 h) unless the tenant's documents change.
 	searchCacheTTL = 24 * time.Hour
 	// searchGenKey holds the tenant's search-cache generation (see invalidateSearchCache).
@@ -130,6 +135,9 @@ func NewService(o ServiceOptions) (*Service, error) {
 	}
 	if o.RewriteTimeout <= 0 {
 		o.RewriteTimeout = RewriteTimeout
+	}
+	if o.JobLease <= 0 {
+		o.JobLease = DefaultJobLease
 	}
 	if o.Now == nil {
 		o.Now = time.Now

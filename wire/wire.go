@@ -82,8 +82,11 @@ type IngestJobAccepted struct {
 const (
 	JobQueued  = "queued"
 	JobRunning = "running"
-	JobDone    = "done"
-	JobFailed  = "failed"
+	// JobInterrupted is a running job whose worker stopped renewing its lease (the node died or
+	// stopped): the queue hands the job to a worker again, which starts it over.
+	JobInterrupted = "interrupted"
+	JobDone        = "done"
+	JobFailed      = "failed"
 )
 
 // JobStatus is GET /ingest/jobs/:id's data. Done counts the documents processed so far (ingested
@@ -99,6 +102,9 @@ type JobStatus struct {
 	Results   []IngestItemResult `json:"results,omitempty"`
 	CreatedAt time.Time          `json:"createdAt"`
 	UpdatedAt time.Time          `json:"updatedAt"`
+	// LeaseUntil is how long the worker running the job holds it: it renews the lease every few
+	// seconds, so a lease in the past means the worker is gone (the status reads "interrupted").
+	LeaseUntil *time.Time `json:"leaseUntil,omitempty"`
 }
 
 // DocIDFromFilename makes a docId from a file name (or a relative path): path separators become
