@@ -189,7 +189,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		Handler:           s.echo,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    2 * MaxHeaderBytes, // middleware.go answers 431 with the envelope above MaxHeaderBytes
 	}
 	s.echo.Server = srv
 	err := srv.Serve(ln)

@@ -368,3 +368,18 @@ func TestHealthViews(t *testing.T) {
 		t.Errorf("readyz = %v %v, want ready with the member addresses and speech degraded", ready, states)
 	}
 }
+
+// issue 16: oversized headers got Go's plain-text 431. Up to twice MaxHeaderBytes the server
+// answers with the envelope; beyond that, and for a negative Content-Length or an invalid Host,
+// net/http answers before any handler runs (no hook exists), which the black-box suite records.
+func TestOversizedHeadersEnvelope(t *testing.T) {
+	ts := newTestServer(t, testServerOpts{noChat: true})
+	for _, tenant := range []string{"open", "nope"} {
+		resp, body := ts.do(t, "GET", "/health", "", "x-tenant-id: "+tenant, "x-pad: "+strings.Repeat("a", MaxHeaderBytes+1))
+		if env := wantError(t, resp, body, http.StatusRequestHeaderFieldsTooLarge, CodeInvalidRequest); !strings.Contains(env.Error.Message, "headers") {
+			t.Errorf("message %q does not name the headers", env.Error.Message)
+		}
+	}
+	resp, body := ts.do(t, "GET", "/health", "", "x-tenant-id: open", "x-pad: "+strings.Repeat("a", MaxHeaderBytes/2))
+	decodeEnvelope(t, resp, body)
+}
