@@ -247,9 +247,13 @@ func (s *Server) jsonChat(c echo.Context, ex *exchange) error {
 	h.Set("x-tokens-total", strconv.Itoa(u.TokensIn+u.TokensOut))
 	h.Set("x-ai-latency-ms", strconv.FormatInt(latency.Milliseconds(), 10))
 	s.sessionStored(ctx, ex) // usage.go: in the background, off the client's path
-	return okFlushed(c, http.StatusOK, map[string]any{
+	data := map[string]any{
 		"status": "accepted", "sessionId": ex.sessionID, "stream": false, "message": ex.reply.String(),
-	})
+	}
+	if results := ex.tools.results(); len(results) > 0 {
+		data["toolResults"] = results // what the SSE tool_result events carry
+	}
+	return okFlushed(c, http.StatusOK, data)
 }
 
 func (s *Server) streamChat(c echo.Context, ex *exchange) error {
@@ -336,6 +340,11 @@ func (s *Server) getHistory(c echo.Context) error {
 			before = ts
 		} else {
 			return errInvalidRequest("before: must be epoch milliseconds or an RFC 3339 time")
+		}
+		// The zero time means "no cursor" below, so before=0 (or anything not after the epoch)
+		// would silently return the newest page: refuse it instead.
+		if before.UnixMilli() <= 0 {
+			return errInvalidRequest("before: must be after 1970-01-01T00:00:00Z")
 		}
 	}
 	msgs, err := s.chat.Sessions.History(c.Request().Context(), t.TenantID, id, retentionOf(t), limit, before)

@@ -333,6 +333,8 @@ type chatData struct {
 	SessionID string `json:"sessionId"`
 	Stream    *bool  `json:"stream"`
 	Message   string `json:"message"`
+	// ToolResults are the tool results when tools ran, as the SSE tool_result events carry them.
+	ToolResults []map[string]any `json:"toolResults"`
 }
 
 // jsonChat posts a "stream": false chat that must succeed.
@@ -664,7 +666,7 @@ func TestChatSessionIDAndHistory(t *testing.T) {
 		}
 	})
 	t.Run("bad paging", func(t *testing.T) {
-		for _, q := range []string{"?limit=0", "?limit=-1", "?limit=abc", "?before=yesterday"} {
+		for _, q := range []string{"?limit=0", "?limit=-1", "?limit=abc", "?before=yesterday", "?before=0", "?before=-1", "?before=1969-12-31T00:00:00Z"} {
 			resp, b := ts.do(t, "GET", "/chat/page-1/history"+q, "", hdr)
 			env := wantError(t, resp, b, 400, CodeInvalidRequest)
 			name, _, _ := strings.Cut(strings.TrimPrefix(q, "?"), "=")

@@ -47,7 +47,8 @@ import (
 // result says VALIDATION_FAILED). A failed result has "success":false and "error":{"code","message"}
 // with the tool's failure code or the dispatch code (TOOL_NOT_FOUND, VALIDATION_FAILED,
 // PERMISSION_DENIED, EXECUTION_TIMEOUT, EXECUTION_ERROR). The explicit tool_name form reports its run
-// the same way with "round":0 and no id. The done event's usage sums every round.
+// the same way with "round":0 and no id. The done event's usage sums every round. A JSON answer
+// ("stream": false) carries the same results as `toolResults`.
 
 // maxToolRounds bounds the model-requested tool rounds of one chat request (issue 7: at most 4).
 const maxToolRounds = 4
@@ -249,6 +250,20 @@ func (ct *chatTools) writeEvents(w *sseWriter) {
 			return // the client left; the stream's own writes will notice too
 		}
 	}
+}
+
+// results are the tool results in order, for the JSON answer (the SSE stream sends them as events).
+func (ct *chatTools) results() []toolResultFrame {
+	if ct == nil {
+		return nil
+	}
+	var out []toolResultFrame
+	for _, ev := range ct.events {
+		if f, ok := ev.data.(toolResultFrame); ok {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func sumUsage(a, b gateway.Usage) gateway.Usage {

@@ -168,6 +168,17 @@ func testChatToolNameResultReachesTheModel(t *testing.T, ts *toolServer, up *too
 	if first.Message == "" {
 		t.Fatal("empty first reply")
 	}
+	if first.ToolResults != nil {
+		t.Errorf("toolResults %v without a tool", first.ToolResults)
+	}
+
+	// issue 16: the JSON answer hid the explicit tool's result; it carries it as SSE does.
+	_, withTool := ts.jsonChat(t, `{"message":"and now?","sessionId":"s-tool-json","stream":false,"tool_name":"calculate","tool_params":{"expression":"6*7"}}`,
+		"x-tenant-id: chatter")
+	if r := withTool.ToolResults; len(r) != 1 || r[0]["name"] != "calculate" || r[0]["success"] != true || r[0]["round"] != 0.0 ||
+		r[0]["data"].(map[string]any)["result"] != 42.0 {
+		t.Errorf("JSON toolResults = %v, want calculate's success with result 42 (round 0)", withTool.ToolResults)
+	}
 
 	resp, body := ts.streamChat(t, `{"message":"what is it?","sessionId":"s-tool","tool_name":"calculate","tool_params":{"expression":"6*7"}}`,
 		"x-tenant-id: chatter")

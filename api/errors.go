@@ -30,6 +30,7 @@ const (
 	CodeToolError        = wire.CodeToolError
 	CodeTTSNotEnabled    = wire.CodeTTSNotEnabled
 	CodeTTSError         = wire.CodeTTSError
+	CodeTTSUnavailable   = wire.CodeTTSUnavailable
 	CodeUnavailable      = wire.CodeUnavailable
 	CodeQuotaExceeded    = wire.CodeQuotaExceeded
 )

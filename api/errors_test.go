@@ -16,6 +16,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/gateway/speech"
 	"github.com/crispy-enigma/crispy/metering"
 	"github.com/crispy-enigma/crispy/rag"
 	"github.com/crispy-enigma/crispy/store"
@@ -28,7 +29,7 @@ var everyCode = []string{
 	wire.CodeNotFound, wire.CodeMethodNotAllowed, wire.CodeInternal, wire.CodeTenantRequired, wire.CodeTenantUnknown,
 	wire.CodeUnauthorized, wire.CodeForbidden, wire.CodePayloadTooLarge, wire.CodeInvalidJSON, wire.CodeInvalidRequest,
 	wire.CodeRateLimited, wire.CodeBudgetExceeded, wire.CodeModelNotAllowed, wire.CodeAIError, wire.CodeToolError,
-	wire.CodeTTSNotEnabled, wire.CodeTTSError, wire.CodeUnavailable, wire.CodeQuotaExceeded,
+	wire.CodeTTSNotEnabled, wire.CodeTTSError, wire.CodeTTSUnavailable, wire.CodeUnavailable, wire.CodeQuotaExceeded,
 }
 
 // TestErrorMapperEveryCode walks every error code through the one mapper (Server.handleError):
@@ -77,7 +78,10 @@ func TestErrorMapperEveryCode(t *testing.T) {
 		}, 404, tools.CodeToolNotFound},
 		{"tool error in chat", func() error { return NewError(400, CodeToolError, "tool x failed") }, 400, CodeToolError},
 		{"tts not enabled", func() error { return NewError(403, CodeTTSNotEnabled, "not enabled") }, 403, CodeTTSNotEnabled},
-		{"tts failed", func() error { return Wrap(500, CodeTTSError, "speech synthesis failed", cause) }, 500, CodeTTSError},
+		{"tts failed", func() error { return ttsError(cause, "speech synthesis failed") }, 500, CodeTTSError},
+		{"tts engine missing", func() error {
+			return ttsError(fmt.Errorf("%w: start espeak-ng: %w", speech.ErrUnavailable, cause), "speech synthesis failed")
+		}, 503, CodeTTSUnavailable},
 		{"retrieval: empty document", func() error { return ragError(rag.ErrEmptyDocument, "d") }, 400, CodeInvalidRequest},
 		{"retrieval: no such document", func() error { return ragError(rag.ErrDocumentNotFound, "d") }, 404, CodeNotFound},
 		{"retrieval: embedding failed", func() error { return ragError(fmt.Errorf("%w: %w", rag.ErrEmbedding, cause), "d") }, 502, CodeAIError},

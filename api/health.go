@@ -42,7 +42,13 @@ func (s *Server) health(c echo.Context) error {
 	if fallback == "" {
 		fallback = s.env.FallbackModelID
 	}
-	comps, _ := s.componentStates(c.Request().Context())
+	views := s.componentStates(c.Request().Context())
+	// An anonymous caller (a public tenant, no key) learns only whether each component is up;
+	// a caller with the tenant's key sees the details that are not the deployment's own.
+	comps := views.summary
+	if state(c).keyID != "" {
+		comps = views.tenant
+	}
 	data := healthData{
 		Status: "ok", TenantID: t.TenantID, Environment: env, ModelID: model, FallbackModelID: fallback,
 		Source: state(c).source, Node: s.env.NodeName, Version: s.version,
@@ -91,44 +97,69 @@ const componentsTTL = time.Second
 
 // componentCache holds the last component check; one caller refreshes it while the others wait.
 type componentCache struct {
-	mu     sync.Mutex
-	at     time.Time
-	states map[string]string
-	up     bool
+	mu    sync.Mutex
+	at    time.Time
+	views *componentViews
+}
+
+// componentViews are one check of every component, as each audience may see it. The maps are
+// never mutated after the check, so callers share them.
+type componentViews struct {
+	operator map[string]string // every state with its detail (/readyz)
+	tenant   map[string]string // an internal component's detail reduced to ok or down
+	summary  map[string]string // ok, degraded or down only
+	ready    bool              // every required component is up
 }
 
 // componentStates returns the components' states, checked at most once per componentsTTL.
-func (s *Server) componentStates(ctx context.Context) (map[string]string, bool) {
+func (s *Server) componentStates(ctx context.Context) *componentViews {
 	cc := &s.compCache
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	if now := s.now(); cc.states == nil || now.Sub(cc.at) >= componentsTTL || now.Before(cc.at) {
-		cc.states, cc.up = s.checkComponents(ctx)
+	if now := s.now(); cc.views == nil || now.Sub(cc.at) >= componentsTTL || now.Before(cc.at) {
+		cc.views = s.checkComponents(ctx)
 		cc.at = s.now()
 	}
-	return cc.states, cc.up
+	return cc.views
 }
 
 // checkComponents checks every component with a short deadline so a stuck dependency cannot
-// hang /health. Causes go to the log, never to the client. The map returned is never mutated
-// afterwards, so callers may share it.
-func (s *Server) checkComponents(ctx context.Context) (map[string]string, bool) {
+// hang /health. Causes go to the log, never to a tenant.
+func (s *Server) checkComponents(ctx context.Context) *componentViews {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	out := make(map[string]string, len(s.comps))
-	up := true
+	v := &componentViews{
+		operator: make(map[string]string, len(s.comps)),
+		tenant:   make(map[string]string, len(s.comps)),
+		summary:  make(map[string]string, len(s.comps)),
+		ready:    true,
+	}
 	for _, comp := range s.comps {
 		st, err := comp.Check(ctx)
-		if err != nil {
+		word := "ok"
+		switch {
+		case err != nil && comp.Optional:
+			// The operator sees what is missing; a tenant only that the engine is unavailable.
+			s.log.Warn().Err(err).Str("component", comp.Name).Msg("optional component unavailable")
+			word, st = "degraded", "degraded: "+err.Error()
+		case err != nil:
 			s.log.Warn().Err(err).Str("component", comp.Name).Msg("component check failed")
-			st, up = "down", false
+			word, st = "down", "down"
+			v.ready = false
 		}
-		out[comp.Name] = st
+		v.operator[comp.Name], v.summary[comp.Name] = st, word
+		if comp.Internal || word == "degraded" {
+			v.tenant[comp.Name] = word
+		} else {
+			v.tenant[comp.Name] = st
+		}
 	}
-	return out, up
+	return v
 }
 
-// Ready reports whether every component is up, for the operator's /readyz.
+// Ready reports whether every required component is up, for the operator's /readyz: a missing
+// optional engine does not take the node out of a load balancer.
 func (s *Server) Ready(ctx context.Context) (map[string]string, bool) {
-	return s.componentStates(ctx)
+	v := s.componentStates(ctx)
+	return v.operator, v.ready
 }

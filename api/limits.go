@@ -188,7 +188,7 @@ func RecommendedServerTimeouts(srv *http.Server) {
 	srv.ReadHeaderTimeout = 10 * time.Second
 	srv.ReadTimeout = 2 * time.Minute
 	srv.IdleTimeout = 120 * time.Second
-	srv.MaxHeaderBytes = 64 << 10
+	srv.MaxHeaderBytes = 2 * MaxHeaderBytes // between the two, resolveTenant answers with the envelope
 }
 
 // DefaultMaxConcurrentPerTenant bounds one tenant's requests in flight (open SSE streams

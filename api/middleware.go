@@ -163,6 +163,10 @@ func (s *Server) record(c echo.Context, st *requestState) {
 func (s *Server) resolveTenant(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
+		if n := headerBytes(req); n > MaxHeaderBytes {
+			return NewError(http.StatusRequestHeaderFieldsTooLarge, CodeInvalidRequest,
+				fmt.Sprintf("request headers exceed the limit of %d bytes", MaxHeaderBytes))
+		}
 		st := state(c)
 		ix := s.tenants.Load()
 		key, err := credentials(req.Header)
@@ -216,6 +220,23 @@ func (s *Server) resolveTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	}
+}
+
+// MaxHeaderBytes bounds a request's headers (the request line and Host included) with an envelope
+// answer. http.Server.MaxHeaderBytes is twice this: between the two the handler answers 431 with
+// the envelope; beyond it Go's server answers a plain-text 431 before any handler runs (net/http
+// has no hook for the answers it writes itself, as for a negative Content-Length or an invalid Host).
+const MaxHeaderBytes = 32 << 10
+
+// headerBytes is the size of the request head as the client sent it, near enough.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + len(r.Host) + 4
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // credentials returns the API key a request presents. Credentials that disagree (an x-api-key and

@@ -23,6 +23,12 @@ import (
 type Component struct {
 	Name  string
 	Check func(ctx context.Context) (state string, err error)
+	// Internal marks a state that describes the deployment (the cluster's member addresses): the
+	// operator's /readyz shows it, a tenant's /health only "ok" or "down".
+	Internal bool
+	// Optional marks an engine the node serves requests without (espeak-ng): when its check fails
+	// it is "degraded" in /health and the node stays ready.
+	Optional bool
 }
 
 // Deps are what the server needs; cmd/crispy wires them.
@@ -196,7 +202,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		Handler:           s.echo,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    2 * MaxHeaderBytes, // middleware.go answers 431 with the envelope above MaxHeaderBytes
 	}
 	s.echo.Server = srv
 	err := srv.Serve(ln)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/labstack/echo/v4"
 
 	"github.com/crispy-enigma/crispy/config"
@@ -319,4 +321,65 @@ func TestErrorMapping(t *testing.T) {
 			t.Errorf("%v → %d %s, want %d %s", tt.err, e.Status, e.Code, tt.status, tt.code)
 		}
 	}
+}
+
+// issue 16: /health showed anonymous callers the cluster's member addresses. An anonymous caller
+// (a public tenant, no key) sees only whether each component is up; a keyed caller sees the
+// details that are the tenant's business, never the deployment's addresses; the operator's
+// /readyz keeps them. A missing optional engine is "degraded" and leaves the node ready.
+func TestHealthViews(t *testing.T) {
+	const addr = "10.0.0.7:6330"
+	ts := newTestServer(t, testServerOpts{noChat: true, deps: func(_ testing.TB, _ *testServer, d *Deps) {
+		d.Components = []Component{
+			{Name: "nats", Check: func(context.Context) (string, error) { return "ok", nil }},
+			{Name: "models", Check: func(context.Context) (string, error) { return "local/extractive", nil }},
+			{Name: "cluster", Internal: true, Check: func(context.Context) (string, error) { return "1 members: " + addr, nil }},
+			{Name: "speech", Optional: true, Check: func(context.Context) (string, error) {
+				return "espeak-ng", errors.New("speech: missing /opt/espeak-ng")
+			}},
+		}
+	}})
+	tests := []struct {
+		name   string
+		header string
+		want   map[string]string
+	}{
+		{"anonymous", "x-tenant-id: open", map[string]string{"nats": "ok", "models": "ok", "cluster": "ok", "speech": "degraded"}},
+		{"keyed", "x-api-key: " + testKey, map[string]string{"nats": "ok", "models": "local/extractive", "cluster": "ok", "speech": "degraded"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := ts.do(t, "GET", "/health", "", tt.header)
+			env := decodeEnvelope(t, resp, body)
+			var h struct{ Components map[string]string }
+			if err := json.Unmarshal(env.Data, &h); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, h.Components); diff != "" {
+				t.Errorf("components (-want +got):\n%s", diff)
+			}
+			if strings.Contains(string(body), addr) || strings.Contains(string(body), "/opt/") {
+				t.Errorf("/health leaks the deployment: %s", body)
+			}
+		})
+	}
+	states, ready := ts.Ready(context.Background())
+	if !ready || !strings.Contains(states["cluster"], addr) || !strings.HasPrefix(states["speech"], "degraded: ") {
+		t.Errorf("readyz = %v %v, want ready with the member addresses and speech degraded", ready, states)
+	}
+}
+
+// issue 16: oversized headers got Go's plain-text 431. Up to twice MaxHeaderBytes the server
+// answers with the envelope; beyond that, and for a negative Content-Length or an invalid Host,
+// net/http answers before any handler runs (no hook exists), which the black-box suite records.
+func TestOversizedHeadersEnvelope(t *testing.T) {
+	ts := newTestServer(t, testServerOpts{noChat: true})
+	for _, tenant := range []string{"open", "nope"} {
+		resp, body := ts.do(t, "GET", "/health", "", "x-tenant-id: "+tenant, "x-pad: "+strings.Repeat("a", MaxHeaderBytes+1))
+		if env := wantError(t, resp, body, http.StatusRequestHeaderFieldsTooLarge, CodeInvalidRequest); !strings.Contains(env.Error.Message, "headers") {
+			t.Errorf("message %q does not name the headers", env.Error.Message)
+		}
+	}
+	resp, body := ts.do(t, "GET", "/health", "", "x-tenant-id: open", "x-pad: "+strings.Repeat("a", MaxHeaderBytes/2))
+	decodeEnvelope(t, resp, body)
 }

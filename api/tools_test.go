@@ -47,6 +47,7 @@ func (a *auditRecorder) last(t *testing.T) tools.AuditRecord {
 type toolServerOpts struct {
 	tenants []string
 	models  gateway.RouterOptions
+	espeak  speech.EspeakOptions // the speech engine's binaries; zero: found on PATH
 }
 
 // toolServer is newTestServer's parts (embedded NATS, the real grains, the gateway router) plus the
@@ -112,7 +113,7 @@ func newToolServer(t testing.TB, o toolServerOpts) *toolServer {
 		Meter:  mt,
 		Chat:   &ChatDeps{Sessions: grains, Models: router},
 		Tools:  &ToolsDeps{Registry: reg},
-		Speech: &SpeechDeps{Router: speech.NewRouter(speech.NewEspeak(speech.EspeakOptions{}))},
+		Speech: &SpeechDeps{Router: speech.NewRouter(speech.NewEspeak(o.espeak))},
 	}
 	srv, err := New(deps)
 	if err != nil {

@@ -128,7 +128,7 @@ func (s *Server) synthesize(c echo.Context, req speech.Request) (speech.Audio, e
 		if errors.Is(err, speech.ErrInvalidRequest) {
 			return speech.Audio{}, Wrap(http.StatusBadRequest, CodeInvalidRequest, ttsClientMessage(err), err)
 		}
-		return speech.Audio{}, Wrap(http.StatusInternalServerError, CodeTTSError, "speech synthesis failed", err)
+		return speech.Audio{}, ttsError(err, "speech synthesis failed")
 	}
 	s.metrics.TTSRequests.WithLabelValues(t.TenantID, req.Format, "ok").Inc()
 	s.metrics.TTSCharacters.WithLabelValues(t.TenantID).Add(float64(audio.Characters))
@@ -149,6 +149,16 @@ func (s *Server) synthesize(c echo.Context, req speech.Request) (speech.Audio, e
 		audio.ContentType = speech.ContentType(req.Format)
 	}
 	return audio, nil
+}
+
+// ttsError maps a speech engine's failure: a node without the engine is 503 tts_unavailable (a
+// node that lacks an optional tool still serves everything else), any other failure tts_error.
+func ttsError(err error, message string) *Error {
+	if errors.Is(err, speech.ErrUnavailable) {
+		return Wrap(http.StatusServiceUnavailable, CodeTTSUnavailable,
+			"text-to-speech is not available on this node (no speech engine installed)", err)
+	}
+	return Wrap(http.StatusInternalServerError, CodeTTSError, message, err)
 }
 
 // ttsClientMessage is the message of an invalid speech request; the speech package's errors name
@@ -197,7 +207,7 @@ func (s *Server) getVoices(c echo.Context) error {
 	synth, _ := s.speech.Router.For(tenantOf(c))
 	voices, err := synth.Voices(c.Request().Context())
 	if err != nil {
-		return Wrap(http.StatusInternalServerError, CodeTTSError, "could not list voices", err)
+		return ttsError(err, "could not list voices")
 	}
 	if voices == nil {
 		voices = []speech.Voice{}

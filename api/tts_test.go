@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -214,4 +215,20 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// issue 16: a node without espeak-ng answered /tts with a 500 tts_error (and /readyz with 503).
+// The node stays ready (TestHealthViews) and /tts says clearly that speech is unavailable here.
+func TestTTSWithoutEngine(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "espeak-ng")
+	ts := newToolServer(t, toolServerOpts{
+		tenants: []string{flagTenant("speaker", `{"tts_enabled": true}`, "local/extractive")},
+		espeak:  speech.EspeakOptions{EspeakPath: missing, LamePath: missing, OpusencPath: missing},
+	})
+	resp, b := ts.tts(t, `{"text":"hello","format":"wav"}`)
+	if env := wantError(t, resp, b, http.StatusServiceUnavailable, CodeTTSUnavailable); strings.Contains(env.Error.Message, missing) {
+		t.Errorf("message leaks the path: %q", env.Error.Message)
+	}
+	resp, b = ts.do(t, http.MethodGet, "/tts/voices", "", "x-tenant-id: speaker")
+	wantError(t, resp, b, http.StatusServiceUnavailable, CodeTTSUnavailable)
 }

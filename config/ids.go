@@ -3,9 +3,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
-// This file is the one home of the identifier syntaxes every package checks. A tenant ID is safe
+// This file is the one home of the identifier syntaxes every package checks (tenant, session and
+// document IDs). A tenant ID is safe
 // as a NATS subject token, as the first token of a KV key and as a directory name; a session ID is
 // safe as a subject token and as part of a grain identity. Other packages call these, never a
 // pattern of their own.
@@ -55,4 +57,41 @@ func ValidSessionID(id string) bool {
 		}
 	}
 	return true
+}
+
+// DocIDPattern is a document ID's syntax: letters, digits and . _ : - ; starting with a letter or
+// digit, so a docId is never ".", "..", an option-like "-x" or empty. ".." inside is refused too
+// (ValidDocID): no path tricks anywhere a docId might one day name a file. /ingest, the documents
+// routes and the ingest_docs tool all check it here.
+const DocIDPattern = `^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`
+
+// MaxDocIDLen is DocIDPattern's length bound.
+const MaxDocIDLen = 128
+
+// ValidDocID reports whether id matches DocIDPattern and has no "..".
+func ValidDocID(id string) bool {
+	if len(id) == 0 || len(id) > MaxDocIDLen || strings.Contains(id, "..") {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != ':' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// CheckDocID is ValidDocID as an error whose message names the rule (safe to show a client; the
+// ID is quoted and truncated).
+func CheckDocID(id string) error {
+	if !ValidDocID(id) {
+		shown := id
+		if r := []rune(shown); len(r) > 64 {
+			shown = string(r[:64]) + "…"
+		}
+		return fmt.Errorf("docId %q: must be 1-%d characters of letters, digits and . _ : - , start with a letter or digit, and not contain \"..\"", shown, MaxDocIDLen)
+	}
+	return nil
 }

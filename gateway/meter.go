@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"time"
 )
 
 // Meter is called by the Router around every model call it makes (Open, and so Complete): the
@@ -68,6 +69,9 @@ type CallResult struct {
 	Outcome  string // OutcomeOK, OutcomeError or OutcomeCancelled
 	Err      error  // the failure, for OutcomeError and OutcomeCancelled
 	Reply    string // the whole reply, when the Ticket asked for it and Outcome is OutcomeOK
+	// FirstToken is the time from opening the call (retries and fallback included) to the model's
+	// first token; 0 when no model produced one (a failure, or the Meter's own Answer).
+	FirstToken time.Duration
 }
 
 // CacheStatus is the response-cache state of a stream opened through a metered Router: CacheHit,
@@ -93,6 +97,7 @@ func (r *Router) openMetered(ctx context.Context, req ChatRequest, fallback stri
 	if t.Observer != nil {
 		octx = WithCallObserver(ctx, t.Observer)
 	}
+	opened := time.Now()
 	s, err := r.openTraced(octx, call.Request, call.Fallback)
 	if err != nil {
 		if t.After != nil {
@@ -101,7 +106,7 @@ func (r *Router) openMetered(ctx context.Context, req ChatRequest, fallback stri
 		}
 		return nil, err
 	}
-	return &meteredStream{inner: s, ticket: t, ctx: ctx, info: streamInfo(s)}, nil
+	return &meteredStream{inner: s, ticket: t, ctx: ctx, info: streamInfo(s), opened: opened}, nil
 }
 
 // outcomeOf names how a failed call ended: cancelled when the caller left, else error.
@@ -120,12 +125,17 @@ type meteredStream struct {
 	info   ModelInfo
 	reply  strings.Builder
 	ended  bool
+	opened time.Time     // when the call was opened; zero for the Meter's own Answer
+	first  time.Duration // opened → first token; 0 until it arrives
 }
 
 func (s *meteredStream) Next(ctx context.Context) (string, error) {
 	tok, err := s.inner.Next(ctx)
 	switch {
 	case err == nil:
+		if s.first == 0 && !s.opened.IsZero() {
+			s.first = max(time.Since(s.opened), time.Nanosecond)
+		}
 		if s.ticket.KeepReply {
 			s.reply.WriteString(tok)
 		}
@@ -148,7 +158,7 @@ func (s *meteredStream) end(res CallResult) {
 	if res.Outcome != OutcomeOK {
 		res.Reply = ""
 	}
-	res.Model, res.Info, res.Answered, res.Usage = s.inner.Model(), s.info, true, s.inner.Usage()
+	res.Model, res.Info, res.Answered, res.Usage, res.FirstToken = s.inner.Model(), s.info, true, s.inner.Usage(), s.first
 	s.ticket.After(s.ctx, res)
 }
 

@@ -177,6 +177,9 @@ func (m *Meter) finish(ctx context.Context, c *call, res gateway.CallResult) {
 		model, u := res.Model, res.Usage
 		m.metrics.ModelCalls.WithLabelValues(t, model, res.Outcome).Inc()
 		m.metrics.ModelLatency.WithLabelValues(model, res.Outcome).Observe(latency.Seconds())
+		if res.FirstToken > 0 {
+			m.metrics.ModelTTFT.WithLabelValues(model).Observe(res.FirstToken.Seconds())
+		}
 		ev := store.Event{
 			Kind: store.KindModelCall, TenantID: t, TraceID: c.meta.TraceID, SessionID: c.meta.SessionID, UserID: c.meta.UserID,
 			Model: model, Provider: res.Info.Provider, LatencyMs: latency.Milliseconds(), Outcome: res.Outcome,

@@ -16,6 +16,7 @@ import (
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/metering"
+	"github.com/crispy-enigma/crispy/observe"
 	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/test/fixture"
 )
@@ -102,8 +103,9 @@ func TestMeteredRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	ledger := &memLedger{}
+	metrics := observe.NewMetrics()
 	m := metering.New(metering.Options{
-		Env: config.DefaultEnv(), Limiter: grains, Budget: grains, Cache: cache, Ledger: ledger, Logger: zerolog.Nop(),
+		Env: config.DefaultEnv(), Limiter: grains, Budget: grains, Cache: cache, Ledger: ledger, Logger: zerolog.Nop(), Metrics: metrics,
 	})
 	model := &countingModel{}
 	router := gateway.NewRouter(gateway.RouterOptions{Local: map[string]gateway.ChatModel{"local/count": model, "local/other": model}, Meter: m})
@@ -162,10 +164,34 @@ func TestMeteredRouter(t *testing.T) {
 	if st.DayUsed != 15 || st.DayReserved != 0 {
 		t.Errorf("budget = %+v, want the 15 tokens of the one metered call used and nothing held", st)
 	}
+	// issue 16: crispy_model_first_token_seconds was in the catalogue and never recorded. Each of
+	// the 4 calls a model answered records its first token; the cache hit has no model token.
+	if n := histogramCount(t, metrics, "crispy_model_first_token_seconds"); n != 4 {
+		t.Errorf("crispy_model_first_token_seconds has %d observations, want 4", n)
+	}
 	want := map[string]int{store.KindModelCall: 4, store.KindModelCall + "(cached)": 1, store.KindBudgetExceeded: 1}
 	if got := ledger.kinds(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("ledger events = %v, want %v", got, want)
 	}
+}
+
+// histogramCount sums the sample counts of every series of the named histogram.
+func histogramCount(t *testing.T, m *observe.Metrics, name string) uint64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			n += s.GetHistogram().GetSampleCount()
+		}
+	}
+	return n
 }
 
 // SelectModels is the one rule: request > MODEL_ID > the tenant's chat model; a fallback outside

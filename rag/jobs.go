@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -115,6 +116,9 @@ func (s *Service) JobStatus(ctx context.Context, tenant, jobID string) (wire.Job
 	if err := json.Unmarshal(b, &st); err != nil {
 		return wire.JobStatus{}, fmt.Errorf("ingest job %s: decode status: %w", jobID, err)
 	}
+	if st.Status == wire.JobRunning && st.LeaseUntil != nil && s.o.Now().After(*st.LeaseUntil) {
+		st.Status = wire.JobInterrupted // its worker stopped renewing the lease: it is gone
+	}
 	return st, nil
 }
 
@@ -182,20 +186,25 @@ func (s *Service) runJob(ctx context.Context, j store.Job) {
 		j.Retry(time.Second)
 		return
 	}
-	// A redelivered job starts over: re-ingesting replaces, so the outcome is the same.
+	// A redelivered job starts over: re-ingesting replaces, so the outcome is the same. From here
+	// on the status carries a lease the heartbeat renews: if this process dies, a status read
+	// says "interrupted" within JobLease instead of "running" until the queue's AckWait passes.
 	st.Status, st.Total, st.Done, st.Succeeded, st.Failed, st.Results = wire.JobRunning, len(docs), 0, 0, 0, nil
-	st.UpdatedAt = s.o.Now().UTC()
-	if err := s.putStatus(ctx, j.Tenant, st); err != nil {
+	ls := &leasedStatus{s: s, tenant: j.Tenant, st: st}
+	if err := ls.put(ctx, nil); err != nil {
 		log.Warn().Err(err).Msg("ingest worker: status")
 	}
+	stopBeat := ls.heartbeat(ctx, j, log)
+	defer stopBeat()
 	lims, err := s.newBatchLimits(ctx, t)
 	if err != nil {
 		log.Warn().Err(err).Msg("ingest worker: quota; will retry")
+		stopBeat()
 		j.Retry(time.Second)
 		return
 	}
 	results := make([]wire.IngestItemResult, 0, len(docs))
-	for _, d := range docs {
+	for i, d := range docs {
 		if ctx.Err() != nil {
 			return // stopping: not acknowledged, the job is redelivered
 		}
@@ -206,21 +215,25 @@ func (s *Service) runJob(ctx context.Context, j store.Job) {
 		}
 		lims.landed(d, r)
 		results = append(results, r)
-		st.Done++
-		if r.Status == wire.DocIngested {
-			st.Succeeded++
-		} else {
-			st.Failed++
-		}
-		st.UpdatedAt = s.o.Now().UTC()
-		if st.Done < len(docs) {
-			if err := s.putStatus(ctx, j.Tenant, st); err != nil {
-				log.Warn().Err(err).Msg("ingest worker: progress")
+		err := ls.put(ctx, func(st *wire.JobStatus) bool {
+			st.Done++
+			if r.Status == wire.DocIngested {
+				st.Succeeded++
+			} else {
+				st.Failed++
 			}
+			return i+1 < len(docs) // the last document's progress is the final status
+		})
+		if err != nil {
+			log.Warn().Err(err).Msg("ingest worker: progress")
 		}
 		j.Progress()
 	}
-	st.Results = results
+	stopBeat()
+	ls.mu.Lock()
+	st = ls.st
+	ls.mu.Unlock()
+	st.Results, st.LeaseUntil = results, nil
 	s.finishJob(ctx, j, st, log)
 }
 
@@ -238,5 +251,57 @@ func (s *Service) finishJob(ctx context.Context, j store.Job, st wire.JobStatus,
 	}
 	if err := j.Done(ctx); err != nil {
 		log.Debug().Err(err).Msg("job worker: ack")
+	}
+}
+
+// leasedStatus is a running job's status, written by the worker's loop and by its heartbeat.
+type leasedStatus struct {
+	s      *Service
+	tenant string
+	mu     sync.Mutex
+	st     wire.JobStatus
+}
+
+// put applies change (nil: none) and, unless change says not to, writes the status; a running
+// job's lease is renewed with every write.
+func (l *leasedStatus) put(ctx context.Context, change func(st *wire.JobStatus) (write bool)) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if change != nil && !change(&l.st) {
+		return nil
+	}
+	now := l.s.o.Now().UTC()
+	l.st.UpdatedAt = now
+	if l.st.Status == wire.JobRunning {
+		until := now.Add(l.s.o.JobLease)
+		l.st.LeaseUntil = &until
+	}
+	return l.s.putStatus(ctx, l.tenant, l.st)
+}
+
+// heartbeat renews the lease (and tells the queue the job is alive) every third of JobLease until
+// the returned stop is called; stop waits for a renewal in flight, and may be called again.
+func (l *leasedStatus) heartbeat(ctx context.Context, j store.Job, log zerolog.Logger) (stop func()) {
+	hctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(l.s.o.JobLease / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-tick.C:
+				if err := l.put(hctx, nil); err != nil && hctx.Err() == nil {
+					log.Warn().Err(err).Msg("ingest worker: lease renewal")
+				}
+				j.Progress()
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
 	}
 }

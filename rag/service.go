@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -94,6 +93,9 @@ type ServiceOptions struct {
 	// Zero values select DefaultJobMinDocs and DefaultJobMinBytes.
 	JobMinDocs  int
 	JobMinBytes int64
+	// JobLease is how long a running job's worker holds it without renewing; the worker renews it
+	// every third of that. Zero selects DefaultJobLease.
+	JobLease time.Duration
 	// RewriteTimeout overrides RewriteTimeout (tests).
 	RewriteTimeout time.Duration
 	Logger         zerolog.Logger
@@ -105,6 +107,8 @@ type ServiceOptions struct {
 const (
 	DefaultJobMinDocs  = 20
 	DefaultJobMinBytes = 2 << 20
+	// DefaultJobLease: a killed worker's job reads "interrupted" within this long.
+	DefaultJobLease = 10 * time.Second
 	// searchCacheTTL is how long a cached answer lives (24 h) unless the tenant's documents change.
 	searchCacheTTL = 24 * time.Hour
 	// searchGenKey holds the tenant's search-cache generation (see invalidateSearchCache).
@@ -135,6 +139,9 @@ func NewService(o ServiceOptions) (*Service, error) {
 	}
 	if o.RewriteTimeout <= 0 {
 		o.RewriteTimeout = RewriteTimeout
+	}
+	if o.JobLease <= 0 {
+		o.JobLease = DefaultJobLease
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -174,18 +181,8 @@ func (s *Service) writeLock(tenant string) *sync.RWMutex {
 	return l.(*sync.RWMutex)
 }
 
-// docIDPattern: letters, digits and . _ : - ; starting with a letter or digit, so a docId is never
-// ".", "..", an option-like "-x" or empty. ".." inside is refused too (no path tricks anywhere a
-// docId might one day name a file).
-var docIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
-
-// ValidateDocID checks a document ID's syntax.
-func ValidateDocID(id string) error {
-	if !docIDPattern.MatchString(id) || strings.Contains(id, "..") {
-		return fmt.Errorf("docId %q: must be 1-128 characters of letters, digits and . _ : - , start with a letter or digit, and not contain \"..\"", Truncate(id, 64))
-	}
-	return nil
-}
+// ValidateDocID checks a document ID's syntax (config.CheckDocID, the one rule).
+func ValidateDocID(id string) error { return config.CheckDocID(id) }
 
 // Truncate keeps client input echoed in a message short.
 func Truncate(s string, n int) string {

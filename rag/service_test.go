@@ -33,7 +33,7 @@ func (r *rewriter) Describe(model string) (gateway.ModelInfo, error) {
 // chat model gets no rewrite (it used to get one, unmetered by the list), the others do; kb_search
 // searches exactly as POST /search does, so it is rewritten too.
 // newService is a Service over an embedded store and read model in a temporary directory, for
-// tenants; o's Store, Embedder, Catalog, Tenants and Logger are filled in.
+// tenants; o's Store, Catalog, Tenants and Logger are filled in, and Embedder unless set.
 func newService(t *testing.T, o rag.ServiceOptions, tenants ...*config.TenantConfig) *rag.Service {
 	t.Helper()
 	ix, err := config.NewIndex(tenants)
@@ -41,7 +41,10 @@ func newService(t *testing.T, o rag.ServiceOptions, tenants ...*config.TenantCon
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	emb := gateway.NewHashEmbedder(0)
+	var emb gateway.EmbeddingModel = gateway.NewHashEmbedder(0)
+	if o.Embedder != nil {
+		emb = o.Embedder
+	}
 	vs, err := embedded.Open(dir, embedded.Options{Dimension: emb.Dimension()})
 	if err != nil {
 		t.Fatal(err)

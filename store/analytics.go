@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -317,8 +318,16 @@ func outlier(v float64, history []float64) (dir string, mean, std float64, ok bo
 
 // findAnomalies checks the buckets from index first on (the period) against up to AnomalyHistory
 // buckets before each. The last bucket is the current, partial hour when partial is true.
+//
+// History starts at the first hour with any activity: before it the tenant had nothing to measure
+// (a fresh install's zeros), and judging its first busy hour against them flagged everything
+// (σ = 0). A value is judged only once AnomalyMinHistory hours of real history exist.
 func findAnomalies(buckets []HourBucket, first int, partial bool) []Anomaly {
 	var out []Anomaly
+	since := slices.IndexFunc(buckets, active)
+	if since < 0 {
+		return nil
+	}
 	for _, series := range anomalySeries {
 		for i := max(first, 0); i < len(buckets); i++ {
 			v, has := series.value(buckets[i])
@@ -326,7 +335,7 @@ func findAnomalies(buckets []HourBucket, first int, partial bool) []Anomaly {
 				continue
 			}
 			var hist []float64
-			for j := max(0, i-AnomalyHistory); j < i; j++ {
+			for j := max(since, i-AnomalyHistory); j < i; j++ {
 				if h, ok := series.value(buckets[j]); ok {
 					hist = append(hist, h)
 				}
@@ -342,6 +351,11 @@ func findAnomalies(buckets []HourBucket, first int, partial bool) []Anomaly {
 		}
 	}
 	return out
+}
+
+// active reports whether anything was recorded in the hour.
+func active(b HourBucket) bool {
+	return b.ModelCalls > 0 || b.Tokens > 0 || b.Cost > 0 || b.Searches > 0 || b.ToolExecutions > 0
 }
 
 type AnomalyReport struct {

@@ -39,3 +39,31 @@ func TestOutlier(t *testing.T) {
 		t.Error("a complete hour with no calls after 5 an hour is not flagged")
 	}
 }
+
+// issue 16: a fresh install reported anomalies: the hours before the tenant's first activity are
+// zeros, so the first busy hour was "beyond mean ± 3σ" of an all-zero history with σ = 0. History
+// starts at the first active hour of the look-back, and a judgement needs AnomalyMinHistory of them.
+func TestAnomaliesNeedHistory(t *testing.T) {
+	busy := func(b *HourBucket) { b.ModelCalls, b.Tokens, b.Cost, b.AvgLatencyMs, b.Searches = 5, 500, 0.01, 200, 2 }
+	tests := []struct {
+		name   string
+		active []int // indexes of busy hours among 26
+		want   bool  // any anomaly in the last 2 hours
+	}{
+		{"fresh install, first two busy hours", []int{24, 25}, false},
+		{"four hours since the first activity are not enough history", []int{22, 23, 24, 25}, false},
+		{"busy after quiet hours of an active tenant", []int{10, 24}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := make([]HourBucket, 26)
+			for _, i := range tt.active {
+				busy(&b[i])
+			}
+			got := findAnomalies(b, 24, false)
+			if (len(got) > 0) != tt.want {
+				t.Errorf("anomalies %+v, want any: %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -118,22 +118,19 @@ func history(base, tenant, session string) ([]string, error) {
 	return users, nil
 }
 
-// members is the "cluster" component of a node's /health: the member addresses it sees.
-func members(base string) ([]string, error) {
-	req, _ := http.NewRequest("GET", base+"/health", nil)
-	req.Header.Set("x-tenant-id", loadTenant)
-	resp, err := httpClient.Do(req)
+// members is the "cluster" component of a node's /readyz on the admin listener: the member
+// addresses it sees (a tenant's /health does not show them).
+func members(n *harness.Node) ([]string, error) {
+	resp, err := httpClient.Get("http://" + n.AdminAddr + "/readyz")
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var out struct {
-		Data struct{ Components map[string]string }
-	}
+	var out struct{ Components map[string]string }
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, err
 	}
-	c := out.Data.Components["cluster"]
+	c := out.Components["cluster"]
 	_, list, ok := strings.Cut(c, ": ")
 	if !ok {
 		return nil, fmt.Errorf("cluster component %q", c)
@@ -152,7 +149,7 @@ func waitMembers(t *testing.T, c *harness.Cluster, want int, limit time.Duration
 			if !n.Running() {
 				continue
 			}
-			ms, err := members(n.URL())
+			ms, err := members(n)
 			seen = append(seen, fmt.Sprintf("%s→%v(%v)", n.Addr, ms, err))
 			if err != nil || len(ms) != want {
 				all = false
@@ -200,9 +197,9 @@ func TestCluster(t *testing.T) {
 
 	t.Run("every node sees three members", func(t *testing.T) {
 		waitMembers(t, c, 3, 30*time.Second)
-		want, _ := members(c.Nodes[0].URL())
+		want, _ := members(c.Nodes[0])
 		for i, n := range c.Nodes {
-			got, err := members(n.URL())
+			got, err := members(n)
 			if err != nil || strings.Join(got, " ") != strings.Join(want, " ") {
 				t.Errorf("node %d sees %v (%v), node 0 sees %v", i, got, err, want)
 			}

@@ -462,7 +462,7 @@ func IngestDocs(in Ingester) Tool {
 		Description: "Ingest a text document into the tenant's knowledge base",
 		Parameters: json.RawMessage(`{"type":"object","properties":{
 			"content":{"type":"string","description":"The document text","minLength":1,"maxLength":1000000},
-			"doc_id":{"type":"string","description":"Document ID; re-ingesting an ID replaces the document","minLength":1,"maxLength":256}},
+			"doc_id":{"type":"string","description":"Document ID (as POST /ingest's docId): letters, digits and . _ : -, starting with a letter or digit, no \"..\"; re-ingesting an ID replaces the document","minLength":1,"maxLength":128,"pattern":"` + config.DocIDPattern + `"}},
 			"required":["content","doc_id"],"additionalProperties":false}`),
 		Timeout: 60 * time.Second,
 		Run: func(ctx context.Context, call Call) (any, error) {
@@ -472,6 +472,11 @@ func IngestDocs(in Ingester) Tool {
 			}
 			if err := call.Decode(&p); err != nil {
 				return nil, err
+			}
+			// The schema's pattern cannot say "no ..": the one rule decides, as for /ingest.
+			if err := config.CheckDocID(p.DocID); err != nil {
+				msg := "doc_id: " + err.Error()
+				return nil, &Error{Status: 400, Code: CodeValidationFailed, Message: msg, Details: []string{msg}}
 			}
 			if strings.TrimSpace(p.Content) == "" {
 				return nil, Fail("NO_CONTENT", "the content has no text")

@@ -227,3 +227,26 @@ func TestCurrentTime(t *testing.T) {
 		}
 	}
 }
+
+// issue 16: ingest_docs accepted doc_ids that POST /ingest refuses and then failed with
+// UPSTREAM_ERROR. The tool applies the same rule (config.CheckDocID) and answers VALIDATION_FAILED
+// before the ingester is called.
+func TestIngestDocsDocIDRule(t *testing.T) {
+	for _, id := range []string{"../etc/passwd", "-x", ".hidden", "a..b", "a/b", "a b", strings.Repeat("d", 129)} {
+		t.Run(id[:min(len(id), 16)], func(t *testing.T) {
+			in := &fakeIngester{}
+			r := NewRegistry()
+			if err := RegisterBuiltins(r, Deps{Completer: &fakeCompleter{}, Ingester: in, Searcher: &fakeSearcher{}}); err != nil {
+				t.Fatal(err)
+			}
+			params, _ := json.Marshal(map[string]string{"content": "hello", "doc_id": id})
+			_, err := r.Execute(context.Background(), ExecuteRequest{Tenant: tenant(nil), Tool: "ingest_docs", Params: params})
+			if err == nil || err.Code != CodeValidationFailed || err.Status != 400 || !strings.Contains(err.Message, "doc_id") {
+				t.Errorf("doc_id %q: %+v, want 400 VALIDATION_FAILED naming doc_id", id, err)
+			}
+			if in.doc != "" {
+				t.Errorf("the ingester was called with %q", in.doc)
+			}
+		})
+	}
+}

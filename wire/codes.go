@@ -21,7 +21,9 @@ const (
 	CodeToolError        = "tool_error"
 	CodeTTSNotEnabled    = "tts_not_enabled"
 	CodeTTSError         = "tts_error"
-	CodeUnavailable      = "unavailable"
+	// CodeTTSUnavailable: this node has no speech engine (espeak-ng or an encoder is missing).
+	CodeTTSUnavailable = "tts_unavailable"
+	CodeUnavailable    = "unavailable"
 	// CodeQuotaExceeded: storing the document would pass the tenant's knowledge-base quota.
 	CodeQuotaExceeded = "quota_exceeded"
 )

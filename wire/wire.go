@@ -82,8 +82,11 @@ type IngestJobAccepted struct {
 const (
 	JobQueued  = "queued"
 	JobRunning = "running"
-	JobDone    = "done"
-	JobFailed  = "failed"
+	// JobInterrupted is a running job whose worker stopped renewing its lease (the node died or
+	// stopped): the queue hands the job to a worker again, which starts it over.
+	JobInterrupted = "interrupted"
+	JobDone        = "done"
+	JobFailed      = "failed"
 )
 
 // Job kinds of JobStatus.Kind.
@@ -108,6 +111,9 @@ type JobStatus struct {
 	Reindex   *ReindexProgress   `json:"reindex,omitempty"`
 	CreatedAt time.Time          `json:"createdAt"`
 	UpdatedAt time.Time          `json:"updatedAt"`
+	// LeaseUntil is how long the worker running the job holds it: it renews the lease every few
+	// seconds, so a lease in the past means the worker is gone (the status reads "interrupted").
+	LeaseUntil *time.Time `json:"leaseUntil,omitempty"`
 }
 
 // IndexRef names a vector index: the embedding model and the vectors' dimension.

@@ -239,11 +239,11 @@ func serve(ctx context.Context, env config.Env) error {
 		Env: env, Tenants: ix, Logger: log, Metrics: metrics, Version: version, Tracing: tracing,
 		Components: []api.Component{
 			{Name: "nats", Check: func(context.Context) (string, error) { return "ok", bb.health() }},
-			{Name: "cluster", Check: membersComponent(node)},
+			{Name: "cluster", Check: membersComponent(node), Internal: true},
 			{Name: "sqlite", Check: func(ctx context.Context) (string, error) { return "ok", dbs.Ping(ctx) }},
 			{Name: "vectorStore", Check: vsHealth},
 			{Name: "models", Check: func(context.Context) (string, error) { return describeModels(env), nil }},
-			{Name: "speech", Check: func(context.Context) (string, error) { return "espeak-ng", espeak.Check() }},
+			{Name: "speech", Check: func(context.Context) (string, error) { return "espeak-ng", espeak.Check() }, Optional: true},
 		},
 		Meter:  meter,
 		Chat:   &api.ChatDeps{Sessions: grains, Models: router},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os/exec"
 	"strings"
@@ -86,6 +87,10 @@ func WordsPerMinute(speed float64) int {
 	}
 	return int(math.Max(minWPM, math.Min(maxWPM, math.Round(baseWPM*speed))))
 }
+
+// ErrUnavailable is returned when a binary the request needs is not installed: the node serves
+// everything else, and the API answers tts_unavailable rather than a synthesis failure.
+var ErrUnavailable = errors.New("speech engine unavailable")
 
 // ErrUnknownVoice is returned (wrapped in ErrInvalidRequest) for a voice espeak-ng does not have.
 var ErrUnknownVoice = errors.New("unknown voice")
@@ -193,6 +198,9 @@ func runPipe(ctx context.Context, name string, args []string, stdin []byte, max 
 		return nil, "", fmt.Errorf("stdout pipe: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			return nil, "", fmt.Errorf("%w: start %s: %w", ErrUnavailable, name, err)
+		}
 		return nil, "", fmt.Errorf("start %s: %w", name, err)
 	}
 	out, readErr := io.ReadAll(io.LimitReader(stdout, int64(max)+1))
