@@ -34,6 +34,17 @@ export function render(main, {health}) {
   const savedModel = sessionStorage.getItem('crispy.console.model');
   if (savedModel && models.includes(savedModel)) modelSel.value = savedModel;
   modelSel.addEventListener('change', () => sessionStorage.setItem('crispy.console.model', modelSel.value));
+  // Every model the tenant may use, from GET /v1/models (exactly its allow-list when it has one),
+  // less its embedding and speech models, which cannot chat.
+  const notChat = new Set(['local/hash-embed', 'local/minilm', health.embeddings?.configured, health.embeddings?.embeddingModel]);
+  raw('GET', '/v1/models').then((res) => res.json()).then((list) => {
+    for (const m of list.data || []) {
+      if (notChat.has(m.id) || /^tts-|-tts$/.test(m.id) || models.includes(m.id)) continue;
+      models.push(m.id);
+      modelSel.append(h('option', {value: m.id}, m.id));
+    }
+    if (savedModel && models.includes(savedModel)) modelSel.value = savedModel;
+  }).catch(() => {}); // the models /health names stay offered
   const system = h('textarea', {id: 'system', rows: 2, maxlength: 10000, placeholder: 'You are a helpful assistant.'});
   system.value = sessionStorage.getItem('crispy.console.system') || '';
   system.addEventListener('change', () => sessionStorage.setItem('crispy.console.system', system.value));
