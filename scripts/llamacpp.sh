@@ -101,23 +101,7 @@ start() {
 	echo "LLAMACPP_URL=http://127.0.0.1:$port/v1"
 }
 
-status() {
-	if pid="$(running_pid)" && [[ -f "$STATEFILE" ]]; then
-		# shellcheck disable=SC1090
-		source "$STATEFILE"
-		echo "running pid=$pid LLAMACPP_URL=http://127.0.0.1:$LLAMACPP_PORT/v1 model=$ALIAS"
-	else
-		echo "stopped"
-		return 1
-	fi
-}
+# describe is what status prints of a running server (its state file is sourced).
+describe() { echo "LLAMACPP_URL=http://127.0.0.1:$LLAMACPP_PORT/v1 model=$ALIAS"; }
 
-case "${1:-}" in
-start) start ;;
-stop) stop ;;
-status) status ;;
-*)
-	echo "usage: $0 start|stop|status" >&2
-	exit 2
-	;;
-esac
+daemon_main "$@"

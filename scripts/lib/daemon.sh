@@ -4,7 +4,8 @@
 #   STATEFILE  a file of VAR=value lines describing the running server (its port), sourced by status
 #   LOGFILE    the server's output
 #   NAME       the script's name, for log lines
-# and define `ready PORT` (exit 0 when the server on PORT answers).
+# and define `ready PORT` (exit 0 when the server on PORT answers), `start`, and `describe` (what
+# status prints of a running server, after its STATEFILE is sourced). Then call `daemon_main "$@"`.
 
 log() { echo "$NAME: $*" >&2; }
 
@@ -60,4 +61,28 @@ stop() {
 		kill -KILL -- "-$pid" 2>/dev/null || true
 	fi
 	rm -f "$PIDFILE" "$STATEFILE"
+}
+
+status() {
+	local pid
+	if pid="$(running_pid)" && [[ -f "$STATEFILE" ]]; then
+		# shellcheck disable=SC1090
+		source "$STATEFILE"
+		echo "running pid=$pid $(describe)"
+	else
+		echo "stopped"
+		return 1
+	fi
+}
+
+daemon_main() {
+	case "${1:-}" in
+	start) start ;;
+	stop) stop ;;
+	status) status ;;
+	*)
+		echo "usage: $0 start|stop|status" >&2
+		exit 2
+		;;
+	esac
 }
