@@ -118,9 +118,9 @@ func TestSearchRewriteFollowsTheModelRule(t *testing.T) {
 	}
 }
 
-// TestServiceIngestEnforcesTheTenantQuota: an ingest that would pass the tenant's quota is refused
-// with quota_exceeded naming the quota; re-ingesting a stored document counts only its new version.
-func TestServiceIngestEnforcesTheTenantQuota(t *testing.T) {
+// twoDocumentQuotaTenant is a tenant whose knowledge base may hold two documents.
+func twoDocumentQuotaTenant(t *testing.T) *config.TenantConfig {
+	t.Helper()
 	cfg, _, err := config.ParseTenantConfig("acme.json", []byte(`{
 		"tenantId": "acme", "accountId": "acc", "aiGatewayId": "gw",
 		"aiModels": {"chat": "local/extractive", "embeddings": "local/hash-embed"},
@@ -129,6 +129,13 @@ func TestServiceIngestEnforcesTheTenantQuota(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// TestServiceIngestEnforcesTheTenantQuota: an ingest that would pass the tenant's quota is refused
+// with quota_exceeded naming the quota; re-ingesting a stored document counts only its new version.
+func TestServiceIngestEnforcesTheTenantQuota(t *testing.T) {
+	cfg := twoDocumentQuotaTenant(t)
 	svc := newService(t, rag.ServiceOptions{}, cfg)
 	ctx := t.Context()
 	for _, id := range []string{"a", "b", "a"} { // the second "a" replaces the first
@@ -136,7 +143,7 @@ func TestServiceIngestEnforcesTheTenantQuota(t *testing.T) {
 			t.Fatalf("ingest %s: %v", id, err)
 		}
 	}
-	_, err = svc.Ingest(ctx, cfg, rag.Document{ID: "c", Text: "one too many"}, "t")
+	_, err := svc.Ingest(ctx, cfg, rag.Document{ID: "c", Text: "one too many"}, "t")
 	f := rag.Classify(err, "c")
 	if !errors.Is(err, rag.ErrQuotaExceeded) || f.Code != "quota_exceeded" || f.Message != `document "c": quota exceeded: the tenant's documents quota is 2; this document would bring it to 3` {
 		t.Fatalf("err %v, classified %+v", err, f)
@@ -146,14 +153,7 @@ func TestServiceIngestEnforcesTheTenantQuota(t *testing.T) {
 // TestServiceIngestBatchKeepsTheQuotaCurrent: a batch reads the catalogue once, and counts its own
 // documents as they land, so the batch cannot pass the quota together.
 func TestServiceIngestBatchKeepsTheQuotaCurrent(t *testing.T) {
-	cfg, _, err := config.ParseTenantConfig("acme.json", []byte(`{
-		"tenantId": "acme", "accountId": "acc", "aiGatewayId": "gw",
-		"aiModels": {"chat": "local/extractive", "embeddings": "local/hash-embed"},
-		"vectorizeNamespace": "acme", "rateLimit": {"perMinute": 100, "burst": 100},
-		"featureFlags": {}, "allowedHosts": [], "apiKeys": [], "quota": {"documents": 2}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := twoDocumentQuotaTenant(t)
 	svc := newService(t, rag.ServiceOptions{}, cfg)
 	var docs []rag.PendingDoc
 	for _, id := range []string{"a", "a", "b", "c"} { // "a" twice: the second replaces the first
