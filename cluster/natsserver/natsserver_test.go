@@ -3,22 +3,13 @@ package natsserver
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+	"github.com/crispy-enigma/crispy/internal/freeport"
+)
 
 // waitJetStream retries AccountInfo until the meta leader is elected.
 func waitJetStream(ctx context.Context, t *testing.T, js jetstream.JetStream) {
@@ -44,7 +35,7 @@ func waitJetStream(ctx context.Context, t *testing.T, js jetstream.JetStream) {
 func TestThreeRoutedServersShareJetStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	ports := []int{freePort(t), freePort(t), freePort(t)}
+	ports := []int{freeport.Port(t), freeport.Port(t), freeport.Port(t)}
 	var routes []string
 	for _, p := range ports {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))

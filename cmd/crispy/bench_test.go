@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/internal/freeport"
 )
 
 func TestParseMix(t *testing.T) {
@@ -133,17 +133,6 @@ func TestStreamCompleted(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 // TestBenchAgainstNode runs the real node (serve) and a short mixed bench against it: every
 // operation answered, no 5xx, every acknowledged chat message found in its history, and the
 // goroutine check passes once the node settles.
@@ -165,7 +154,7 @@ func TestBenchAgainstNode(t *testing.T) {
 	}
 	env := config.DefaultEnv()
 	env.NodeName, env.DataDir, env.TenantsDir = "bench-test", filepath.Join(dir, "data"), filepath.Join(dir, "tenants")
-	env.ListenAddr, env.AdminAddr = freeAddr(t), freeAddr(t)
+	env.ListenAddr, env.AdminAddr = freeport.Addr(t), freeport.Addr(t)
 	env.LogLevel, env.LogFormat = "error", "json"
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)

@@ -11,17 +11,13 @@ import (
 
 	"github.com/crispy-enigma/crispy/actors"
 	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/internal/freeport"
 )
 
 // Regression: --cluster-host/--cluster-port were ignored without --cluster, so a single node's actor
 // remote listened on a random port whatever was asked.
 func TestStartMemberHonoursClusterListenerOnSingleNode(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := freeport.Port(t)
 	tests := []struct {
 		name string
 		cs   config.Cluster
