@@ -17,6 +17,7 @@ type ledgerFixture struct {
 	js     jetstream.JetStream
 	ledger *Ledger
 	dbs    *TenantDBs
+	dir    string // dbs's data dir
 
 	mu     sync.Mutex
 	errors []error
@@ -29,7 +30,8 @@ func newLedgerFixture(t *testing.T) *ledgerFixture {
 	if err != nil {
 		t.Fatalf("OpenLedger: %v", err)
 	}
-	return &ledgerFixture{js: js, ledger: l, dbs: openDBs(t, t.TempDir())}
+	dir := t.TempDir()
+	return &ledgerFixture{js: js, ledger: l, dbs: openDBs(t, dir), dir: dir}
 }
 
 func (f *ledgerFixture) startProjector(t *testing.T, durable string) *Projector {
@@ -437,17 +439,56 @@ func BenchmarkLedgerAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkProjectorApply applies one model_call event per transaction, as the projector does
+// when events arrive one at a time.
 func BenchmarkProjectorApply(b *testing.B) {
 	dbs := OpenTenantDBs(b.TempDir())
 	defer dbs.Close()
-	p := NewProjector(nil, dbs, ProjectorOptions{Durable: "bench"})
 	ctx := context.Background()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		ev := Event{ID: fmt.Sprint("e", i), Kind: KindModelCall, TenantID: "acme", Time: day1, Model: "m", TokensIn: 10, TokensOut: 20}
-		if err := p.apply(ctx, ev, uint64(i)); err != nil {
+		db, err := dbs.DB(ctx, ev.TenantID)
+		if err != nil {
 			b.Fatal(err)
 		}
+		if _, err := applyTx(ctx, db, []pendingEvent{{ev: ev, seq: uint64(i)}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkProjectorApplyBatch applies model_call events in transactions of size events, as the
+// projector does under load; an op is one event.
+func BenchmarkProjectorApplyBatch(b *testing.B) {
+	for _, size := range []int{16, 256} {
+		b.Run(fmt.Sprintf("size-%d", size), func(b *testing.B) {
+			dbs := OpenTenantDBs(b.TempDir())
+			defer dbs.Close()
+			ctx := context.Background()
+			group := make([]pendingEvent, 0, size)
+			flush := func() {
+				db, err := dbs.DB(ctx, "acme")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := applyTx(ctx, db, group); err != nil {
+					b.Fatal(err)
+				}
+				group = group[:0]
+			}
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				ev := Event{ID: fmt.Sprint("e", i), Kind: KindModelCall, TenantID: "acme", Time: day1, Model: "m", TokensIn: 10, TokensOut: 20}
+				group = append(group, pendingEvent{ev: ev, seq: uint64(i)})
+				if len(group) == size {
+					flush()
+				}
+			}
+			if len(group) > 0 {
+				flush()
+			}
+		})
 	}
 }
 

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,11 +26,27 @@ type ProjectorOptions struct {
 	OnError func(error)
 	// RetryDelay is how long a failed event waits before redelivery (0: 1s).
 	RetryDelay time.Duration
+	// BatchSize caps how many events are applied together (0: 256).
+	BatchSize int
+	// BatchWait is how long the projector waits for more events once one has arrived, so that
+	// events arriving at a moderate rate still share a transaction (0: 5ms; negative: apply what
+	// is queued without waiting). It delays the read model by as much.
+	BatchWait time.Duration
 }
+
+const (
+	defaultBatchSize = 256
+	defaultBatchWait = 5 * time.Millisecond
+)
 
 // Projector writes LEDGER events into each tenant's SQLite read model. Applying an event is
 // idempotent (each event ID is recorded with its effects in one transaction), so redelivery,
 // a replay and a concurrent Rebuild never count an event twice.
+//
+// Events are applied in batches: what the consumer delivers while a batch is being gathered
+// (up to BatchSize, waiting at most BatchWait) is grouped by tenant and each tenant's group is
+// written in one transaction, then acknowledged. A commit costs about as much as the writes of
+// a model call, so batching is most of the projector's CPU under load.
 type Projector struct {
 	js   jetstream.JetStream
 	dbs  *TenantDBs
@@ -36,15 +54,25 @@ type Projector struct {
 
 	mu       sync.Mutex
 	cc       jetstream.ConsumeContext
-	cancel   context.CancelFunc
 	stopped  bool
-	inflight sync.WaitGroup
+	inflight sync.WaitGroup // messages handed to the worker and not yet acked, nacked or terminated
+	queue    chan jetstream.Msg
+	stopping chan struct{} // closed when Stop begins: a batch being gathered waits no longer
+	quit     chan struct{} // closed by Stop once inflight is zero: the worker returns
+	done     chan struct{} // closed when the worker has returned
+	enqueued atomic.Uint64 // messages handed to the worker so far (tests wait on it)
 }
 
 // NewProjector returns a projector from the LEDGER stream into dbs. It does nothing until Start.
 func NewProjector(js jetstream.JetStream, dbs *TenantDBs, opts ProjectorOptions) *Projector {
 	if opts.RetryDelay <= 0 {
 		opts.RetryDelay = time.Second
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = defaultBatchSize
+	}
+	if opts.BatchWait == 0 {
+		opts.BatchWait = defaultBatchWait
 	}
 	return &Projector{js: js, dbs: dbs, opts: opts}
 }
@@ -60,6 +88,8 @@ func (p *Projector) Start(ctx context.Context) error {
 	if p.cc != nil || p.stopped {
 		return errors.New("store: projector: already started")
 	}
+	// AckExplicit, not AckAll: acknowledging the last event of a batch would also acknowledge a
+	// failed event before it, which must come back. Acks are sent without waiting for a reply.
 	cons, err := p.js.CreateOrUpdateConsumer(ctx, LedgerStream, jetstream.ConsumerConfig{
 		Durable:       p.opts.Durable,
 		Description:   "crispy SQLite projector",
@@ -71,19 +101,23 @@ func (p *Projector) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("store: projector consumer: %w", err)
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	cc, err := cons.Consume(func(msg jetstream.Msg) { p.handle(runCtx, msg) },
+	p.queue = make(chan jetstream.Msg, p.opts.BatchSize)
+	p.stopping, p.quit, p.done = make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go p.work()
+	cc, err := cons.Consume(p.enqueue,
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { p.report(err) }))
 	if err != nil {
-		cancel()
+		close(p.quit)
+		<-p.done
 		return fmt.Errorf("store: projector consume: %w", err)
 	}
-	p.cc, p.cancel = cc, cancel
+	p.cc = cc
 	return nil
 }
 
-// Stop stops consuming and waits for the event being applied, if any. Events not yet acknowledged
-// are redelivered to the durable consumer on the next Start (on this or a new process).
+// Stop stops consuming and waits until the events already delivered are applied and
+// acknowledged (or handed back). Events not yet acknowledged are redelivered to the durable
+// consumer on the next Start (on this or a new process).
 func (p *Projector) Stop() {
 	p.mu.Lock()
 	if p.stopped {
@@ -91,14 +125,17 @@ func (p *Projector) Stop() {
 		return
 	}
 	p.stopped = true
-	cc, cancel := p.cc, p.cancel
+	cc := p.cc
 	p.mu.Unlock()
 	if cc == nil {
 		return
 	}
+	close(p.stopping)
 	cc.Stop()
-	cancel()
+	// No enqueue adds to inflight any more (stopped is set), so the worker drains to zero.
 	p.inflight.Wait()
+	close(p.quit)
+	<-p.done
 	// Wait until the subscription is gone, so a restarted projector on the same durable is the only
 	// one receiving (bounded: Closed depends on the connection still being up).
 	select {
@@ -113,7 +150,9 @@ func (p *Projector) report(err error) {
 	}
 }
 
-func (p *Projector) handle(ctx context.Context, msg jetstream.Msg) {
+// enqueue is the consumer's callback: it hands msg to the worker, blocking while the worker's
+// queue is full (which holds the consumer back instead of buffering without bound).
+func (p *Projector) enqueue(msg jetstream.Msg) {
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
@@ -124,28 +163,155 @@ func (p *Projector) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	p.inflight.Add(1)
 	p.mu.Unlock()
-	defer p.inflight.Done()
+	p.enqueued.Add(1)
+	p.queue <- msg
+}
 
-	var seq uint64
-	if md, err := msg.Metadata(); err == nil {
-		seq = md.Sequence.Stream
+// work gathers batches from the queue and applies them until quit.
+func (p *Projector) work() {
+	defer close(p.done)
+	ctx := context.Background() // Stop waits for the queued events instead of cancelling them
+	batch := make([]jetstream.Msg, 0, p.opts.BatchSize)
+	var wait *time.Timer
+	if p.opts.BatchWait > 0 {
+		wait = time.NewTimer(p.opts.BatchWait)
+		wait.Stop()
 	}
-	ev, err := decodeEvent(msg.Subject(), msg.Data())
+	for {
+		select {
+		case msg := <-p.queue:
+			batch = append(batch, msg)
+		case <-p.quit:
+			return
+		}
+		batch = p.gather(batch, wait)
+		p.applyMsgs(ctx, batch)
+		for range batch {
+			p.inflight.Done()
+		}
+		clear(batch) // let the messages go
+		batch = batch[:0]
+	}
+}
+
+// gather adds to batch what is queued, then what arrives before the batch wait ends, up to the
+// batch size.
+func (p *Projector) gather(batch []jetstream.Msg, wait *time.Timer) []jetstream.Msg {
+	for len(batch) < p.opts.BatchSize && len(p.queue) > 0 { // the worker is the only receiver
+		batch = append(batch, <-p.queue)
+	}
+	if wait == nil || len(batch) >= p.opts.BatchSize {
+		return batch
+	}
+	wait.Reset(p.opts.BatchWait)
+	defer wait.Stop()
+	for len(batch) < p.opts.BatchSize {
+		select {
+		case msg := <-p.queue:
+			batch = append(batch, msg)
+		case <-wait.C:
+			return batch
+		case <-p.stopping:
+			return batch
+		}
+	}
+	return batch
+}
+
+// pendingEvent is a decoded message waiting for its tenant's transaction.
+type pendingEvent struct {
+	msg jetstream.Msg
+	ev  Event
+	seq uint64
+}
+
+// applyMsgs applies a batch: malformed messages are dropped, the rest grouped by tenant (in
+// stream order within a tenant) and each tenant's group applied on its own, so a failing tenant
+// database delays no other tenant.
+func (p *Projector) applyMsgs(ctx context.Context, msgs []jetstream.Msg) {
+	var tenants []string
+	groups := make(map[string][]pendingEvent, 4)
+	for _, msg := range msgs {
+		var seq uint64
+		if md, err := msg.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		ev, err := decodeEvent(msg.Subject(), msg.Data())
+		if err != nil {
+			// A malformed event will never apply; retrying it would block nothing but waste work.
+			p.report(fmt.Errorf("store: projector: dropping ledger message %d: %w", seq, err))
+			_ = msg.Term()
+			continue
+		}
+		if _, ok := groups[ev.TenantID]; !ok {
+			tenants = append(tenants, ev.TenantID)
+		}
+		groups[ev.TenantID] = append(groups[ev.TenantID], pendingEvent{msg: msg, ev: ev, seq: seq})
+	}
+	for _, tenant := range tenants {
+		p.applyTenant(ctx, tenant, groups[tenant])
+	}
+}
+
+// applyTenant applies one tenant's events in one transaction and acknowledges them. An event
+// whose own write fails is handed back for a later retry and the others are applied without it;
+// a failure of the database itself (open, begin, commit) hands the whole group back.
+func (p *Projector) applyTenant(ctx context.Context, tenant string, group []pendingEvent) {
+	db, err := p.dbs.DB(ctx, tenant)
 	if err != nil {
-		// A malformed event will never apply; retrying it would block nothing but waste work.
-		p.report(fmt.Errorf("store: projector: dropping ledger message %d: %w", seq, err))
-		_ = msg.Term()
+		p.retry(group, err)
 		return
 	}
-	if err := p.apply(ctx, ev, seq); err != nil {
-		p.report(fmt.Errorf("store: projector: event %s (retrying): %w", ev.ID, err))
-		_ = msg.NakWithDelay(p.opts.RetryDelay)
-		return
+	for len(group) > 0 {
+		bad, err := applyTx(ctx, db, group)
+		if err == nil {
+			for _, pe := range group {
+				if err := pe.msg.Ack(); err != nil {
+					// Not fatal: the event will be redelivered and skipped as already applied.
+					p.report(fmt.Errorf("store: projector: ack event %s: %w", pe.ev.ID, err))
+				}
+			}
+			return
+		}
+		if bad < 0 {
+			p.retry(group, err)
+			return
+		}
+		// The transaction was rolled back, so nothing of the group is applied: apply the others
+		// again without the failing event.
+		p.retry(group[bad:bad+1], err)
+		group = slices.Delete(group, bad, bad+1)
 	}
-	if err := msg.Ack(); err != nil {
-		// Not fatal: the event will be redelivered and skipped as already applied.
-		p.report(fmt.Errorf("store: projector: ack event %s: %w", ev.ID, err))
+}
+
+// retry reports err and hands group back for redelivery after the retry delay.
+func (p *Projector) retry(group []pendingEvent, err error) {
+	if len(group) == 1 {
+		p.report(fmt.Errorf("store: projector: event %s (retrying): %w", group[0].ev.ID, err))
+	} else {
+		p.report(fmt.Errorf("store: projector: %d events of tenant %s from %s (retrying): %w",
+			len(group), group[0].ev.TenantID, group[0].ev.ID, err))
 	}
+	for _, pe := range group {
+		_ = pe.msg.NakWithDelay(p.opts.RetryDelay)
+	}
+}
+
+// applyTx applies group in one transaction. When an event's own write fails it returns that
+// event's index; -1 means the failure is not one event's.
+func applyTx(ctx context.Context, db *sql.DB, group []pendingEvent) (bad int, err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return -1, err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	w := &txWriter{tx: tx, prepare: len(group) > 1}
+	for i, pe := range group {
+		if err := w.apply(ctx, pe.ev, pe.seq); err != nil {
+			return i, err
+		}
+	}
+	return -1, tx.Commit()
 }
 
 // decodeEvent parses a ledger message and checks it against its subject, which is the authority
@@ -168,27 +334,42 @@ func decodeEvent(subject string, data []byte) (Event, error) {
 	return ev, nil
 }
 
-func (p *Projector) apply(ctx context.Context, ev Event, seq uint64) error {
-	db, err := p.dbs.DB(ctx, ev.TenantID)
-	if err != nil {
-		return err
-	}
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	if err := applyEvent(ctx, tx, ev, seq); err != nil {
-		return err
-	}
-	return tx.Commit()
+// txWriter applies events in one transaction. With prepare set, the two statements every model
+// call runs are prepared once for the transaction rather than compiled again for each event (for
+// a single event, preparing costs more than it saves).
+type txWriter struct {
+	tx      *sql.Tx
+	prepare bool
+	record  *sql.Stmt // closed with the transaction
+	usage   *sql.Stmt
 }
 
-// applyEvent writes ev's effects in tx, unless ev.ID was applied before.
-func applyEvent(ctx context.Context, tx *sql.Tx, ev Event, seq uint64) error {
+const (
+	recordEventSQL = `INSERT OR IGNORE INTO ledger_events (event_id, kind, ts, stream_seq) VALUES (?, ?, ?, ?)`
+	insertUsageSQL = `INSERT INTO usage (event_id, ts, trace_id, session_id, user_id, model, provider,
+		tokens_in, tokens_out, estimated, latency_ms, cost, outcome, cached) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+)
+
+// exec runs query, through *stmt (prepared on first use) when the writer prepares.
+func (w *txWriter) exec(ctx context.Context, stmt **sql.Stmt, query string, args ...any) (sql.Result, error) {
+	if !w.prepare {
+		return w.tx.ExecContext(ctx, query, args...)
+	}
+	if *stmt == nil {
+		st, err := w.tx.PrepareContext(ctx, query)
+		if err != nil {
+			return nil, err
+		}
+		*stmt = st
+	}
+	return (*stmt).ExecContext(ctx, args...)
+}
+
+// apply writes ev's effects in the transaction, unless ev.ID was applied before.
+func (w *txWriter) apply(ctx context.Context, ev Event, seq uint64) error {
+	tx := w.tx
 	ts := ev.Time.UnixMilli()
-	res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO ledger_events (event_id, kind, ts, stream_seq) VALUES (?, ?, ?, ?)`,
-		ev.ID, ev.Kind, ts, int64(seq))
+	res, err := w.exec(ctx, &w.record, recordEventSQL, ev.ID, ev.Kind, ts, int64(seq))
 	if err != nil {
 		return fmt.Errorf("record event: %w", err)
 	}
@@ -197,10 +378,8 @@ func applyEvent(ctx context.Context, tx *sql.Tx, ev Event, seq uint64) error {
 	}
 
 	if ev.Kind == KindModelCall {
-		_, err := tx.ExecContext(ctx, `INSERT INTO usage (event_id, ts, trace_id, session_id, user_id, model, provider,
-			tokens_in, tokens_out, estimated, latency_ms, cost, outcome, cached) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-			ev.ID, ts, ev.TraceID, ev.SessionID, ev.UserID, ev.Model, ev.Provider, ev.TokensIn, ev.TokensOut,
-			ev.Estimated, ev.LatencyMs, ev.Cost, ev.Outcome, ev.Cached)
+		_, err := w.exec(ctx, &w.usage, insertUsageSQL, ev.ID, ts, ev.TraceID, ev.SessionID, ev.UserID, ev.Model,
+			ev.Provider, ev.TokensIn, ev.TokensOut, ev.Estimated, ev.LatencyMs, ev.Cost, ev.Outcome, ev.Cached)
 		if err != nil {
 			return fmt.Errorf("usage: %w", err)
 		}
@@ -327,6 +506,7 @@ func (p *Projector) applyBatch(ctx context.Context, db *sql.DB, batch jetstream.
 		return false, err
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	w := &txWriter{tx: tx, prepare: true}
 	n := 0
 	for msg := range batch.Messages() {
 		n++
@@ -340,7 +520,7 @@ func (p *Projector) applyBatch(ctx context.Context, db *sql.DB, batch jetstream.
 			p.report(fmt.Errorf("store: rebuild: skipping ledger message %d: %w", md.Sequence.Stream, err))
 			continue
 		}
-		if err := applyEvent(ctx, tx, ev, md.Sequence.Stream); err != nil {
+		if err := w.apply(ctx, ev, md.Sequence.Stream); err != nil {
 			return false, fmt.Errorf("event %s: %w", ev.ID, err)
 		}
 	}
