@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -63,21 +64,22 @@ func appendMsgID(requestID string, i int) string {
 // grain replies (output gate) and is conditional on the last subject sequence this activation saw, so
 // a duplicate activation during membership churn cannot interleave or overwrite: its write is refused
 // with "wrong last sequence", and it reloads and retries after the other's writes.
+//
+// An activation stays in memory while its session is idle, up to a million per node, so its fields
+// are kept to what a request needs (80 bytes): the tenant and session IDs are read from subject
+// (identity), and the CHAT stream's handle is the node's (Deps.streams), not one per activation.
 type chatSession struct {
-	deps      *Deps // shared by every activation of the node: a copy per session cost ~200 bytes
-	tenantID  string
-	sessionID string
-	subject   string
+	deps    *Deps  // shared by every activation of the node: a copy per session cost ~200 bytes
+	subject string // chat.<tenant>.<session>; "" until the identity is known
 
-	stream  jetstream.Stream
-	loaded  bool
-	msgs    []storedMessage // in stream order, which is time order
-	lastSeq uint64          // last subject sequence this activation saw; 0 = none
+	loaded bool
+	// stopping: passivateIfMoved queued this activation's stop.
+	stopping bool
+	msgs     []storedMessage // in stream order, which is time order
+	lastSeq  uint64          // last subject sequence this activation saw; 0 = none
 	// traceID is the trace ID of the request being handled (the grain handles one at a time), for
 	// the log lines written about it; "" between requests.
 	traceID string
-	// stopping: passivateIfMoved queued this activation's stop.
-	stopping bool
 }
 
 func newChatSession(deps *Deps, tenantID, sessionID string) *chatSession {
@@ -89,8 +91,13 @@ func newChatSession(deps *Deps, tenantID, sessionID string) *chatSession {
 }
 
 func (s *chatSession) setIdentity(tenantID, sessionID string) {
-	s.tenantID, s.sessionID = tenantID, sessionID
 	s.subject = chatSubject(tenantID, sessionID)
+}
+
+// identity is the grain identity, <tenant>:<session>, from the subject: neither ID contains a dot
+// (chatSubject).
+func (s *chatSession) identity() string {
+	return strings.Replace(strings.TrimPrefix(s.subject, "chat."), ".", ":", 1)
 }
 
 func (s *chatSession) Receive(ctx actor.Context) {
@@ -111,7 +118,7 @@ func (s *chatSession) Receive(ctx actor.Context) {
 		ctx.Poison(ctx.Self())
 	case *actor.Stopped:
 		releaseStopped(ctx)
-		s.msgs, s.stream = nil, nil
+		s.msgs = nil
 	case *pb.AppendRequest:
 		s.traceID = msg.GetTraceId()
 		ctx.Respond(&pb.AppendResponse{Error: errString(s.append(msg))})
@@ -134,7 +141,7 @@ func (s *chatSession) Receive(ctx actor.Context) {
 // answered first (the stop is queued behind them); later ones are re-sent to the owner.
 func (s *chatSession) passivateIfMoved(ctx actor.Context) {
 	defer func() { s.traceID = "" }()
-	if s.subject == "" || s.deps.Placement.Owns(KindChatSession, s.tenantID+":"+s.sessionID) || s.stopping {
+	if s.subject == "" || s.stopping || s.deps.Placement.Owns(KindChatSession, s.identity()) {
 		return
 	}
 	s.stopping = true
@@ -229,11 +236,7 @@ func (s *chatSession) refresh() error {
 // chatStream returns the CHAT stream's handle, creating the stream if it is missing. The handle is
 // shared by the node's sessions (Deps.streams), so an activation does not ask for the stream's info.
 func (s *chatSession) chatStream() (jetstream.Stream, error) {
-	if s.stream != nil {
-		return s.stream, nil
-	}
 	if st := s.deps.streams.get(); st != nil {
-		s.stream = st
 		return st, nil
 	}
 	st, err := retryStore(s, "stream info", func(ctx context.Context) (jetstream.Stream, error) {
@@ -249,7 +252,6 @@ func (s *chatSession) chatStream() (jetstream.Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chat session: stream %s: %w", StreamChat, err)
 	}
-	s.stream = st
 	s.deps.streams.set(st)
 	return st, nil
 }
