@@ -1,5 +1,6 @@
 // Package cluster starts and stops the protoactor cluster member of a node: actor system, remote
-// (gRPC on Host:Port), disthash identity lookup (rendezvous hashing, one activation per identity) and
+// (gRPC on Host:Port), the identity lookup of cluster/lookup (rendezvous hashing, one activation per
+// identity) and
 // a membership provider.
 package cluster
 
@@ -14,9 +15,10 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	protocluster "github.com/asynkron/protoactor-go/cluster"
-	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/rs/zerolog"
+
+	"github.com/crispy-enigma/crispy/cluster/lookup"
 )
 
 // Options configure a cluster member.
@@ -80,7 +82,7 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	if opts.AdvertisedHost != "" {
 		remoteOpts = append(remoteOpts, remote.WithAdvertisedHost(opts.AdvertisedHost))
 	}
-	cfg := protocluster.Configure(opts.ClusterName, opts.Provider, disthash.New(),
+	cfg := protocluster.Configure(opts.ClusterName, opts.Provider, lookup.New(),
 		remote.Configure(opts.Host, opts.Port, remoteOpts...),
 		protocluster.WithKinds(opts.Kinds...),
 		protocluster.WithRequestTimeout(opts.RequestTimeout),
@@ -135,9 +137,9 @@ func (n *Node) WaitMembers(ctx context.Context, want int) error {
 // member just stops, as if it crashed, but still stops the provider's timers so nothing keeps running
 // in this process. Only the first call has an effect.
 //
-// Why not protoactor's graceful shutdown: it stops disthash's placement actor, which poisons every
+// Why not protoactor's graceful shutdown: it stops the placement actor, which poisons every
 // activation and waits for each in turn (up to 10 s apiece: a grain busy with a store call or
-// behind a deep mailbox), then sleeps 2 s "for ownership transfer" — disthash transfers nothing.
+// behind a deep mailbox), then sleeps 2 s "for ownership transfer" — the lookup transfers nothing.
 // After load that took 25 s and logged placement-actor timeouts, past the shutdown budget. Nothing
 // is lost by not stopping grains one by one: a chat session replies only after JetStream
 // acknowledged its writes, and budget counters are in JetStream too; a rate limiter's window is

@@ -17,7 +17,7 @@ import (
 	"github.com/crispy-enigma/crispy/actors"
 )
 
-// activatorPrefix is where protoactor's disthash identity lookup spawns grain activations:
+// activatorPrefix is where the identity lookup (cluster/lookup.ActorName) spawns grain activations:
 // "partition-activator/<identity>$<seq>".
 const activatorPrefix = "partition-activator/"
 
