@@ -80,11 +80,10 @@ func BenchmarkSessionMemory(b *testing.B) {
 			// The PIDs come from the PID cache the client filled: Cluster.Get would ask the
 			// placement actor, whose mailbox the terminations fill.
 			//
-			// protoactor's disthash placement actor finds a terminated activation by scanning every
-			// activation it placed (placementActor.pidToMeta), so passivating n sessions costs
-			// O(n²): seconds for 100,000, most of an hour for 1,000,000. The wait is bounded by
-			// $SESSION_MEMORY_PASSIVATE_WAIT (default 1m); past it the benchmark reports how many
-			// passivated per second instead of the heap they leave.
+			// The wait is bounded by $SESSION_MEMORY_PASSIVATE_WAIT (default 1m); past it the
+			// benchmark reports how many passivated per second instead of the heap they leave.
+			// (protoactor's own identity lookup scanned every activation per passivation, O(n²)
+			// in all; cluster/lookup indexes them.)
 			wait := time.Minute
 			if v := os.Getenv("SESSION_MEMORY_PASSIVATE_WAIT"); v != "" {
 				d, err := time.ParseDuration(v)
