@@ -64,12 +64,12 @@ func (s *Server) checkRateLimit(c echo.Context, bodyUser string) error {
 func setRateLimitHeaders(h http.Header, t *config.TenantConfig, d actors.RateDecision, now time.Time) {
 	limit := strconv.Itoa(t.RateLimit.PerMinute)
 	remaining := strconv.Itoa(d.Remaining)
-	h.Set("x-ratelimit-limit", limit)
-	h.Set("x-ratelimit-remaining", remaining)
-	h.Set("x-ratelimit-reset", strconv.FormatInt(d.ResetAt.UnixMilli(), 10))
-	h.Set("RateLimit-Limit", limit)
-	h.Set("RateLimit-Remaining", remaining)
-	h.Set("RateLimit-Reset", strconv.FormatInt(ceilSeconds(d.ResetAt.Sub(now)), 10))
+	setHeader(h, hdrXRateLimitLimit, limit) // headers.go
+	setHeader(h, hdrXRateLimitRemain, remaining)
+	setHeader(h, hdrXRateLimitReset, strconv.FormatInt(d.ResetAt.UnixMilli(), 10))
+	setHeader(h, hdrRateLimitLimit, limit)
+	setHeader(h, hdrRateLimitRemaining, remaining)
+	setHeader(h, hdrRateLimitReset, strconv.FormatInt(ceilSeconds(d.ResetAt.Sub(now)), 10))
 	if !d.Allowed {
 		h.Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(d.RetryAfter)), 10))
 	}
