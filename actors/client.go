@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crispy-enigma/crispy/actors/pb"
+	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/observe"
 )
 
@@ -171,23 +172,61 @@ func (c *Client) Allow(ctx context.Context, tenantID, userID string, lim RateLim
 	}
 	// Re-sent when the limiter's member leaves: its window died with the member, so one admission
 	// counted there and again on the new activation costs nothing that was not already lost.
-	res, err := requestIdempotent[*pb.RateLimitResponse](ctx, c, id, KindRateLimiter, &pb.RateLimitRequest{
+	req := toPBRateLimit(lim)
+	req.TraceId = observe.TraceID(ctx)
+	res, err := requestIdempotent[*pb.RateLimitResponse](ctx, c, id, KindRateLimiter, req)
+	if err != nil {
+		return RateDecision{}, err
+	}
+	return fromPBDecision(res), nil
+}
+
+// AllowWithCeiling asks the tenant's ceiling limiter (identity ceilingID, e.g. "tenant") and, when it
+// admits, the user's limit in the same request: one grain round trip instead of Allow's two. The
+// ceiling's limiter keeps the user windows; a request the ceiling denies makes none. user is the
+// user's decision, the zero RateDecision when the ceiling denied.
+func (c *Client) AllowWithCeiling(ctx context.Context, tenantID, ceilingID string, ceilingLim RateLimit, userID string, userLim RateLimit) (ceiling, user RateDecision, err error) {
+	if userID == "" || len(userID) > config.MaxUserIDLen { // as rateLimitIdentity checks it for Allow
+		return RateDecision{}, RateDecision{}, fmt.Errorf("user %q: %w", userID, ErrInvalidID)
+	}
+	id, err := rateLimitIdentity(tenantID, ceilingID)
+	if err != nil {
+		return RateDecision{}, RateDecision{}, err
+	}
+	req := toPBRateLimit(ceilingLim)
+	req.TraceId, req.User, req.UserLimits = observe.TraceID(ctx), userID, toPBRateLimit(userLim)
+	// Re-sent when the member leaves, as Allow's: the windows died with the member.
+	res, err := requestIdempotent[*pb.RateLimitResponse](ctx, c, id, KindRateLimiter, req)
+	if err != nil {
+		return RateDecision{}, RateDecision{}, err
+	}
+	ceiling = fromPBDecision(res)
+	if ceiling.Allowed {
+		if res.GetUser() == nil {
+			return RateDecision{}, RateDecision{}, fmt.Errorf("%s %s: no user decision in the reply", KindRateLimiter, id)
+		}
+		user = fromPBDecision(res.GetUser())
+	}
+	return ceiling, user, nil
+}
+
+func toPBRateLimit(lim RateLimit) *pb.RateLimitRequest {
+	return &pb.RateLimitRequest{
 		PerMinute:      int32(lim.PerMinute),
 		Burst:          int32(lim.Burst),
 		WindowSec:      int32(lim.WindowSec),
 		BurstWindowSec: int32(lim.BurstWindowSec),
-		TraceId:        observe.TraceID(ctx),
-	})
-	if err != nil {
-		return RateDecision{}, err
 	}
+}
+
+func fromPBDecision(res *pb.RateLimitResponse) RateDecision {
 	return RateDecision{
 		Allowed:    res.GetAllowed(),
 		Limit:      int(res.GetLimit()),
 		Remaining:  int(res.GetRemaining()),
 		ResetAt:    time.UnixMilli(res.GetResetAtMs()),
 		RetryAfter: time.Duration(res.GetRetryAfterMs()) * time.Millisecond,
-	}, nil
+	}
 }
 
 func toPBRetention(r Retention) *pb.Retention {
