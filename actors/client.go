@@ -201,13 +201,16 @@ func (c *Client) AllowWithCeiling(ctx context.Context, tenantID, ceilingID strin
 		return RateDecision{}, RateDecision{}, err
 	}
 	ceiling = fromPBDecision(res)
-	if ceiling.Allowed {
-		if res.GetUser() == nil {
-			return RateDecision{}, RateDecision{}, fmt.Errorf("%s %s: no user decision in the reply", KindRateLimiter, id)
-		}
-		user = fromPBDecision(res.GetUser())
+	switch {
+	case !ceiling.Allowed:
+		return ceiling, RateDecision{}, nil
+	case res.GetUser() == nil:
+		// A member running a version without RateLimitRequest.user hosts the ceiling (a rolling
+		// upgrade): it decided its own window only. Ask the user's own limiter, as before.
+		user, err = c.Allow(ctx, tenantID, userID, userLim)
+		return ceiling, user, err
 	}
-	return ceiling, user, nil
+	return ceiling, fromPBDecision(res.GetUser()), nil
 }
 
 func toPBRateLimit(lim RateLimit) *pb.RateLimitRequest {
