@@ -35,6 +35,45 @@ func BenchmarkClientAllow(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
 }
 
+// BenchmarkRequestAdmission is the rate-limit admission of one request, one at a time: the tenant
+// ceiling and then the user's limit as two grain round trips (Allow twice), or as one
+// (AllowWithCeiling). Limits no request reaches; 64 users take turns.
+func BenchmarkRequestAdmission(b *testing.B) {
+	e := startEnv(b, b.TempDir(), 0)
+	ceiling := actors.RateLimit{PerMinute: 1 << 30, Burst: 1 << 30}
+	lim := actors.RateLimit{PerMinute: 1 << 30, Burst: 1 << 30}
+	ctx := context.Background()
+	users := make([]string, 64)
+	for i := range users {
+		users[i] = fmt.Sprintf("user:u%d", i)
+	}
+	for _, tc := range []struct {
+		name  string
+		admit func(user string) error
+	}{
+		{"two-round-trips", func(user string) error {
+			if _, err := e.client.Allow(ctx, "acme", "tenant", ceiling); err != nil {
+				return err
+			}
+			_, err := e.client.Allow(ctx, "acme", user, lim)
+			return err
+		}},
+		{"one-round-trip", func(user string) error {
+			_, _, err := e.client.AllowWithCeiling(ctx, "acme", "tenant", ceiling, user, lim)
+			return err
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := range b.N {
+				if err := tc.admit(users[i%len(users)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkClientAllowOneUser is the same with every goroutine on one grain (one mailbox).
 func BenchmarkClientAllowOneUser(b *testing.B) {
 	e := startEnv(b, b.TempDir(), 0)

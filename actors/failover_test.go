@@ -27,7 +27,7 @@ func pidAt(m *cluster.Member, id string) *actor.PID { return actor.NewPID(m.Addr
 // requests to members still there are untouched.
 func TestFailoverStopsRequestsToADepartedMember(t *testing.T) {
 	a, b := member("10.0.0.1", 1), member("10.0.0.2", 2)
-	fo := &failover{calls: map[string]map[*call]struct{}{}, byPID: map[string]map[*call]struct{}{}, left: make(chan struct{})}
+	fo := &failover{calls: map[*call]struct{}{}, left: make(chan struct{})}
 	fo.onTopology(&cluster.ClusterTopology{Members: []*cluster.Member{a, b}, Joined: []*cluster.Member{a, b}})
 
 	stopped := map[string]int{}
@@ -59,15 +59,15 @@ func TestFailoverStopsRequestsToADepartedMember(t *testing.T) {
 	if memberLeft, _ := fo.untrack(late); stopped["late"] != 1 || !memberLeft {
 		t.Errorf("request to an address already gone: stopped %d, memberLeft %v", stopped["late"], memberLeft)
 	}
-	if len(fo.calls) != 0 || len(fo.byPID) != 0 {
-		t.Errorf("calls left tracked: %v %v", fo.calls, fo.byPID)
+	if len(fo.calls) != 0 {
+		t.Errorf("calls left tracked: %v", fo.calls)
 	}
 }
 
 // An activation's ActivationTerminated stops exactly the requests in flight to that activation.
 func TestFailoverStopsRequestsToATerminatedActivation(t *testing.T) {
 	a := member("10.0.0.1", 1)
-	fo := &failover{calls: map[string]map[*call]struct{}{}, byPID: map[string]map[*call]struct{}{}, left: make(chan struct{})}
+	fo := &failover{calls: map[*call]struct{}{}, left: make(chan struct{})}
 	fo.onTopology(&cluster.ClusterTopology{Members: []*cluster.Member{a}, Joined: []*cluster.Member{a}})
 
 	stopped := map[string]int{}
@@ -88,8 +88,8 @@ func TestFailoverStopsRequestsToATerminatedActivation(t *testing.T) {
 	if _, ended := fo.untrack(other); ended {
 		t.Error("request to another activation reported as activationEnded")
 	}
-	if len(fo.calls) != 0 || len(fo.byPID) != 0 {
-		t.Errorf("calls left tracked: %v %v", fo.calls, fo.byPID)
+	if len(fo.calls) != 0 {
+		t.Errorf("calls left tracked: %v", fo.calls)
 	}
 }
 
@@ -159,7 +159,12 @@ func TestRequestQueuedBehindAStoppingActivationIsResent(t *testing.T) {
 		t.Fatal("the queued request never reached the mailbox")
 	}
 	c.fo.mu.Lock()
-	n := len(c.fo.byPID[pidKey(pid)])
+	n := 0
+	for cl := range c.fo.calls {
+		if cl.addr == pid.GetAddress() && cl.id == pid.GetId() {
+			n++
+		}
+	}
 	c.fo.mu.Unlock()
 	if n != 2 {
 		t.Fatalf("%d requests tracked for the activation, want 2", n)

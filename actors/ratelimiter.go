@@ -17,6 +17,11 @@ import (
 // the request in hand and passivates: a duplicate started by a requester with a stale topology would
 // otherwise keep its own window beside the owner's until it idles out, and every user would get
 // twice the limit during churn. Requests queued behind the stop are re-sent to the owner.
+//
+// A tenant's ceiling limiter (identity <tenant>:ratelimit:tenant) also keeps the windows of the
+// tenant's users when asked for both in one request (RateLimitRequest.user, Client.AllowWithCeiling):
+// the ceiling is asked on every request anyway, so one round trip instead of two, and the users'
+// decisions stay exact for the same reason the ceiling's are.
 type rateLimiter struct {
 	deps     Deps
 	identity string // from ClusterInit; "" when spawned directly (tests): ownership is not checked
@@ -24,6 +29,17 @@ type rateLimiter struct {
 	lastLim  limits
 	lastNow  int64
 	stopping bool
+	// users are the user windows kept for a ceiling. Only admitted requests make one, so at most
+	// the ceiling's limit of them is made per window; windows that emptied are dropped by sweep.
+	users     map[string]*userWindow
+	swept     int // len(users) after the last sweep
+	userLimit limits
+}
+
+// userWindow is one user's sliding window inside a ceiling's limiter.
+type userWindow struct {
+	window slidingWindow
+	lim    limits
 }
 
 func newRateLimiter(deps Deps) *rateLimiter {
@@ -44,7 +60,9 @@ func (r *rateLimiter) Receive(ctx actor.Context) {
 		r.passivateIfMoved(ctx)
 	case *actor.ReceiveTimeout:
 		// Passivate only once no admitted request is still relevant, so idling never widens a limit.
-		if r.window.empty(r.now(), r.lastLim) {
+		now := r.now()
+		r.sweep(now)
+		if r.window.empty(now, r.lastLim) && len(r.users) == 0 {
 			ctx.Poison(ctx.Self())
 			return
 		}
@@ -58,7 +76,11 @@ func (r *rateLimiter) Receive(ctx actor.Context) {
 // window is empty, and a client cycling through user IDs creates one limiter per ID: they leave
 // one window after their last request instead of after the (longer) idle timeout.
 func (r *rateLimiter) idleTimeout() time.Duration {
-	if w := time.Duration(max(r.lastLim.windowMs, r.lastLim.burstWindow)) * time.Millisecond; w > 0 && w < r.deps.IdleTimeout {
+	keep := max(r.lastLim.windowMs, r.lastLim.burstWindow)
+	if len(r.users) > 0 {
+		keep = max(keep, r.userLimit.windowMs, r.userLimit.burstWindow)
+	}
+	if w := time.Duration(keep) * time.Millisecond; w > 0 && w < r.deps.IdleTimeout {
 		return w
 	}
 	return r.deps.IdleTimeout
@@ -88,7 +110,40 @@ func (r *rateLimiter) now() int64 {
 func (r *rateLimiter) decide(req *pb.RateLimitRequest) *pb.RateLimitResponse {
 	lim := limitsFromRequest(req)
 	r.lastLim = lim
-	d := r.window.decide(r.now(), lim)
+	now := r.now()
+	res := toPBDecision(r.window.decide(now, lim))
+	if req.GetUser() == "" || !res.GetAllowed() {
+		return res // a request the ceiling denies makes no user window
+	}
+	ulim := limitsFromRequest(req.GetUserLimits())
+	r.userLimit = ulim
+	if r.users == nil {
+		r.users = map[string]*userWindow{}
+	}
+	uw := r.users[req.GetUser()]
+	if uw == nil {
+		uw = &userWindow{}
+		r.users[req.GetUser()] = uw
+	}
+	uw.lim = ulim
+	res.User = toPBDecision(uw.window.decide(now, ulim))
+	if len(r.users) >= max(64, 2*r.swept) {
+		r.sweep(now) // amortised O(1) per request: the map at most doubles between sweeps
+	}
+	return res
+}
+
+// sweep drops the user windows no admitted request is relevant to any more.
+func (r *rateLimiter) sweep(now int64) {
+	for user, uw := range r.users {
+		if uw.window.empty(now, uw.lim) {
+			delete(r.users, user)
+		}
+	}
+	r.swept = len(r.users)
+}
+
+func toPBDecision(d decision) *pb.RateLimitResponse {
 	return &pb.RateLimitResponse{
 		Allowed:      d.allowed,
 		Limit:        int32(d.limit),

@@ -52,7 +52,7 @@ func (s *Server) observeRequest(next echo.HandlerFunc) echo.HandlerFunc {
 		req := c.Request()
 		st := &requestState{start: time.Now(), traceID: observe.TraceIDFrom(req.Header.Get)}
 		c.Set(stateKey, st)
-		c.Response().Header().Set("x-trace-id", st.traceID)
+		setHeader(c.Response().Header(), hdrTraceID, st.traceID)
 		ctx := observe.WithTraceID(req.Context(), st.traceID)
 		var span trace.Span // nil unless tracing is on
 		if s.tracer.Enabled() {

@@ -35,27 +35,23 @@ func (s *Server) rateLimitUser(c echo.Context, bodyUser string) string {
 
 const maxUserIDLen = config.MaxUserIDLen
 
-// checkRateLimit asks the tenant-wide ceiling first, then the user's RateLimiter grain, sets the
-// rate-limit headers (on every answer, allowed or not) and returns 429 rate_limited when denied.
-// The ceiling comes first so that a request it denies creates no per-user limiter: whatever IDs
-// a client varies, at most the ceiling's worth of limiters is made per window.
+// checkRateLimit asks the tenant-wide ceiling first, then the user's limit (one grain round trip:
+// metering.Meter.AllowRequest), sets the rate-limit headers (on every answer, allowed or not) and
+// returns 429 rate_limited when denied. The ceiling comes first so that a request it denies creates
+// no per-user window: whatever IDs a client varies, at most the ceiling's worth of them is made per
+// window.
 func (s *Server) checkRateLimit(c echo.Context, bodyUser string) error {
 	t := tenantOf(c)
 	who := metering.Caller{TraceID: traceID(c), SessionID: state(c).sessionID, Route: c.Path(), UserID: bodyUser}
-	ceiling, err := s.meter.AllowTenant(c.Request().Context(), t, who)
-	if err != nil {
-		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "rate limiter unavailable, retry shortly", err)
-	}
-	if !ceiling.Allowed {
-		setRateLimitHeaders(c.Response().Header(), t, ceiling, s.now())
-		return NewError(http.StatusTooManyRequests, CodeRateLimited, "the tenant's rate limit is exceeded, retry after the time in Retry-After")
-	}
-	d, err := s.meter.Allow(c.Request().Context(), t, s.rateLimitUser(c, bodyUser), who)
+	d, ceilingDenied, err := s.meter.AllowRequest(c.Request().Context(), t, s.rateLimitUser(c, bodyUser), who)
 	if err != nil {
 		return Wrap(http.StatusServiceUnavailable, CodeUnavailable, "rate limiter unavailable, retry shortly", err)
 	}
 	setRateLimitHeaders(c.Response().Header(), t, d, s.now())
-	if !d.Allowed {
+	switch {
+	case ceilingDenied:
+		return NewError(http.StatusTooManyRequests, CodeRateLimited, "the tenant's rate limit is exceeded, retry after the time in Retry-After")
+	case !d.Allowed:
 		return NewError(http.StatusTooManyRequests, CodeRateLimited, "rate limit exceeded, retry after the time in Retry-After")
 	}
 	return nil
@@ -64,12 +60,12 @@ func (s *Server) checkRateLimit(c echo.Context, bodyUser string) error {
 func setRateLimitHeaders(h http.Header, t *config.TenantConfig, d actors.RateDecision, now time.Time) {
 	limit := strconv.Itoa(t.RateLimit.PerMinute)
 	remaining := strconv.Itoa(d.Remaining)
-	h.Set("x-ratelimit-limit", limit)
-	h.Set("x-ratelimit-remaining", remaining)
-	h.Set("x-ratelimit-reset", strconv.FormatInt(d.ResetAt.UnixMilli(), 10))
-	h.Set("RateLimit-Limit", limit)
-	h.Set("RateLimit-Remaining", remaining)
-	h.Set("RateLimit-Reset", strconv.FormatInt(ceilSeconds(d.ResetAt.Sub(now)), 10))
+	setHeader(h, hdrXRateLimitLimit, limit) // headers.go
+	setHeader(h, hdrXRateLimitRemain, remaining)
+	setHeader(h, hdrXRateLimitReset, strconv.FormatInt(d.ResetAt.UnixMilli(), 10))
+	setHeader(h, hdrRateLimitLimit, limit)
+	setHeader(h, hdrRateLimitRemaining, remaining)
+	setHeader(h, hdrRateLimitReset, strconv.FormatInt(ceilSeconds(d.ResetAt.Sub(now)), 10))
 	if !d.Allowed {
 		h.Set("Retry-After", strconv.FormatInt(max(1, ceilSeconds(d.RetryAfter)), 10))
 	}

@@ -70,7 +70,7 @@ func (s *Server) v1Routes(e *echo.Echo) {
 // v1Headers sets x-request-id (the trace ID), which the SDKs expose as the request ID.
 func v1Headers(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		c.Response().Header().Set("x-request-id", traceID(c))
+		setHeader(c.Response().Header(), hdrRequestID, traceID(c))
 		return next(c)
 	}
 }

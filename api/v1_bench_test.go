@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -19,7 +20,9 @@ import (
 // non-streamed (whole round trip) and streamed (time to the first content byte), sequentially and
 // from 32 goroutines. The node's path: tenant resolution, the RateLimiter grain,
 // the model rule, the Budget reserve, the upstream call, the Budget commit and the model_call
-// ledger event (JetStream). Metrics are medians and p99s in µs.
+// ledger event (JetStream). Metrics are medians and p99s in µs; cpu-µs/op is the test process's CPU
+// time per iteration (client, fake upstream and node, the node's settle work included) and
+// node-cpu-µs/op that less the CPU of a direct call alone: the node's CPU per request.
 //
 //	go test ./api -run '^$' -bench V1Overhead -benchtime 2000x
 func BenchmarkV1Overhead(b *testing.B) {
@@ -51,6 +54,11 @@ func BenchmarkV1Overhead(b *testing.B) {
 					mu.Unlock()
 					return nil
 				}
+				directCPU := cpuPerCall(b, max(200, min(b.N, 2000)), func() error {
+					_, err := timeCall(client, up.URL+"/v1/chat/completions", "", direct, mode.stream)
+					return err
+				})
+				cpu0 := processCPU(b)
 				b.ReportAllocs()
 				b.ResetTimer()
 				if par == 1 {
@@ -74,6 +82,12 @@ func BenchmarkV1Overhead(b *testing.B) {
 				if len(through) == 0 {
 					return
 				}
+				if err := node.mt.Wait(b.Context()); err != nil { // the settle work is the node's too
+					b.Fatal(err)
+				}
+				cpu := float64((processCPU(b) - cpu0).Nanoseconds()) / 1000 / float64(len(through))
+				b.ReportMetric(cpu, "cpu-µs/op")
+				b.ReportMetric(cpu-directCPU, "node-cpu-µs/op")
 				q := func(ds []time.Duration, p float64) float64 {
 					slices.Sort(ds)
 					return float64(ds[int(float64(len(ds)-1)*p)].Nanoseconds()) / 1000
@@ -85,6 +99,27 @@ func BenchmarkV1Overhead(b *testing.B) {
 			})
 		}
 	}
+}
+
+// processCPU is the CPU time (user and system) the test process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuPerCall is the process CPU time of one call of fn, in µs, over n sequential calls: the
+// client's and the fake upstream's share of an iteration, which node-cpu-µs/op leaves out.
+func cpuPerCall(b *testing.B, n int, fn func() error) float64 {
+	start := processCPU(b)
+	for range n {
+		if err := fn(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return float64((processCPU(b) - start).Nanoseconds()) / 1000 / float64(n)
 }
 
 // timeCall posts body and times the whole answer, or for a stream the first content chunk.

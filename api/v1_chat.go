@@ -193,7 +193,7 @@ func (s *Server) openV1Chat(c echo.Context, adm v1Admission, greq gateway.ChatRe
 	if err != nil {
 		return nil, s.modelCallError(c.Response().Header(), adm.primary, err)
 	}
-	c.Response().Header().Set("x-model-id", stream.Model())
+	setHeader(c.Response().Header(), hdrModelID, stream.Model())
 	return &v1Call{stream: stream, limit: greq.MaxTokens, created: s.now().Unix(),
 		cached: gateway.CacheStatus(stream) == gateway.CacheHit}, nil
 }

@@ -44,7 +44,7 @@ type OpenAIEmbeddingOptions struct {
 	APIKey    string
 	APIKeyEnv string
 	Getenv    func(string) string // nil uses config.Getenv
-	// HTTPClient carries the calls; nil uses a client with the default transport.
+	// HTTPClient carries the calls; nil uses NewHTTPClient.
 	HTTPClient *http.Client
 
 	// Model is the model ID sent upstream and reported by ID.

@@ -37,7 +37,7 @@ type OpenAIOptions struct {
 	APIKey string
 	// Getenv reads APIKeyEnv; nil uses config.Getenv.
 	Getenv func(string) string
-	// HTTPClient carries the calls; nil uses a client with the default transport. Its Timeout must be
+	// HTTPClient carries the calls; nil uses NewHTTPClient. Its Timeout must be
 	// zero (or long): a client timeout would cut long streams.
 	HTTPClient *http.Client
 }
@@ -75,7 +75,23 @@ func orDefaultClient(c *http.Client) *http.Client {
 	if c != nil {
 		return c
 	}
-	return &http.Client{}
+	return NewHTTPClient()
+}
+
+// MaxIdleConnsPerHost is how many idle connections the default client keeps per upstream host: as
+// many as a node has calls in flight to one provider, so a burst of concurrent calls reuses
+// connections. net/http keeps 2, which opened a new TCP (and TLS) connection for most calls at 32
+// in flight.
+const MaxIdleConnsPerHost = 256
+
+// NewHTTPClient is the default client of the providers: net/http's default transport (proxy from
+// the environment, timeouts, HTTP/2) with MaxIdleConnsPerHost idle connections per host. No client
+// timeout: it would cut long streams (the Router bounds calls itself).
+func NewHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 4 * MaxIdleConnsPerHost
+	tr.MaxIdleConnsPerHost = MaxIdleConnsPerHost
+	return &http.Client{Transport: tr}
 }
 
 // chatCompletionsURL accepts both base URL conventions: with and without the trailing /v1.

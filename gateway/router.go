@@ -75,7 +75,7 @@ type RouterOptions struct {
 	// CloudflareAPIBase and CloudflareGatewayBase override the public endpoints (for tests).
 	CloudflareAPIBase     string
 	CloudflareGatewayBase string
-	// HTTPClient carries every provider call; nil uses a client with the default transport.
+	// HTTPClient carries every provider call; nil uses NewHTTPClient.
 	HTTPClient *http.Client
 	// Local holds built-in models by ID. local/extractive is always served: by Local's entry when
 	// present (e.g. NewExtractive with a Retriever), else by NewExtractive(nil).
@@ -175,6 +175,9 @@ func NewRouter(opts RouterOptions) *Router {
 	getenv := opts.Getenv
 	if getenv == nil {
 		getenv = config.Getenv
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = NewHTTPClient() // one connection pool for every provider of the router
 	}
 	r := &Router{
 		exact:             map[string]int{},

@@ -33,11 +33,16 @@ func (m *Meter) Allow(ctx context.Context, t *config.TenantConfig, identity stri
 		return d, fmt.Errorf("rate limiter: %w", err)
 	}
 	if !d.Allowed {
-		m.metrics.RateLimited.WithLabelValues(t.TenantID).Inc()
-		m.appendEvent(ctx, store.Event{
-			Kind: store.KindRateLimited, TenantID: t.TenantID, TraceID: who.TraceID, SessionID: who.SessionID,
-			UserID: who.UserID, Subject: who.Route, Outcome: "rejected",
-		})
+		m.rateLimited(ctx, t, who)
 	}
 	return d, nil
+}
+
+// rateLimited counts a denied request and records it for the tenant's audit.
+func (m *Meter) rateLimited(ctx context.Context, t *config.TenantConfig, who Caller) {
+	m.metrics.RateLimited.WithLabelValues(t.TenantID).Inc()
+	m.appendEvent(ctx, store.Event{
+		Kind: store.KindRateLimited, TenantID: t.TenantID, TraceID: who.TraceID, SessionID: who.SessionID,
+		UserID: who.UserID, Subject: who.Route, Outcome: "rejected",
+	})
 }

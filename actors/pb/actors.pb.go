@@ -558,8 +558,14 @@ type RateLimitRequest struct {
 	WindowSec      int32                  `protobuf:"varint,3,opt,name=window_sec,json=windowSec,proto3" json:"window_sec,omitempty"`
 	BurstWindowSec int32                  `protobuf:"varint,4,opt,name=burst_window_sec,json=burstWindowSec,proto3" json:"burst_window_sec,omitempty"`
 	TraceId        string                 `protobuf:"bytes,5,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"` // see AppendRequest.trace_id
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// user, sent to a tenant's ceiling limiter only, asks for the ceiling and one user's limit in one
+	// round trip: the ceiling decides with the limits above and, only when it admits, the user's
+	// window, which the ceiling's grain keeps, decides with user_limits. A request the ceiling denies
+	// makes no per-user state. Empty: this grain's own window only.
+	User          string            `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
+	UserLimits    *RateLimitRequest `protobuf:"bytes,7,opt,name=user_limits,json=userLimits,proto3" json:"user_limits,omitempty"` // only the four limits are read
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RateLimitRequest) Reset() {
@@ -627,13 +633,30 @@ func (x *RateLimitRequest) GetTraceId() string {
 	return ""
 }
 
+func (x *RateLimitRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *RateLimitRequest) GetUserLimits() *RateLimitRequest {
+	if x != nil {
+		return x.UserLimits
+	}
+	return nil
+}
+
 type RateLimitResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Allowed       bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
-	Limit         int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
-	Remaining     int32                  `protobuf:"varint,3,opt,name=remaining,proto3" json:"remaining,omitempty"`
-	ResetAtMs     int64                  `protobuf:"varint,4,opt,name=reset_at_ms,json=resetAtMs,proto3" json:"reset_at_ms,omitempty"`
-	RetryAfterMs  int64                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // 0 when allowed
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Allowed      bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	Limit        int32                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Remaining    int32                  `protobuf:"varint,3,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	ResetAtMs    int64                  `protobuf:"varint,4,opt,name=reset_at_ms,json=resetAtMs,proto3" json:"reset_at_ms,omitempty"`
+	RetryAfterMs int64                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // 0 when allowed
+	// user is the user's decision when the request named one and the ceiling admitted it; the
+	// fields above are then the ceiling's.
+	User          *RateLimitResponse `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +726,13 @@ func (x *RateLimitResponse) GetRetryAfterMs() int64 {
 	return 0
 }
 
+func (x *RateLimitResponse) GetUser() *RateLimitResponse {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
 var File_actors_proto protoreflect.FileDescriptor
 
 const file_actors_proto_rawDesc = "" +
@@ -748,7 +778,7 @@ const file_actors_proto_rawDesc = "" +
 	"\fClearRequest\x12\x19\n" +
 	"\btrace_id\x18\x01 \x01(\tR\atraceId\"%\n" +
 	"\rClearResponse\x12\x14\n" +
-	"\x05error\x18\x01 \x01(\tR\x05error\"\xab\x01\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\"\x84\x02\n" +
 	"\x10RateLimitRequest\x12\x1d\n" +
 	"\n" +
 	"per_minute\x18\x01 \x01(\x05R\tperMinute\x12\x14\n" +
@@ -756,13 +786,17 @@ const file_actors_proto_rawDesc = "" +
 	"\n" +
 	"window_sec\x18\x03 \x01(\x05R\twindowSec\x12(\n" +
 	"\x10burst_window_sec\x18\x04 \x01(\x05R\x0eburstWindowSec\x12\x19\n" +
-	"\btrace_id\x18\x05 \x01(\tR\atraceId\"\xa7\x01\n" +
+	"\btrace_id\x18\x05 \x01(\tR\atraceId\x12\x12\n" +
+	"\x04user\x18\x06 \x01(\tR\x04user\x12C\n" +
+	"\vuser_limits\x18\a \x01(\v2\".crispy.actors.v1.RateLimitRequestR\n" +
+	"userLimits\"\xe0\x01\n" +
 	"\x11RateLimitResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1c\n" +
 	"\tremaining\x18\x03 \x01(\x05R\tremaining\x12\x1e\n" +
 	"\vreset_at_ms\x18\x04 \x01(\x03R\tresetAtMs\x12$\n" +
-	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMsB+Z)github.com/crispy-enigma/crispy/actors/pbb\x06proto3"
+	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\x127\n" +
+	"\x04user\x18\x06 \x01(\v2#.crispy.actors.v1.RateLimitResponseR\x04userB+Z)github.com/crispy-enigma/crispy/actors/pbb\x06proto3"
 
 var (
 	file_actors_proto_rawDescOnce sync.Once
@@ -794,11 +828,13 @@ var file_actors_proto_depIdxs = []int32{
 	1, // 1: crispy.actors.v1.AppendRequest.retention:type_name -> crispy.actors.v1.Retention
 	1, // 2: crispy.actors.v1.HistoryRequest.retention:type_name -> crispy.actors.v1.Retention
 	0, // 3: crispy.actors.v1.HistoryResponse.messages:type_name -> crispy.actors.v1.ChatMessage
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	8, // 4: crispy.actors.v1.RateLimitRequest.user_limits:type_name -> crispy.actors.v1.RateLimitRequest
+	9, // 5: crispy.actors.v1.RateLimitResponse.user:type_name -> crispy.actors.v1.RateLimitResponse
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_actors_proto_init() }
