@@ -116,8 +116,8 @@ type Cluster struct {
 	NATSClusterListen string // CRISPY_NATS_CLUSTER_LISTEN: embedded server's route listener host:port
 	NATSRoutes        string // CRISPY_NATS_ROUTES: peers' route URLs, comma-separated
 	// NATSElectionTimeout is CRISPY_NATS_ELECTION_TIMEOUT: how long the embedded server's raft
-	// followers wait for a silent leader before electing another (ElectionTimeout to twice that;
-	// heartbeats every quarter of it); 0 keeps nats-server's own 4–9 s. Default 1s.
+	// followers wait for a silent leader before electing another (this to twice this; the leader's
+	// heartbeat is an eighth of it); 0 keeps nats-server's own 4–9 s. Default 500ms.
 	NATSElectionTimeout time.Duration
 }
 
@@ -127,14 +127,16 @@ type Cluster struct {
 // still tolerated.
 const DefaultMemberTTL = 3 * time.Second
 
-// DefaultNATSElectionTimeout is --nats-election-timeout's default. When the server leading a
-// JetStream stream dies, its followers elect a new leader after 1–2 s instead of nats-server's
+// DefaultNATSElectionTimeout is --nats-election-timeout's default (natsserver.DefaultElectionTimeout,
+// which config does not import; a test there keeps the two equal). When the server leading a
+// JetStream stream dies, its followers elect a new leader after 0.5–1 s instead of nats-server's
 // 4–9 s: the stream refuses writes meanwhile, so that is how long the chat sessions of a crashed node
-// wait (docs/architecture.md, Failover).
-const DefaultNATSElectionTimeout = time.Second
+// wait. The price is elections of healthy leaders when a process stalls for a few hundred
+// milliseconds (docs/architecture.md, Failover).
+const DefaultNATSElectionTimeout = 500 * time.Millisecond
 
-// MinNATSElectionTimeout is the shortest --nats-election-timeout: heartbeats every 100 ms.
-// Shorter ones depose healthy leaders on a GC pause or a busy CPU.
+// MinNATSElectionTimeout is the shortest --nats-election-timeout (natsserver.MinElectionTimeout):
+// heartbeats every 50 ms. Shorter ones depose healthy leaders on a GC pause or a busy CPU.
 const MinNATSElectionTimeout = 400 * time.Millisecond
 
 // envError is a malformed environment value; it is reported unless the flag it feeds was
@@ -224,7 +226,7 @@ func (e *Env) BindFlags(fs *pflag.FlagSet, getenv func(string) string) {
 	b.str(&cs.NATSListen, "nats-listen", "embedded NATS client listener host:port (empty: in-process only; a clustered server picks a free loopback port)", "CRISPY_NATS_LISTEN")
 	b.str(&cs.NATSClusterListen, "nats-cluster-listen", "embedded NATS route listener host:port, for --cluster without --nats-url", "CRISPY_NATS_CLUSTER_LISTEN")
 	b.str(&cs.NATSRoutes, "nats-routes", "comma-separated route URLs of the embedded NATS peers (nats://h1:6222,nats://h2:6222); may include this node's own", "CRISPY_NATS_ROUTES")
-	b.duration(&cs.NATSElectionTimeout, "nats-election-timeout", "embedded NATS cluster: a stream whose leader died elects another after this to twice this (heartbeats every quarter of it); 0 keeps nats-server's 4–9s", "CRISPY_NATS_ELECTION_TIMEOUT")
+	b.duration(&cs.NATSElectionTimeout, "nats-election-timeout", "embedded NATS cluster: a JetStream stream whose leader died elects another after this to twice this (raft heartbeats every eighth of it); 0 keeps nats-server's 4–9s", "CRISPY_NATS_ELECTION_TIMEOUT")
 }
 
 // LoadSecrets reads the secrets named by OpenAIAPIKeyEnv and CloudflareTokenEnv. Call it after

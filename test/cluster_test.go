@@ -244,7 +244,8 @@ func TestCluster(t *testing.T) {
 		ld.start(6)
 		time.Sleep(2 * time.Second)
 		// Which JetStream streams the victim leads decides the failover time: a stream whose leader
-		// dies takes JetStream's raft election (4–9 s, fixed in nats-server) to accept writes again.
+		// dies accepts writes again after a raft election (--nats-election-timeout to twice that).
+		// Logged, not asserted: they may have moved since the victim was chosen.
 		leaders := streamLeaders(t, c.Nodes[(victim+1)%3], "CHAT", "KV_members")
 		c.Nodes[victim].Kill()
 		killed := time.Now()

@@ -28,14 +28,15 @@ var raftLostQuorum time.Duration
 //go:linkname raftLostQuorumCheck github.com/nats-io/nats-server/v2/server.lostQuorumCheck
 var raftLostQuorumCheck time.Duration
 
-// DefaultElectionTimeout is the ElectionTimeout crispy runs its embedded cluster with. JetStream's
-// own (4 s) made a stream whose leader's server died refuse writes for 4–9 s; with 1 s a chat
-// session of a SIGKILLed node is served again within about 2 s (docs/architecture.md, Failover).
-const DefaultElectionTimeout = time.Second
+// DefaultElectionTimeout is the ElectionTimeout crispy runs its embedded cluster with. With
+// nats-server's own (4 s) a stream whose leader's server died refused writes for 4–9 s, and the
+// first request of a chat session of a SIGKILLed node succeeded after 6–7 s; with 500 ms it succeeds
+// after 1.1–1.5 s. With 1 s it took 1.2–4.2 s: a grain's store call that went out before the new
+// leader was up is retried only after its 1 s attempt (docs/architecture.md, Failover).
+const DefaultElectionTimeout = 500 * time.Millisecond
 
-// MinElectionTimeout is the shortest ElectionTimeout Start accepts: below it, a heartbeat every
-// ElectionTimeout/4 (under 100 ms) leaves too little room for GC pauses and a busy CPU before a
-// healthy leader is deposed.
+// MinElectionTimeout is the shortest ElectionMin Start accepts: below it, a stalled process (GC, a
+// starved CPU) deposes healthy leaders too easily.
 const MinElectionTimeout = 400 * time.Millisecond
 
 // RaftTiming is the timing of every raft group (JetStream's meta group, each replicated stream and
@@ -60,19 +61,28 @@ func natsRaftTiming() RaftTiming {
 	}
 }
 
-// ScaledRaftTiming is nats-server's timing scaled so that elections start after electionTimeout
-// (ElectionMin; ElectionMax is twice that) and every other interval keeps its ratio to the
-// heartbeat: four heartbeats per election timeout, as nats-server has, so a follower still needs
-// four missed heartbeats in a row before it deposes a leader; a leader gives up after ten silent
-// ones. 0 means nats-server's own timing (4–9 s, heartbeat 1 s, lost quorum after 10 s).
+// ScaledRaftTiming is the timing for followers that call an election after electionTimeout to
+// twice that (ElectionMin, ElectionMax) without hearing from their leader.
+//
+// The leader's idle heartbeat is an eighth of electionTimeout. nats-server's own ratio is a
+// quarter (1 s against 4 s), but an idle leader sends a heartbeat only when nothing else went out for
+// a whole interval, checked once per interval: followers can go two intervals without a word. With
+// an eighth, a follower still has three quarters of the election timeout of slack for a stalled
+// process (GC, a starved CPU) before it deposes a healthy leader. nats-server's tests use a
+// thirtieth.
+//
+// A leader that hears from no quorum steps down after 2.5 election timeouts, checked as often: the
+// ratio of nats-server's 10 s to its 4 s.
+//
+// 0 means nats-server's own timing (4–9 s, heartbeat 1 s, lost quorum after 10 s).
 func ScaledRaftTiming(electionTimeout time.Duration) RaftTiming {
 	if electionTimeout <= 0 {
 		return natsRaftTiming()
 	}
-	hb := electionTimeout / 4
+	lostQuorum := electionTimeout * 5 / 2
 	return RaftTiming{
-		ElectionMin: electionTimeout, ElectionMax: 2 * electionTimeout, Heartbeat: hb,
-		LostQuorum: 10 * hb, LostQuorumCheck: 10 * hb,
+		ElectionMin: electionTimeout, ElectionMax: 2 * electionTimeout, Heartbeat: electionTimeout / 8,
+		LostQuorum: lostQuorum, LostQuorumCheck: lostQuorum,
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/internal/freeport"
 )
 
@@ -28,9 +29,11 @@ func TestScaledRaftTiming(t *testing.T) {
 	}{
 		{0, natsRaftTiming()},
 		{-time.Second, natsRaftTiming()},
-		{time.Second, RaftTiming{ElectionMin: time.Second, ElectionMax: 2 * time.Second, Heartbeat: 250 * time.Millisecond,
+		{time.Second, RaftTiming{ElectionMin: time.Second, ElectionMax: 2 * time.Second, Heartbeat: 125 * time.Millisecond,
 			LostQuorum: 2500 * time.Millisecond, LostQuorumCheck: 2500 * time.Millisecond}},
-		{MinElectionTimeout, RaftTiming{ElectionMin: 400 * time.Millisecond, ElectionMax: 800 * time.Millisecond, Heartbeat: 100 * time.Millisecond,
+		{DefaultElectionTimeout, RaftTiming{ElectionMin: 500 * time.Millisecond, ElectionMax: time.Second, Heartbeat: 62500 * time.Microsecond,
+			LostQuorum: 1250 * time.Millisecond, LostQuorumCheck: 1250 * time.Millisecond}},
+		{MinElectionTimeout, RaftTiming{ElectionMin: 400 * time.Millisecond, ElectionMax: 800 * time.Millisecond, Heartbeat: 50 * time.Millisecond,
 			LostQuorum: time.Second, LostQuorumCheck: time.Second}},
 	}
 	for _, tt := range tests {
@@ -69,6 +72,16 @@ func TestRaftTimingValidate(t *testing.T) {
 				t.Fatalf("validate(%v) = %v, want an error about %q", r, err, tt.want)
 			}
 		})
+	}
+}
+
+// config cannot import this package, so its flag's default and bound repeat these constants.
+func TestConfigAgreesOnElectionTimeout(t *testing.T) {
+	if config.DefaultNATSElectionTimeout != DefaultElectionTimeout {
+		t.Errorf("config.DefaultNATSElectionTimeout = %s, natsserver.DefaultElectionTimeout = %s", config.DefaultNATSElectionTimeout, DefaultElectionTimeout)
+	}
+	if config.MinNATSElectionTimeout != MinElectionTimeout {
+		t.Errorf("config.MinNATSElectionTimeout = %s, natsserver.MinElectionTimeout = %s", config.MinNATSElectionTimeout, MinElectionTimeout)
 	}
 }
 
