@@ -31,7 +31,7 @@ var raftLostQuorumCheck time.Duration
 // DefaultElectionTimeout is the ElectionTimeout crispy runs its embedded cluster with. With
 // nats-server's own (4 s) a stream whose leader's server died refused writes for 4–9 s, and the
 // first request of a chat session of a SIGKILLed node succeeded after 6–7 s; with 500 ms it succeeds
-// after 1.1–1.5 s. With 1 s it took 1.2–4.2 s: a grain's store call that went out before the new
+// after 1.1–1.9 s. With 1 s it took 1.2–4.2 s: a grain's store call that went out before the new
 // leader was up is retried only after its 1 s attempt (docs/architecture.md, Failover).
 const DefaultElectionTimeout = 500 * time.Millisecond
 
