@@ -115,6 +115,10 @@ type Cluster struct {
 	NATSListen        string // CRISPY_NATS_LISTEN: embedded server's client listener host:port
 	NATSClusterListen string // CRISPY_NATS_CLUSTER_LISTEN: embedded server's route listener host:port
 	NATSRoutes        string // CRISPY_NATS_ROUTES: peers' route URLs, comma-separated
+	// NATSElectionTimeout is CRISPY_NATS_ELECTION_TIMEOUT: how long the embedded server's raft
+	// followers wait for a silent leader before electing another (this to twice this; the leader's
+	// heartbeat is an eighth of it); 0 keeps nats-server's own 4–9 s. Default 500ms.
+	NATSElectionTimeout time.Duration
 }
 
 // DefaultMemberTTL is --member-ttl's default. Peers drop a crashed member when its key has not been
@@ -122,6 +126,18 @@ type Cluster struct {
 // elsewhere at the next request: 3 s keeps that under 5 s, while two lost heartbeats in a row are
 // still tolerated.
 const DefaultMemberTTL = 3 * time.Second
+
+// DefaultNATSElectionTimeout is --nats-election-timeout's default (natsserver.DefaultElectionTimeout,
+// which config does not import; a test there keeps the two equal). When the server leading a
+// JetStream stream dies, its followers elect a new leader after 0.5–1 s instead of nats-server's
+// 4–9 s: the stream refuses writes meanwhile, so that is how long the chat sessions of a crashed node
+// wait. The price is elections of healthy leaders when a process stalls for a few hundred
+// milliseconds (docs/architecture.md, Failover).
+const DefaultNATSElectionTimeout = 500 * time.Millisecond
+
+// MinNATSElectionTimeout is the shortest --nats-election-timeout (natsserver.MinElectionTimeout):
+// heartbeats every 50 ms. Shorter ones depose healthy leaders on a GC pause or a busy CPU.
+const MinNATSElectionTimeout = 400 * time.Millisecond
 
 // envError is a malformed environment value; it is reported unless the flag it feeds was
 // given explicitly on the command line (the flag then owns the value).
@@ -158,7 +174,7 @@ func DefaultEnv() Env {
 		MaxMessageLength:     MaxMessageLengthLimit,
 		SessionIdleTimeout:   5 * time.Minute,
 		ShutdownTimeout:      20 * time.Second,
-		Cluster:              Cluster{Host: "127.0.0.1", MemberTTL: DefaultMemberTTL},
+		Cluster:              Cluster{Host: "127.0.0.1", MemberTTL: DefaultMemberTTL, NATSElectionTimeout: DefaultNATSElectionTimeout},
 	}
 }
 
@@ -210,6 +226,7 @@ func (e *Env) BindFlags(fs *pflag.FlagSet, getenv func(string) string) {
 	b.str(&cs.NATSListen, "nats-listen", "embedded NATS client listener host:port (empty: in-process only; a clustered server picks a free loopback port)", "CRISPY_NATS_LISTEN")
 	b.str(&cs.NATSClusterListen, "nats-cluster-listen", "embedded NATS route listener host:port, for --cluster without --nats-url", "CRISPY_NATS_CLUSTER_LISTEN")
 	b.str(&cs.NATSRoutes, "nats-routes", "comma-separated route URLs of the embedded NATS peers (nats://h1:6222,nats://h2:6222); may include this node's own", "CRISPY_NATS_ROUTES")
+	b.duration(&cs.NATSElectionTimeout, "nats-election-timeout", "embedded NATS cluster: a JetStream stream whose leader died elects another after this to twice this (raft heartbeats every eighth of it); 0 keeps nats-server's 4–9s", "CRISPY_NATS_ELECTION_TIMEOUT")
 }
 
 // LoadSecrets reads the secrets named by OpenAIAPIKeyEnv and CloudflareTokenEnv. Call it after
@@ -307,6 +324,9 @@ func (e *Env) validateCluster() []error {
 	if cs.MemberTTL < time.Second {
 		errs = append(errs, fmt.Errorf("--member-ttl: at least 1s (got %s)", cs.MemberTTL))
 	}
+	if t := cs.NATSElectionTimeout; t != 0 && t < MinNATSElectionTimeout {
+		errs = append(errs, fmt.Errorf("--nats-election-timeout: 0 or at least %s (got %s)", MinNATSElectionTimeout, t))
+	}
 	if cs.Port < 0 || cs.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--cluster-port: 0–65535 (got %d)", cs.Port))
 	}
@@ -375,6 +395,7 @@ func (e Env) Redacted() map[string]any {
 		"nats-listen":               e.Cluster.NATSListen,
 		"nats-cluster-listen":       e.Cluster.NATSClusterListen,
 		"nats-routes":               redactURLs(e.Cluster.NATSRoutes),
+		"nats-election-timeout":     e.Cluster.NATSElectionTimeout.String(),
 	}
 }
 

@@ -223,7 +223,10 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("SIGKILL under load loses no acknowledged message", func(t *testing.T) {
-		const victim = 1
+		// The victim is the CHAT stream's leader, the worst case for failover: every session write
+		// then waits for JetStream to elect a new leader (see docs/architecture.md, Failover), on top
+		// of the membership change that moves the victim's grains.
+		victim := leaderNode(t, c, "CHAT")
 		// A session the victim owns, with history written before the kill.
 		probe := ""
 		for i := 0; probe == ""; i++ {
@@ -241,7 +244,8 @@ func TestCluster(t *testing.T) {
 		ld.start(6)
 		time.Sleep(2 * time.Second)
 		// Which JetStream streams the victim leads decides the failover time: a stream whose leader
-		// dies takes JetStream's raft election (4–9 s, fixed in nats-server) to accept writes again.
+		// dies accepts writes again after a raft election (--nats-election-timeout to twice that).
+		// Logged, not asserted: they may have moved since the victim was chosen.
 		leaders := streamLeaders(t, c.Nodes[(victim+1)%3], "CHAT", "KV_members")
 		c.Nodes[victim].Kill()
 		killed := time.Now()
@@ -321,6 +325,20 @@ func TestCluster(t *testing.T) {
 			}
 		}
 	})
+}
+
+// leaderNode is the index of the node leading stream, asked through node 0; node 1 when JetStream
+// does not say (the kill then still checks correctness, only not the worst case).
+func leaderNode(t *testing.T, c *harness.Cluster, stream string) int {
+	t.Helper()
+	leader := streamLeaders(t, c.Nodes[0], stream)[stream]
+	for i := range c.Nodes {
+		if leader == fmt.Sprintf("n%d", i) {
+			return i
+		}
+	}
+	t.Logf("leader of %s unknown (%q): killing node 1", stream, leader)
+	return 1
 }
 
 // streamLeaders asks JetStream through node n which server leads each stream ("?" if unknown).

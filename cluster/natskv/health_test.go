@@ -46,7 +46,8 @@ func TestHeartbeatHealth(t *testing.T) {
 }
 
 // Regression: when the NATS server leading the members bucket dies, nobody can heartbeat until
-// JetStream elects a new leader (4–9 s, above the TTL), and then every key expires at once. A member
+// JetStream elects a new leader (4–9 s with nats-server's timing, above the TTL), and then every key
+// expires at once. A member
 // whose own heartbeats were failing must not drop peers on those expiries (protoactor would block
 // them forever); a graceful delete still removes a peer at once, and expiry is trusted again after
 // a TTL of successful heartbeats.

@@ -94,11 +94,13 @@ type Provider struct {
 // failure in between.
 //
 // Why it exists: when the NATS server leading the bucket's stream dies, JetStream elects a new leader
-// after its raft election timeout (4–9 s in nats-server 2.x), longer than the default member TTL. No
-// member can heartbeat meanwhile, so when the bucket is writable again every key is older than the
-// TTL and expires at once, survivors included. Dropping a survivor would be permanent (protoactor
-// blocks a departed member ID forever), so expiry is trusted only once this member's own heartbeats
-// have been succeeding for a whole TTL: by then every live peer has rewritten its key too.
+// after its raft election timeout: 4–9 s with nats-server's own timing (an external NATS), longer
+// than the default member TTL; 0.5–1 s with the embedded server's default, but an election can fail
+// and be repeated, and a loaded host stretches it. No member can heartbeat meanwhile, so when the
+// bucket is writable again every key may be older than the TTL and expire at once, survivors
+// included. Dropping a survivor would be permanent (protoactor blocks a departed member ID forever),
+// so expiry is trusted only once this member's own heartbeats have been succeeding for a whole TTL:
+// by then every live peer has rewritten its key too.
 type heartbeatHealth struct {
 	mu    sync.Mutex
 	since time.Time // start of the current run of successful writes; zero after a failure

@@ -133,7 +133,7 @@ func (w *watch) run(ctx context.Context, watcher jetstream.KeyWatcher) {
 //
 // Why: the key's TTL alone makes a crashed member leave after the TTL, and much later when the
 // crashed node's NATS server led the members bucket, because expiry is then not trusted until the
-// bucket has been writable for a TTL after JetStream's leader election (4–9 s; see heartbeatHealth).
+// bucket has been writable for a TTL after JetStream's leader election (see heartbeatHealth).
 // Meanwhile every request to the dead member's grains fails. A refused connection is definite and
 // independent of JetStream: a member's remote listens before it registers and until its process
 // ends. A timeout is not definite (host down, partition) and is left to the TTL. A node restarted on

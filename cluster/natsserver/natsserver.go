@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -37,6 +38,10 @@ type Options struct {
 	// server's own address is harmless: NATS detects and drops the route to itself, so every node of a
 	// cluster can be given the same list.
 	Routes []string
+	// Raft is the timing of JetStream's raft groups in a clustered server; the zero value means
+	// ScaledRaftTiming(DefaultElectionTimeout). It is process-wide (see RaftTiming): every clustered
+	// server of one process must use the same. A standalone server has no raft groups and ignores it.
+	Raft RaftTiming
 }
 
 // Server is a running embedded NATS server.
@@ -44,6 +49,8 @@ type Server struct {
 	ns        *server.Server
 	routes    []*url.URL
 	clustered bool
+	raft      RaftTiming
+	stopOnce  sync.Once
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -91,17 +98,38 @@ func Start(opts Options) (*Server, error) {
 		so.LameDuckDuration = 3 * time.Second
 		so.LameDuckGracePeriod = 500 * time.Millisecond
 	}
+	clustered := opts.ClusterName != ""
+	raft := opts.Raft
+	if raft == (RaftTiming{}) {
+		raft = ScaledRaftTiming(DefaultElectionTimeout)
+	}
+	if clustered {
+		// Before the server exists: raft groups read the timing from their first moment.
+		if err := processRaft.acquire(raft); err != nil {
+			return nil, err
+		}
+	}
 	ns, err := server.NewServer(so)
 	if err != nil {
+		if clustered {
+			processRaft.release()
+		}
 		return nil, fmt.Errorf("natsserver: new server: %w", err)
 	}
 	go ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
+		ns.WaitForShutdown()
+		if clustered {
+			processRaft.release()
+		}
 		return nil, errors.New("natsserver: not ready for connections after 10s")
 	}
-	return &Server{ns: ns, routes: so.Routes, clustered: opts.ClusterName != ""}, nil
+	return &Server{ns: ns, routes: so.Routes, clustered: clustered, raft: raft}, nil
 }
+
+// Raft is the raft timing the server runs with; meaningful only for a clustered server.
+func (s *Server) Raft() RaftTiming { return s.raft }
 
 // parseRoutes turns route URLs into what the server options take.
 func parseRoutes(raw []string) ([]*url.URL, error) {
@@ -182,11 +210,20 @@ func (s *Server) Healthy() error {
 // again, and waits a second for the new leaders before stopping. A plain Shutdown also steps down
 // but stops at once, so requests in flight to it go unanswered until the peers elect new leaders;
 // the soak saw publishes on the surviving nodes stall for seconds at every restart.
+//
+// Only the first call has an effect; later ones return at once.
 func (s *Server) Shutdown() {
-	if s.clustered {
-		s.ns.LameDuckShutdown()
-	} else {
-		s.ns.Shutdown()
-	}
-	s.ns.WaitForShutdown()
+	s.stopOnce.Do(func() {
+		if s.clustered {
+			s.ns.LameDuckShutdown()
+		} else {
+			s.ns.Shutdown()
+		}
+		// WaitForShutdown returns once the server's goroutines, raft groups included, have ended:
+		// only then may another server of this process change the raft timing.
+		s.ns.WaitForShutdown()
+		if s.clustered {
+			processRaft.release()
+		}
+	})
 }

@@ -59,6 +59,7 @@ func openBackbone(ctx context.Context, env config.Env, log zerolog.Logger) (_ *b
 				return nil, err
 			}
 			opts.Routes = strings.Split(cs.NATSRoutes, ",")
+			opts.Raft = natsserver.ScaledRaftTiming(cs.NATSElectionTimeout)
 		}
 		srv, err := natsserver.Start(opts)
 		if err != nil {
@@ -72,7 +73,11 @@ func openBackbone(ctx context.Context, env config.Env, log zerolog.Logger) (_ *b
 		if cs.Name != "" {
 			b.replicas = cluster.Replicas(srv.Servers())
 		}
-		log.Info().Str("clientURL", srv.ClientURL()).Bool("clustered", srv.Clustered()).Int("servers", srv.Servers()).Msg("embedded nats started")
+		ev := log.Info().Str("clientURL", srv.ClientURL()).Bool("clustered", srv.Clustered()).Int("servers", srv.Servers())
+		if srv.Clustered() {
+			ev = ev.Stringer("raft", srv.Raft())
+		}
+		ev.Msg("embedded nats started")
 	} else {
 		if b.nc, err = nats.Connect(env.NATSURL, nats.Name("crispy-"+env.NodeName), nats.MaxReconnects(-1), onClosed); err != nil {
 			return nil, fmt.Errorf("connect nats %s: %w", env.NATSURL, err)
