@@ -23,6 +23,9 @@ if [ -x "$venv/bin/litellm" ] && "$venv/bin/pip" show litellm 2>/dev/null | grep
 	litellm=$venv/bin/litellm
 elif command -v python3 >/dev/null; then
 	echo "bench-peers: installing LiteLLM $LITELLM_VERSION into $venv" >&2
+	# A venv's scripts name its interpreter by absolute path: one moved with its checkout (or a
+	# broken one) cannot be repaired in place, so start over.
+	rm -rf "$venv"
 	if python3 -m venv "$venv" && "$venv/bin/pip" install -q "litellm[proxy]==$LITELLM_VERSION" >&2; then
 		litellm=$venv/bin/litellm
 	else
