@@ -9,6 +9,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crispy-enigma/crispy/actors/pb"
@@ -135,6 +136,39 @@ func (c *Client) Commit(ctx context.Context, tenantID, reservationID string, act
 	return grainErr(res.GetError())
 }
 
+// BudgetCommit is one reservation's charge in a CommitBatch.
+type BudgetCommit struct {
+	ReservationID string
+	Actual        int64
+	TraceID       string // the request's trace ID, for the grain's log lines
+}
+
+// CommitBatch commits several reservations of the tenant in one request to its Budget grain: each
+// is charged as Commit would charge it, and the grain writes each period's counter once for the
+// whole batch. batchID identifies the batch (unique per batch; "" picks a fresh one): the counter
+// writes carry it as their JetStream message IDs, so a batch re-sent after its grain's member left
+// is not charged twice.
+func (c *Client) CommitBatch(ctx context.Context, tenantID, batchID string, commits []BudgetCommit) error {
+	if !ValidTenantID(tenantID) {
+		return fmt.Errorf("tenant %q: %w", tenantID, ErrInvalidID)
+	}
+	if len(commits) == 0 {
+		return nil
+	}
+	if batchID == "" {
+		batchID = uuid.NewString()
+	}
+	req := &pb.BudgetCommitBatchRequest{BatchId: batchID, Commits: make([]*pb.BudgetCommitRequest, len(commits))}
+	for i, cm := range commits {
+		req.Commits[i] = &pb.BudgetCommitRequest{ReservationId: cm.ReservationID, Actual: cm.Actual, TraceId: cm.TraceID}
+	}
+	res, err := requestIdempotent[*pb.BudgetCommitResponse](ctx, c, tenantID, KindBudget, req)
+	if err != nil {
+		return err
+	}
+	return grainErr(res.GetError())
+}
+
 // Release frees a reservation without charging it (the call failed before the model ran).
 // Releasing an unknown reservation is not an error.
 func (c *Client) Release(ctx context.Context, tenantID, reservationID string) error {
@@ -232,6 +266,9 @@ func (b *budget) Receive(ctx actor.Context) {
 	case *pb.BudgetCommitRequest:
 		b.traceID = msg.GetTraceId()
 		ctx.Respond(&pb.BudgetCommitResponse{Error: errString(b.commit(msg))})
+		b.passivateIfMoved(ctx)
+	case *pb.BudgetCommitBatchRequest:
+		ctx.Respond(&pb.BudgetCommitResponse{Error: errString(b.commitBatch(msg))})
 		b.passivateIfMoved(ctx)
 	case *pb.BudgetReleaseRequest:
 		b.traceID = msg.GetTraceId()
@@ -353,6 +390,54 @@ func (b *budget) reserve(req *pb.BudgetReserveRequest) *pb.BudgetReserveResponse
 // is the bucket stream's (2 min); a reservation is committed once, within seconds.
 func (b *budget) commit(req *pb.BudgetCommitRequest) error {
 	b.expire()
+	day, month, actual := b.charge(req)
+	if actual == 0 {
+		return nil
+	}
+	id := req.GetReservationId()
+	if err := b.add(day, actual, id); err != nil {
+		return err
+	}
+	return b.add(month, actual, id)
+}
+
+// commitBatch applies each commit of the batch as commit does (the reservation dropped, the actual
+// capped at it, an unknown one charged to the current period), then writes each period's counter
+// once with the sum: one JetStream write per period per batch instead of two per call. The writes
+// carry "<batch_id>.<period>" as message ID, so the batch is idempotent as a single commit is
+// per reservation: a re-sent batch whose first try wrote is recognised as a duplicate.
+func (b *budget) commitBatch(req *pb.BudgetCommitBatchRequest) error {
+	defer func() { b.traceID = "" }()
+	b.expire()
+	var order []string // periods in the order first charged, each day before its month as commit writes them
+	sums := map[string]int64{}
+	for _, c := range req.GetCommits() {
+		b.traceID = c.GetTraceId()
+		day, month, actual := b.charge(c)
+		if actual == 0 {
+			continue
+		}
+		for _, p := range [2]string{day, month} {
+			if _, ok := sums[p]; !ok {
+				order = append(order, p)
+			}
+			sums[p] += actual
+		}
+	}
+	b.traceID = ""
+	for _, p := range order {
+		if err := b.add(p, sums[p], req.GetBatchId()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// charge drops the commit's reservation and returns the periods to charge and the tokens to charge
+// them: the reservation's periods (a call that straddles midnight counts for the day it started),
+// or the current ones when the reservation is unknown (expired, or lost with a node), and the actual
+// tokens capped at the reservation.
+func (b *budget) charge(req *pb.BudgetCommitRequest) (day, month string, actual int64) {
 	r, ok := b.res[req.GetReservationId()]
 	if ok {
 		b.drop(req.GetReservationId())
@@ -361,7 +446,7 @@ func (b *budget) commit(req *pb.BudgetCommitRequest) error {
 		b.deps.Logger.Warn().Str("traceId", b.traceID).Str("tenantId", b.tenantID).Str("reservationId", req.GetReservationId()).
 			Msg("budget: commit of an unknown or expired reservation; charging it to the current period")
 	}
-	actual := max(0, req.GetActual())
+	actual = max(0, req.GetActual())
 	if ok && actual > r.tokens {
 		// A commit never passes its reservation: the reservation is what admission checked against
 		// the limit, so charging more would let concurrent calls together pass the budget (40
@@ -371,14 +456,7 @@ func (b *budget) commit(req *pb.BudgetCommitRequest) error {
 			Int64("actual", actual).Int64("reserved", r.tokens).Msg("budget: commit above its reservation; charging the reservation")
 		actual = r.tokens
 	}
-	if actual == 0 {
-		return nil
-	}
-	id := req.GetReservationId()
-	if err := b.add(r.day, actual, id); err != nil {
-		return err
-	}
-	return b.add(r.month, actual, id)
+	return r.day, r.month, actual
 }
 
 // drop removes a reservation and what it held.

@@ -121,3 +121,53 @@ func TestBudgetPeriods(t *testing.T) {
 		}
 	}
 }
+
+// TestBudgetCommitBatch: a batch applies each commit as Commit would (the actual capped at the
+// reservation, an unknown reservation charged anyway, the reservations freed) and writes each period
+// once; a batch re-sent under its batch ID, to the same or to a new activation, is not charged
+// again, while a new batch is.
+func TestBudgetCommitBatch(t *testing.T) {
+	js, _ := startNATS(t, t.TempDir())
+	clock := newFakeClock()
+	deps := Deps{JS: js, Now: clock.Now, Logger: zerolog.Nop()}.withDefaults()
+	system := actor.NewActorSystem()
+	p := probe.New(t, system, 0)
+	lim := &pb.BudgetLimits{Daily: 1000, Monthly: 10000}
+	first := system.Root.Spawn(budgetProps(deps, "acme"))
+	for id, n := range map[string]int64{"r1": 50, "r2": 30} {
+		if r := probe.Ask[*pb.BudgetReserveResponse](t, p, first, &pb.BudgetReserveRequest{ReservationId: id, Tokens: n, Limits: lim}); !r.GetAllowed() {
+			t.Fatalf("reserve %s: %v", id, r)
+		}
+	}
+	batch := &pb.BudgetCommitBatchRequest{BatchId: "b1", Commits: []*pb.BudgetCommitRequest{
+		{ReservationId: "r1", Actual: 40},
+		{ReservationId: "r2", Actual: 100}, // above its reservation: charged 30
+		{ReservationId: "r3", Actual: 5},   // unknown: charged to the current period
+		{ReservationId: "r4", Actual: 0},   // nothing to charge
+	}}
+	second := system.Root.Spawn(budgetProps(deps, "acme"))
+	steps := []struct {
+		name     string
+		pid      *actor.PID
+		req      *pb.BudgetCommitBatchRequest
+		wantUsed int64
+	}{
+		{"the batch", first, batch, 75},
+		{"re-sent to the same activation", first, batch, 75},
+		{"re-sent to a new activation", second, batch, 75},
+		{"another batch", second, &pb.BudgetCommitBatchRequest{BatchId: "b2", Commits: []*pb.BudgetCommitRequest{{ReservationId: "r5", Actual: 7}}}, 82},
+		{"an empty batch", first, &pb.BudgetCommitBatchRequest{BatchId: "b3"}, 82},
+	}
+	for _, s := range steps {
+		if r := probe.Ask[*pb.BudgetCommitResponse](t, p, s.pid, s.req); r.GetError() != "" {
+			t.Fatalf("%s: %s", s.name, r.GetError())
+		}
+		st := probe.Ask[*pb.BudgetStatusResponse](t, p, system.Root.Spawn(budgetProps(deps, "acme")), &pb.BudgetStatusRequest{})
+		if st.GetDayUsed() != s.wantUsed || st.GetMonthUsed() != s.wantUsed {
+			t.Errorf("%s: used day %d month %d, want %d", s.name, st.GetDayUsed(), st.GetMonthUsed(), s.wantUsed)
+		}
+	}
+	if st := probe.Ask[*pb.BudgetStatusResponse](t, p, first, &pb.BudgetStatusRequest{}); st.GetReservations() != 0 || st.GetDayReserved() != 0 {
+		t.Errorf("after the batch: %d reservations holding %d tokens, want none", st.GetReservations(), st.GetDayReserved())
+	}
+}

@@ -162,6 +162,40 @@ func TestBudget(t *testing.T) {
 		}
 	})
 
+	t.Run("a batch of commits charges each tenant once per commit", func(t *testing.T) {
+		lim := actors.TokenBudget{Daily: 1000, Monthly: 10000}
+		tenants := map[string][]int64{"batch-a": {10, 20, 30}, "batch-b": {5}, "batch-c": {1, 2}}
+		for tenant, charges := range tenants {
+			var commits []actors.BudgetCommit
+			for _, tokens := range charges {
+				id := newID()
+				if d, err := n.client.Reserve(ctx, tenant, id, 50, lim); err != nil || !d.Allowed {
+					t.Fatalf("reserve for %s = %+v, %v", tenant, d, err)
+				}
+				commits = append(commits, actors.BudgetCommit{ReservationID: id, Actual: tokens})
+			}
+			batchID := newID()
+			for range 2 { // the second send is a retry of the same batch: not charged again
+				if err := n.client.CommitBatch(ctx, tenant, batchID, commits); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for tenant, charges := range tenants {
+			var want int64
+			for _, tokens := range charges {
+				want += tokens
+			}
+			st, err := n.client.BudgetStatus(ctx, tenant)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.DayUsed != want || st.MonthUsed != want || st.Reservations != 0 {
+				t.Errorf("%s after its batch = %+v, want %d used and nothing reserved", tenant, st, want)
+			}
+		}
+	})
+
 	t.Run("a forgotten reservation expires", func(t *testing.T) {
 		lim := actors.TokenBudget{Daily: 10}
 		if d, _ := n.client.Reserve(ctx, "expire", newID(), 10, lim); !d.Allowed {

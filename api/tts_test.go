@@ -126,7 +126,9 @@ func testTTSSynthesizesRealAudio(t *testing.T, ts *toolServer, _ *toolUpstream) 
 		if n := counterValue(t, ts.metrics.TTSCharacters.WithLabelValues("speaker")); n < 21*3 {
 			t.Errorf("crispy_tts_characters_total{tenant=speaker} = %v, want at least %d", n, 21*3)
 		}
-		// And in the tenant's ledger, exactly: one speech event per synthesis with its characters.
+		// And in the tenant's ledger, exactly: one speech event per synthesis with its characters,
+		// recorded by the Meter's settle work, which follows the response.
+		waitSettled(t, ts.mt)
 		found := false
 		for _, ev := range ts.ledger.kind(store.KindSpeech) {
 			if ev.TenantID == "speaker" && ev.Detail["characters"] == len("One. Two three four five six seven eight nine ten.") {

@@ -88,30 +88,60 @@ func (m *Meter) reserve(ctx context.Context, c *call, estimate int64) error {
 	return nil
 }
 
-// commit charges the actual tokens and frees the rest of the reservation.
-func (m *Meter) commit(ctx context.Context, c *call, actual int64) {
+// commit returns the settle work that charges the call's actual tokens and frees the rest of its
+// reservation; nil when it holds none.
+func (m *Meter) commit(c *call, actual int64) *budgetOp {
 	if c.reserved == "" {
-		return
+		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budgetTimeout)
-	defer cancel()
-	if err := m.budget.Commit(ctx, c.tenant.TenantID, c.reserved, actual); err != nil {
-		m.log.Error().Err(err).Str("tenantId", c.tenant.TenantID).Str("traceId", c.meta.TraceID).
-			Int64("tokens", actual).Msg("budget commit failed")
-	}
+	op := &budgetOp{tenantID: c.tenant.TenantID, reservationID: c.reserved, traceID: c.meta.TraceID, actual: actual}
 	c.reserved = ""
+	return op
 }
 
-// release frees the reservation of a call that never reached a model.
-func (m *Meter) release(ctx context.Context, c *call) {
+// release returns the settle work that frees the reservation of a call that never reached a model;
+// nil when it holds none.
+func (m *Meter) release(c *call) *budgetOp {
 	if c.reserved == "" {
+		return nil
+	}
+	op := &budgetOp{tenantID: c.tenant.TenantID, reservationID: c.reserved, traceID: c.meta.TraceID}
+	c.reserved = ""
+	return op
+}
+
+// commitBatch commits a settle batch's reservations of one tenant: in one request when the budget
+// takes batches, else one by one.
+func (m *Meter) commitBatch(ctx context.Context, tenantID string, commits []actors.BudgetCommit) {
+	fail := func(err error, cm actors.BudgetCommit) {
+		m.log.Error().Err(err).Str("tenantId", tenantID).Str("traceId", cm.TraceID).
+			Int64("tokens", cm.Actual).Msg("budget commit failed")
+	}
+	if bb, ok := m.budget.(BatchBudgets); ok && len(commits) > 1 {
+		ctx, cancel := context.WithTimeout(ctx, budgetTimeout)
+		defer cancel()
+		if err := bb.CommitBatch(ctx, tenantID, uuid.NewString(), commits); err != nil {
+			for _, cm := range commits {
+				fail(err, cm)
+			}
+		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budgetTimeout)
-	defer cancel()
-	if err := m.budget.Release(ctx, c.tenant.TenantID, c.reserved); err != nil {
-		// Not fatal: the reservation expires after actors.ReservationTTL.
-		m.log.Warn().Err(err).Str("tenantId", c.tenant.TenantID).Str("traceId", c.meta.TraceID).Msg("budget release failed")
+	for _, cm := range commits {
+		ctx, cancel := context.WithTimeout(ctx, budgetTimeout)
+		if err := m.budget.Commit(ctx, tenantID, cm.ReservationID, cm.Actual); err != nil {
+			fail(err, cm)
+		}
+		cancel()
 	}
-	c.reserved = ""
+}
+
+// doRelease frees a reservation; a failure is logged, not fatal: the reservation expires after
+// actors.ReservationTTL.
+func (m *Meter) doRelease(ctx context.Context, op *budgetOp) {
+	ctx, cancel := context.WithTimeout(ctx, budgetTimeout)
+	defer cancel()
+	if err := m.budget.Release(ctx, op.tenantID, op.reservationID); err != nil {
+		m.log.Warn().Err(err).Str("tenantId", op.tenantID).Str("traceId", op.traceID).Msg("budget release failed")
+	}
 }

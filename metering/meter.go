@@ -68,6 +68,9 @@ type Options struct {
 	Metrics *observe.Metrics // nil: a private registry
 	Logger  zerolog.Logger
 	Now     func() time.Time // nil: time.Now
+	// SettleWindow is how long settle work is gathered before it is written as one batch
+	// (0: DefaultSettleWindow).
+	SettleWindow time.Duration
 }
 
 // Meter meters a node's model calls and requests. It is safe for concurrent use.
@@ -80,7 +83,7 @@ type Meter struct {
 	metrics *observe.Metrics
 	log     zerolog.Logger
 	now     func() time.Time
-	settle  settler
+	settle  *settler
 }
 
 // New returns a Meter over o's dependencies.
@@ -93,7 +96,7 @@ func New(o Options) *Meter {
 	}
 	return &Meter{
 		env: o.Env, limiter: o.Limiter, budget: o.Budget, cache: o.Cache, ledger: o.Ledger,
-		metrics: o.Metrics, log: o.Logger, now: o.Now, settle: settler{sem: make(chan struct{}, maxSettling)},
+		metrics: o.Metrics, log: o.Logger, now: o.Now, settle: newSettler(o.SettleWindow),
 	}
 }
 
@@ -162,70 +165,60 @@ func (m *Meter) observer() *gateway.CallObserver {
 // output upstream, which the provider bills; charging it keeps the budget honest.
 //
 // The cache write runs here, before the caller answers, so an identical request that follows is a
-// hit; the budget commit and the ledger append (several JetStream round trips) run in the
-// background, off the client's path. Budgets stay exact because the reservation holds the tokens
-// until the commit.
+// hit; the budget commit, the ledger event, the metrics and the log line are queued to the settle
+// flusher, off the client's path, which writes them with those of other calls (settle). Budgets
+// stay exact because the reservation holds the tokens until the commit.
 func (m *Meter) finish(ctx context.Context, c *call, res gateway.CallResult) {
 	if res.Outcome == gateway.OutcomeOK && res.Reply != "" {
 		m.storeCache(ctx, c, res.Model, res.Reply) // cache.go
 	}
-	work := m.later()
-	ctx = context.WithoutCancel(ctx)
-	work(func() {
-		t := c.tenant.TenantID
-		latency := m.now().Sub(c.started)
-		model, u := res.Model, res.Usage
+	t := c.tenant.TenantID
+	latency := m.now().Sub(c.started)
+	model, u := res.Model, res.Usage
+	ev := store.Event{
+		Kind: store.KindModelCall, TenantID: t, TraceID: c.meta.TraceID, SessionID: c.meta.SessionID, UserID: c.meta.UserID,
+		Model: model, Provider: res.Info.Provider, LatencyMs: latency.Milliseconds(), Outcome: res.Outcome,
+	}
+	it := settleItem{ctx: context.WithoutCancel(ctx)}
+	if !res.Answered {
+		it.release = m.release(c)
+		ev.ErrorCode = CodeAIError
+		u = gateway.Usage{}
+	} else {
+		it.commit = m.commit(c, int64(u.TokensIn+u.TokensOut))
+		ev.TokensIn, ev.TokensOut, ev.Estimated = u.TokensIn, u.TokensOut, u.Estimated
+		ev.Cost = float64(u.TokensIn)/1000*res.Info.PricePer1KIn + float64(u.TokensOut)/1000*res.Info.PricePer1KOut
+	}
+	it.ev = m.event(ev)
+	it.note = func() {
 		m.metrics.ModelCalls.WithLabelValues(t, model, res.Outcome).Inc()
 		m.metrics.ModelLatency.WithLabelValues(model, res.Outcome).Observe(latency.Seconds())
 		if res.FirstToken > 0 {
 			m.metrics.ModelTTFT.WithLabelValues(model).Observe(res.FirstToken.Seconds())
 		}
-		ev := store.Event{
-			Kind: store.KindModelCall, TenantID: t, TraceID: c.meta.TraceID, SessionID: c.meta.SessionID, UserID: c.meta.UserID,
-			Model: model, Provider: res.Info.Provider, LatencyMs: latency.Milliseconds(), Outcome: res.Outcome,
+		if res.Answered {
+			m.metrics.ModelTokens.WithLabelValues(t, model, "in").Add(float64(u.TokensIn))
+			m.metrics.ModelTokens.WithLabelValues(t, model, "out").Add(float64(u.TokensOut))
 		}
-		if !res.Answered {
-			m.release(ctx, c)
-			ev.ErrorCode = CodeAIError
-			m.appendEvent(ctx, ev)
-			m.logCall(c, model, res.Info.Provider, gateway.Usage{}, latency, res.Outcome, false)
-			return
-		}
-		m.metrics.ModelTokens.WithLabelValues(t, model, "in").Add(float64(u.TokensIn))
-		m.metrics.ModelTokens.WithLabelValues(t, model, "out").Add(float64(u.TokensOut))
-		// The commit (two KV writes) and the ledger append are independent round trips: run them at
-		// once, and return when both are done.
-		var committed chan struct{}
-		if c.reserved != "" {
-			committed = make(chan struct{})
-			go func() {
-				defer close(committed)
-				m.commit(ctx, c, int64(u.TokensIn+u.TokensOut))
-			}()
-		}
-		ev.TokensIn, ev.TokensOut, ev.Estimated = u.TokensIn, u.TokensOut, u.Estimated
-		ev.Cost = float64(u.TokensIn)/1000*res.Info.PricePer1KIn + float64(u.TokensOut)/1000*res.Info.PricePer1KOut
-		m.appendEvent(ctx, ev)
 		m.logCall(c, model, res.Info.Provider, u, latency, res.Outcome, false)
-		if committed != nil {
-			<-committed
-		}
-	})
+	}
+	m.enqueue(it)
 }
 
 // finishCached settles a call answered from the response cache: a request like any other (a
 // model_call event with cached=true and 0 tokens), not charged to the budget.
 func (m *Meter) finishCached(ctx context.Context, c *call, res gateway.CallResult) {
-	work := m.later()
-	ctx = context.WithoutCancel(ctx)
-	work(func() {
-		latency := m.now().Sub(c.started)
-		m.metrics.ModelCalls.WithLabelValues(c.tenant.TenantID, res.Model, "cached").Inc()
-		m.appendEvent(ctx, store.Event{
+	latency := m.now().Sub(c.started)
+	m.enqueue(settleItem{
+		ctx: context.WithoutCancel(ctx),
+		ev: m.event(store.Event{
 			Kind: store.KindModelCall, TenantID: c.tenant.TenantID, TraceID: c.meta.TraceID, SessionID: c.meta.SessionID,
 			UserID: c.meta.UserID, Model: res.Model, LatencyMs: latency.Milliseconds(), Outcome: gateway.OutcomeOK, Cached: true,
-		})
-		m.logCall(c, res.Model, "cache", gateway.Usage{}, latency, gateway.OutcomeOK, true)
+		}),
+		note: func() {
+			m.metrics.ModelCalls.WithLabelValues(c.tenant.TenantID, res.Model, "cached").Inc()
+			m.logCall(c, res.Model, "cache", gateway.Usage{}, latency, gateway.OutcomeOK, true)
+		},
 	})
 }
 
@@ -249,78 +242,254 @@ func (m *Meter) logCall(c *call, model, provider string, u gateway.Usage, latenc
 		Str("outcome", outcome).Msg("model_call")
 }
 
-// ledgerTimeout bounds one ledger append; it runs detached from the request (a client that left must
-// not lose the record of what it used).
+// ledgerTimeout bounds one ledger append (of an event or a batch); it runs detached from the
+// request (a client that left must not lose the record of what it used).
 const ledgerTimeout = 5 * time.Second
 
-// appendEvent records ev now. A nil ledger records nothing; a failed append is logged and never
-// fails the request: the answer matters more than its bookkeeping.
-func (m *Meter) appendEvent(ctx context.Context, ev store.Event) {
+// BatchLedger is a Ledger that appends several events at once (store.Ledger): the settle flusher
+// then appends a batch's events in one round trip instead of one each.
+type BatchLedger interface {
+	Ledger
+	// AppendBatch returns nil when every event is recorded, else one error per event.
+	AppendBatch(ctx context.Context, evs []store.Event) []error
+}
+
+// BatchBudgets are Budgets that commit several reservations of a tenant in one request
+// (actors.Client): one counter write per period per batch instead of two per call.
+type BatchBudgets interface {
+	Budgets
+	CommitBatch(ctx context.Context, tenantID, batchID string, commits []actors.BudgetCommit) error
+}
+
+var (
+	_ BatchLedger  = (*store.Ledger)(nil)
+	_ BatchBudgets = (*actors.Client)(nil)
+)
+
+// event returns ev, stamped now when it has no time, to queue; nil when there is no ledger.
+func (m *Meter) event(ev store.Event) *store.Event {
 	if m.ledger == nil {
-		return
-	}
-	if ev.ID == "" {
-		ev.ID = uuid.NewString()
+		return nil
 	}
 	if ev.Time.IsZero() {
 		ev.Time = m.now()
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ledgerTimeout)
-	defer cancel()
-	if err := m.ledger.Append(ctx, ev); err != nil {
-		m.log.Warn().Err(err).Str("tenantId", ev.TenantID).Str("traceId", ev.TraceID).Str("kind", ev.Kind).
-			Msg("ledger append failed")
+	return &ev
+}
+
+// appendEvent records ev in the background, with the next settle batch. A nil ledger records
+// nothing; a failed append is logged and never fails the request: the answer matters more than
+// its bookkeeping.
+func (m *Meter) appendEvent(ctx context.Context, ev store.Event) {
+	if p := m.event(ev); p != nil {
+		m.enqueue(settleItem{ctx: context.WithoutCancel(ctx), ev: p})
 	}
 }
 
 // Record appends ev to the ledger in the background (a session, search, speech or audit event), so
 // it never delays the answer; Wait waits for it. Call it before the response is written, so that
 // whoever has seen the response and then waits also waits for this event.
-func (m *Meter) Record(ctx context.Context, ev store.Event) {
-	if m.ledger == nil {
+func (m *Meter) Record(ctx context.Context, ev store.Event) { m.appendEvent(ctx, ev) }
+
+const (
+	// DefaultSettleWindow is how long the settle flusher gathers work after the first item queued
+	// before writing the batch: long enough for the response of the call that queued it to go out
+	// first (settle work competes with it for the node's CPU), short enough to be invisible to
+	// anyone reading the ledger or the budget.
+	DefaultSettleWindow = 2 * time.Millisecond
+	// maxSettleBatch bounds a batch: a batch's worth queued is flushed without waiting the window.
+	maxSettleBatch = 128
+	// maxSettling bounds the settle items queued or being written; past it, queueing blocks, which
+	// slows the callers down instead of growing memory.
+	maxSettling = 256
+)
+
+// settleItem is the settle work of one call or event: any of a ledger event, a budget commit or
+// release, and note (its metrics and log line), all run by the flusher.
+type settleItem struct {
+	ctx     context.Context // the request's, detached: trace IDs and spans of the grain calls
+	ev      *store.Event
+	commit  *budgetOp
+	release *budgetOp
+	note    func()
+}
+
+// budgetOp is a reservation to commit or release.
+type budgetOp struct {
+	tenantID, reservationID, traceID string
+	actual                           int64
+}
+
+// settler queues the work that must happen after a response but need not delay it (budget commits,
+// ledger events) for one flusher goroutine, which writes it in batches (group commit): the events
+// of a batch in one ledger append, the commits of a batch in one request per tenant. The flusher
+// runs while there is work and exits when the queue is empty.
+type settler struct {
+	window time.Duration
+
+	mu      sync.Mutex
+	space   *sync.Cond // on mu: items left (held went down)
+	queue   []settleItem
+	held    int            // items queued or being written
+	running bool           // a flusher goroutine is running
+	kick    chan struct{}  // cap 1: flush without waiting the rest of the window (a batch's worth is queued, or Wait)
+	wg      sync.WaitGroup // one per item held
+}
+
+func newSettler(window time.Duration) *settler {
+	if window <= 0 {
+		window = DefaultSettleWindow
+	}
+	s := &settler{window: window, kick: make(chan struct{}, 1)}
+	s.space = sync.NewCond(&s.mu)
+	return s
+}
+
+// enqueue hands it to the flusher, starting one when none runs; past maxSettling items held it
+// waits for room.
+func (m *Meter) enqueue(it settleItem) {
+	s := m.settle
+	s.mu.Lock()
+	for s.held >= maxSettling {
+		s.space.Wait()
+	}
+	s.held++
+	s.wg.Add(1)
+	s.queue = append(s.queue, it)
+	if len(s.queue) >= maxSettleBatch {
+		s.flushNow()
+	}
+	start := !s.running
+	s.running = true
+	s.mu.Unlock()
+	if start {
+		go m.flushLoop()
+	}
+}
+
+// flushNow ends the flusher's current window.
+func (s *settler) flushNow() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flushLoop is the flusher: from the first item queued it gathers for the settle window (or until
+// a batch's worth is queued, or Wait), writes the batch, and starts over; it exits when nothing is queued.
+func (m *Meter) flushLoop() {
+	s := m.settle
+	for {
+		s.mu.Lock()
+		n := len(s.queue)
+		if n == 0 {
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if n < maxSettleBatch {
+			t := time.NewTimer(s.window)
+			select {
+			case <-t.C:
+			case <-s.kick:
+			}
+			t.Stop()
+		}
+		s.mu.Lock()
+		batch := make([]settleItem, min(len(s.queue), maxSettleBatch))
+		copy(batch, s.queue)
+		rest := copy(s.queue, s.queue[len(batch):])
+		clear(s.queue[rest:])
+		s.queue = s.queue[:rest]
+		select { // a kick for the batch just taken is stale
+		case <-s.kick:
+		default:
+		}
+		s.mu.Unlock()
+
+		m.flush(batch)
+
+		s.mu.Lock()
+		s.held -= len(batch)
+		s.space.Broadcast()
+		s.mu.Unlock()
+		s.wg.Add(-len(batch))
+	}
+}
+
+// flush writes a batch: its events in one ledger append, its commits in one request per tenant,
+// its releases, all at once; it returns when all are done (or failed, which is logged).
+func (m *Meter) flush(batch []settleItem) {
+	var events []store.Event
+	type tenantCommits struct {
+		ctx     context.Context
+		commits []actors.BudgetCommit
+	}
+	commits := map[string]*tenantCommits{}
+	var wg sync.WaitGroup
+	for _, it := range batch {
+		if it.note != nil {
+			it.note()
+		}
+		if it.ev != nil {
+			if it.ev.ID == "" {
+				it.ev.ID = uuid.NewString()
+			}
+			events = append(events, *it.ev)
+		}
+		if op := it.commit; op != nil {
+			tc := commits[op.tenantID]
+			if tc == nil {
+				// The batch's grain call is traced in the trace of its first call.
+				tc = &tenantCommits{ctx: it.ctx}
+				commits[op.tenantID] = tc
+			}
+			tc.commits = append(tc.commits, actors.BudgetCommit{ReservationID: op.reservationID, Actual: op.actual, TraceID: op.traceID})
+		}
+		if op := it.release; op != nil {
+			wg.Go(func() { m.doRelease(it.ctx, op) })
+		}
+	}
+	if len(events) > 0 {
+		wg.Go(func() { m.appendEvents(events) })
+	}
+	for tenantID, tc := range commits {
+		wg.Go(func() { m.commitBatch(tc.ctx, tenantID, tc.commits) })
+	}
+	wg.Wait()
+}
+
+// appendEvents appends a batch's events, in one AppendBatch when the ledger has it.
+func (m *Meter) appendEvents(evs []store.Event) {
+	warn := func(ev store.Event, err error) {
+		m.log.Warn().Err(err).Str("tenantId", ev.TenantID).Str("traceId", ev.TraceID).Str("kind", ev.Kind).
+			Msg("ledger append failed")
+	}
+	if bl, ok := m.ledger.(BatchLedger); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
+		defer cancel()
+		for i, err := range bl.AppendBatch(ctx, evs) {
+			if err != nil {
+				warn(evs[i], err)
+			}
+		}
 		return
 	}
-	if ev.Time.IsZero() {
-		ev.Time = m.now()
-	}
-	ctx = context.WithoutCancel(ctx)
-	m.later()(func() { m.appendEvent(ctx, ev) })
-}
-
-// maxSettling bounds the settle work running after responses; past it the work runs inline, which
-// slows the callers down instead of piling up goroutines.
-const maxSettling = 256
-
-// settler runs work that must happen after a response but need not delay it (budget commit,
-// ledger event), bounded, and lets shutdown wait for it.
-type settler struct {
-	sem chan struct{}
-	wg  sync.WaitGroup
-}
-
-// later reserves a background slot and returns the function that runs the settle work in it.
-// Past maxSettling running jobs the work runs inline.
-func (m *Meter) later() func(work func()) {
-	select {
-	case m.settle.sem <- struct{}{}:
-		m.settle.wg.Add(1)
-		return func(work func()) {
-			go func() {
-				defer func() {
-					<-m.settle.sem
-					m.settle.wg.Done()
-				}()
-				work()
-			}()
+	for _, ev := range evs {
+		ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
+		if err := m.ledger.Append(ctx, ev); err != nil {
+			warn(ev, err)
 		}
-	default:
-		return func(work func()) { work() }
+		cancel()
 	}
 }
 
-// Wait blocks until all background settle work is done or ctx ends: call it on shutdown, after the
-// HTTP server stopped taking requests.
+// Wait blocks until all settle work queued so far is written (or failed) or ctx ends: call it on
+// shutdown, after the HTTP server stopped taking requests. The batch being gathered is written at
+// once: nobody waits for the window.
 func (m *Meter) Wait(ctx context.Context) error {
+	m.settle.flushNow()
 	done := make(chan struct{})
 	go func() {
 		m.settle.wg.Wait()

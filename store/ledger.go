@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -107,6 +108,10 @@ type LedgerOptions struct {
 // Ledger appends events to the LEDGER stream.
 type Ledger struct {
 	js jetstream.JetStream
+	// async publishes AppendBatch's events: a context of its own on js's connection, whose pending
+	// acks time out after publishAttempt, so an ack that never comes (the leader left) is dropped
+	// from its table instead of kept forever.
+	async jetstream.JetStream
 }
 
 // OpenLedger creates the LEDGER stream, or updates its configuration to opts.
@@ -130,30 +135,20 @@ func OpenLedger(ctx context.Context, js jetstream.JetStream, opts LedgerOptions)
 	if err != nil {
 		return nil, fmt.Errorf("store: open ledger stream: %w", err)
 	}
-	return &Ledger{js: js}, nil
+	async, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncTimeout(publishAttempt))
+	if err != nil {
+		return nil, fmt.Errorf("store: open ledger: async publisher: %w", err)
+	}
+	return &Ledger{js: js, async: async}, nil
 }
 
 // Append records ev durably. An empty ID gets a fresh UUID (then a retry is a new event: callers
 // that retry set the ID themselves); a zero Time becomes now.
 func (l *Ledger) Append(ctx context.Context, ev Event) error {
-	if err := ValidateTenantID(ev.TenantID); err != nil {
-		return fmt.Errorf("store: append: %w: %w", ErrInvalidEvent, err)
-	}
-	if !kindRe.MatchString(ev.Kind) {
-		return fmt.Errorf("store: append: %w: kind %q (want ^[a-z0-9_]{1,64}$)", ErrInvalidEvent, ev.Kind)
-	}
-	if ev.ID == "" {
-		ev.ID = uuid.NewString()
-	}
-	if ev.Time.IsZero() {
-		ev.Time = time.Now()
-	}
-	ev.Time = ev.Time.UTC()
-	data, err := json.Marshal(ev)
+	ev, subject, data, err := encodeEvent(ev)
 	if err != nil {
-		return fmt.Errorf("store: append: %w: %w", ErrInvalidEvent, err)
+		return err
 	}
-	subject := "ledger." + ev.TenantID + "." + ev.Kind
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultAppendTimeout)
@@ -167,6 +162,138 @@ func (l *Ledger) Append(ctx context.Context, ev Event) error {
 		return fmt.Errorf("store: append %s event %s: %w", ev.Kind, ev.ID, err)
 	}
 	return nil
+}
+
+// encodeEvent validates ev, fills its ID and Time when unset, and returns it with its subject and
+// JSON encoding.
+func encodeEvent(ev Event) (Event, string, []byte, error) {
+	if err := ValidateTenantID(ev.TenantID); err != nil {
+		return ev, "", nil, fmt.Errorf("store: append: %w: %w", ErrInvalidEvent, err)
+	}
+	if !kindRe.MatchString(ev.Kind) {
+		return ev, "", nil, fmt.Errorf("store: append: %w: kind %q (want ^[a-z0-9_]{1,64}$)", ErrInvalidEvent, ev.Kind)
+	}
+	if ev.ID == "" {
+		ev.ID = uuid.NewString()
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	ev.Time = ev.Time.UTC()
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return ev, "", nil, fmt.Errorf("store: append: %w: %w", ErrInvalidEvent, err)
+	}
+	return ev, "ledger." + ev.TenantID + "." + ev.Kind, data, nil
+}
+
+// AppendBatch records evs durably, as Append would one by one, but publishes them all at once and
+// then waits for their acks: one round trip for the batch instead of one per event. It returns nil
+// when every event is recorded, else one error per event (nil for those recorded).
+//
+// It keeps Append's guarantees: each attempt is bounded by publishAttempt, and the events not
+// acknowledged in it (the stream's leader left, the stream is between leaders) are re-sent, with
+// the same message IDs, after the same pause Retry takes, until ctx ends; an event re-sent after
+// its first send was in fact stored is recognised by JetStream's duplicate detection and stored
+// once. A failure that is not Transient (an invalid event, a refusal) is final for its event.
+func (l *Ledger) AppendBatch(ctx context.Context, evs []Event) []error {
+	errs := make([]error, len(evs))
+	failed := false
+	msgs := make([]*nats.Msg, len(evs))
+	ids := make([]string, len(evs))
+	var pending []int
+	for i, ev := range evs {
+		ev, subject, data, err := encodeEvent(ev)
+		if err != nil {
+			errs[i], failed = err, true
+			continue
+		}
+		msgs[i], ids[i] = &nats.Msg{Subject: subject, Data: data}, ev.ID
+		pending = append(pending, i)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultAppendTimeout)
+		defer cancel()
+	}
+	pub := l.async
+	if pub == nil {
+		pub = l.js
+	}
+	for len(pending) > 0 {
+		pending = l.publishBatch(ctx, pub, msgs, ids, pending, errs)
+		if len(pending) == 0 || ctx.Err() != nil {
+			break
+		}
+		t := time.NewTimer(batchRetryPause)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	for i, err := range errs {
+		if err != nil {
+			errs[i], failed = fmt.Errorf("store: append %s event %s: %w", evs[i].Kind, ids[i], err), true
+		}
+	}
+	if !failed {
+		return nil
+	}
+	return errs
+}
+
+// batchRetryPause is the pause between two attempts of AppendBatch, Retry's default.
+const batchRetryPause = 50 * time.Millisecond
+
+// publishBatch is one attempt of AppendBatch: it publishes the pending events asynchronously and
+// waits, at most publishAttempt, for their acks. It records each event's outcome in errs and
+// returns the events to re-send.
+func (l *Ledger) publishBatch(ctx context.Context, pub jetstream.JetStream, msgs []*nats.Msg, ids []string, pending []int, errs []error) []int {
+	actx, cancel := context.WithTimeout(ctx, publishAttempt)
+	defer cancel()
+	futures := make([]jetstream.PubAckFuture, len(pending))
+	for k, i := range pending {
+		// A fresh message per send: the publisher sets headers on it.
+		m := &nats.Msg{Subject: msgs[i].Subject, Data: msgs[i].Data}
+		f, err := pub.PublishMsgAsync(m, jetstream.WithMsgID(ids[i]), jetstream.WithExpectStream(LedgerStream))
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		futures[k] = f
+	}
+	var retry []int
+	for k, i := range pending {
+		if f := futures[k]; f != nil {
+			errs[i] = awaitAck(actx, f)
+		}
+		if errs[i] != nil && (Transient(errs[i]) || errors.Is(errs[i], jetstream.ErrAsyncPublishTimeout) ||
+			errors.Is(errs[i], jetstream.ErrTooManyStalledMsgs)) {
+			retry = append(retry, i)
+		}
+	}
+	return retry
+}
+
+// awaitAck waits for f's outcome until ctx ends. An outcome already known wins over an ended ctx,
+// so an event acknowledged in time is not re-sent for nothing.
+func awaitAck(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	default:
+	}
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // defaultAppendTimeout bounds an Append whose ctx has no deadline: it retries until the stream

@@ -273,6 +273,88 @@ func TestLedgerAppendDedupesByEventID(t *testing.T) {
 	}
 }
 
+func streamMsgs(t *testing.T, js jetstream.JetStream) uint64 {
+	t.Helper()
+	s, err := js.Stream(t.Context(), LedgerStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// AppendBatch records every valid event of the batch once, whatever IDs were recorded before, and
+// reports the invalid ones alone.
+func TestLedgerAppendBatch(t *testing.T) {
+	f := newLedgerFixture(t)
+	f.append(t, Event{ID: "before", Kind: KindModelCall, TenantID: "acme", Time: day1})
+	batch := []Event{
+		{ID: "before", Kind: KindModelCall, TenantID: "acme", Time: day1}, // appended already
+		{ID: "b1", Kind: KindModelCall, TenantID: "acme", Time: day1},
+		{ID: "b1", Kind: KindModelCall, TenantID: "acme", Time: day1}, // twice in the batch
+		{ID: "s1", Kind: KindSpeech, TenantID: "globex"},              // time filled in
+		{ID: "bad", Kind: "Not A Kind", TenantID: "acme"},
+	}
+	errs := f.ledger.AppendBatch(t.Context(), batch)
+	for i, err := range errs {
+		if wantErr := batch[i].ID == "bad"; (err != nil) != wantErr || (wantErr && !errors.Is(err, ErrInvalidEvent)) {
+			t.Errorf("event %d (%s): err = %v, want an error: %v", i, batch[i].ID, err, wantErr)
+		}
+	}
+	if got := streamMsgs(t, f.js); got != 3 {
+		t.Errorf("stream holds %d messages, want 3 (before, b1, the speech event)", got)
+	}
+	if errs := f.ledger.AppendBatch(t.Context(), batch[:4]); errs != nil {
+		t.Errorf("a valid batch: %v, want nil", errs)
+	}
+	if got := streamMsgs(t, f.js); got != 3 {
+		t.Errorf("stream holds %d messages after the batch was re-sent, want still 3", got)
+	}
+}
+
+// When the stream cannot take a batch (here it is gone, as while a stream has no leader),
+// AppendBatch re-sends the events with their IDs until it can, and each is stored once.
+func TestLedgerAppendBatchResends(t *testing.T) {
+	f := newLedgerFixture(t)
+	f.append(t, Event{ID: "e0", Kind: KindModelCall, TenantID: "acme", Time: day1})
+	if err := f.js.DeleteStream(t.Context(), LedgerStream); err != nil {
+		t.Fatal(err)
+	}
+	sends := make(chan *nats.Msg, 64)
+	sub, err := f.js.Conn().ChanSubscribe("ledger.>", sends)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // the test is over
+	var batch []Event
+	for i := range 5 {
+		batch = append(batch, Event{ID: fmt.Sprintf("e%d", i), Kind: KindModelCall, TenantID: "acme", Time: day1})
+	}
+	done := make(chan []error, 1)
+	go func() { done <- f.ledger.AppendBatch(t.Context(), batch) }()
+	<-sends // a first send, which no stream takes
+	if _, err := OpenLedger(t.Context(), f.js, LedgerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// e0 was recorded before the stream went: append it again to the new stream, so that the
+	// batch's e0 is a duplicate there too.
+	f.append(t, batch[0])
+	if errs := <-done; errs != nil {
+		t.Fatalf("AppendBatch: %v", errs)
+	}
+	if got := streamMsgs(t, f.js); got != 5 {
+		t.Errorf("stream holds %d messages, want 5 (each event once)", got)
+	}
+	// Seen: the first send of the batch (one of it taken above), the test's own append of e0, and
+	// the batch re-sent.
+	if got, want := len(sends)+1, 2*len(batch)+1; got < want {
+		t.Errorf("%d publishes seen, want the batch sent twice and e0 once more (at least %d)", got, want)
+	}
+}
+
 // A second projector (another durable, as after losing a node's consumer) replays every event over
 // the same SQLite files; nothing is counted twice, including the session message counter.
 func TestProjectorReplayIsIdempotent(t *testing.T) {

@@ -330,6 +330,62 @@ func (x *BudgetCommitResponse) GetError() string {
 	return ""
 }
 
+// BudgetCommitBatchRequest commits several reservations of the tenant at once (the Meter's group
+// commit): each is applied as a BudgetCommitRequest would be, and each period's counter is then
+// written once for the whole batch, with the message ID "<batch_id>.<period>", so a batch re-sent
+// under the same batch_id is not charged twice. Answered with a BudgetCommitResponse.
+type BudgetCommitBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Commits       []*BudgetCommitRequest `protobuf:"bytes,1,rep,name=commits,proto3" json:"commits,omitempty"`
+	BatchId       string                 `protobuf:"bytes,2,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"` // chosen by the caller, unique per batch (e.g. a UUID)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetCommitBatchRequest) Reset() {
+	*x = BudgetCommitBatchRequest{}
+	mi := &file_budget_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetCommitBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetCommitBatchRequest) ProtoMessage() {}
+
+func (x *BudgetCommitBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_budget_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetCommitBatchRequest.ProtoReflect.Descriptor instead.
+func (*BudgetCommitBatchRequest) Descriptor() ([]byte, []int) {
+	return file_budget_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BudgetCommitBatchRequest) GetCommits() []*BudgetCommitRequest {
+	if x != nil {
+		return x.Commits
+	}
+	return nil
+}
+
+func (x *BudgetCommitBatchRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
 type BudgetReleaseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ReservationId string                 `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
@@ -340,7 +396,7 @@ type BudgetReleaseRequest struct {
 
 func (x *BudgetReleaseRequest) Reset() {
 	*x = BudgetReleaseRequest{}
-	mi := &file_budget_proto_msgTypes[5]
+	mi := &file_budget_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +408,7 @@ func (x *BudgetReleaseRequest) String() string {
 func (*BudgetReleaseRequest) ProtoMessage() {}
 
 func (x *BudgetReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_budget_proto_msgTypes[5]
+	mi := &file_budget_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +421,7 @@ func (x *BudgetReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetReleaseRequest.ProtoReflect.Descriptor instead.
 func (*BudgetReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_budget_proto_rawDescGZIP(), []int{5}
+	return file_budget_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BudgetReleaseRequest) GetReservationId() string {
@@ -391,7 +447,7 @@ type BudgetReleaseResponse struct {
 
 func (x *BudgetReleaseResponse) Reset() {
 	*x = BudgetReleaseResponse{}
-	mi := &file_budget_proto_msgTypes[6]
+	mi := &file_budget_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +459,7 @@ func (x *BudgetReleaseResponse) String() string {
 func (*BudgetReleaseResponse) ProtoMessage() {}
 
 func (x *BudgetReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_budget_proto_msgTypes[6]
+	mi := &file_budget_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +472,7 @@ func (x *BudgetReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetReleaseResponse.ProtoReflect.Descriptor instead.
 func (*BudgetReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_budget_proto_rawDescGZIP(), []int{6}
+	return file_budget_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BudgetReleaseResponse) GetError() string {
@@ -436,7 +492,7 @@ type BudgetStatusRequest struct {
 
 func (x *BudgetStatusRequest) Reset() {
 	*x = BudgetStatusRequest{}
-	mi := &file_budget_proto_msgTypes[7]
+	mi := &file_budget_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +504,7 @@ func (x *BudgetStatusRequest) String() string {
 func (*BudgetStatusRequest) ProtoMessage() {}
 
 func (x *BudgetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_budget_proto_msgTypes[7]
+	mi := &file_budget_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +517,7 @@ func (x *BudgetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetStatusRequest.ProtoReflect.Descriptor instead.
 func (*BudgetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_budget_proto_rawDescGZIP(), []int{7}
+	return file_budget_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BudgetStatusRequest) GetTraceId() string {
@@ -487,7 +543,7 @@ type BudgetStatusResponse struct {
 
 func (x *BudgetStatusResponse) Reset() {
 	*x = BudgetStatusResponse{}
-	mi := &file_budget_proto_msgTypes[8]
+	mi := &file_budget_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +555,7 @@ func (x *BudgetStatusResponse) String() string {
 func (*BudgetStatusResponse) ProtoMessage() {}
 
 func (x *BudgetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_budget_proto_msgTypes[8]
+	mi := &file_budget_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +568,7 @@ func (x *BudgetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetStatusResponse.ProtoReflect.Descriptor instead.
 func (*BudgetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_budget_proto_rawDescGZIP(), []int{8}
+	return file_budget_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BudgetStatusResponse) GetDay() string {
@@ -595,7 +651,10 @@ const file_budget_proto_rawDesc = "" +
 	"\x06actual\x18\x02 \x01(\x03R\x06actual\x12\x19\n" +
 	"\btrace_id\x18\x03 \x01(\tR\atraceId\",\n" +
 	"\x14BudgetCommitResponse\x12\x14\n" +
-	"\x05error\x18\x01 \x01(\tR\x05error\"X\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\"v\n" +
+	"\x18BudgetCommitBatchRequest\x12?\n" +
+	"\acommits\x18\x01 \x03(\v2%.crispy.actors.v1.BudgetCommitRequestR\acommits\x12\x19\n" +
+	"\bbatch_id\x18\x02 \x01(\tR\abatchId\"X\n" +
 	"\x14BudgetReleaseRequest\x12%\n" +
 	"\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\x12\x19\n" +
 	"\btrace_id\x18\x02 \x01(\tR\atraceId\"-\n" +
@@ -626,25 +685,27 @@ func file_budget_proto_rawDescGZIP() []byte {
 	return file_budget_proto_rawDescData
 }
 
-var file_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_budget_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_budget_proto_goTypes = []any{
-	(*BudgetLimits)(nil),          // 0: crispy.actors.v1.BudgetLimits
-	(*BudgetReserveRequest)(nil),  // 1: crispy.actors.v1.BudgetReserveRequest
-	(*BudgetReserveResponse)(nil), // 2: crispy.actors.v1.BudgetReserveResponse
-	(*BudgetCommitRequest)(nil),   // 3: crispy.actors.v1.BudgetCommitRequest
-	(*BudgetCommitResponse)(nil),  // 4: crispy.actors.v1.BudgetCommitResponse
-	(*BudgetReleaseRequest)(nil),  // 5: crispy.actors.v1.BudgetReleaseRequest
-	(*BudgetReleaseResponse)(nil), // 6: crispy.actors.v1.BudgetReleaseResponse
-	(*BudgetStatusRequest)(nil),   // 7: crispy.actors.v1.BudgetStatusRequest
-	(*BudgetStatusResponse)(nil),  // 8: crispy.actors.v1.BudgetStatusResponse
+	(*BudgetLimits)(nil),             // 0: crispy.actors.v1.BudgetLimits
+	(*BudgetReserveRequest)(nil),     // 1: crispy.actors.v1.BudgetReserveRequest
+	(*BudgetReserveResponse)(nil),    // 2: crispy.actors.v1.BudgetReserveResponse
+	(*BudgetCommitRequest)(nil),      // 3: crispy.actors.v1.BudgetCommitRequest
+	(*BudgetCommitResponse)(nil),     // 4: crispy.actors.v1.BudgetCommitResponse
+	(*BudgetCommitBatchRequest)(nil), // 5: crispy.actors.v1.BudgetCommitBatchRequest
+	(*BudgetReleaseRequest)(nil),     // 6: crispy.actors.v1.BudgetReleaseRequest
+	(*BudgetReleaseResponse)(nil),    // 7: crispy.actors.v1.BudgetReleaseResponse
+	(*BudgetStatusRequest)(nil),      // 8: crispy.actors.v1.BudgetStatusRequest
+	(*BudgetStatusResponse)(nil),     // 9: crispy.actors.v1.BudgetStatusResponse
 }
 var file_budget_proto_depIdxs = []int32{
 	0, // 0: crispy.actors.v1.BudgetReserveRequest.limits:type_name -> crispy.actors.v1.BudgetLimits
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3, // 1: crispy.actors.v1.BudgetCommitBatchRequest.commits:type_name -> crispy.actors.v1.BudgetCommitRequest
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_budget_proto_init() }
@@ -658,7 +719,7 @@ func file_budget_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_budget_proto_rawDesc), len(file_budget_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
