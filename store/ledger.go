@@ -135,9 +135,14 @@ func OpenLedger(ctx context.Context, js jetstream.JetStream, opts LedgerOptions)
 	if err != nil {
 		return nil, fmt.Errorf("store: open ledger stream: %w", err)
 	}
+	return newLedger(js)
+}
+
+// newLedger returns a Ledger on js, whose LEDGER stream exists.
+func newLedger(js jetstream.JetStream) (*Ledger, error) {
 	async, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncTimeout(publishAttempt))
 	if err != nil {
-		return nil, fmt.Errorf("store: open ledger: async publisher: %w", err)
+		return nil, fmt.Errorf("store: ledger: async publisher: %w", err)
 	}
 	return &Ledger{js: js, async: async}, nil
 }
@@ -198,14 +203,13 @@ func encodeEvent(ev Event) (Event, string, []byte, error) {
 // once. A failure that is not Transient (an invalid event, a refusal) is final for its event.
 func (l *Ledger) AppendBatch(ctx context.Context, evs []Event) []error {
 	errs := make([]error, len(evs))
-	failed := false
 	msgs := make([]*nats.Msg, len(evs))
 	ids := make([]string, len(evs))
 	var pending []int
 	for i, ev := range evs {
 		ev, subject, data, err := encodeEvent(ev)
 		if err != nil {
-			errs[i], failed = err, true
+			errs[i] = err
 			continue
 		}
 		msgs[i], ids[i] = &nats.Msg{Subject: subject, Data: data}, ev.ID
@@ -216,22 +220,17 @@ func (l *Ledger) AppendBatch(ctx context.Context, evs []Event) []error {
 		ctx, cancel = context.WithTimeout(ctx, defaultAppendTimeout)
 		defer cancel()
 	}
-	pub := l.async
-	if pub == nil {
-		pub = l.js
+	if len(pending) > 0 {
+		// Always: publishBatch leaves only the events worth re-sending pending, so "some are
+		// pending" is the one failure returned, and it is always retried (until ctx ends).
+		_ = Retry{Attempt: publishAttempt, Always: true}.Do(ctx, func(actx context.Context) error {
+			if pending = l.publishBatch(actx, msgs, ids, pending, errs); len(pending) > 0 {
+				return errBatchPending
+			}
+			return nil
+		})
 	}
-	for len(pending) > 0 {
-		pending = l.publishBatch(ctx, pub, msgs, ids, pending, errs)
-		if len(pending) == 0 || ctx.Err() != nil {
-			break
-		}
-		t := time.NewTimer(batchRetryPause)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	failed := false
 	for i, err := range errs {
 		if err != nil {
 			errs[i], failed = fmt.Errorf("store: append %s event %s: %w", evs[i].Kind, ids[i], err), true
@@ -243,20 +242,18 @@ func (l *Ledger) AppendBatch(ctx context.Context, evs []Event) []error {
 	return errs
 }
 
-// batchRetryPause is the pause between two attempts of AppendBatch, Retry's default.
-const batchRetryPause = 50 * time.Millisecond
+// errBatchPending: an attempt of AppendBatch left events to re-send.
+var errBatchPending = errors.New("store: ledger batch: events not yet acknowledged")
 
 // publishBatch is one attempt of AppendBatch: it publishes the pending events asynchronously and
-// waits, at most publishAttempt, for their acks. It records each event's outcome in errs and
+// waits until ctx (the attempt's, publishAttempt) ends for their acks. It records each event's outcome in errs and
 // returns the events to re-send.
-func (l *Ledger) publishBatch(ctx context.Context, pub jetstream.JetStream, msgs []*nats.Msg, ids []string, pending []int, errs []error) []int {
-	actx, cancel := context.WithTimeout(ctx, publishAttempt)
-	defer cancel()
+func (l *Ledger) publishBatch(ctx context.Context, msgs []*nats.Msg, ids []string, pending []int, errs []error) []int {
 	futures := make([]jetstream.PubAckFuture, len(pending))
 	for k, i := range pending {
 		// A fresh message per send: the publisher sets headers on it.
 		m := &nats.Msg{Subject: msgs[i].Subject, Data: msgs[i].Data}
-		f, err := pub.PublishMsgAsync(m, jetstream.WithMsgID(ids[i]), jetstream.WithExpectStream(LedgerStream))
+		f, err := l.async.PublishMsgAsync(m, jetstream.WithMsgID(ids[i]), jetstream.WithExpectStream(LedgerStream))
 		if err != nil {
 			errs[i] = err
 			continue
@@ -266,10 +263,9 @@ func (l *Ledger) publishBatch(ctx context.Context, pub jetstream.JetStream, msgs
 	var retry []int
 	for k, i := range pending {
 		if f := futures[k]; f != nil {
-			errs[i] = awaitAck(actx, f)
+			errs[i] = awaitAck(ctx, f)
 		}
-		if errs[i] != nil && (Transient(errs[i]) || errors.Is(errs[i], jetstream.ErrAsyncPublishTimeout) ||
-			errors.Is(errs[i], jetstream.ErrTooManyStalledMsgs)) {
+		if Transient(errs[i]) {
 			retry = append(retry, i)
 		}
 	}

@@ -66,7 +66,8 @@ func RetryValue[T any](ctx context.Context, r Retry, fn func(context.Context) (T
 }
 
 // Transient is the one definition of a JetStream failure worth retrying: a request nobody answered
-// in time (what a stream between leaders, or a cluster still electing one, produces), a server-side
+// in time (what a stream between leaders, or a cluster still electing one, produces; for an
+// asynchronous publish, an ack that timed out or a publisher stalled on unacknowledged ones), a server-side
 // 5xx, or a connection that is being re-established. An API error below 500 is an answer and final,
 // and so is a stream or bucket that does not exist.
 func Transient(err error) bool {
@@ -84,5 +85,6 @@ func Transient(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs)
 }

@@ -689,7 +689,7 @@ func BindLedger(ctx context.Context, js jetstream.JetStream) (*Ledger, error) {
 	if _, err := js.Stream(ctx, LedgerStream); err != nil {
 		return nil, fmt.Errorf("store: bind ledger stream: %w", err)
 	}
-	return &Ledger{js: js}, nil
+	return newLedger(js)
 }
 
 // Audit event kinds of tenant deployment (projected into the audit table).
