@@ -18,8 +18,6 @@ import (
 // settle work on shutdown. Model calls themselves are metered inside the Router.
 type Metering interface {
 	SelectModels(t *config.TenantConfig, requested string) (primary, fallback string, err error)
-	Allow(ctx context.Context, t *config.TenantConfig, identity string, who metering.Caller) (actors.RateDecision, error)
-	AllowTenant(ctx context.Context, t *config.TenantConfig, who metering.Caller) (actors.RateDecision, error)
 	AllowRequest(ctx context.Context, t *config.TenantConfig, identity string, who metering.Caller) (d actors.RateDecision, ceilingDenied bool, err error)
 	Record(ctx context.Context, ev store.Event)
 	Wait(ctx context.Context) error

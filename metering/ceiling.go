@@ -12,16 +12,16 @@ import (
 // identities are prefixed ("user:", "key:", "ip:"), so no client-chosen ID can name it.
 const TenantCeilingIdentity = "tenant"
 
-// AllowTenant asks the tenant-wide ceiling (rateLimit.tenantPerMinute and tenantBurst, defaulted
+// allowTenant asks the tenant-wide ceiling (rateLimit.tenantPerMinute and tenantBurst, defaulted
 // by the config parser) whether the tenant may make one more request, whoever the user. The
 // per-user limit is keyed on an ID the client may choose: varying it once got 30 of 30 requests
-// through a 5/minute tenant, and 20,000 IDs made 20,000 limiters. Ask AllowTenant before Allow:
+// through a 5/minute tenant, and 20,000 IDs made 20,000 limiters. Ask allowTenant before allow:
 // then a denied request creates no per-user limiter, and at most tenantPerMinute limiters are
-// made per window. A denial is counted and audited as Allow's are.
-func (m *Meter) AllowTenant(ctx context.Context, t *config.TenantConfig, who Caller) (actors.RateDecision, error) {
+// made per window. A denial is counted and audited as allow's are.
+func (m *Meter) allowTenant(ctx context.Context, t *config.TenantConfig, who Caller) (actors.RateDecision, error) {
 	ceiling := *t
 	ceiling.RateLimit.PerMinute, ceiling.RateLimit.Burst = t.RateLimit.TenantPerMinute, t.RateLimit.TenantBurst
-	return m.Allow(ctx, &ceiling, TenantCeilingIdentity, who)
+	return m.allow(ctx, &ceiling, TenantCeilingIdentity, who)
 }
 
 // CeilingLimiter is a RateLimiter that asks a tenant's ceiling and a user's limit in one round trip
@@ -32,18 +32,18 @@ type CeilingLimiter interface {
 
 var _ CeilingLimiter = (*actors.Client)(nil)
 
-// AllowRequest is AllowTenant and then, when the ceiling admits, Allow for identity: the decision
+// AllowRequest is allowTenant and then, when the ceiling admits, allow for identity: the decision
 // whose headers the answer carries (the ceiling's when it denied, ceilingDenied, else the user's).
 // With a CeilingLimiter both are one grain round trip instead of two; the outcome, the metric and
 // the audit event of a denial are the same.
 func (m *Meter) AllowRequest(ctx context.Context, t *config.TenantConfig, identity string, who Caller) (d actors.RateDecision, ceilingDenied bool, err error) {
 	cl, ok := m.limiter.(CeilingLimiter)
 	if !ok {
-		c, err := m.AllowTenant(ctx, t, who)
+		c, err := m.allowTenant(ctx, t, who)
 		if err != nil || !c.Allowed {
 			return c, err == nil, err
 		}
-		d, err := m.Allow(ctx, t, identity, who)
+		d, err := m.allow(ctx, t, identity, who)
 		return d, false, err
 	}
 	rl := t.RateLimit

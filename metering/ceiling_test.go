@@ -36,14 +36,14 @@ func TestAllowTenantCeilingHoldsAgainstVaryingUserIDs(t *testing.T) {
 	cfg := &config.TenantConfig{TenantID: "acme", RateLimit: config.RateLimit{PerMinute: 5, Burst: 5, WindowSec: 60, BurstWindowSec: 10, TenantPerMinute: 10, TenantBurst: 10}}
 	passed := 0
 	for i := range 30 {
-		d, err := m.AllowTenant(context.Background(), cfg, Caller{})
+		d, err := m.allowTenant(context.Background(), cfg, Caller{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !d.Allowed {
 			continue
 		}
-		if d, err = m.Allow(context.Background(), cfg, fmt.Sprintf("user:u%d", i), Caller{}); err != nil {
+		if d, err = m.allow(context.Background(), cfg, fmt.Sprintf("user:u%d", i), Caller{}); err != nil {
 			t.Fatal(err)
 		}
 		if d.Allowed {
@@ -74,7 +74,7 @@ func (l *ceilingLimiter) AllowWithCeiling(ctx context.Context, tenantID, ceiling
 	return c, u, nil
 }
 
-// TestAllowRequestDecidesAsTheCeilingThenTheUser: AllowRequest answers what AllowTenant then Allow
+// TestAllowRequestDecidesAsTheCeilingThenTheUser: AllowRequest answers what allowTenant then allow
 // did, one round trip or two: the ceiling's decision when it denies (and no per-user limiter),
 // else the user's; each denial is counted once.
 func TestAllowRequestDecidesAsTheCeilingThenTheUser(t *testing.T) {

@@ -17,11 +17,11 @@ type Caller struct {
 	UserID    string // as the request named it; "" when it named none
 }
 
-// Allow asks the tenant's RateLimiter grain whether identity (the rate-limit identity, e.g.
+// allow asks the tenant's RateLimiter grain whether identity (the rate-limit identity, e.g.
 // "user:<id>") may make one more request. A denial is counted and recorded for the tenant's audit;
 // the caller answers it (429 with the decision's headers). Without a limiter every request is
 // allowed.
-func (m *Meter) Allow(ctx context.Context, t *config.TenantConfig, identity string, who Caller) (actors.RateDecision, error) {
+func (m *Meter) allow(ctx context.Context, t *config.TenantConfig, identity string, who Caller) (actors.RateDecision, error) {
 	if m.limiter == nil {
 		return actors.RateDecision{Allowed: true, Remaining: t.RateLimit.PerMinute}, nil
 	}
