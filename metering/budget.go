@@ -88,24 +88,14 @@ func (m *Meter) reserve(ctx context.Context, c *call, estimate int64) error {
 	return nil
 }
 
-// commit returns the settle work that charges the call's actual tokens and frees the rest of its
-// reservation; nil when it holds none.
-func (m *Meter) commit(c *call, actual int64) *budgetOp {
+// takeReservation hands the call's reservation over to the settle work, as a budgetOp of actual
+// tokens (committed when the call was answered, released when it never reached a model); nil when
+// it holds none.
+func takeReservation(c *call, actual int64) *budgetOp {
 	if c.reserved == "" {
 		return nil
 	}
 	op := &budgetOp{tenantID: c.tenant.TenantID, reservationID: c.reserved, traceID: c.meta.TraceID, actual: actual}
-	c.reserved = ""
-	return op
-}
-
-// release returns the settle work that frees the reservation of a call that never reached a model;
-// nil when it holds none.
-func (m *Meter) release(c *call) *budgetOp {
-	if c.reserved == "" {
-		return nil
-	}
-	op := &budgetOp{tenantID: c.tenant.TenantID, reservationID: c.reserved, traceID: c.meta.TraceID}
 	c.reserved = ""
 	return op
 }

@@ -181,11 +181,11 @@ func (m *Meter) finish(ctx context.Context, c *call, res gateway.CallResult) {
 	}
 	it := settleItem{ctx: context.WithoutCancel(ctx)}
 	if !res.Answered {
-		it.release = m.release(c)
+		it.release = takeReservation(c, 0)
 		ev.ErrorCode = CodeAIError
 		u = gateway.Usage{}
 	} else {
-		it.commit = m.commit(c, int64(u.TokensIn+u.TokensOut))
+		it.commit = takeReservation(c, int64(u.TokensIn+u.TokensOut))
 		ev.TokensIn, ev.TokensOut, ev.Estimated = u.TokensIn, u.TokensOut, u.Estimated
 		ev.Cost = float64(u.TokensIn)/1000*res.Info.PricePer1KIn + float64(u.TokensOut)/1000*res.Info.PricePer1KOut
 	}
