@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crispy-enigma/crispy/test/harness"
+	"github.com/crispy-enigma/crispy/test/mockllm"
 )
 
 // TestMeasureCapacity measures what one request of each route costs (docs/capacity.md): the node's
@@ -219,53 +219,10 @@ func startCountingUpstream(t *testing.T) *countingUpstream {
 		t.Fatal(err)
 	}
 	u := &countingUpstream{base: "http://" + l.Addr().String() + "/v1"}
-	const reply = "The keeper's lantern hangs in the harbour beacon."
-	completed := `{"id":"chatcmpl-cap","object":"chat.completion","created":1700000000,"model":"mock-model",` +
-		`"choices":[{"index":0,"message":{"role":"assistant","content":"` + reply + `"},"finish_reason":"stop"}],` +
-		`"usage":{"prompt_tokens":12,"completion_tokens":11,"total_tokens":23}}`
-	chunk := func(delta, finish string) string {
-		f := "null"
-		if finish != "" {
-			f = strconv.Quote(finish)
-		}
-		return `data: {"id":"chatcmpl-cap","object":"chat.completion.chunk","created":1700000000,"model":"mock-model","choices":[{"index":0,"delta":` + delta + `,"finish_reason":` + f + "}]}\n\n"
-	}
-	events := []string{chunk(`{"role":"assistant","content":""}`, "")}
-	for _, part := range []string{"The keeper's lantern ", "hangs in the ", "harbour beacon."} {
-		events = append(events, chunk(`{"content":`+strconv.Quote(part)+`}`, ""))
-	}
-	events = append(events, chunk(`{}`, "stop"),
-		`data: {"id":"chatcmpl-cap","object":"chat.completion.chunk","created":1700000000,"model":"mock-model","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":11,"total_tokens":23}}`+"\n\n",
-		"data: [DONE]\n\n")
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"object":"list","data":[{"id":"mock-model","object":"model","created":1700000000,"owned_by":"capacity"}]}`)
-	})
-	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
-		u.requests.Add(1)
-		var req struct {
-			Stream bool `json:"stream"`
-		}
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-			http.Error(w, `{"error":{"message":"bad json"}}`, http.StatusBadRequest)
-			return
-		}
-		if !req.Stream {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = io.WriteString(w, completed)
-			return
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		f, _ := w.(http.Flusher)
-		for _, ev := range events {
-			_, _ = io.WriteString(w, ev)
-			if f != nil {
-				f.Flush()
-			}
-		}
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	h := mockllm.Handler(mockllm.Reply{ID: "chatcmpl-cap", OwnedBy: "capacity",
+		Parts: []string{"The keeper's lantern ", "hangs in the ", "harbour beacon."}, PromptTokens: 12, CompletionTokens: 11},
+		func() { u.requests.Add(1) })
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(&countingListener{Listener: l, in: &u.in, out: &u.out}) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return u

@@ -17,7 +17,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -39,6 +38,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/crispy-enigma/crispy/test/mockllm"
 )
 
 func main() {
@@ -710,73 +711,14 @@ type upstream struct {
 
 func (u *upstream) Close() { _ = u.srv.Close() }
 
-const (
-	mockReply     = "Hello! How can I help you today?"
-	mockCompleted = `{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":"mock-model",` +
-		`"choices":[{"index":0,"message":{"role":"assistant","content":"` + mockReply + `"},"finish_reason":"stop"}],` +
-		`"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}`
-	mockModels = `{"object":"list","data":[{"id":"mock-model","object":"model","created":1700000000,"owned_by":"bench"}]}`
-)
-
-// mockStream is the streamed reply: a role chunk, three content chunks, the finish chunk, the usage
-// chunk (stream_options.include_usage), [DONE].
-var mockStream = func() [][]byte {
-	chunk := func(delta, finish string) string {
-		f := "null"
-		if finish != "" {
-			f = strconv.Quote(finish)
-		}
-		return `data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":"mock-model","choices":[{"index":0,"delta":` + delta + `,"finish_reason":` + f + "}]}\n\n"
-	}
-	evs := []string{chunk(`{"role":"assistant","content":""}`, "")}
-	for _, part := range []string{"Hello! ", "How can I help ", "you today?"} {
-		evs = append(evs, chunk(`{"content":`+strconv.Quote(part)+`}`, ""))
-	}
-	evs = append(evs, chunk(`{}`, "stop"),
-		`data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":"mock-model","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}`+"\n\n",
-		"data: [DONE]\n\n")
-	out := make([][]byte, len(evs))
-	for i, e := range evs {
-		out[i] = []byte(e)
-	}
-	return out
-}()
-
 func startUpstream() (*upstream, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/models", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, mockModels)
-	})
-	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Stream bool `json:"stream"`
-		}
-		if err := json.NewDecoder(bufio.NewReader(io.LimitReader(r.Body, 1<<20))).Decode(&req); err != nil {
-			http.Error(w, `{"error":{"message":"bad json"}}`, http.StatusBadRequest)
-			return
-		}
-		if !req.Stream {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = io.WriteString(w, mockCompleted)
-			return
-		}
-		// One event per write, flushed: a real upstream's stream (chunked, no Content-Length).
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-cache")
-		f, _ := w.(http.Flusher)
-		for _, ev := range mockStream {
-			_, _ = w.Write(ev)
-			if f != nil {
-				f.Flush()
-			}
-		}
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	h := mockllm.Handler(mockllm.Reply{ID: "chatcmpl-mock", OwnedBy: "bench",
+		Parts: []string{"Hello! ", "How can I help ", "you today?"}, PromptTokens: 12, CompletionTokens: 9}, nil)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	return &upstream{srv: srv, base: "http://" + l.Addr().String() + "/v1"}, nil
 }
