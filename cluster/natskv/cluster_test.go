@@ -19,11 +19,12 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	protocluster "github.com/asynkron/protoactor-go/cluster"
-	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/crispy-enigma/crispy/cluster/lookup"
 )
 
 // echoKind's grains answer any StringValue with the member ID of the member hosting them, so a test
@@ -70,7 +71,7 @@ func startMember(t *testing.T, js jetstream.JetStream, opts Options, port int) *
 		}
 	})
 	p := New(js, opts)
-	cfg := protocluster.Configure("crispy", p, disthash.New(),
+	cfg := protocluster.Configure("crispy", p, lookup.New(),
 		remote.Configure("127.0.0.1", port),
 		protocluster.WithKinds(protocluster.NewKind(echoKind, echo)),
 	)
@@ -242,7 +243,7 @@ func TestClientSeesMembersWithoutJoining(t *testing.T) {
 		return slog.New(slog.DiscardHandler)
 	}))
 	p := New(connect("client"), opts)
-	c := &member{p: p, c: protocluster.New(system, protocluster.Configure("crispy", p, disthash.New(),
+	c := &member{p: p, c: protocluster.New(system, protocluster.Configure("crispy", p, lookup.New(),
 		remote.Configure("127.0.0.1", 0)))}
 	c.c.StartClient()
 	t.Cleanup(func() {
