@@ -158,7 +158,7 @@ func (s *Server) postChat(c echo.Context) error {
 	// The Router's Meter (package metering) checks the budget, may answer from the response cache
 	// (a whole reply without tools), and records the call when its stream ends.
 	stream, err := tl.open(ctx, s.chat.Models, gateway.ChatRequest{
-		Model: primary, Messages: msgs, MaxTokens: req.MaxTokens,
+		Model: primary, Messages: msgs, MaxTokens: req.MaxTokens, Whole: !streamed,
 		Meta: gateway.RequestMeta{
 			TenantID: t.TenantID, AccountID: t.AccountID, GatewayID: t.AIGatewayID, Tenant: t,
 			TraceID: traceID(c), SessionID: sessionID, UserID: req.UserID, Route: "/chat",

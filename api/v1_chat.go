@@ -249,6 +249,7 @@ func (s *Server) postChatCompletions(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	greq.Whole = !req.Stream
 	call, err := s.openV1Chat(c, adm, greq, "/v1/chat/completions", "", !req.Stream)
 	if err != nil {
 		return err

@@ -169,6 +169,7 @@ func (s *Server) postResponse(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	greq.Whole = !req.Stream
 	call, err := s.openV1Chat(c, adm, greq, "/v1/responses", turn.ref.session, !req.Stream && req.PreviousResponseID == "")
 	if err != nil {
 		return err

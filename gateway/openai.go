@@ -103,7 +103,8 @@ func chatCompletionsURL(base string) string {
 	return base + "/v1/chat/completions"
 }
 
-// OpenChat posts the request with stream: true and returns once the server answered 200 with a stream.
+// OpenChat posts the request (with stream: true unless req.Whole) and returns once the server
+// answered 200.
 func (p *OpenAICompatible) OpenChat(ctx context.Context, req ChatRequest) (ChatStream, error) {
 	return openChatCompletions(ctx, p.client, p.name, p.endpoint, p.apiKey, nil, req)
 }
@@ -156,17 +157,22 @@ type chatChunk struct {
 // openChatCompletions is shared by the OpenAI-compatible and Cloudflare providers: they differ only in
 // the endpoint, key and extra headers.
 func openChatCompletions(ctx context.Context, client *http.Client, provider, endpoint, key string, header http.Header, req ChatRequest) (ChatStream, error) {
-	body, err := json.Marshal(chatCompletionRequest{
-		Model:         req.Model,
-		Messages:      req.Messages,
-		Stream:        true,
-		StreamOptions: &streamOptions{IncludeUsage: true},
-		MaxTokens:     req.MaxTokens,
-		Temperature:   req.Temperature,
-		Tools:         req.Tools,
-		TopP:          req.TopP, Stop: req.Stop, Seed: req.Seed, ResponseFormat: req.ResponseFormat,
+	creq := chatCompletionRequest{
+		Model:       req.Model,
+		Messages:    req.Messages,
+		Stream:      !req.Whole,
+		MaxTokens:   req.MaxTokens,
+		Temperature: req.Temperature,
+		Tools:       req.Tools,
+		TopP:        req.TopP, Stop: req.Stop, Seed: req.Seed, ResponseFormat: req.ResponseFormat,
 		ToolChoice: req.ToolChoice, User: req.User,
-	})
+	}
+	accept := "application/json"
+	if creq.Stream {
+		creq.StreamOptions = &streamOptions{IncludeUsage: true}
+		accept = "text/event-stream"
+	}
+	body, err := json.Marshal(creq)
 	if err != nil {
 		return nil, fmt.Errorf("encode chat request: %w", err)
 	}
@@ -182,7 +188,7 @@ func openChatCompletions(ctx context.Context, client *http.Client, provider, end
 		hreq.Header[k] = vs
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", "text/event-stream")
+	hreq.Header.Set("Accept", accept)
 	setTraceHeader(ctx, hreq.Header, req.Meta.TraceID) // trace.go
 	if key != "" {
 		hreq.Header.Set("Authorization", "Bearer "+key)
@@ -212,9 +218,10 @@ func openChatCompletions(ctx context.Context, client *http.Client, provider, end
 		body:     resp.Body,
 		inEst:    estimateMessages(req.Messages),
 	}
+	// Whatever was asked, the answer's type says what came: a server that ignores stream: true
+	// answers with one completion (served as one delta), one that ignores stream: false streams.
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt == "application/json" {
-		// A server that ignored stream: true answered with one completion; serve it as one delta.
 		s.whole = true
 	} else {
 		s.sse = NewSSEReader(resp.Body)
@@ -331,6 +338,9 @@ func (s *openAIStream) nextWhole() (string, error) {
 	var c chatChunk
 	if err := json.Unmarshal(raw, &c); err != nil {
 		return "", s.upstream(0, false, "malformed completion: "+trimMessage(err.Error()), err)
+	}
+	if m := inStreamErrorMessage(c.Error); m != "" {
+		return "", s.upstream(0, false, m, nil)
 	}
 	s.usage = c.Usage
 	if len(c.Choices) > 0 {

@@ -203,6 +203,83 @@ func TestOpenAICompatibleNonStreamedAnswer(t *testing.T) {
 	}
 }
 
+// TestOpenAICompatibleAsksForTheClientsMode: a caller that reads the reply whole asks for one
+// completion (stream false, no stream_options, JSON accepted), a streaming caller for a stream; the
+// reply is read by what the server sent, whichever was asked.
+func TestOpenAICompatibleAsksForTheClientsMode(t *testing.T) {
+	completion := `{"choices":[{"message":{"role":"assistant","content":"whole reply"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2}}`
+	for _, tc := range []struct {
+		name       string
+		whole      bool
+		serveJSON  bool
+		wantStream bool
+		wantAccept string
+		wantToks   []string
+	}{
+		{"whole asked, completion sent", true, true, false, "application/json", []string{"whole reply"}},
+		{"whole asked, stream sent anyway", true, false, false, "application/json", []string{"Hel", "lo"}},
+		{"stream asked, stream sent", false, false, true, "text/event-stream", []string{"Hel", "lo"}},
+		{"stream asked, completion sent anyway", false, true, true, "text/event-stream", []string{"whole reply"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newFakeUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				if tc.serveJSON {
+					w.Header().Set("Content-Type", "application/json")
+					fmt.Fprint(w, completion)
+					return
+				}
+				startSSE(w)
+				writeEvents(w, deltaChunk("Hel"), deltaChunk("lo"), finishChunk, usageChunk(5, 2), "[DONE]")
+			})
+			s, err := NewOpenAICompatible(OpenAIOptions{Name: "test", BaseURL: up.URL}).OpenChat(t.Context(),
+				ChatRequest{Model: "m", Messages: []Message{{Role: "user", Content: "hi"}}, Whole: tc.whole})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			toks, err := drain(t, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.wantToks, toks); diff != "" {
+				t.Errorf("deltas (-want +got):\n%s", diff)
+			}
+			if got := s.Usage(); got != (Usage{TokensIn: 5, TokensOut: 2}) {
+				t.Errorf("usage = %+v, want the server's", got)
+			}
+			req := up.last()
+			if got := req.Body["stream"]; got != tc.wantStream {
+				t.Errorf("stream = %v, want %v", got, tc.wantStream)
+			}
+			if _, ok := req.Body["stream_options"]; ok != tc.wantStream {
+				t.Errorf("stream_options sent = %v, want %v (only with a stream)", ok, tc.wantStream)
+			}
+			if got := req.Header.Get("Accept"); got != tc.wantAccept {
+				t.Errorf("Accept = %q, want %q", got, tc.wantAccept)
+			}
+		})
+	}
+}
+
+// TestOpenAICompatibleWholeErrorObject: a 200 completion that carries an error object is the
+// upstream's error, not an empty reply.
+func TestOpenAICompatibleWholeErrorObject(t *testing.T) {
+	up := newFakeUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"error":{"message":"model overloaded"}}`)
+	})
+	s, err := NewOpenAICompatible(OpenAIOptions{Name: "test", BaseURL: up.URL}).OpenChat(t.Context(), ChatRequest{Model: "m", Whole: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = drain(t, s)
+	var ue *UpstreamError
+	if !errors.As(err, &ue) || !strings.Contains(ue.Message, "model overloaded") {
+		t.Fatalf("err = %v, want the upstream's error message", err)
+	}
+}
+
 func TestOpenAICompatibleErrorClassification(t *testing.T) {
 	tests := []struct {
 		name        string

@@ -463,6 +463,8 @@ func (r *Router) openFirst(ctx context.Context, req ChatRequest) (*routedStream,
 	actx, cancel := context.WithCancelCause(ctx)
 	var timer *time.Timer
 	if r.firstTokenTimeout > 0 {
+		// A whole reply's first token is its last: the bound is kept by streaming.
+		req.Whole = false
 		timer = time.AfterFunc(r.firstTokenTimeout, func() { cancel(errFirstTokenTimeout) })
 	}
 	// The call bound covers the whole stream, so it is a timer that cancels the attempt's context
@@ -572,8 +574,10 @@ func (s *routedStream) Close() error {
 	return err
 }
 
-// Complete opens a stream like Open and drains it: the non-streamed chat form and tools use it.
+// Complete opens the call like Open, asking for the whole reply (ChatRequest.Whole), and reads it:
+// the non-streamed chat form and tools use it.
 func (r *Router) Complete(ctx context.Context, req ChatRequest, fallbackModel string) (text string, usage Usage, model string, err error) {
+	req.Whole = true
 	s, err := r.Open(ctx, req, fallbackModel)
 	if err != nil {
 		return "", Usage{}, "", err

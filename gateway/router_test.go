@@ -382,6 +382,50 @@ func TestRouterFirstTokenTimeoutFallsBack(t *testing.T) {
 	}
 }
 
+// TestRouterAsksForTheWholeReply: Complete, and Open of a Whole request, ask the upstream for one
+// completion; Open of a streaming request, and any call of a Router with a first-token bound (only a
+// stream shows the first token before the last), ask for a stream.
+func TestRouterAsksForTheWholeReply(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		firstToken time.Duration
+		call       func(r *Router) error
+		wantStream bool
+	}{
+		{"Complete", 0, func(r *Router) error {
+			_, _, _, err := r.Complete(t.Context(), ChatRequest{Model: "primary-m"}, "")
+			return err
+		}, false},
+		{"Open whole", 0, func(r *Router) error { return drainOpen(t, r, ChatRequest{Model: "primary-m", Whole: true}) }, false},
+		{"Open streamed", 0, func(r *Router) error { return drainOpen(t, r, ChatRequest{Model: "primary-m"}) }, true},
+		{"Complete with a first-token bound", time.Minute, func(r *Router) error {
+			_, _, _, err := r.Complete(t.Context(), ChatRequest{Model: "primary-m"}, "")
+			return err
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newFakeUpstream(t, goodStream("ok"))
+			r := testRouter(up, nil, RouterOptions{FirstTokenTimeout: tc.firstToken})
+			if err := tc.call(r); err != nil {
+				t.Fatal(err)
+			}
+			if got := up.last().Body["stream"]; got != tc.wantStream {
+				t.Errorf("stream = %v, want %v", got, tc.wantStream)
+			}
+		})
+	}
+}
+
+func drainOpen(t *testing.T, r *Router, req ChatRequest) error {
+	s, err := r.Open(t.Context(), req, "")
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	_, err = drain(t, s)
+	return err
+}
+
 func TestRouterCloseCancelsUpstream(t *testing.T) {
 	up, cancelled := hangingUpstream(t)
 	r := testRouter(up, nil, RouterOptions{})
