@@ -2,21 +2,31 @@
 // in CI; scripts/bench-peers.sh installs the peers and runs it).
 //
 // It starts one mock OpenAI-compatible upstream (in this process: a fixed small reply with usage,
-// streamed or not), starts every gateway on 127.0.0.1 against it — a crispy node from the built
-// binary, the Portkey gateway (Node) and the LiteLLM proxy (Python) when their installs are given —
-// and drives them in rounds that alternate the contenders, so that drift on a shared machine falls on
-// every contender alike:
+// streamed or not), starts every gateway on 127.0.0.1 against it — the floor (below), a crispy node
+// from the built binary, the Portkey gateway (Node) and the LiteLLM proxy (Python) when their
+// installs are given — and drives them in rounds that alternate the contenders, so that drift on a
+// shared machine falls on every contender alike:
 //
 //   - sequential rounds (one request at a time): time to last byte p50/p99; "added" is a contender's
 //     p50 minus the direct (no gateway) p50 in the same mode (streamed or not);
 //   - concurrent rounds (32 connections): requests per second, and the gateway's CPU per request from
 //     /proc/<pid>/stat (utime+stime of the gateway and its child processes) before and after.
 //
+// The direct contender is this process calling the mock in this process, so a gateway's "added"
+// includes four cross-process loopback hops (client → gateway → upstream and back) and an HTTP
+// server and client in the gateway, which no gateway run as its own process can avoid. The floor
+// measures exactly that: "go reverse proxy (floor)" is this binary re-executed as `peers serve-proxy`,
+// a separate process serving net/http/httputil's single-host ReverseProxy to the mock (the request
+// body read first, as the gateways do; pooled connections like crispy's provider client; every write
+// flushed), measured like every other gateway. "added over floor" is a contender's added p50 minus
+// the floor's in the same mode: what the gateway does beyond forwarding bytes.
+//
 // Everything listens on loopback and every round is bounded in requests and time. The table goes to
 // stdout, the numbers to -out as JSON.
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -27,6 +37,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -43,6 +55,16 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == serveProxyCmd {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := serveProxy(ctx, os.Args[2:])
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-peers serve-proxy:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o options
 	flag.StringVar(&o.crispyBin, "crispy", "bin/crispy", "crispy binary")
 	flag.StringVar(&o.portkeyDir, "portkey-dir", "", "folder whose node_modules holds @portkey-ai/gateway (empty: skip Portkey)")
@@ -81,13 +103,17 @@ type contender struct {
 
 // result is what the rounds measured for a contender.
 type result struct {
-	Name         string  `json:"name"`
-	Gateway      string  `json:"gateway"`
-	Stream       bool    `json:"stream"`
-	SeqRequests  int     `json:"seqRequests"`
-	P50ms        float64 `json:"p50Ms"`
-	P99ms        float64 `json:"p99Ms"`
-	AddedP50ms   float64 `json:"addedP50Ms"`
+	Name        string  `json:"name"`
+	Gateway     string  `json:"gateway"`
+	Stream      bool    `json:"stream"`
+	SeqRequests int     `json:"seqRequests"`
+	P50ms       float64 `json:"p50Ms"`
+	P99ms       float64 `json:"p99Ms"`
+	AddedP50ms  float64 `json:"addedP50Ms"`
+	// AddedOverFloorP50ms is AddedP50ms minus the floor's in the same mode; nil for direct and when
+	// the floor was not measured.
+	AddedOverFloorP50ms *float64 `json:"addedOverFloorP50Ms,omitempty"`
+
 	ConcRequests int     `json:"concRequests"`
 	ReqPerSec    float64 `json:"reqPerSec"`
 	CPUPerReqMs  float64 `json:"cpuPerRequestMs"`
@@ -124,6 +150,14 @@ func run(ctx context.Context, o options) error {
 	var contenders []*contender
 	add := func(c ...*contender) { contenders = append(contenders, c...) }
 	add(directContenders(up.base)...)
+
+	floor, err := startFloor(ctx, work, up.base)
+	if err != nil {
+		fmt.Printf("%s: not measured: %v\n", floorName, err)
+	} else {
+		defer floor.stop()
+		add(floorContenders(floor)...)
+	}
 
 	crispy, err := startCrispy(ctx, o.crispyBin, work, up.base)
 	if err != nil {
@@ -279,7 +313,7 @@ func (r *result) fail(err error) {
 }
 
 func summarize(cs []*contender, results map[string]*result) []*result {
-	direct := map[bool]float64{}
+	direct, floor := map[bool]float64{}, map[bool]*result{}
 	out := make([]*result, 0, len(cs))
 	for _, c := range cs {
 		r := results[c.Name]
@@ -296,11 +330,20 @@ func summarize(cs []*contender, results map[string]*result) []*result {
 		if c.Gateway == "" {
 			direct[c.Stream] = r.P50ms
 		}
+		if c.Gateway == floorGateway && r.SeqRequests > 0 {
+			floor[c.Stream] = r
+		}
 		out = append(out, r)
 	}
 	for _, r := range out {
 		if r.Gateway != "" {
 			r.AddedP50ms = r.P50ms - direct[r.Stream]
+		}
+	}
+	for _, r := range out {
+		if f := floor[r.Stream]; f != nil && r.Gateway != "" {
+			over := r.AddedP50ms - f.AddedP50ms
+			r.AddedOverFloorP50ms = &over
 		}
 	}
 	return out
@@ -315,8 +358,10 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// printTable prints one line per contender; the ratios compare each gateway with crispy's /chat in
-// the same mode (above 1: crispy is better by that factor).
+// printTable prints one line per contender, then what the columns mean. "added over floor" takes
+// out what a separate-process Go reverse proxy adds in the same mode (the loopback hops and HTTP
+// handling every gateway here pays); the ratios compare each gateway with crispy's /chat in the same
+// mode (above 1: crispy is better by that factor) and keep the hops in.
 func printTable(w io.Writer, rs []*result) {
 	ref := map[bool]*result{}
 	for _, r := range rs {
@@ -325,8 +370,8 @@ func printTable(w io.Writer, rs []*result) {
 		}
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| contender | p50 ms | p99 ms | added p50 ms | req/s @32 | gateway CPU ms/req | added ÷ crispy | crispy req/s ÷ this | CPU ÷ crispy | errors |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| contender | p50 ms | p99 ms | added p50 ms | added over floor ms | req/s @32 | gateway CPU ms/req | added ÷ crispy | crispy req/s ÷ this | CPU ÷ crispy | errors |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		addedRatio, rpsRatio, cpuRatio := "", "", ""
 		if c := ref[r.Stream]; c != nil && r.Gateway != "" && r != c {
@@ -334,13 +379,22 @@ func printTable(w io.Writer, rs []*result) {
 			rpsRatio = ratio(c.ReqPerSec, r.ReqPerSec)
 			cpuRatio = ratio(r.CPUPerReqMs, c.CPUPerReqMs)
 		}
-		added, cpu := "—", "—"
+		added, over, cpu := "—", "—", "—"
 		if r.Gateway != "" {
 			added, cpu = fmt.Sprintf("%.2f", r.AddedP50ms), fmt.Sprintf("%.2f", r.CPUPerReqMs)
 		}
-		fmt.Fprintf(w, "| %s | %.2f | %.2f | %s | %.0f | %s | %s | %s | %s | %d |\n",
-			r.Name, r.P50ms, r.P99ms, added, r.ReqPerSec, cpu, addedRatio, rpsRatio, cpuRatio, r.Errors)
+		if r.AddedOverFloorP50ms != nil {
+			over = fmt.Sprintf("%.2f", *r.AddedOverFloorP50ms)
+		}
+		fmt.Fprintf(w, "| %s | %.2f | %.2f | %s | %s | %.0f | %s | %s | %s | %s | %d |\n",
+			r.Name, r.P50ms, r.P99ms, added, over, r.ReqPerSec, cpu, addedRatio, rpsRatio, cpuRatio, r.Errors)
 	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "added p50: p50 minus direct's (the bench calling the mock in its own process) in the same mode;")
+	fmt.Fprintln(w, "  it includes the four loopback hops and the HTTP server and client of any gateway run as its own process.")
+	fmt.Fprintf(w, "added over floor: added p50 minus that of %q in the same mode, a separate process serving\n", floorName)
+	fmt.Fprintln(w, "  net/http/httputil's ReverseProxy to the mock: what a gateway adds beyond forwarding bytes.")
+	fmt.Fprintln(w, "ratios: against crispy /chat in the same mode (above 1: crispy is better), hops included.")
 	fmt.Fprintln(w)
 	for _, r := range rs {
 		if r.FirstError != "" {
@@ -398,6 +452,93 @@ func directContenders(upstream string) []*contender {
 		{Name: "direct", newRequest: postJSON(upstream+"/chat/completions", chatBody(false)), proc: &gatewayProc{}},
 		{Name: "direct stream", Stream: true, newRequest: postJSON(upstream+"/chat/completions", chatBody(true)), proc: &gatewayProc{}},
 	}
+}
+
+const (
+	// serveProxyCmd is the hidden subcommand that makes this binary the floor's proxy process.
+	serveProxyCmd = "serve-proxy"
+	floorGateway  = "go reverse proxy"
+	floorName     = floorGateway + " (floor)"
+	// floorIdlePerHost matches the idle connections per host of crispy's provider client
+	// (gateway.MaxIdleConnsPerHost), so the floor pools upstream connections as crispy does.
+	floorIdlePerHost = 256
+)
+
+// startFloor re-executes this binary as the floor's proxy process, so that the floor pays the same
+// cross-process hops as every other gateway and its CPU is counted from /proc like theirs.
+func startFloor(ctx context.Context, work, upstream string) (*gatewayProc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("own executable: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	// The proxy forwards paths as they come: /v1/chat/completions to the mock's, hence its origin.
+	cmd := exec.CommandContext(ctx, exe, serveProxyCmd, "-listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"-upstream", strings.TrimSuffix(upstream, "/v1"))
+	return startProc(ctx, "goproxy", work, cmd, base, httpOK(http.MethodGet, base+"/v1/models", ""))
+}
+
+func floorContenders(p *gatewayProc) []*contender {
+	return []*contender{
+		{Name: floorName, Gateway: floorGateway, newRequest: postJSON(p.base+"/v1/chat/completions", chatBody(false)), proc: p},
+		{Name: floorName + " stream", Gateway: floorGateway, Stream: true, newRequest: postJSON(p.base+"/v1/chat/completions", chatBody(true)), proc: p},
+	}
+}
+
+// serveProxy serves the floor: a plain single-host reverse proxy to -upstream, until ctx ends.
+func serveProxy(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet(serveProxyCmd, flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to serve on")
+	upstream := fs.String("upstream", "", "upstream origin (http://host:port); request paths are kept")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	target, err := url.Parse(*upstream)
+	if err != nil || target.Host == "" {
+		return fmt.Errorf("upstream %q: want http://host:port (%v)", *upstream, err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 4 * floorIdlePerHost
+	tr.MaxIdleConnsPerHost = floorIdlePerHost
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = tr
+	// Flush every write, so that a stream's events reach the client as the upstream sends them.
+	rp.FlushInterval = -1
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	// The request body is read before proxying, as every gateway here does (they parse it). Streamed
+	// to the upstream as it comes, the body races the server: writing the response headers drains
+	// and closes the inbound body while the transport may still read it to check its length, which
+	// fails the upstream connection mid-response (golang/go#40747; unexpected EOF at the client).
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		if err != nil {
+			http.Error(w, fmt.Sprintf("read request body: %v", err), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rp.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
 }
 
 // gatewayProc is a started gateway process.
