@@ -388,7 +388,10 @@ func (s *chatSession) holds(id string) bool {
 // per single publish). There the messages of an Append are one stream message instead, a group
 // (publishGroup): one publish and one acknowledgement on the caller's critical path. A group is
 // written only while none of the Append's messages is held yet, so that with an earlier try that
-// stored some of them one by one each is still stored once; the rest then go one by one.
+// stored some of them one by one each is still stored once; the rest then go one by one. (Left
+// open: such an earlier try's messages removed again by retention before the re-send, which then
+// finds none held, is a group JetStream does not take for a duplicate. One-by-one tries only come
+// from members that predate groups, and retention drops a message only after newer ones.)
 //
 // Message i is stored under the message ID appendMsgID(request ID, i) (a group under groupMsgID,
 // its messages holding their appendMsgID in memory) and skipped when this activation already holds
