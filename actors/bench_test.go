@@ -94,7 +94,8 @@ func BenchmarkClientAllowOneUser(b *testing.B) {
 }
 
 // BenchmarkAppendHistory is one chat turn's storage: read the history with a retention cap, then
-// append the user + assistant message (one atomic batch: one JetStream-acknowledged write). members
+// append the user + assistant message (one JetStream-acknowledged write: an atomic batch on a
+// replicated stream, one stream message holding both on this single-replica one). members
 // "cluster" is a member of a cluster (every read asks the stream whether another activation wrote),
 // "single" a node alone for good (Deps.SingleMember: reads from memory); "new" starts a new session
 // every turn (AppendNew: nothing is loaded, no history read, as /chat without a sessionId would).

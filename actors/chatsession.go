@@ -21,8 +21,10 @@ import (
 )
 
 const (
-	// StreamChat is the JetStream stream holding every chat session, one stream message per chat
-	// message on subject chat.<tenant>.<session>.
+	// StreamChat is the JetStream stream holding every chat session on subject
+	// chat.<tenant>.<session>: one stream message per chat message (payload pb.ChatMessage), or, for
+	// an Append of several messages on a single-replica stream, one stream message holding them all
+	// (header hdrMessages, payload pb.ChatMessages; see actors.proto).
 	StreamChat = "CHAT"
 	// storeTimeout bounds one JetStream operation of a grain.
 	storeTimeout = 5 * time.Second
@@ -45,7 +47,9 @@ func chatSubject(tenantID, sessionID string) string {
 }
 
 // storedMessage is a chat message with its stream sequence and its JetStream message ID
-// (appendMsgID; "" for a message stored without one).
+// (appendMsgID; "" for a message stored without one). The messages of a group (one stream message
+// holding several, see publishGroup) share the group's sequence, and each has its own ID
+// appendMsgID(request ID, i), as if stored one by one.
 type storedMessage struct {
 	seq uint64
 	id  string
@@ -57,6 +61,58 @@ type storedMessage struct {
 // a grain that loaded the message and, within the stream's duplicate window, by JetStream itself.
 func appendMsgID(requestID string, i int) string {
 	return requestID + "." + strconv.Itoa(i)
+}
+
+// hdrMessages marks a stream message that holds n ≥ 2 chat messages (payload pb.ChatMessages)
+// instead of one (payload pb.ChatMessage).
+const hdrMessages = "Crispy-Messages"
+
+// groupMsgID is the JetStream message ID of an Append's n messages stored as one group:
+// "<request ID>.0-<n-1>". It differs from every appendMsgID (whose suffix is digits only), so
+// JetStream's duplicate detection never confuses a group with a message stored on its own.
+func groupMsgID(requestID string, n int) string {
+	return appendMsgID(requestID, 0) + "-" + strconv.Itoa(n-1)
+}
+
+// groupMemberIDs are the message IDs of a group's n messages, appendMsgID(request ID, i), derived
+// from the group's message ID; "" each if that is not a groupMsgID.
+func groupMemberIDs(groupID string, n int) []string {
+	ids := make([]string, n)
+	requestID, ok := strings.CutSuffix(groupID, groupMsgID("", n))
+	if !ok {
+		return ids
+	}
+	for i := range ids {
+		ids[i] = appendMsgID(requestID, i)
+	}
+	return ids
+}
+
+// appendStored decodes one stream message of the CHAT stream and appends its chat messages to dst,
+// by format: one pb.ChatMessage, or with header hdrMessages, a pb.ChatMessages group.
+func appendStored(dst []storedMessage, raw *jetstream.RawStreamMsg) ([]storedMessage, error) {
+	msgID := raw.Header.Get(jetstream.MsgIDHeader)
+	count := raw.Header.Get(hdrMessages)
+	if count == "" {
+		m := &pb.ChatMessage{}
+		if err := proto.Unmarshal(raw.Data, m); err != nil {
+			return dst, err
+		}
+		return append(dst, storedMessage{seq: raw.Sequence, id: msgID, msg: m}), nil
+	}
+	group := &pb.ChatMessages{}
+	if err := proto.Unmarshal(raw.Data, group); err != nil {
+		return dst, err
+	}
+	n, err := strconv.Atoi(count)
+	if err != nil || n != len(group.GetMessages()) {
+		return dst, fmt.Errorf("header %s: %q, but %d messages", hdrMessages, count, len(group.GetMessages()))
+	}
+	ids := groupMemberIDs(msgID, n)
+	for i, m := range group.GetMessages() {
+		dst = append(dst, storedMessage{seq: raw.Sequence, id: ids[i], msg: m})
+	}
+	return dst, nil
 }
 
 // chatSession is the ChatSession grain, identity <tenant>:<sessionId>. Its state is the session's
@@ -294,11 +350,9 @@ func (s *chatSession) reload() error {
 		if err != nil {
 			return fmt.Errorf("chat session: load %s at %d: %w", s.subject, seq, err)
 		}
-		m := &pb.ChatMessage{}
-		if err := proto.Unmarshal(raw.Data, m); err != nil {
+		if s.msgs, err = appendStored(s.msgs, raw); err != nil {
 			return fmt.Errorf("chat session: decode %s seq %d: %w", s.subject, raw.Sequence, err)
 		}
-		s.msgs = append(s.msgs, storedMessage{seq: raw.Sequence, id: raw.Header.Get(jetstream.MsgIDHeader), msg: m})
 		seq = raw.Sequence + 1
 	}
 	s.lastSeq = last.Sequence
@@ -327,14 +381,23 @@ func (s *chatSession) holds(id string) bool {
 // exchange. The first message carries the expected subject sequence; the batch commits only if it
 // still holds. Where a batch cannot be used (atomic publish off, the stream's limit of open batches
 // reached, a message of the batch already stored by an earlier try), the messages are published one
-// by one as before. A stream with one replica is written one message at a time: there nats-server
-// stages each atomic batch in a file store of its own, created and removed per batch (13 ms per
-// exchange measured here, against 0.1 ms per single publish).
+// by one as before.
 //
-// Message i is stored under the message ID appendMsgID(request ID, i) and skipped when this
-// activation already holds that ID, so an Append re-sent after its first grain's member died stores
-// each message once. If JetStream reports the ID as a duplicate that this activation has not loaded
-// (the first grain's write landed after this one loaded), reload brings it in.
+// A stream with one replica does not take atomic batches: there nats-server stages each in a file
+// store of its own, created and removed per batch (13 ms per exchange measured here, against 0.1 ms
+// per single publish). There the messages of an Append are one stream message instead, a group
+// (publishGroup): one publish and one acknowledgement on the caller's critical path. A group is
+// written only while none of the Append's messages is held yet, so that with an earlier try that
+// stored some of them one by one each is still stored once; the rest then go one by one. (Left
+// open: such an earlier try's messages removed again by retention before the re-send, which then
+// finds none held, is a group JetStream does not take for a duplicate. One-by-one tries only come
+// from members that predate groups, and retention drops a message only after newer ones.)
+//
+// Message i is stored under the message ID appendMsgID(request ID, i) (a group under groupMsgID,
+// its messages holding their appendMsgID in memory) and skipped when this activation already holds
+// that ID, so an Append re-sent after its first grain's member died stores each message once. If
+// JetStream reports the ID as a duplicate that this activation has not loaded (the first grain's
+// write landed after this one loaded), reload brings it in.
 func (s *chatSession) append(req *pb.AppendRequest) error {
 	if !s.loaded && req.GetNewSession() && s.subject != "" {
 		// A session ID the caller just created has no messages: skip the load. The write below is
@@ -357,12 +420,15 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 			m.TimestampMs = now
 		}
 	}
-	batch := len(all) > 1 && len(all) <= maxAppendBatch && (s.deps.Replicas > 1 || s.deps.forceBatch)
+	several := len(all) > 1 && len(all) <= maxAppendBatch
+	batch := several && (s.deps.Replicas > 1 || s.deps.forceBatch)
+	group := several && !batch
 	// done marks messages known to be stored once though this activation does not hold them
 	// (stored, then removed again by retention or a clear); dupSeen, those JetStream already
 	// reported as duplicates once.
 	done := make([]bool, len(all))
 	dupSeen := make([]bool, len(all))
+	groupDupSeen := false
 	conflicts := 0
 	for {
 		// The messages of this request not stored yet, by index (their IDs are appendMsgID).
@@ -383,12 +449,28 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 			}
 		}
 		var err error
-		if batch && len(pending) > 1 {
+		switch {
+		case batch && len(pending) > 1:
 			if err = s.publishBatch(requestID, all, pending); errors.Is(err, errNoBatch) {
 				batch = false
 				continue
 			}
-		} else {
+		case group && len(pending) == len(all):
+			err = s.publishGroup(requestID, all)
+			switch {
+			case errors.Is(err, errNoBatch):
+				group = false
+				continue
+			case errors.Is(err, errStoredBefore) || (errors.Is(err, errReload) && groupDupSeen):
+				// As for one message below: the group was stored once, and is gone again.
+				for i := range done {
+					done[i] = true
+				}
+				continue
+			case errors.Is(err, errReload):
+				groupDupSeen = true
+			}
+		default:
 			i := pending[0]
 			err = s.publishOne(requestID, all, i)
 			switch {
@@ -427,13 +509,14 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 	return nil
 }
 
-// maxAppendBatch is the most messages one Append writes as one atomic batch (JetStream allows 1,000
-// per batch; an exchange is two). Larger Appends are written one message at a time.
+// maxAppendBatch is the most messages one Append writes as one atomic batch or one group (JetStream
+// allows 1,000 per batch; an exchange is two). Larger Appends are written one message at a time.
 const maxAppendBatch = 100
 
 var (
 	// errNoBatch: write this Append's messages one by one (the batch was refused for a reason a
-	// single publish does not have, or some of its messages were stored before).
+	// single publish does not have, or some of its messages were stored before; the group would
+	// exceed the largest message the server takes).
 	errNoBatch = errors.New("chat session: atomic batch not possible")
 	// errReload: the store holds a message this activation has not loaded; reload and retry.
 	errReload = errors.New("chat session: reload needed")
@@ -558,6 +641,56 @@ func (s *chatSession) publishBatch(requestID string, all []*pb.ChatMessage, pend
 	return nil
 }
 
+// groupHeaderRoom is what a group's publish may add to its payload at most (subject, headers), for
+// the check against the server's largest message.
+const groupHeaderRoom = 1024
+
+// publishGroup stores all the request's messages as one stream message (a group: header hdrMessages,
+// payload pb.ChatMessages, message ID groupMsgID), conditional on the last subject sequence this
+// activation saw. In memory they stay one storedMessage each, sharing the group's sequence. It
+// returns errNoBatch, storing nothing, when the group would exceed the largest message the server
+// takes while its messages one by one might not.
+func (s *chatSession) publishGroup(requestID string, all []*pb.ChatMessage) error {
+	prev := s.lastTimestamp()
+	for _, m := range all {
+		s.stamp(m, prev)
+		prev = m.TimestampMs
+	}
+	data, err := proto.Marshal(&pb.ChatMessages{TimestampMs: prev, Messages: all})
+	if err != nil {
+		return fmt.Errorf("chat session: encode: %w", err)
+	}
+	nc := s.deps.JS.Conn()
+	if int64(len(data))+groupHeaderRoom > nc.MaxPayload() {
+		return errNoBatch
+	}
+	msgID, count, expected := groupMsgID(requestID, len(all)), strconv.Itoa(len(all)), s.lastSeq
+	ack, err := retryStore(s, "publish", func(ctx context.Context) (*jetstream.PubAck, error) {
+		m := nats.NewMsg(s.subject)
+		m.Data = data
+		m.Header.Set(hdrMessages, count)
+		return s.deps.JS.PublishMsg(ctx, m,
+			jetstream.WithMsgID(msgID),
+			jetstream.WithExpectStream(StreamChat),
+			jetstream.WithExpectLastSequencePerSubject(expected))
+	})
+	if err != nil {
+		return err
+	}
+	if ack.Duplicate {
+		// As in publishOne: stored before by an earlier try of this Append.
+		if s.lastSeq >= ack.Sequence {
+			return errStoredBefore
+		}
+		return errReload
+	}
+	for i, m := range all {
+		s.msgs = append(s.msgs, storedMessage{seq: ack.Sequence, id: appendMsgID(requestID, i), msg: m})
+	}
+	s.lastSeq = ack.Sequence
+	return nil
+}
+
 // Atomic batch publish (JetStream ADR-50): headers and the error codes the chat session handles.
 const (
 	hdrBatchID     = "Nats-Batch-Id"
@@ -635,6 +768,11 @@ func (s *chatSession) retained(r *pb.Retention) []bool {
 // one subject purge up to the first kept sequence, stragglers (out-of-order timestamps) one by one.
 // The in-memory state follows only once the store did, so a failed purge is retried next time;
 // callers hide dropped messages meanwhile (history filters with retained).
+//
+// A stream message holding a group (publishGroup) is removed once retention drops all its messages.
+// While one of them is kept (a cap of 21 messages keeps only the reply of the oldest exchange), the
+// stream message stays and only the dropped ones leave memory: a reload brings them back, and as
+// retention is recomputed on every request, retained drops them again.
 func (s *chatSession) applyRetention(r *pb.Retention) {
 	if r == nil || len(s.msgs) == 0 {
 		return
@@ -660,28 +798,38 @@ func (s *chatSession) applyRetention(r *pb.Retention) {
 	}
 	ctx, cancel := s.opContext()
 	defer cancel()
-	if first > 0 {
-		upTo := s.lastSeq + 1
-		if first < len(s.msgs) {
-			upTo = s.msgs[first].seq
-		}
+	upTo := s.lastSeq + 1
+	if first < len(s.msgs) {
+		// Exclusive: a group whose first messages are dropped and a later one kept is msgs[first]'s
+		// stream message, which stays.
+		upTo = s.msgs[first].seq
+	}
+	if first > 0 && s.msgs[0].seq < upTo {
 		if err := stream.Purge(ctx, jetstream.WithPurgeSubject(s.subject), jetstream.WithPurgeSequence(upTo)); err != nil {
 			s.deps.Logger.Error().Err(err).Str("traceId", s.traceID).Str("subject", s.subject).Msg("chat session: retention purge failed")
 			return
 		}
 	}
 	out := s.msgs[:0]
-	for i, sm := range s.msgs {
-		if kept[i] {
-			out = append(out, sm)
-			continue
+	for i := 0; i < len(s.msgs); {
+		// s.msgs[i:j] are one stream message's: one chat message, or a group's.
+		seq, j, anyKept := s.msgs[i].seq, i, false
+		for ; j < len(s.msgs) && s.msgs[j].seq == seq; j++ {
+			anyKept = anyKept || kept[j]
 		}
-		if i < first {
-			continue
+		if !anyKept && i >= first {
+			// A straggler: no purge covered it.
+			if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				s.deps.Logger.Error().Err(err).Str("traceId", s.traceID).Str("subject", s.subject).Uint64("seq", seq).Msg("chat session: retention delete failed")
+				out = append(out, s.msgs[i:j]...) // keep them so the next request retries
+				i = j
+				continue
+			}
 		}
-		if err := stream.DeleteMsg(ctx, sm.seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			s.deps.Logger.Error().Err(err).Str("traceId", s.traceID).Str("subject", s.subject).Uint64("seq", sm.seq).Msg("chat session: retention delete failed")
-			out = append(out, sm) // keep it so the next request retries
+		for ; i < j; i++ {
+			if kept[i] {
+				out = append(out, s.msgs[i])
+			}
 		}
 	}
 	clear(s.msgs[len(out):])

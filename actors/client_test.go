@@ -179,8 +179,8 @@ func TestClient(t *testing.T) {
 				t.Fatalf("timestamps go backwards at %d", i)
 			}
 		}
-		if n := subjectCount(t, e.js, "chat.acme.busy"); n != 100 {
-			t.Fatalf("stream holds %d, want 100", n)
+		if n := subjectCount(t, e.js, "chat.acme.busy"); n != 50 {
+			t.Fatalf("stream holds %d, want 50 (one per exchange)", n)
 		}
 	})
 

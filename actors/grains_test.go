@@ -97,8 +97,8 @@ func TestChatSessionGrainHandling(t *testing.T) {
 	if got := hist.GetMessages()[0]; got.GetRole() != "user" || got.GetTimestampMs() != now.UnixMilli() || got.GetTokenCount() != 5 {
 		t.Fatalf("first message %v: role, timestamp or token count lost", got)
 	}
-	if n := storedCount(t, js, "chat.acme.s1"); n != 2 {
-		t.Fatalf("stream holds %d messages, want 2", n)
+	if n := storedCount(t, js, "chat.acme.s1"); n != 1 {
+		t.Fatalf("stream holds %d messages, want 1 (the exchange is one stream message)", n)
 	}
 	if r := probe.Ask[*pb.ClearResponse](t, p, grain, &pb.ClearRequest{}); r.GetError() != "" {
 		t.Fatalf("clear: %s", r.GetError())
@@ -212,8 +212,8 @@ func TestChatSessionRetention(t *testing.T) {
 		if r.GetError() != "" {
 			t.Fatal(r.GetError())
 		}
-		if n := storedCount(t, js, "chat.acme.age"); n != 3 {
-			t.Fatalf("before retention the stream holds %d, want 3", n)
+		if n := storedCount(t, js, "chat.acme.age"); n != 2 {
+			t.Fatalf("before retention the stream holds %d, want 2 (an exchange, a message)", n)
 		}
 		ret := &pb.Retention{MaxAgeMs: day.Milliseconds()}
 		h := probe.Ask[*pb.HistoryResponse](t, p, grain, &pb.HistoryRequest{Retention: ret})
@@ -233,8 +233,8 @@ func TestChatSessionRetention(t *testing.T) {
 		if r.GetError() != "" {
 			t.Fatal(r.GetError())
 		}
-		if n := storedCount(t, js, "chat.acme.age"); n != 3 {
-			t.Fatalf("stream holds %d messages, want 3", n)
+		if n := storedCount(t, js, "chat.acme.age"); n != 2 {
+			t.Fatalf("stream holds %d messages, want 2 (a message, an exchange)", n)
 		}
 		h = probe.Ask[*pb.HistoryResponse](t, p, grain, &pb.HistoryRequest{Retention: ret})
 		if diff := cmp.Diff([]string{"new", "late-old", "newest"}, contents(h.GetMessages())); diff != "" {

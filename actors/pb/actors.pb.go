@@ -24,8 +24,9 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// ChatMessage is one message of a chat session; it is also the payload of one JetStream message on
-// subject chat.<tenant>.<session>.
+// ChatMessage is one message of a chat session. Stored in stream CHAT on subject
+// chat.<tenant>.<session>, it is the payload of one JetStream message, unless that message carries
+// the header "Crispy-Messages: <n>" (see ChatMessages).
 type ChatMessage struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Role        string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
@@ -140,6 +141,70 @@ func (x *ChatMessage) GetToolCallsJson() string {
 	return ""
 }
 
+// ChatMessages is the payload of one JetStream message in stream CHAT that holds n ≥ 2 chat messages
+// of one Append (an exchange: the user's message and the reply), stored as one publish and one
+// acknowledgement on a single-replica stream. Such a message carries the header
+// "Crispy-Messages: <n>" and the JetStream message ID "<request_id>.0-<n-1>"; its messages count
+// as "<request_id>.0" … "<request_id>.<n-1>" for the idempotency of a re-sent Append. A message
+// without that header is one ChatMessage (every message written before the format existed, and
+// every Append of one message).
+//
+// The field numbers keep a member that predates the format harmless: it decodes the payload as a
+// ChatMessage and sees no role and no content (messages, field 15, is an unknown field to it), and
+// timestamp_ms, the newest of messages' timestamps with ChatMessage's field number, so its age
+// retention drops the group when the newest message expires, never earlier.
+type ChatMessages struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TimestampMs   int64                  `protobuf:"varint,3,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
+	Messages      []*ChatMessage         `protobuf:"bytes,15,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChatMessages) Reset() {
+	*x = ChatMessages{}
+	mi := &file_actors_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChatMessages) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChatMessages) ProtoMessage() {}
+
+func (x *ChatMessages) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChatMessages.ProtoReflect.Descriptor instead.
+func (*ChatMessages) Descriptor() ([]byte, []int) {
+	return file_actors_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ChatMessages) GetTimestampMs() int64 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
+func (x *ChatMessages) GetMessages() []*ChatMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
 // Retention comes from the tenant config with every request, so the grain needs no config lookup.
 type Retention struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -151,7 +216,7 @@ type Retention struct {
 
 func (x *Retention) Reset() {
 	*x = Retention{}
-	mi := &file_actors_proto_msgTypes[1]
+	mi := &file_actors_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -163,7 +228,7 @@ func (x *Retention) String() string {
 func (*Retention) ProtoMessage() {}
 
 func (x *Retention) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_proto_msgTypes[1]
+	mi := &file_actors_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -176,7 +241,7 @@ func (x *Retention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retention.ProtoReflect.Descriptor instead.
 func (*Retention) Descriptor() ([]byte, []int) {
-	return file_actors_proto_rawDescGZIP(), []int{1}
+	return file_actors_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Retention) GetMaxAgeMs() int64 {
@@ -221,7 +286,7 @@ type AppendRequest struct {
 
 func (x *AppendRequest) Reset() {
 	*x = AppendRequest{}
-	mi := &file_actors_proto_msgTypes[2]
+	mi := &file_actors_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +298,7 @@ func (x *AppendRequest) String() string {
 func (*AppendRequest) ProtoMessage() {}
 
 func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_proto_msgTypes[2]
+	mi := &file_actors_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +311,7 @@ func (x *AppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
 func (*AppendRequest) Descriptor() ([]byte, []int) {
-	return file_actors_proto_rawDescGZIP(), []int{2}
+	return file_actors_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AppendRequest) GetMessages() []*ChatMessage {
@@ -307,7 +372,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_actors_proto_msgTypes[3]
+	mi := &file_actors_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +384,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_proto_msgTypes[3]
+	mi := &file_actors_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +397,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_actors_proto_rawDescGZIP(), []int{3}
+	return file_actors_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AppendResponse) GetError() string {
@@ -354,7 +419,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_actors_proto_msgTypes[4]
+	mi := &file_actors_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +431,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_proto_msgTypes[4]
+	mi := &file_actors_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +444,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_actors_proto_rawDescGZIP(), []int{4}
+	return file_actors_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HistoryRequest) GetRetention() *Retention {
@@ -420,7 +485,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_actors_proto_msgTypes[5]
+	mi := &file_actors_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +497,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_proto_msgTypes[5]
+	mi := &file_actors_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +510,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_actors_proto_rawDescGZIP(), []int{5}
+	return file_actors_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HistoryResponse) GetMessages() []*ChatMessage {
@@ -471,7 +536,7 @@ type ClearRequest struct {
 
 func (x *ClearRequest) Reset() {
 	*x = ClearRequest{}
-	mi := &file_actors_proto_msgTypes[6]
+	mi := &file_actors_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +548,7 @@ func (x *ClearRequest) String() string {
 func (*ClearRequest) ProtoMessage() {}
 
 func (x *ClearRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_proto_msgTypes[6]
+	mi := &file_actors_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +561,7 @@ func (x *ClearRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearRequest.ProtoReflect.Descriptor instead.
 func (*ClearRequest) Descriptor() ([]byte, []int) {
-	return file_actors_proto_rawDescGZIP(), []int{6}
+	return file_actors_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ClearRequest) GetTraceId() string {
@@ -515,7 +580,7 @@ type ClearResponse struct {
 
 func (x *ClearResponse) Reset() {
 	*x = ClearResponse{}
-	mi := &file_actors_proto_msgTypes[7]
+	mi := &file_actors_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +592,7 @@ func (x *ClearResponse) String() string {
 func (*ClearResponse) ProtoMessage() {}
 
 func (x *ClearResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_proto_msgTypes[7]
+	mi := &file_actors_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +605,7 @@ func (x *ClearResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearResponse.ProtoReflect.Descriptor instead.
 func (*ClearResponse) Descriptor() ([]byte, []int) {
-	return file_actors_proto_rawDescGZIP(), []int{7}
+	return file_actors_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ClearResponse) GetError() string {
@@ -570,7 +635,7 @@ type RateLimitRequest struct {
 
 func (x *RateLimitRequest) Reset() {
 	*x = RateLimitRequest{}
-	mi := &file_actors_proto_msgTypes[8]
+	mi := &file_actors_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +647,7 @@ func (x *RateLimitRequest) String() string {
 func (*RateLimitRequest) ProtoMessage() {}
 
 func (x *RateLimitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_proto_msgTypes[8]
+	mi := &file_actors_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +660,7 @@ func (x *RateLimitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitRequest.ProtoReflect.Descriptor instead.
 func (*RateLimitRequest) Descriptor() ([]byte, []int) {
-	return file_actors_proto_rawDescGZIP(), []int{8}
+	return file_actors_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RateLimitRequest) GetPerMinute() int32 {
@@ -663,7 +728,7 @@ type RateLimitResponse struct {
 
 func (x *RateLimitResponse) Reset() {
 	*x = RateLimitResponse{}
-	mi := &file_actors_proto_msgTypes[9]
+	mi := &file_actors_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +740,7 @@ func (x *RateLimitResponse) String() string {
 func (*RateLimitResponse) ProtoMessage() {}
 
 func (x *RateLimitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_actors_proto_msgTypes[9]
+	mi := &file_actors_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +753,7 @@ func (x *RateLimitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitResponse.ProtoReflect.Descriptor instead.
 func (*RateLimitResponse) Descriptor() ([]byte, []int) {
-	return file_actors_proto_rawDescGZIP(), []int{9}
+	return file_actors_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RateLimitResponse) GetAllowed() bool {
@@ -750,7 +815,10 @@ const file_actors_proto_rawDesc = "" +
 	"\ttokens_in\x18\a \x01(\x05R\btokensIn\x12 \n" +
 	"\ftool_call_id\x18\b \x01(\tR\n" +
 	"toolCallId\x12&\n" +
-	"\x0ftool_calls_json\x18\t \x01(\tR\rtoolCallsJson\"L\n" +
+	"\x0ftool_calls_json\x18\t \x01(\tR\rtoolCallsJson\"l\n" +
+	"\fChatMessages\x12!\n" +
+	"\ftimestamp_ms\x18\x03 \x01(\x03R\vtimestampMs\x129\n" +
+	"\bmessages\x18\x0f \x03(\v2\x1d.crispy.actors.v1.ChatMessageR\bmessages\"L\n" +
 	"\tRetention\x12\x1c\n" +
 	"\n" +
 	"max_age_ms\x18\x01 \x01(\x03R\bmaxAgeMs\x12!\n" +
@@ -810,31 +878,33 @@ func file_actors_proto_rawDescGZIP() []byte {
 	return file_actors_proto_rawDescData
 }
 
-var file_actors_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_actors_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_actors_proto_goTypes = []any{
 	(*ChatMessage)(nil),       // 0: crispy.actors.v1.ChatMessage
-	(*Retention)(nil),         // 1: crispy.actors.v1.Retention
-	(*AppendRequest)(nil),     // 2: crispy.actors.v1.AppendRequest
-	(*AppendResponse)(nil),    // 3: crispy.actors.v1.AppendResponse
-	(*HistoryRequest)(nil),    // 4: crispy.actors.v1.HistoryRequest
-	(*HistoryResponse)(nil),   // 5: crispy.actors.v1.HistoryResponse
-	(*ClearRequest)(nil),      // 6: crispy.actors.v1.ClearRequest
-	(*ClearResponse)(nil),     // 7: crispy.actors.v1.ClearResponse
-	(*RateLimitRequest)(nil),  // 8: crispy.actors.v1.RateLimitRequest
-	(*RateLimitResponse)(nil), // 9: crispy.actors.v1.RateLimitResponse
+	(*ChatMessages)(nil),      // 1: crispy.actors.v1.ChatMessages
+	(*Retention)(nil),         // 2: crispy.actors.v1.Retention
+	(*AppendRequest)(nil),     // 3: crispy.actors.v1.AppendRequest
+	(*AppendResponse)(nil),    // 4: crispy.actors.v1.AppendResponse
+	(*HistoryRequest)(nil),    // 5: crispy.actors.v1.HistoryRequest
+	(*HistoryResponse)(nil),   // 6: crispy.actors.v1.HistoryResponse
+	(*ClearRequest)(nil),      // 7: crispy.actors.v1.ClearRequest
+	(*ClearResponse)(nil),     // 8: crispy.actors.v1.ClearResponse
+	(*RateLimitRequest)(nil),  // 9: crispy.actors.v1.RateLimitRequest
+	(*RateLimitResponse)(nil), // 10: crispy.actors.v1.RateLimitResponse
 }
 var file_actors_proto_depIdxs = []int32{
-	0, // 0: crispy.actors.v1.AppendRequest.messages:type_name -> crispy.actors.v1.ChatMessage
-	1, // 1: crispy.actors.v1.AppendRequest.retention:type_name -> crispy.actors.v1.Retention
-	1, // 2: crispy.actors.v1.HistoryRequest.retention:type_name -> crispy.actors.v1.Retention
-	0, // 3: crispy.actors.v1.HistoryResponse.messages:type_name -> crispy.actors.v1.ChatMessage
-	8, // 4: crispy.actors.v1.RateLimitRequest.user_limits:type_name -> crispy.actors.v1.RateLimitRequest
-	9, // 5: crispy.actors.v1.RateLimitResponse.user:type_name -> crispy.actors.v1.RateLimitResponse
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0,  // 0: crispy.actors.v1.ChatMessages.messages:type_name -> crispy.actors.v1.ChatMessage
+	0,  // 1: crispy.actors.v1.AppendRequest.messages:type_name -> crispy.actors.v1.ChatMessage
+	2,  // 2: crispy.actors.v1.AppendRequest.retention:type_name -> crispy.actors.v1.Retention
+	2,  // 3: crispy.actors.v1.HistoryRequest.retention:type_name -> crispy.actors.v1.Retention
+	0,  // 4: crispy.actors.v1.HistoryResponse.messages:type_name -> crispy.actors.v1.ChatMessage
+	9,  // 5: crispy.actors.v1.RateLimitRequest.user_limits:type_name -> crispy.actors.v1.RateLimitRequest
+	10, // 6: crispy.actors.v1.RateLimitResponse.user:type_name -> crispy.actors.v1.RateLimitResponse
+	7,  // [7:7] is the sub-list for method output_type
+	7,  // [7:7] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_actors_proto_init() }
@@ -848,7 +918,7 @@ func file_actors_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_proto_rawDesc), len(file_actors_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
