@@ -177,12 +177,20 @@ func (s *chatSession) Receive(ctx actor.Context) {
 		s.msgs = nil
 	case *pb.AppendRequest:
 		s.traceID = msg.GetTraceId()
-		ctx.Respond(&pb.AppendResponse{Error: errString(s.append(msg))})
+		err := s.append(msg)
+		ctx.Respond(&pb.AppendResponse{Error: errString(err)})
+		if err == nil {
+			// After the answer: what retention drops is already out of every history.
+			s.applyRetention(msg.GetRetention())
+		}
 		s.passivateIfMoved(ctx)
 	case *pb.HistoryRequest:
 		s.traceID = msg.GetTraceId()
 		msgs, err := s.history(msg)
 		ctx.Respond(&pb.HistoryResponse{Messages: msgs, Error: errString(err)})
+		if err == nil {
+			s.applyRetention(msg.GetRetention())
+		}
 		s.passivateIfMoved(ctx)
 	case *pb.ClearRequest:
 		s.traceID = msg.GetTraceId()
@@ -505,7 +513,6 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 			return fmt.Errorf("chat session %s: append: %w", s.subject, err)
 		}
 	}
-	s.applyRetention(req.GetRetention())
 	return nil
 }
 
@@ -717,7 +724,8 @@ func conflictBackoff(n int) {
 	time.Sleep(time.Duration(rand.Int64N(int64(10*n)+1)) * time.Millisecond)
 }
 
-// history applies retention, then returns the newest limit messages older than before, oldest first.
+// history returns the newest limit messages that retention keeps and that are older than before,
+// oldest first.
 func (s *chatSession) history(req *pb.HistoryRequest) ([]*pb.ChatMessage, error) {
 	if s.loaded && !s.deps.SingleMember {
 		if err := s.refresh(); err != nil {
@@ -726,7 +734,6 @@ func (s *chatSession) history(req *pb.HistoryRequest) ([]*pb.ChatMessage, error)
 	} else if err := s.ensureLoaded(); err != nil {
 		return nil, err
 	}
-	s.applyRetention(req.GetRetention())
 	kept := s.retained(req.GetRetention())
 	before := req.GetBeforeMs()
 	out := make([]*pb.ChatMessage, 0, len(s.msgs))
@@ -764,10 +771,13 @@ func (s *chatSession) retained(r *pb.Retention) []bool {
 	return kept
 }
 
-// applyRetention really removes what the retention drops from the stream: the dropped prefix with
-// one subject purge up to the first kept sequence, stragglers (out-of-order timestamps) one by one.
-// The in-memory state follows only once the store did, so a failed purge is retried next time;
-// callers hide dropped messages meanwhile (history filters with retained).
+// applyRetention really removes what the retention drops from the stream. It runs after the
+// request was answered (histories already leave those messages out: retained). The dropped stream
+// messages are deleted by sequence; only a long dropped prefix (a session loaded after a long
+// pause, a lowered cap) goes in one subject purge, since a purge scans every message of the
+// stream in its range, every other session's too: once per exchange at a session's cap, that
+// scan was the largest single cost of a /chat (a tenth of the node's CPU, on the request's path).
+// The in-memory state follows only once the store did, so a failed removal is retried next time.
 //
 // A stream message holding a group (publishGroup) is removed once retention drops all its messages.
 // While one of them is kept (a cap of 21 messages keeps only the reply of the oldest exchange), the
@@ -804,7 +814,10 @@ func (s *chatSession) applyRetention(r *pb.Retention) {
 		// stream message, which stays.
 		upTo = s.msgs[first].seq
 	}
-	if first > 0 && s.msgs[0].seq < upTo {
+	// Few dropped stream messages are deleted by sequence, each found directly; a subject purge
+	// scans every message of the stream in its range, other sessions' too, so it is kept for many.
+	byPurge := first > 0 && s.msgs[0].seq < upTo && distinctSeqs(s.msgs[:first]) > maxRetentionDeletes
+	if byPurge {
 		if err := stream.Purge(ctx, jetstream.WithPurgeSubject(s.subject), jetstream.WithPurgeSequence(upTo)); err != nil {
 			s.deps.Logger.Error().Err(err).Str("traceId", s.traceID).Str("subject", s.subject).Msg("chat session: retention purge failed")
 			return
@@ -817,8 +830,8 @@ func (s *chatSession) applyRetention(r *pb.Retention) {
 		for ; j < len(s.msgs) && s.msgs[j].seq == seq; j++ {
 			anyKept = anyKept || kept[j]
 		}
-		if !anyKept && i >= first {
-			// A straggler: no purge covered it.
+		if !anyKept && (i >= first || !byPurge) {
+			// Not covered by a purge.
 			if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 				s.deps.Logger.Error().Err(err).Str("traceId", s.traceID).Str("subject", s.subject).Uint64("seq", seq).Msg("chat session: retention delete failed")
 				out = append(out, s.msgs[i:j]...) // keep them so the next request retries
@@ -839,6 +852,21 @@ func (s *chatSession) applyRetention(r *pb.Retention) {
 	} else {
 		s.lastSeq = s.msgs[len(s.msgs)-1].seq
 	}
+}
+
+// maxRetentionDeletes is the most stream messages retention deletes one by one; past it, the
+// dropped prefix goes in one subject purge.
+const maxRetentionDeletes = 32
+
+// distinctSeqs counts the stream messages msgs come from (a group's share one).
+func distinctSeqs(msgs []storedMessage) int {
+	n := 0
+	for i := range msgs {
+		if i == 0 || msgs[i].seq != msgs[i-1].seq {
+			n++
+		}
+	}
+	return n
 }
 
 // clear purges the session's subject: the stored messages are erased, not only the in-memory copy.

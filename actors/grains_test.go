@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -193,8 +194,30 @@ func TestChatSessionRetention(t *testing.T) {
 		if diff := cmp.Diff([]string{"e", "f", "g"}, contents(h.GetMessages())); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
+		settled(t, p, grain)
 		if n := storedCount(t, js, "chat.acme.cap"); n != 3 {
 			t.Fatalf("stream holds %d messages, want 3", n)
+		}
+	})
+	t.Run("a long dropped prefix", func(t *testing.T) {
+		// More dropped stream messages than retention deletes one by one: one subject purge.
+		grain := system.Root.Spawn(chatSessionProps(deps, "acme", "long"))
+		n := maxRetentionDeletes + 8
+		for i := range n {
+			r := probe.Ask[*pb.AppendResponse](t, p, grain, &pb.AppendRequest{
+				Messages: []*pb.ChatMessage{chatMsg("user", fmt.Sprint(i), clock.Now())}})
+			if r.GetError() != "" {
+				t.Fatal(r.GetError())
+			}
+		}
+		ret := &pb.Retention{MaxMessages: 2}
+		h := probe.Ask[*pb.HistoryResponse](t, p, grain, &pb.HistoryRequest{Retention: ret})
+		if diff := cmp.Diff([]string{fmt.Sprint(n - 2), fmt.Sprint(n - 1)}, contents(h.GetMessages())); diff != "" {
+			t.Fatalf("(-want +got):\n%s", diff)
+		}
+		settled(t, p, grain)
+		if got := storedCount(t, js, "chat.acme.long"); got != 2 {
+			t.Fatalf("stream holds %d messages, want 2", got)
 		}
 	})
 	t.Run("by age on read", func(t *testing.T) {
@@ -212,6 +235,7 @@ func TestChatSessionRetention(t *testing.T) {
 		if r.GetError() != "" {
 			t.Fatal(r.GetError())
 		}
+		settled(t, p, grain)
 		if n := storedCount(t, js, "chat.acme.age"); n != 2 {
 			t.Fatalf("before retention the stream holds %d, want 2 (an exchange, a message)", n)
 		}
@@ -220,6 +244,7 @@ func TestChatSessionRetention(t *testing.T) {
 		if diff := cmp.Diff([]string{"new"}, contents(h.GetMessages())); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
+		settled(t, p, grain)
 		if n := storedCount(t, js, "chat.acme.age"); n != 1 {
 			t.Fatalf("stream holds %d messages, want 1 (old ones removed, not hidden)", n)
 		}
@@ -233,6 +258,7 @@ func TestChatSessionRetention(t *testing.T) {
 		if r.GetError() != "" {
 			t.Fatal(r.GetError())
 		}
+		settled(t, p, grain)
 		if n := storedCount(t, js, "chat.acme.age"); n != 2 {
 			t.Fatalf("stream holds %d messages, want 2 (a message, an exchange)", n)
 		}
@@ -247,6 +273,7 @@ func TestChatSessionRetention(t *testing.T) {
 		}
 		clock.Advance(2 * day) // everything expires: the session is empty and still writable
 		h = probe.Ask[*pb.HistoryResponse](t, p, grain, &pb.HistoryRequest{Retention: ret})
+		settled(t, p, grain)
 		if len(h.GetMessages()) != 0 || storedCount(t, js, "chat.acme.age") != 0 {
 			t.Fatalf("after expiry: history %v", contents(h.GetMessages()))
 		}

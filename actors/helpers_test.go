@@ -6,10 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/crispy-enigma/crispy/actors/pb"
 	"github.com/crispy-enigma/crispy/cluster/natsserver"
+	"github.com/crispy-enigma/crispy/test/probe"
 )
 
 func pbRateLimit(perMinute, burst, windowSec, burstWindowSec int32) *pb.RateLimitRequest {
@@ -65,6 +67,15 @@ func startNATS(t testing.TB, dir string) (jetstream.JetStream, func()) {
 }
 
 // storedCount is the number of messages the CHAT stream really holds for subject.
+// settled returns once grain has done what it does after answering (retention's removals from the
+// stream): it answers one more request, a history read without retention, only after.
+func settled(t testing.TB, p *probe.Probe, grain *actor.PID) {
+	t.Helper()
+	if h := probe.Ask[*pb.HistoryResponse](t, p, grain, &pb.HistoryRequest{}); h.GetError() != "" {
+		t.Fatalf("history: %s", h.GetError())
+	}
+}
+
 func storedCount(t testing.TB, js jetstream.JetStream, subject string) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
