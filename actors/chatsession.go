@@ -554,26 +554,14 @@ func (s *chatSession) publishOne(requestID string, all []*pb.ChatMessage, i int)
 	if err != nil {
 		return fmt.Errorf("chat session: encode: %w", err)
 	}
-	expected := s.lastSeq
-	ack, err := retryStore(s, "publish", func(ctx context.Context) (*jetstream.PubAck, error) {
-		return s.deps.JS.Publish(ctx, s.subject, data,
-			jetstream.WithMsgID(msgID),
-			jetstream.WithExpectStream(StreamChat),
-			jetstream.WithExpectLastSequencePerSubject(expected))
-	})
+	msg := nats.NewMsg(s.subject)
+	msg.Data = data
+	seq, err := s.publishExpected(msg, msgID)
 	if err != nil {
 		return err
 	}
-	if ack.Duplicate {
-		// Stored before, by an earlier try of this Append (possibly on another member).
-		if s.lastSeq >= ack.Sequence {
-			// Loaded, then removed again (retention, clear): do not store it twice.
-			return errStoredBefore
-		}
-		return errReload
-	}
-	s.msgs = append(s.msgs, storedMessage{seq: ack.Sequence, id: msgID, msg: m})
-	s.lastSeq = ack.Sequence
+	s.msgs = append(s.msgs, storedMessage{seq: seq, id: msgID, msg: m})
+	s.lastSeq = seq
 	return nil
 }
 
@@ -671,31 +659,43 @@ func (s *chatSession) publishGroup(requestID string, all []*pb.ChatMessage) erro
 	if int64(len(data))+groupHeaderRoom > nc.MaxPayload() {
 		return errNoBatch
 	}
-	msgID, count, expected := groupMsgID(requestID, len(all)), strconv.Itoa(len(all)), s.lastSeq
+	msg := nats.NewMsg(s.subject)
+	msg.Data = data
+	msg.Header.Set(hdrMessages, strconv.Itoa(len(all)))
+	seq, err := s.publishExpected(msg, groupMsgID(requestID, len(all)))
+	if err != nil {
+		return err
+	}
+	for i, m := range all {
+		s.msgs = append(s.msgs, storedMessage{seq: seq, id: appendMsgID(requestID, i), msg: m})
+	}
+	s.lastSeq = seq
+	return nil
+}
+
+// publishExpected publishes msg under msgID, conditional on the last subject sequence this
+// activation saw, and returns its stream sequence. JetStream reporting msgID as a duplicate means
+// an earlier try of this Append stored it (possibly on another member): errStoredBefore when this
+// activation loaded it and it was removed again (retention, clear: do not store it twice), else
+// errReload.
+func (s *chatSession) publishExpected(msg *nats.Msg, msgID string) (uint64, error) {
+	expected := s.lastSeq
 	ack, err := retryStore(s, "publish", func(ctx context.Context) (*jetstream.PubAck, error) {
-		m := nats.NewMsg(s.subject)
-		m.Data = data
-		m.Header.Set(hdrMessages, count)
-		return s.deps.JS.PublishMsg(ctx, m,
+		return s.deps.JS.PublishMsg(ctx, msg,
 			jetstream.WithMsgID(msgID),
 			jetstream.WithExpectStream(StreamChat),
 			jetstream.WithExpectLastSequencePerSubject(expected))
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if ack.Duplicate {
-		// As in publishOne: stored before by an earlier try of this Append.
 		if s.lastSeq >= ack.Sequence {
-			return errStoredBefore
+			return 0, errStoredBefore
 		}
-		return errReload
+		return 0, errReload
 	}
-	for i, m := range all {
-		s.msgs = append(s.msgs, storedMessage{seq: ack.Sequence, id: appendMsgID(requestID, i), msg: m})
-	}
-	s.lastSeq = ack.Sequence
-	return nil
+	return ack.Sequence, nil
 }
 
 // Atomic batch publish (JetStream ADR-50): headers and the error codes the chat session handles.
