@@ -611,15 +611,16 @@ func (fo *failover) untrack(cl *call) (memberLeft, activationEnded bool) {
 // answered with the stale view). Without them, gets are answered by the stream leader, which has
 // applied every acknowledged write. Loads happen once per activation, so the extra hop is cheap.
 //
-// Atomic publish is on: a chat session stores an exchange (the user's message and the reply) as one
-// batch, one write and one acknowledgement.
+// Atomic publish is on: on a replicated stream a chat session stores an exchange (the user's message
+// and the reply) as one batch, one write and one acknowledgement (on one replica it stores the
+// exchange as one message instead; see chatSession.append).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	if replicas <= 0 {
 		replicas = 1
 	}
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamChat,
-		Description: "chat sessions: one message per chat message on chat.<tenant>.<session>",
+		Description: "chat sessions on chat.<tenant>.<session>: a message per chat message or per exchange",
 		Subjects:    []string{"chat.>"},
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
