@@ -8,7 +8,8 @@
 # message. The table goes to stdout, the numbers to bin/bench-peers.json.
 #
 # Knobs: PEERS_ROUNDS (3), PEERS_SEQ (200 requests per contender per round), PEERS_CONNECTIONS (32),
-# PEERS_CONC_DURATION (3s per contender per round), LITELLM_VERSION (1.108.7), PORTKEY_VERSION (1.15.2).
+# PEERS_CONC_DURATION (3s per contender per round), LITELLM_VERSION (1.108.7), PORTKEY_VERSION (1.15.2),
+# CRISPY_BASE (a second crispy binary, e.g. an older build, measured alongside as crispy-base).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,7 +63,7 @@ fi
 
 go build -o bin/crispy ./cmd/crispy
 go build -o bin/bench-peers ./test/peers
-exec bin/bench-peers --crispy bin/crispy --portkey-dir "$portkey" --litellm "$litellm" \
+exec bin/bench-peers --crispy bin/crispy ${CRISPY_BASE:+--crispy-base "$CRISPY_BASE"} --portkey-dir "$portkey" --litellm "$litellm" \
 	--rounds "${PEERS_ROUNDS:-3}" --seq-requests "${PEERS_SEQ:-200}" \
 	--connections "${PEERS_CONNECTIONS:-32}" --conc-duration "${PEERS_CONC_DURATION:-3s}" \
 	--out bin/bench-peers.json

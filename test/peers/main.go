@@ -67,6 +67,7 @@ func main() {
 	}
 	var o options
 	flag.StringVar(&o.crispyBin, "crispy", "bin/crispy", "crispy binary")
+	flag.StringVar(&o.crispyBase, "crispy-base", "", "a second crispy binary (an older build) measured alongside as \"crispy-base\", for before/after in one run")
 	flag.StringVar(&o.portkeyDir, "portkey-dir", "", "folder whose node_modules holds @portkey-ai/gateway (empty: skip Portkey)")
 	flag.StringVar(&o.litellmBin, "litellm", "", "the litellm proxy executable (empty: skip LiteLLM)")
 	flag.IntVar(&o.seqRequests, "seq-requests", 200, "requests per contender per sequential round")
@@ -86,9 +87,9 @@ func main() {
 }
 
 type options struct {
-	crispyBin, portkeyDir, litellmBin, out, workDir string
-	seqRequests, rounds, connections, concMax       int
-	concDuration                                    time.Duration
+	crispyBin, crispyBase, portkeyDir, litellmBin, out, workDir string
+	seqRequests, rounds, connections, concMax                   int
+	concDuration                                                time.Duration
 }
 
 // contender is one way to ask for a chat completion.
@@ -159,12 +160,20 @@ func run(ctx context.Context, o options) error {
 		add(floorContenders(floor)...)
 	}
 
-	crispy, err := startCrispy(ctx, o.crispyBin, work, up.base)
+	crispy, err := startCrispy(ctx, "crispy", o.crispyBin, work, up.base)
 	if err != nil {
 		return fmt.Errorf("crispy: %w", err)
 	}
 	defer crispy.stop()
 	add(crispyContenders(ctx, client, crispy)...)
+	if o.crispyBase != "" {
+		base, err := startCrispy(ctx, "crispy-base", o.crispyBase, work, up.base)
+		if err != nil {
+			return fmt.Errorf("crispy-base: %w", err)
+		}
+		defer base.stop()
+		add(crispyContenders(ctx, client, base)...)
+	}
 
 	if o.portkeyDir != "" {
 		p, err := startPortkey(ctx, o.portkeyDir, work)
@@ -705,8 +714,9 @@ const crispyTenant = `{
 // crispySessions is how many chat sessions the /chat contenders spread their requests over.
 const crispySessions = 256
 
-func startCrispy(ctx context.Context, bin, work, upstream string) (*gatewayProc, error) {
-	dir := filepath.Join(work, "crispy")
+// startCrispy starts bin as the gateway named name (its contenders' prefix, its folder under work).
+func startCrispy(ctx context.Context, name, bin, work, upstream string) (*gatewayProc, error) {
+	dir := filepath.Join(work, name)
 	if err := os.MkdirAll(filepath.Join(dir, "tenants", "bench"), 0o755); err != nil {
 		return nil, err
 	}
@@ -726,7 +736,7 @@ func startCrispy(ctx context.Context, bin, work, upstream string) (*gatewayProc,
 		"--tenants-dir", filepath.Join(dir, "tenants"), "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--admin-addr", fmt.Sprintf("127.0.0.1:%d", admin), "--log-format", "json", "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "CRISPY_OPENAI_BASE_URL="+upstream, "CRISPY_OPENAI_API_KEY=sk-bench")
-	return startProc(ctx, "crispy", work, cmd, base, httpOK(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", admin), ""))
+	return startProc(ctx, name, work, cmd, base, httpOK(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", admin), ""))
 }
 
 func crispyContenders(ctx context.Context, client *http.Client, p *gatewayProc) []*contender {
@@ -737,16 +747,16 @@ func crispyContenders(ctx context.Context, client *http.Client, p *gatewayProc) 
 		}
 	}
 	cs := []*contender{
-		{Name: "crispy /chat", Gateway: "crispy", newRequest: chat(false), proc: p},
-		{Name: "crispy /chat stream", Gateway: "crispy", Stream: true, newRequest: chat(true), proc: p},
+		{Name: p.name + " /chat", Gateway: p.name, newRequest: chat(false), proc: p},
+		{Name: p.name + " /chat stream", Gateway: p.name, Stream: true, newRequest: chat(true), proc: p},
 	}
 	// The stateless OpenAI-compatible route, when this build has one.
-	v1 := &contender{Name: "crispy /v1", Gateway: "crispy", newRequest: postJSON(p.base+"/v1/chat/completions", chatBody(false), "x-tenant-id", "bench"), proc: p}
+	v1 := &contender{Name: p.name + " /v1", Gateway: p.name, newRequest: postJSON(p.base+"/v1/chat/completions", chatBody(false), "x-tenant-id", "bench"), proc: p}
 	if _, err := once(ctx, client, v1, 0); err != nil {
-		fmt.Printf("crispy /v1/chat/completions: not measured (%v)\n", err)
+		fmt.Printf("%s /v1/chat/completions: not measured (%v)\n", p.name, err)
 		return cs
 	}
-	return append(cs, v1, &contender{Name: "crispy /v1 stream", Gateway: "crispy", Stream: true,
+	return append(cs, v1, &contender{Name: p.name + " /v1 stream", Gateway: p.name, Stream: true,
 		newRequest: postJSON(p.base+"/v1/chat/completions", chatBody(true), "x-tenant-id", "bench"), proc: p})
 }
 
