@@ -51,6 +51,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/test/mockllm"
 )
 
@@ -468,9 +469,6 @@ const (
 	serveProxyCmd = "serve-proxy"
 	floorGateway  = "go reverse proxy"
 	floorName     = floorGateway + " (floor)"
-	// floorIdlePerHost matches the idle connections per host of crispy's provider client
-	// (gateway.MaxIdleConnsPerHost), so the floor pools upstream connections as crispy does.
-	floorIdlePerHost = 256
 )
 
 // startFloor re-executes this binary as the floor's proxy process, so that the floor pays the same
@@ -510,11 +508,9 @@ func serveProxy(ctx context.Context, args []string) error {
 	if err != nil || target.Host == "" {
 		return fmt.Errorf("upstream %q: want http://host:port (%v)", *upstream, err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns = 4 * floorIdlePerHost
-	tr.MaxIdleConnsPerHost = floorIdlePerHost
 	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.Transport = tr
+	// crispy's provider client's transport, so the floor pools upstream connections as crispy does.
+	rp.Transport = gateway.NewHTTPClient().Transport
 	// Flush every write, so that a stream's events reach the client as the upstream sends them.
 	rp.FlushInterval = -1
 	l, err := net.Listen("tcp", *listen)
