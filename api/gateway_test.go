@@ -59,6 +59,7 @@ func newGatewayServer(t testing.TB, models gateway.RouterOptions, tenants ...str
 	metrics := observe.NewMetrics()
 	mt := metering.New(metering.Options{
 		Env: env, Limiter: grains, Budget: grains, Cache: cache, Ledger: ledger, Metrics: metrics, Logger: zerolog.Nop(),
+		BudgetLease: metering.DefaultBudgetLease,
 	})
 	models.Meter = mt
 	router := gateway.NewRouter(models)
@@ -131,59 +132,70 @@ func errorCode(t testing.TB, body []byte) string {
 }
 
 // TestChatBudgetExactUnderConcurrency is docs/api.md "Token budgets" (ours: "exact under any
-// concurrency"): 500 concurrent POST /chat against a daily budget of 1000 tokens, each request
-// estimated at 10 (message "hello" = ceil(5/4) = 2 input + maxTokens 8) and charged exactly that,
-// admit exactly 100; the other 400 get 429 budget_exceeded with the rate-limit headers, and the
-// model is called exactly 100 times.
+// concurrency"): 500 concurrent POST /chat, each request estimated at 10 (message "hello" =
+// ceil(5/4) = 2 input + maxTokens 8) and charged exactly that. Against a daily budget of 1000
+// tokens exactly 100 are admitted (near the limit every call reserves on the Budget grain); the
+// other 400 get 429 budget_exceeded with the rate-limit headers, and the model is called exactly
+// 100 times. Against a large budget all 500 are admitted from the node's budget leases, and once
+// settled the grain holds exactly their charges and nothing reserved.
 func TestChatBudgetExactUnderConcurrency(t *testing.T) {
-	model := &exactModel{}
-	gs := newGatewayServer(t, gateway.RouterOptions{Local: map[string]gateway.ChatModel{"local/exact": model}},
-		withBudget(chatTenant("budgeted", "local/exact"), `{"daily": 1000, "monthly": 5000}`))
-	client := benchClient()
-	var admitted, rejected atomic.Int32
-	errs := make(chan error, 500)
-	var wg sync.WaitGroup
-	for i := range 500 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			body := fmt.Sprintf(`{"message":"hello","sessionId":"b-%d","stream":false,"maxTokens":8}`, i)
-			resp, err := benchPost(client, gs.URL+"/chat", "budgeted", body)
+	tests := []struct {
+		name, budget string
+		admitted     int32
+	}{
+		{"near the limit", `{"daily": 1000, "monthly": 5000}`, 100},
+		{"from leases", `{"daily": 100000000, "monthly": 500000000}`, 500},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			model := &exactModel{}
+			gs := newGatewayServer(t, gateway.RouterOptions{Local: map[string]gateway.ChatModel{"local/exact": model}},
+				withBudget(chatTenant("budgeted", "local/exact"), tc.budget))
+			client := benchClient()
+			var admitted, rejected atomic.Int32
+			errs := make(chan error, 500)
+			var wg sync.WaitGroup
+			for i := range 500 {
+				wg.Go(func() {
+					body := fmt.Sprintf(`{"message":"hello","sessionId":"b-%d","stream":false,"maxTokens":8}`, i)
+					resp, err := benchPost(client, gs.URL+"/chat", "budgeted", body)
+					if err != nil {
+						errs <- err
+						return
+					}
+					raw, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					switch {
+					case resp.StatusCode == 200 && resp.Header.Get("x-tokens-total") == "10":
+						admitted.Add(1)
+					case resp.StatusCode == 429 && errorCode(t, raw) == CodeBudgetExceeded &&
+						resp.Header.Get("x-ratelimit-limit") != "" && resp.Header.Get("Retry-After") != "":
+						rejected.Add(1)
+					default:
+						errs <- fmt.Errorf("status %d headers %v: %s", resp.StatusCode, resp.Header, raw)
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if a, r := admitted.Load(), rejected.Load(); a != tc.admitted || r != 500-tc.admitted {
+				t.Fatalf("admitted %d, rejected %d; want exactly %d and %d", a, r, tc.admitted, 500-tc.admitted)
+			}
+			if n := model.calls.Load(); n != int64(tc.admitted) {
+				t.Fatalf("model called %d times, want %d: a rejected request must not reach the model", n, tc.admitted)
+			}
+			waitSettled(t, gs.mt) // budget commits (and the leases') run after the responses
+			st, err := gs.grains.BudgetStatus(context.Background(), "budgeted")
 			if err != nil {
-				errs <- err
-				return
+				t.Fatal(err)
 			}
-			raw, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			switch {
-			case resp.StatusCode == 200 && resp.Header.Get("x-tokens-total") == "10":
-				admitted.Add(1)
-			case resp.StatusCode == 429 && errorCode(t, raw) == CodeBudgetExceeded &&
-				resp.Header.Get("x-ratelimit-limit") != "" && resp.Header.Get("Retry-After") != "":
-				rejected.Add(1)
-			default:
-				errs <- fmt.Errorf("status %d headers %v: %s", resp.StatusCode, resp.Header, raw)
+			if want := int64(tc.admitted) * 10; st.DayUsed != want || st.DayReserved != 0 || st.Reservations != 0 {
+				t.Fatalf("budget after the burst = %+v, want %d used, nothing held", st, want)
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	if a, r := admitted.Load(), rejected.Load(); a != 100 || r != 400 {
-		t.Fatalf("admitted %d, rejected %d; want exactly 100 and 400", a, r)
-	}
-	if n := model.calls.Load(); n != 100 {
-		t.Fatalf("model called %d times, want 100: a rejected request must not reach the model", n)
-	}
-	waitSettled(t, gs.mt) // budget commits run after the responses
-	st, err := gs.grains.BudgetStatus(context.Background(), "budgeted")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.DayUsed != 1000 || st.DayReserved != 0 || st.Reservations != 0 {
-		t.Fatalf("budget after the burst = %+v, want 1000 used, nothing held", st)
+		})
 	}
 }
 

@@ -71,6 +71,9 @@ type Options struct {
 	// SettleWindow is how long settle work is gathered before it is written as one batch
 	// (0: DefaultSettleWindow).
 	SettleWindow time.Duration
+	// BudgetLease, when its Calls is set, admits calls from node-local leases of each tenant's
+	// budget (lease.go; DefaultBudgetLease); zero: every call reserves on the Budget grain.
+	BudgetLease LeaseOptions
 }
 
 // Meter meters a node's model calls and requests. It is safe for concurrent use.
@@ -93,6 +96,9 @@ func New(o Options) *Meter {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Budget != nil && o.BudgetLease.Calls > 0 {
+		o.Budget = newBudgetLeases(o.Budget, o.BudgetLease, o.Now, o.Logger)
 	}
 	return &Meter{
 		env: o.Env, limiter: o.Limiter, budget: o.Budget, cache: o.Cache, ledger: o.Ledger,
@@ -487,7 +493,8 @@ func (m *Meter) appendEvents(evs []store.Event) {
 
 // Wait blocks until all settle work queued so far is written (or failed) or ctx ends: call it on
 // shutdown, after the HTTP server stopped taking requests. The batch being gathered is written at
-// once: nobody waits for the window.
+// once: nobody waits for the window. Then every budget lease is committed (a later call reserves
+// a new one).
 func (m *Meter) Wait(ctx context.Context) error {
 	m.settle.flushNow()
 	done := make(chan struct{})
@@ -497,8 +504,13 @@ func (m *Meter) Wait(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if l, ok := m.budget.(*budgetLeases); ok {
+		// The leases' calls are settled: charge what each lease admitted, so that the grain's
+		// totals are complete when Wait returns.
+		l.closeAll()
+	}
+	return nil
 }

@@ -183,6 +183,7 @@ func serve(ctx context.Context, env config.Env) error {
 	metrics := observe.NewMetrics()
 	meter := metering.New(metering.Options{
 		Env: env, Limiter: grains, Budget: grains, Cache: res.Cache, Ledger: res.Ledger, Metrics: metrics, Logger: log,
+		BudgetLease: metering.DefaultBudgetLease,
 	})
 
 	// 4. Router: every model call goes through the Meter, embeddings of non-local models included.
