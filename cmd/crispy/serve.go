@@ -183,7 +183,7 @@ func serve(ctx context.Context, env config.Env) error {
 	metrics := observe.NewMetrics()
 	meter := metering.New(metering.Options{
 		Env: env, Limiter: grains, Budget: grains, Cache: res.Cache, Ledger: res.Ledger, Metrics: metrics, Logger: log,
-		BudgetLease: metering.DefaultBudgetLease,
+		BudgetLease: budgetLease(env),
 	})
 
 	// 4. Router: every model call goes through the Meter, embeddings of non-local models included.
@@ -389,4 +389,11 @@ func openIndexes(log zerolog.Logger, env config.Env, tenants rag.Tenants) (*rag.
 		}
 		return fmt.Sprintf("embedded (%d tenants; %s)", n, opened(idx)), nil
 	}
+}
+
+// budgetLease is the metering's budget leases as configured (--budget-lease-calls; 0: off).
+func budgetLease(env config.Env) metering.LeaseOptions {
+	l := metering.DefaultBudgetLease
+	l.Calls = int64(env.BudgetLeaseCalls)
+	return l
 }
