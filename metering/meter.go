@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
 	"github.com/crispy-enigma/crispy/actors"
@@ -440,7 +439,7 @@ func (m *Meter) flush(batch []settleItem) {
 		}
 		if it.ev != nil {
 			if it.ev.ID == "" {
-				it.ev.ID = uuid.NewString()
+				it.ev.ID = store.NewEventID()
 			}
 			events = append(events, *it.ev)
 		}

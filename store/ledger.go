@@ -37,6 +37,15 @@ var ErrInvalidEvent = errors.New("invalid ledger event")
 
 var kindRe = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
 
+// NewEventID returns a fresh event ID: a UUIDv7, whose leading timestamp makes IDs made close in
+// time sort close together. The read model indexes events by ID (ledger_events, usage), so a
+// projector batch of time-ordered IDs lands in a few index pages at the right edge of each index;
+// random (v4) IDs put every event of a batch on its own page, and SQLite writes each dirtied page
+// to the WAL in full: about 8 KB per event instead of a share of a few pages.
+func NewEventID() string {
+	return uuid.Must(uuid.NewV7()).String()
+}
+
 // Event is one ledger record, JSON-encoded on the stream. It carries counts, IDs and outcomes, never
 // a raw prompt or answer: Detail is stored verbatim in the audit table, so callers put hashes and
 // sizes there (e.g. the sha256 of tool params, as docs/api.md's tool audit asks), not content.
@@ -179,7 +188,7 @@ func encodeEvent(ev Event) (Event, string, []byte, error) {
 		return ev, "", nil, fmt.Errorf("store: append: %w: kind %q (want ^[a-z0-9_]{1,64}$)", ErrInvalidEvent, ev.Kind)
 	}
 	if ev.ID == "" {
-		ev.ID = uuid.NewString()
+		ev.ID = NewEventID()
 	}
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()

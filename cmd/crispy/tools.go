@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
 	"github.com/crispy-enigma/crispy/config"
@@ -31,7 +30,7 @@ func (a ledgerAuditor) AuditTool(ctx context.Context, rec tools.AuditRecord) {
 		outcome = "failed" // it ran and reported a failure (200 success:false)
 	}
 	ev := store.Event{
-		ID: uuid.NewString(), Kind: store.KindToolExecuted, TenantID: rec.TenantID, TraceID: rec.RequestID,
+		ID: store.NewEventID(), Kind: store.KindToolExecuted, TenantID: rec.TenantID, TraceID: rec.RequestID,
 		UserID: rec.UserID, Time: rec.Time, LatencyMs: rec.DurationMs, Outcome: outcome, ErrorCode: rec.ErrorCode,
 		Subject: rec.Tool,
 		Detail:  map[string]any{"paramsSha256": rec.ParamsSHA256, "success": rec.Success},
