@@ -394,7 +394,9 @@ func (s *chatSession) holds(id string) bool {
 // A stream with one replica does not take atomic batches: there nats-server stages each in a file
 // store of its own, created and removed per batch (13 ms per exchange measured here, against 0.1 ms
 // per single publish). There the messages of an Append are one stream message instead, a group
-// (publishGroup): one publish and one acknowledgement on the caller's critical path. A group is
+// (publishGroup): one publish and one acknowledgement on the caller's critical path. Only once
+// every member of the topology reads groups (FeatureChatGroups): while a member of an older version
+// is in it, messages go one by one, which it reads. A group is
 // written only while none of the Append's messages is held yet, so that with an earlier try that
 // stored some of them one by one each is still stored once; the rest then go one by one. (Left
 // open: such an earlier try's messages removed again by retention before the re-send, which then
@@ -430,7 +432,7 @@ func (s *chatSession) append(req *pb.AppendRequest) error {
 	}
 	several := len(all) > 1 && len(all) <= maxAppendBatch
 	batch := several && (s.deps.Replicas > 1 || s.deps.forceBatch)
-	group := several && !batch
+	group := several && !batch && s.deps.Placement.EveryMemberHosts(FeatureChatGroups)
 	// done marks messages known to be stored once though this activation does not hold them
 	// (stored, then removed again by retention or a clear); dupSeen, those JetStream already
 	// reported as duplicates once.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -555,5 +556,44 @@ func TestChatSessionTooLargeForAGroup(t *testing.T) {
 	e.append(grain, &pb.AppendRequest{RequestId: "r", Messages: msgsOf("user", big...)}) // re-sent
 	if diff := cmp.Diff(big, e.history(e.activation("big"), nil)); diff != "" {
 		t.Errorf("history differs (%d messages)", len(e.history(e.activation("big"), nil)))
+	}
+}
+
+// While a member of the topology does not read groups (an older version during a rolling upgrade:
+// no FeatureChatGroups among its kinds), an exchange is stored one message at a time, which every
+// version reads; once every member has the feature, as one group.
+func TestChatSessionGroupsWaitForEveryMember(t *testing.T) {
+	// This member hosts every session; the other hosts budgets only, so the sessions stay here.
+	self := &cluster.Member{Id: "self", Host: "10.0.0.1", Port: 7000, Kinds: []string{KindChatSession, FeatureChatGroups}}
+	other := func(kinds ...string) *cluster.Member {
+		return &cluster.Member{Id: "other", Host: "10.0.0.2", Port: 7000, Kinds: kinds}
+	}
+	tests := []struct {
+		name       string
+		members    []*cluster.Member
+		wantStored uint64
+	}{
+		{"alone, never bound", nil, 1},
+		{"every member reads groups", []*cluster.Member{self, other(KindBudget, FeatureChatGroups)}, 1},
+		{"an older member", []*cluster.Member{self, other(KindBudget)}, 2},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newExchangeEnv(t)
+			if tt.members != nil {
+				e.deps.Placement = &Placement{self: self.Address()}
+				e.deps.Placement.update(tt.members)
+			}
+			session := fmt.Sprintf("upgrade%d", i)
+			grain := e.activation(session)
+			e.append(grain, &pb.AppendRequest{RequestId: "r", Messages: []*pb.ChatMessage{
+				{Role: "user", Content: "q"}, {Role: "assistant", Content: "a"}}})
+			if n := storedCount(t, e.js, chatSubject("acme", session)); n != tt.wantStored {
+				t.Errorf("the exchange is %d stream messages, want %d", n, tt.wantStored)
+			}
+			if diff := cmp.Diff([]string{"q", "a"}, e.history(e.activation(session), nil)); diff != "" {
+				t.Errorf("history after a reload (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -97,7 +97,20 @@ func Kinds(deps Deps) []*cluster.Kind {
 		cluster.NewKind(KindChatSession, chatSessionProps(deps, "", "")),
 		cluster.NewKind(KindRateLimiter, rateLimiterProps(deps)),
 		cluster.NewKind(KindBudget, budgetProps(deps, "")), // budget.go
+		cluster.NewKind(FeatureChatGroups, featureProps()),
 	}
+}
+
+// FeatureChatGroups is a kind no request is sent to: a member that registers it says that it reads
+// a chat exchange stored as one stream message (publishGroup). The membership carries every
+// member's kinds, so a chat session writes groups only once every member has it (Placement.
+// EveryMemberHosts) and a rolling upgrade from an older version keeps writing what the older
+// members read.
+const FeatureChatGroups = "feature:chat-groups"
+
+// featureProps is the actor behind a feature kind; nothing asks it anything.
+func featureProps() *actor.Props {
+	return actor.PropsFromFunc(func(actor.Context) {})
 }
 
 // chatSessionProps makes ChatSession props. With an empty tenant the identity comes from the

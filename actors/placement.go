@@ -22,6 +22,9 @@ type Placement struct {
 	mu   sync.RWMutex
 	self string
 	rdv  *cluster.Rendezvous // nil until the first topology
+	// kinds counts, per kind, the members of the last topology that host it; members is their number.
+	kinds   map[string]int
+	members int
 }
 
 // NewPlacement returns a Placement that owns everything until Bind.
@@ -50,11 +53,32 @@ func (p *Placement) update(members []*cluster.Member) { p.set(members, true) }
 func (p *Placement) set(members []*cluster.Member, replace bool) {
 	rdv := cluster.NewRendezvous()
 	rdv.UpdateMembers(members)
+	kinds := map[string]int{}
+	for _, m := range members {
+		for _, k := range m.GetKinds() {
+			kinds[k]++
+		}
+	}
 	p.mu.Lock()
 	if replace || p.rdv == nil {
-		p.rdv = rdv
+		p.rdv, p.kinds, p.members = rdv, kinds, len(members)
 	}
 	p.mu.Unlock()
+}
+
+// EveryMemberHosts reports whether every member of the topology this member last saw hosts kind.
+// It says yes while it knows no topology: a member that was never bound is alone.
+//
+// Members advertise what they can read as kinds (FeatureChatGroups): a format a member writes
+// must wait until every member can read it, or a rolling upgrade would hand a newer member's
+// writes to an older one's reads.
+func (p *Placement) EveryMemberHosts(kind string) bool {
+	if p == nil {
+		return true
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.rdv == nil || p.kinds[kind] == p.members
 }
 
 // Owns reports whether this member owns the identity of kind. It says yes while it knows no

@@ -95,3 +95,31 @@ func TestChatSessionPassivatesWhenNotTheOwner(t *testing.T) {
 		}
 	}
 }
+
+func TestPlacementEveryMemberHosts(t *testing.T) {
+	withFeature := func(host string) *cluster.Member {
+		return &cluster.Member{Id: host, Host: host, Port: 7000, Kinds: []string{KindChatSession, FeatureChatGroups}}
+	}
+	tests := []struct {
+		name    string
+		p       *Placement
+		members []*cluster.Member
+		want    bool
+	}{
+		{"nil", nil, nil, true},
+		{"never bound", NewPlacement(), nil, true},
+		{"every member", NewPlacement(), []*cluster.Member{withFeature("10.0.0.1"), withFeature("10.0.0.2")}, true},
+		{"one member without", NewPlacement(), []*cluster.Member{withFeature("10.0.0.1"), sessionMember("10.0.0.2")}, false},
+		{"only members without", NewPlacement(), []*cluster.Member{sessionMember("10.0.0.1")}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.members != nil {
+				tt.p.update(tt.members)
+			}
+			if got := tt.p.EveryMemberHosts(FeatureChatGroups); got != tt.want {
+				t.Errorf("EveryMemberHosts = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
