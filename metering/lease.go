@@ -34,6 +34,11 @@ type LeaseOptions struct {
 	Calls    int64         // estimates per lease; 0 turns leases off
 	Life     time.Duration // how long a lease takes new calls
 	Headroom int64         // leases only while the remaining budget is at least this many leases
+	// Hold is how long a retired lease waits for its open calls before it is committed without
+	// them (0: half of actors.ReservationTTL, so before the grain expires the lease). A call that
+	// never settles (a bug) then costs its own charge, as a reservation of its own would, not
+	// those of every call of its lease; one that settles later is charged on its own.
+	Hold time.Duration
 }
 
 // DefaultBudgetLease is what a node uses unless configured otherwise.
@@ -84,6 +89,9 @@ type leasedCall struct {
 
 func newBudgetLeases(inner Budgets, opts LeaseOptions, now func() time.Time, log zerolog.Logger) *budgetLeases {
 	opts.Headroom = max(1, opts.Headroom)
+	if opts.Hold <= 0 {
+		opts.Hold = actors.ReservationTTL / 2
+	}
 	b := &budgetLeases{inner: inner, opts: opts, now: now, log: log,
 		tenants: map[string]*tenantLease{}, calls: map[string]leasedCall{}}
 	b.closed = sync.NewCond(&b.mu)
@@ -200,7 +208,28 @@ func (b *budgetLeases) retireLocked(t *tenantLease) {
 	l.timer.Stop()
 	if l.open == 0 {
 		b.closeInBackgroundLocked(l)
+		return
 	}
+	l.timer = time.AfterFunc(b.opts.Hold, func() { b.abandon(l) })
+}
+
+// abandon commits a retired lease whose calls did not all settle within Hold, without them; a
+// call that settles later is committed on its own (the grain charges an unknown reservation).
+func (b *budgetLeases) abandon(l *lease) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if l.closed {
+		return
+	}
+	for id, c := range b.calls {
+		if c.l == l {
+			delete(b.calls, id)
+		}
+	}
+	b.log.Warn().Str("tenantId", l.tenantID).Str("reservationId", l.id).Int("open", l.open).
+		Msg("budget lease committed without calls that did not settle")
+	l.open = 0
+	b.closeInBackgroundLocked(l)
 }
 
 func (b *budgetLeases) closeInBackgroundLocked(l *lease) {
@@ -259,6 +288,7 @@ func (b *budgetLeases) settle(id string, actual int64, charge bool) (closing *le
 	}
 	if l.retired && l.open == 0 && !l.closed {
 		l.closed = true
+		l.timer.Stop() // the hold
 		return l, true
 	}
 	return nil, true

@@ -201,6 +201,34 @@ func TestBudgetLeaseEnds(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
+	t.Run("a call that never settles", func(t *testing.T) {
+		inner := newLedgerBudget()
+		b := newBudgetLeases(inner, LeaseOptions{Calls: 8, Life: 20 * time.Millisecond, Headroom: 4, Hold: 30 * time.Millisecond},
+			time.Now, zerolog.Nop())
+		leaseCall(t, b, "first", 10, 10, lim)
+		leaseCall(t, b, "settled", 10, 6, lim)
+		ctx := context.Background()
+		if d, err := b.Reserve(ctx, "t1", "lost", 10, lim); err != nil || !d.Allowed {
+			t.Fatalf("reserve: %+v %v", d, err)
+		}
+		// Past the life and the hold, the lease is committed with what its settled call used.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			used, reserved, _ := inner.state()
+			if used == 16 && reserved == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a lease holding a call that never settles: used %d reserved %d, want 16 and 0", used, reserved)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		// The lost call settling after all is charged on its own: the grain no longer knows it
+		// (ledgerBudget refuses an unknown reservation, so it reaches the grain as one).
+		if err := b.Commit(ctx, "t1", "lost", 5); err == nil {
+			t.Fatal("a call of an abandoned lease was settled against the lease, not sent on its own")
+		}
+	})
 	t.Run("limits change", func(t *testing.T) {
 		inner := newLedgerBudget()
 		b := newBudgetLeases(inner, LeaseOptions{Calls: 8, Life: time.Hour, Headroom: 4}, time.Now, zerolog.Nop())
