@@ -87,7 +87,24 @@ func (b *ledgerBudget) state() (used, reserved int64, reserves int) {
 	return b.used, b.reservedLocked(), b.reserves
 }
 
-// call reserves tokens and, when admitted, commits actual (or releases when actual < 0).
+// waitCommitted waits until the budget has used tokens charged and nothing reserved: what a lease
+// commits in the background.
+func waitCommitted(t *testing.T, b *ledgerBudget, used int64, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		u, reserved, _ := b.state()
+		if u == used && reserved == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: used %d reserved %d, want %d and 0", what, u, reserved, used)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// leaseCall reserves tokens and, when admitted, commits actual (or releases when actual < 0).
 func leaseCall(t *testing.T, b *budgetLeases, id string, tokens, actual int64, lim actors.TokenBudget) bool {
 	t.Helper()
 	ctx := context.Background()
@@ -189,17 +206,7 @@ func TestBudgetLeaseEnds(t *testing.T) {
 			t.Fatalf("after the lease's last call: used %d reserved %d, want 21 and 0", used, reserved)
 		}
 		leaseCall(t, b, "later", 10, 10, lim) // a new lease, ended by its life alone
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			used, reserved, _ := inner.state()
-			if used == 31 && reserved == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("an idle lease past its life: used %d reserved %d, want 31 and 0", used, reserved)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitCommitted(t, inner, 31, "an idle lease past its life")
 	})
 	t.Run("a call that never settles", func(t *testing.T) {
 		inner := newLedgerBudget()
@@ -212,17 +219,7 @@ func TestBudgetLeaseEnds(t *testing.T) {
 			t.Fatalf("reserve: %+v %v", d, err)
 		}
 		// Past the life and the hold, the lease is committed with what its settled call used.
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			used, reserved, _ := inner.state()
-			if used == 16 && reserved == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("a lease holding a call that never settles: used %d reserved %d, want 16 and 0", used, reserved)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitCommitted(t, inner, 16, "a lease holding a call that never settles")
 		// The lost call settling after all is charged on its own: the grain no longer knows it
 		// (ledgerBudget refuses an unknown reservation, so it reaches the grain as one).
 		if err := b.Commit(ctx, "t1", "lost", 5); err == nil {
