@@ -125,9 +125,10 @@ func chatSessionProps(deps Deps, tenantID, sessionID string) *actor.Props {
 		// which waits for the answer anyway) instead of starting a goroutine per burst of
 		// messages: two goroutine handoffs fewer per request, and no new stack to grow while the
 		// grain writes to JetStream (under /chat load 2-18 % less CPU per request; one request at
-		// a time, no change beyond the noise). The grain blocks its requester for its store round trip, which is bounded
-		// by storeTimeout rather than by the request's context. Not on a cluster: there a remote
-		// member's messages arrive on one endpoint reader, which a session's I/O would stall.
+		// a time, no change beyond the noise). The grain blocks its requester for its store round
+		// trip, which is bounded by storeTimeout rather than by the request's context. Not on a
+		// cluster: there a remote member's messages arrive on one endpoint reader, which a
+		// session's I/O would stall.
 		opts = append(opts, actor.WithDispatcher(actor.NewSynchronizedDispatcher(300)))
 	}
 	return actor.PropsFromProducer(func() actor.Actor { return newChatSession(shared, tenantID, sessionID) }, opts...)
