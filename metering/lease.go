@@ -2,6 +2,8 @@ package metering
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -332,12 +334,15 @@ func (b *budgetLeases) CommitBatch(ctx context.Context, tenantID, batchID string
 	if bb, ok := b.inner.(BatchBudgets); ok && len(rest) > 1 {
 		return bb.CommitBatch(ctx, tenantID, batchID, rest)
 	}
+	// One by one, each tried whatever the others did (as Meter.commitBatch does): a failed commit
+	// must not leave the rest of the batch, a closed lease among them, uncharged.
+	var errs []error
 	for _, cm := range rest {
 		if err := b.inner.Commit(ctx, tenantID, cm.ReservationID, cm.Actual); err != nil {
-			return err
+			errs = append(errs, fmt.Errorf("commit %s: %w", cm.ReservationID, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // closeAll retires every lease and waits until those without open calls are committed (a lease

@@ -269,3 +269,25 @@ func TestBudgetLeasesConcurrent(t *testing.T) {
 		t.Fatalf("%d reservations on the grain for %d calls", reserves, workers*each)
 	}
 }
+
+// Over a budget without batches, CommitBatch commits one by one and a failed commit does not keep
+// the rest of the batch from being charged.
+func TestBudgetLeasesCommitBatchOneByOne(t *testing.T) {
+	inner := newLedgerBudget()
+	b := newBudgetLeases(struct{ Budgets }{inner}, LeaseOptions{Calls: 8, Life: time.Hour, Headroom: 4}, time.Now, zerolog.Nop())
+	ctx := context.Background()
+	lim := actors.TokenBudget{Daily: 1_000_000}
+	if d, err := b.Reserve(ctx, "t1", "direct", 10, lim); err != nil || !d.Allowed { // alone: nothing known yet
+		t.Fatalf("reserve: %+v %v", d, err)
+	}
+	err := b.CommitBatch(ctx, "t1", "batch", []actors.BudgetCommit{
+		{ReservationID: "unknown", Actual: 3}, // ledgerBudget refuses it
+		{ReservationID: "direct", Actual: 7},
+	})
+	if err == nil {
+		t.Fatal("a failed commit of the batch was not reported")
+	}
+	if used, reserved, _ := inner.state(); used != 7 || reserved != 0 {
+		t.Fatalf("after the batch: used %d reserved %d, want 7 and 0", used, reserved)
+	}
+}
