@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/crispy-enigma/crispy/actors/pb"
@@ -133,6 +135,8 @@ type chatSession struct {
 	stopping bool
 	msgs     []storedMessage // in stream order, which is time order
 	lastSeq  uint64          // last subject sequence this activation saw; 0 = none
+	// removing is the retention removal running beside the grain (applyRetention); nil = none.
+	removing *removal
 	// traceID is the trace ID of the request being handled (the grain handles one at a time), for
 	// the log lines written about it; "" between requests.
 	traceID string
@@ -181,7 +185,7 @@ func (s *chatSession) Receive(ctx actor.Context) {
 		ctx.Respond(&pb.AppendResponse{Error: errString(err)})
 		if err == nil {
 			// After the answer: what retention drops is already out of every history.
-			s.applyRetention(msg.GetRetention())
+			s.applyRetention(ctx, msg.GetRetention())
 		}
 		s.passivateIfMoved(ctx)
 	case *pb.HistoryRequest:
@@ -189,9 +193,16 @@ func (s *chatSession) Receive(ctx actor.Context) {
 		msgs, err := s.history(msg)
 		ctx.Respond(&pb.HistoryResponse{Messages: msgs, Error: errString(err)})
 		if err == nil {
-			s.applyRetention(msg.GetRetention())
+			s.applyRetention(ctx, msg.GetRetention())
 		}
 		s.passivateIfMoved(ctx)
+	case *retentionDone:
+		s.removed(msg)
+		if msg.complete() {
+			// What the requests answered while it ran dropped.
+			s.applyRetention(ctx, msg.removal.retention)
+		}
+		ctx.Respond(retentionTaken{})
 	case *pb.ClearRequest:
 		s.traceID = msg.GetTraceId()
 		ctx.Respond(&pb.ClearResponse{Error: errString(s.clear())})
@@ -761,7 +772,7 @@ func (s *chatSession) retained(r *pb.Retention) []bool {
 	capacity := int(r.GetMaxMessages())
 	n := 0
 	for i := len(s.msgs) - 1; i >= 0; i-- {
-		if s.msgs[i].msg.GetTimestampMs() < cutoff {
+		if s.msgs[i].msg.GetTimestampMs() < cutoff || s.removing.drops(s.msgs[i].seq) {
 			continue
 		}
 		if capacity > 0 && n >= capacity {
@@ -774,19 +785,29 @@ func (s *chatSession) retained(r *pb.Retention) []bool {
 }
 
 // applyRetention really removes what the retention drops from the stream. It runs after the
-// request was answered (histories already leave those messages out: retained). The dropped stream
-// messages are deleted by sequence; only a long dropped prefix (a session loaded after a long
-// pause, a lowered cap) goes in one subject purge, since a purge scans every message of the
-// stream in its range, every other session's too: once per exchange at a session's cap, that
-// scan was the largest single cost of a /chat (a tenth of the node's CPU, on the request's path).
-// The in-memory state follows only once the store did, so a failed removal is retried next time.
+// request was answered (histories already leave those messages out: retained), and the removal
+// itself runs beside the grain (removal.run, in a goroutine of Deps.AfterWork): on a node alone the
+// grain runs in its requester's goroutine, so a store round trip here would delay the answer by one
+// JetStream API request per dropped exchange (about 80 µs of a /chat one at a time), and on a
+// cluster it would hold up the session's next request. One removal runs at a time per activation;
+// what the requests answered meanwhile drop is removed when it reported back. Only when every
+// stream message of the session goes (everything expired) does the removal run in line, before the
+// grain's next message, since the session's next write is conditional on the subject's last
+// sequence, which that removal changes.
+//
+// The dropped stream messages are deleted by sequence; only a long dropped prefix (a session
+// loaded after a long pause, a lowered cap) goes in one subject purge, since a purge scans every
+// message of the stream in its range, every other session's too: once per exchange at a
+// session's cap, that scan was the largest single cost of a /chat (a tenth of the node's CPU).
+// The in-memory state follows only once the store did (retentionDone), so a failed removal is
+// retried next time.
 //
 // A stream message holding a group (publishGroup) is removed once retention drops all its messages.
 // While one of them is kept (a cap of 21 messages keeps only the reply of the oldest exchange), the
 // stream message stays and only the dropped ones leave memory: a reload brings them back, and as
 // retention is recomputed on every request, retained drops them again.
-func (s *chatSession) applyRetention(r *pb.Retention) {
-	if r == nil || len(s.msgs) == 0 {
+func (s *chatSession) applyRetention(ctx actor.Context, r *pb.Retention) {
+	if r == nil || len(s.msgs) == 0 || s.removing != nil {
 		return
 	}
 	kept := s.retained(r)
@@ -808,8 +829,6 @@ func (s *chatSession) applyRetention(r *pb.Retention) {
 		s.deps.Logger.Error().Err(err).Str("traceId", s.traceID).Str("subject", s.subject).Msg("chat session: retention skipped")
 		return
 	}
-	ctx, cancel := s.opContext()
-	defer cancel()
 	upTo := s.lastSeq + 1
 	if first < len(s.msgs) {
 		// Exclusive: a group whose first messages are dropped and a later one kept is msgs[first]'s
@@ -818,12 +837,9 @@ func (s *chatSession) applyRetention(r *pb.Retention) {
 	}
 	// Few dropped stream messages are deleted by sequence, each found directly; a subject purge
 	// scans every message of the stream in its range, other sessions' too, so it is kept for many.
-	byPurge := first > 0 && s.msgs[0].seq < upTo && distinctSeqs(s.msgs[:first]) > maxRetentionDeletes
-	if byPurge {
-		if err := stream.Purge(ctx, jetstream.WithPurgeSubject(s.subject), jetstream.WithPurgeSequence(upTo)); err != nil {
-			s.deps.Logger.Error().Err(err).Str("traceId", s.traceID).Str("subject", s.subject).Msg("chat session: retention purge failed")
-			return
-		}
+	rm := &removal{subject: s.subject, traceID: s.traceID, retention: r}
+	if first > 0 && s.msgs[0].seq < upTo && distinctSeqs(s.msgs[:first]) > maxRetentionDeletes {
+		rm.purgeBelow = upTo
 	}
 	out := s.msgs[:0]
 	for i := 0; i < len(s.msgs); {
@@ -832,14 +848,14 @@ func (s *chatSession) applyRetention(r *pb.Retention) {
 		for ; j < len(s.msgs) && s.msgs[j].seq == seq; j++ {
 			anyKept = anyKept || kept[j]
 		}
-		if !anyKept && (i >= first || !byPurge) {
-			// Not covered by a purge.
-			if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-				s.deps.Logger.Error().Err(err).Str("traceId", s.traceID).Str("subject", s.subject).Uint64("seq", seq).Msg("chat session: retention delete failed")
-				out = append(out, s.msgs[i:j]...) // keep them so the next request retries
-				i = j
-				continue
+		if !anyKept {
+			// Removed from the store first; it leaves memory once that is done.
+			if seq >= rm.purgeBelow {
+				rm.deletes = append(rm.deletes, seq)
 			}
+			out = append(out, s.msgs[i:j]...)
+			i = j
+			continue
 		}
 		for ; i < j; i++ {
 			if kept[i] {
@@ -849,6 +865,87 @@ func (s *chatSession) applyRetention(r *pb.Retention) {
 	}
 	clear(s.msgs[len(out):])
 	s.msgs = out
+	if rm.purgeBelow == 0 && len(rm.deletes) == 0 {
+		return // only dropped messages of kept groups, gone from memory already
+	}
+	s.removing = rm
+	if kept[len(kept)-1] {
+		self, root, log := ctx.Self(), ctx.ActorSystem().Root, s.deps.Logger
+		s.deps.AfterWork.Go(func() {
+			// Until the grain took the report: a removal it starts then is tracked before this ends.
+			_, _ = root.RequestFuture(self, rm.run(stream, log), storeTimeout).Result()
+		})
+		return
+	}
+	s.removed(rm.run(stream, s.deps.Logger))
+}
+
+// removal is what one retention pass removes from the store: the subject's stream messages below
+// purgeBelow (0: none) and those listed in deletes. Once they are gone, retention is applied again
+// (a later request's may differ; that request applies its own after).
+type removal struct {
+	subject, traceID string
+	retention        *pb.Retention
+	purgeBelow       uint64
+	deletes          []uint64
+}
+
+// drops reports whether seq is being removed, so retained keeps it out of histories meanwhile.
+func (rm *removal) drops(seq uint64) bool {
+	return rm != nil && (seq < rm.purgeBelow || slices.Contains(rm.deletes, seq))
+}
+
+// run removes them and reports what is gone. It touches no grain state: it may run in a goroutine
+// of its own.
+func (rm *removal) run(stream jetstream.Stream, log zerolog.Logger) *retentionDone {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	done := &retentionDone{removal: rm}
+	if rm.purgeBelow > 0 {
+		if err := stream.Purge(ctx, jetstream.WithPurgeSubject(rm.subject), jetstream.WithPurgeSequence(rm.purgeBelow)); err != nil {
+			log.Error().Err(err).Str("traceId", rm.traceID).Str("subject", rm.subject).Msg("chat session: retention purge failed")
+			return done
+		}
+		done.purgedBelow = rm.purgeBelow
+	}
+	for _, seq := range rm.deletes {
+		if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			log.Error().Err(err).Str("traceId", rm.traceID).Str("subject", rm.subject).Uint64("seq", seq).Msg("chat session: retention delete failed")
+			continue
+		}
+		done.deleted = append(done.deleted, seq)
+	}
+	return done
+}
+
+// retentionDone is what a removal that ran beside its grain reports to it: what is gone from the
+// store. It lands in the dead letters, unlogged, when the activation stopped meanwhile.
+type retentionDone struct {
+	removal     *removal
+	purgedBelow uint64
+	deleted     []uint64
+}
+
+func (*retentionDone) IgnoreDeadLetterLogging() {}
+
+// complete: everything the removal was to remove is gone.
+func (d *retentionDone) complete() bool {
+	return d.purgedBelow == d.removal.purgeBelow && len(d.deleted) == len(d.removal.deletes)
+}
+
+// retentionTaken answers retentionDone.
+type retentionTaken struct{}
+
+// removed ends a removal: what is gone from the store leaves memory (by sequence, so it holds after
+// a reload meanwhile too); what failed stays, for the next request's retention to try again.
+func (s *chatSession) removed(done *retentionDone) {
+	if s.removing != done.removal {
+		return // a removal of an earlier activation state (cleared meanwhile)
+	}
+	s.removing = nil
+	s.msgs = slices.DeleteFunc(s.msgs, func(m storedMessage) bool {
+		return m.seq < done.purgedBelow || slices.Contains(done.deleted, m.seq)
+	})
 	if len(s.msgs) == 0 {
 		s.lastSeq = 0
 	} else {
@@ -886,6 +983,6 @@ func (s *chatSession) clear() error {
 		return fmt.Errorf("chat session %s: clear: %w", s.subject, err)
 	}
 	clear(s.msgs)
-	s.msgs, s.lastSeq = s.msgs[:0], 0
+	s.msgs, s.lastSeq, s.removing = s.msgs[:0], 0, nil
 	return nil
 }

@@ -54,7 +54,7 @@ func (e *exchangeEnv) append(pid *actor.PID, req *pb.AppendRequest) {
 	if r := probe.Ask[*pb.AppendResponse](e.t, e.p, pid, req); r.GetError() != "" {
 		e.t.Fatalf("append %v: %s", contents(req.GetMessages()), r.GetError())
 	}
-	settled(e.t, e.p, pid)
+	settled(e.t, e.deps, e.p, pid)
 }
 
 func (e *exchangeEnv) history(pid *actor.PID, r *pb.Retention) []string {
@@ -63,7 +63,7 @@ func (e *exchangeEnv) history(pid *actor.PID, r *pb.Retention) []string {
 	if h.GetError() != "" {
 		e.t.Fatalf("history: %s", h.GetError())
 	}
-	settled(e.t, e.p, pid)
+	settled(e.t, e.deps, e.p, pid)
 	return contents(h.GetMessages())
 }
 

@@ -25,6 +25,7 @@ type env struct {
 	js     jetstream.JetStream
 	node   *cluster.Node
 	client *actors.Client
+	after  *actors.AfterWork // what the grains do after answering (retention removals)
 	stop   func()
 }
 
@@ -36,6 +37,9 @@ func startEnv(t testing.TB, dir string, idle time.Duration) *env {
 // startEnvWith is startEnv with the grains' dependencies (JS and Logger are filled in).
 func startEnvWith(t testing.TB, dir string, deps actors.Deps) *env {
 	t.Helper()
+	if deps.AfterWork == nil {
+		deps.AfterWork = &actors.AfterWork{}
+	}
 	srv, err := natsserver.Start(natsserver.Options{StoreDir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +66,7 @@ func startEnvWith(t testing.TB, dir string, deps actors.Deps) *env {
 		t.Fatal(err)
 	}
 	var once sync.Once
-	e := &env{js: js, node: node, client: actors.NewClient(node.Cluster(), 5*time.Second)}
+	e := &env{js: js, node: node, client: actors.NewClient(node.Cluster(), 5*time.Second), after: deps.AfterWork}
 	e.stop = func() {
 		once.Do(func() {
 			node.Stop(false)
@@ -197,6 +201,14 @@ func TestClient(t *testing.T) {
 		}
 		if diff := cmp.Diff([]string{"2", "3", "4", "5"}, contents(msgs)); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
+		}
+		// The removals run beside the grain: once a second read is answered, those the first
+		// started are tracked.
+		if _, err := e.client.History(ctx, "acme", "capped", r, 0, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.after.Wait(ctx); err != nil {
+			t.Fatal(err)
 		}
 		if n := subjectCount(t, e.js, "chat.acme.capped"); n != 4 {
 			t.Fatalf("stream holds %d, want 4", n)

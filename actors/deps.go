@@ -5,6 +5,8 @@
 package actors
 
 import (
+	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -42,6 +44,9 @@ type Deps struct {
 	// spawns the next only after the last one stopped), nothing else writes its subject, and a read
 	// is answered from memory instead of asking the stream whether another activation wrote.
 	SingleMember bool
+	// AfterWork tracks what grains do after they answered (retention removals); the node waits for
+	// it on shutdown, before it closes its JetStream connection (nil: one of its own).
+	AfterWork *AfterWork
 
 	// streams caches the CHAT stream's handle for every activation (set by withDefaults).
 	streams *streamCache
@@ -74,6 +79,54 @@ func (c *streamCache) set(st jetstream.Stream) {
 	c.mu.Unlock()
 }
 
+// AfterWork is grain work that runs in goroutines of its own after the grain answered. Work may
+// start while someone waits (a sync.WaitGroup forbids that).
+type AfterWork struct {
+	mu   sync.Mutex
+	n    int           // running
+	idle chan struct{} // closed when n drops to 0
+}
+
+// Go runs fn in a goroutine of its own, tracked until it returns.
+func (w *AfterWork) Go(fn func()) {
+	w.mu.Lock()
+	if w.n == 0 {
+		w.idle = make(chan struct{})
+	}
+	w.n++
+	w.mu.Unlock()
+	go func() {
+		defer w.done()
+		fn()
+	}()
+}
+
+func (w *AfterWork) done() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.n--; w.n == 0 {
+		close(w.idle)
+	}
+}
+
+// Wait blocks until no work runs, or ctx ends. Work that starts more work before it ends (a
+// removal whose report starts the next) keeps it waiting.
+func (w *AfterWork) Wait(ctx context.Context) error {
+	for {
+		w.mu.Lock()
+		n, idle := w.n, w.idle
+		w.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return fmt.Errorf("grain work after the answers: %w", ctx.Err())
+		}
+	}
+}
+
 func (d Deps) withDefaults() Deps {
 	if d.IdleTimeout <= 0 {
 		d.IdleTimeout = DefaultIdleTimeout
@@ -83,6 +136,9 @@ func (d Deps) withDefaults() Deps {
 	}
 	if d.Replicas <= 0 {
 		d.Replicas = 1
+	}
+	if d.AfterWork == nil {
+		d.AfterWork = &AfterWork{}
 	}
 	if d.streams == nil {
 		d.streams = &streamCache{}

@@ -194,7 +194,7 @@ func TestChatSessionRetention(t *testing.T) {
 		if diff := cmp.Diff([]string{"e", "f", "g"}, contents(h.GetMessages())); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
-		settled(t, p, grain)
+		settled(t, deps, p, grain)
 		if n := storedCount(t, js, "chat.acme.cap"); n != 3 {
 			t.Fatalf("stream holds %d messages, want 3", n)
 		}
@@ -215,7 +215,7 @@ func TestChatSessionRetention(t *testing.T) {
 		if diff := cmp.Diff([]string{fmt.Sprint(n - 2), fmt.Sprint(n - 1)}, contents(h.GetMessages())); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
-		settled(t, p, grain)
+		settled(t, deps, p, grain)
 		if got := storedCount(t, js, "chat.acme.long"); got != 2 {
 			t.Fatalf("stream holds %d messages, want 2", got)
 		}
@@ -235,7 +235,7 @@ func TestChatSessionRetention(t *testing.T) {
 		if r.GetError() != "" {
 			t.Fatal(r.GetError())
 		}
-		settled(t, p, grain)
+		settled(t, deps, p, grain)
 		if n := storedCount(t, js, "chat.acme.age"); n != 2 {
 			t.Fatalf("before retention the stream holds %d, want 2 (an exchange, a message)", n)
 		}
@@ -244,7 +244,7 @@ func TestChatSessionRetention(t *testing.T) {
 		if diff := cmp.Diff([]string{"new"}, contents(h.GetMessages())); diff != "" {
 			t.Fatalf("(-want +got):\n%s", diff)
 		}
-		settled(t, p, grain)
+		settled(t, deps, p, grain)
 		if n := storedCount(t, js, "chat.acme.age"); n != 1 {
 			t.Fatalf("stream holds %d messages, want 1 (old ones removed, not hidden)", n)
 		}
@@ -258,7 +258,7 @@ func TestChatSessionRetention(t *testing.T) {
 		if r.GetError() != "" {
 			t.Fatal(r.GetError())
 		}
-		settled(t, p, grain)
+		settled(t, deps, p, grain)
 		if n := storedCount(t, js, "chat.acme.age"); n != 2 {
 			t.Fatalf("stream holds %d messages, want 2 (a message, an exchange)", n)
 		}
@@ -273,7 +273,7 @@ func TestChatSessionRetention(t *testing.T) {
 		}
 		clock.Advance(2 * day) // everything expires: the session is empty and still writable
 		h = probe.Ask[*pb.HistoryResponse](t, p, grain, &pb.HistoryRequest{Retention: ret})
-		settled(t, p, grain)
+		settled(t, deps, p, grain)
 		if len(h.GetMessages()) != 0 || storedCount(t, js, "chat.acme.age") != 0 {
 			t.Fatalf("after expiry: history %v", contents(h.GetMessages()))
 		}

@@ -66,16 +66,23 @@ func startNATS(t testing.TB, dir string) (jetstream.JetStream, func()) {
 	return js, stop
 }
 
-// storedCount is the number of messages the CHAT stream really holds for subject.
-// settled returns once grain has done what it does after answering (retention's removals from the
-// stream): it answers one more request, a history read without retention, only after.
-func settled(t testing.TB, p *probe.Probe, grain *actor.PID) {
+// settled returns once grain has done what it does after answering: retention's removals, which
+// run beside the grain under deps.AfterWork. A bare history read is answered only after what the
+// requests before it started (removals are tracked from then on); a removal's report is taken by
+// the grain before the removal counts as done, and a removal it starts then is tracked before.
+func settled(t testing.TB, deps Deps, p *probe.Probe, grain *actor.PID) {
 	t.Helper()
 	if h := probe.Ask[*pb.HistoryResponse](t, p, grain, &pb.HistoryRequest{}); h.GetError() != "" {
 		t.Fatalf("history: %s", h.GetError())
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := deps.AfterWork.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
+// storedCount is the number of messages the CHAT stream really holds for subject.
 func storedCount(t testing.TB, js jetstream.JetStream, subject string) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -169,14 +169,23 @@ func serve(ctx context.Context, env config.Env) error {
 	cleanups = append(cleanups, func() { _ = indexes.Close() })
 
 	// 2. Grains: this node's cluster member and the client every caller asks grains through.
-	placement := actors.NewPlacement()
-	node, err := startMember(startCtx, env, bb,
-		actors.Deps{JS: bb.js, Replicas: bb.replicas, IdleTimeout: env.SessionIdleTimeout, Logger: log, Placement: placement}, log)
+	placement, afterWork := actors.NewPlacement(), &actors.AfterWork{}
+	node, err := startMember(startCtx, env, bb, actors.Deps{JS: bb.js, Replicas: bb.replicas,
+		IdleTimeout: env.SessionIdleTimeout, Logger: log, Placement: placement, AfterWork: afterWork}, log)
 	if err != nil {
 		return err
 	}
 	placement.Bind(node.Cluster())
-	cleanups = append(cleanups, func() { node.Stop(true); log.Info().Msg("actor cluster stopped") })
+	cleanups = append(cleanups, func() {
+		node.Stop(true)
+		// Retention removals the sessions started still write to JetStream, which closes after this.
+		wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := afterWork.Wait(wctx); err != nil {
+			log.Warn().Err(err).Msg("actor cluster stopped before its last retention removals ended")
+		}
+		log.Info().Msg("actor cluster stopped")
+	})
 	grains := actors.NewClient(node.Cluster(), 10*time.Second).WithTracer(tracing.Tracer("github.com/crispy-enigma/crispy/actors"))
 
 	// 3. Metering: rate limits, model rules, budgets, the response cache, ledger events, metrics.
