@@ -346,6 +346,7 @@ func (s *Server) streamChatCompletion(c echo.Context, call *v1Call, msgs []gatew
 		return nil
 	}
 	calls := gateway.ToolCallsOf(call.stream)
+	w.Hold() // the closing chunks go out with [DONE], in one write
 	if len(calls) > 0 {
 		_ = w.Data(chunk(openai.ChunkDelta{ToolCalls: toWireToolCalls(calls, true)}, nil))
 	}

@@ -366,6 +366,9 @@ func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call) erro
 	openai.SetSSEHeaders(c.Response().Header())
 	c.Response().WriteHeader(http.StatusOK)
 	w := openai.NewSSEWriter(c.Response())
+	// Events that follow one another without a wait go out together: the four opening ones, and
+	// the closing ones with response.completed (or failed) once the turn is stored.
+	w.Hold()
 	seq := 0
 	emit := func(ev openai.ResponseStreamEvent) error {
 		ev.SequenceNumber = seq
@@ -381,7 +384,7 @@ func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call) erro
 	_ = emit(openai.ResponseStreamEvent{Type: "response.output_item.added", OutputIndex: &zero, Item: &started})
 	_ = emit(openai.ResponseStreamEvent{Type: "response.content_part.added", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
 		Part: &openai.OutputContent{Type: "output_text", Annotations: []any{}}})
-	if w.Err() != nil {
+	if w.Flush() != nil {
 		return nil
 	}
 	text, complete := relayTokens(ctx, call.stream, func(tok string) error {
@@ -396,6 +399,8 @@ func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call) erro
 		return nil
 	}
 	calls := gateway.ToolCallsOf(call.stream)
+	w.Hold()
+	defer w.Flush()
 	done := messageItem(turn.ref.nonce, text, "completed")
 	_ = emit(openai.ResponseStreamEvent{Type: "response.output_text.done", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
 		Text: &text, Logprobs: []any{}})

@@ -6,14 +6,16 @@ import (
 )
 
 // SSEWriter writes an OpenAI event stream: one `data: <json>` line per event (a named `event:` line
-// first for the Responses API), a blank line after each, each flushed, and `data: [DONE]` at the end
-// of a chat completion stream. It is the one writer of its stream and remembers the first write error,
-// so a producer stops as soon as the client is gone. Not safe for concurrent use.
+// first for the Responses API), a blank line after each, each flushed unless held (Hold), and
+// `data: [DONE]` at the end of a chat completion stream. It is the one writer of its stream and
+// remembers the first write error, so a producer stops as soon as the client is gone. Not safe for
+// concurrent use.
 type SSEWriter struct {
-	w   http.ResponseWriter
-	rc  *http.ResponseController
-	buf []byte
-	err error
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	buf  []byte
+	err  error
+	held bool
 }
 
 // NewSSEWriter returns a writer on w. The caller sets the headers (SetSSEHeaders) and the status.
@@ -55,12 +57,32 @@ func (s *SSEWriter) Event(name string, v any) error {
 	return s.write(b)
 }
 
-// Done writes the `data: [DONE]` terminator of a chat completion stream.
+// Done writes the `data: [DONE]` terminator of a chat completion stream, with any held events.
 func (s *SSEWriter) Done() error {
 	if s.err != nil {
 		return s.err
 	}
+	s.held = false
 	return s.write([]byte("data: [DONE]\n\n"))
+}
+
+// Hold leaves the events written from now on in the response's buffer until Flush (or Done): events
+// that follow one another with nothing to wait for in between, such as a stream's opening or
+// closing events, then reach the client in one write instead of one each (a write and a wakeup of
+// the client per event). Hold nothing the client is waiting for across a wait, such as a model's
+// next token.
+func (s *SSEWriter) Hold() { s.held = true }
+
+// Flush sends the held events and ends Hold.
+func (s *SSEWriter) Flush() error {
+	s.held = false
+	if s.err != nil {
+		return s.err
+	}
+	if err := s.rc.Flush(); err != nil {
+		s.err = err
+	}
+	return s.err
 }
 
 // Err is the first write error, nil while the client is reading.
@@ -70,6 +92,9 @@ func (s *SSEWriter) write(b []byte) error {
 	if _, err := s.w.Write(b); err != nil {
 		s.err = err
 		return err
+	}
+	if s.held {
+		return nil
 	}
 	if err := s.rc.Flush(); err != nil {
 		s.err = err

@@ -193,6 +193,41 @@ func TestSSEWriter(t *testing.T) {
 	}
 }
 
+// Held events stay in the response's buffer until Flush or Done, and the stream's bytes are the same.
+func TestSSEWriterHold(t *testing.T) {
+	tests := []struct {
+		name string
+		end  func(w *SSEWriter) error
+		want string
+	}{
+		{"flush", (*SSEWriter).Flush, "data: 1\n\ndata: 2\n\n"},
+		{"done", (*SSEWriter).Done, "data: 1\n\ndata: 2\n\ndata: [DONE]\n\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			w := NewSSEWriter(rec)
+			w.Hold()
+			_ = w.Data(1)
+			_ = w.Data(2)
+			if rec.Flushed {
+				t.Fatal("a held event was flushed")
+			}
+			if err := tt.end(w); err != nil {
+				t.Fatal(err)
+			}
+			if !rec.Flushed || rec.Body.String() != tt.want {
+				t.Fatalf("flushed %t, body %q, want %q", rec.Flushed, rec.Body.String(), tt.want)
+			}
+			rec.Flushed = false
+			_ = w.Data(3) // Hold ended: flushed at once
+			if !rec.Flushed {
+				t.Fatal("an event after the hold ended was not flushed")
+			}
+		})
+	}
+}
+
 func FuzzResponseInput(f *testing.F) {
 	for _, s := range []string{`"hi"`, `[{"role":"user","content":"x"}]`, `[{"type":"function_call_output","output":[{"type":"input_text","text":"a"}]}]`, `[1]`} {
 		f.Add(s)
