@@ -96,8 +96,5 @@ func (s *SSEWriter) write(b []byte) error {
 	if s.held {
 		return nil
 	}
-	if err := s.rc.Flush(); err != nil {
-		s.err = err
-	}
-	return s.err
+	return s.Flush()
 }
