@@ -155,9 +155,14 @@ func (s *Server) postChat(c echo.Context) error {
 
 	streamed := req.Stream == nil || *req.Stream
 	started := s.now()
+	octx := ctx
+	var push streamPusher
+	if streamed {
+		octx = gateway.WithStreamWait(ctx, push.push)
+	}
 	// The Router's Meter (package metering) checks the budget, may answer from the response cache
 	// (a whole reply without tools), and records the call when its stream ends.
-	stream, err := tl.open(ctx, s.chat.Models, gateway.ChatRequest{
+	stream, err := tl.open(octx, s.chat.Models, gateway.ChatRequest{
 		Model: primary, Messages: msgs, MaxTokens: req.MaxTokens, Whole: !streamed,
 		Meta: gateway.RequestMeta{
 			TenantID: t.TenantID, AccountID: t.AccountID, GatewayID: t.AIGatewayID, Tenant: t,
@@ -175,7 +180,7 @@ func (s *Server) postChat(c echo.Context) error {
 		tools: tl, traceID: traceID(c), userID: req.UserID, newSession: len(history) == 0, created: created,
 	}
 	if streamed {
-		return s.streamChat(c, &ex)
+		return s.streamChat(c, &ex, &push)
 	}
 	return s.jsonChat(c, &ex)
 }
@@ -256,7 +261,9 @@ func (s *Server) jsonChat(c echo.Context, ex *exchange) error {
 	return okFlushed(c, http.StatusOK, data)
 }
 
-func (s *Server) streamChat(c echo.Context, ex *exchange) error {
+// streamChat relays the reply as token events, held until the model stream waits for the upstream
+// (push), then stores the exchange and ends with the done event.
+func (s *Server) streamChat(c echo.Context, ex *exchange, push *streamPusher) error {
 	ctx := c.Request().Context()
 	t := ex.tenant
 	h := c.Response().Header()
@@ -268,6 +275,7 @@ func (s *Server) streamChat(c echo.Context, ex *exchange) error {
 	c.Response().WriteHeader(http.StatusOK)
 
 	w := newSSEWriter(c.Response(), tokenFrame{SessionID: ex.sessionID, Role: "assistant", TenantID: t.TenantID, TraceID: traceID(c)})
+	push.hold(w.enc)
 	ex.tools.writeEvents(w)
 	for {
 		tok, err := ex.stream.Next(ctx)
@@ -290,6 +298,9 @@ func (s *Server) streamChat(c echo.Context, ex *exchange) error {
 		}
 	}
 	u := ex.stream.Usage()
+	if w.enc.Push() != nil { // the last tokens, before the store's wait
+		return nil
+	}
 	stored := s.store(ctx, ex, u)
 	if stored != nil {
 		s.log.Error().Err(stored).Str("traceId", traceID(c)).Str("tenantId", t.TenantID).Msg("store chat reply")

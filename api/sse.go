@@ -25,9 +25,8 @@ type usageFrame struct {
 	LatencyMs   int64  `json:"latencyMs"`
 }
 
-// sseWriter is the one writer of a /chat stream: whole events, each flushed, through the one SSE
-// encoder (openai.SSEWriter), which remembers the first write error so a gone client stops the
-// producer.
+// sseWriter is the one writer of a /chat stream: whole events through the one SSE encoder
+// (openai.SSEWriter), which remembers the first write error so a gone client stops the producer.
 type sseWriter struct {
 	enc   *openai.SSEWriter
 	frame tokenFrame
@@ -35,6 +34,23 @@ type sseWriter struct {
 
 func newSSEWriter(w http.ResponseWriter, frame tokenFrame) *sseWriter {
 	return &sseWriter{enc: openai.NewSSEWriter(w), frame: frame}
+}
+
+// streamPusher sends a relay's held events each time the model stream is about to wait for the
+// upstream: the hook of gateway.WithStreamWait, set on the call's context before the call opens,
+// while the relay's writer exists only once the first token is in.
+type streamPusher struct{ w *openai.SSEWriter }
+
+// hold makes w hold its events until the stream waits, or until w.Flush or w.Done.
+func (p *streamPusher) hold(w *openai.SSEWriter) {
+	p.w = w
+	w.Hold()
+}
+
+func (p *streamPusher) push() {
+	if p.w != nil {
+		_ = p.w.Push() // a failed write is remembered and ends the relay at its next event
+	}
 }
 
 func (s *sseWriter) event(name string, v any) error { return s.enc.Event(name, v) }
@@ -48,9 +64,11 @@ func (s *sseWriter) error(code, message string) {
 	_ = s.event("error", map[string]string{"code": code, "message": message, "traceId": s.frame.TraceID})
 }
 
+// done writes the last event and sends whatever is held.
 func (s *sseWriter) done(model string, u gateway.Usage, latency time.Duration) {
 	_ = s.event("done", map[string]any{"done": true, "usage": usageFrame{
 		ModelID: model, TokensIn: u.TokensIn, TokensOut: u.TokensOut,
 		TotalTokens: u.TokensIn + u.TokensOut, LatencyMs: latency.Milliseconds(),
 	}})
+	_ = s.enc.Flush()
 }

@@ -184,12 +184,12 @@ func (s *Server) admitV1(c echo.Context, user, model string) (v1Admission, error
 // openV1Chat calls the metered Router, which reserves the budget, may answer from the response
 // cache (whole replies without tools), and records the call in the ledger and metrics when its
 // stream ends.
-func (s *Server) openV1Chat(c echo.Context, adm v1Admission, greq gateway.ChatRequest, route, sessionID string, cacheable bool) (*v1Call, error) {
+func (s *Server) openV1Chat(ctx context.Context, c echo.Context, adm v1Admission, greq gateway.ChatRequest, route, sessionID string, cacheable bool) (*v1Call, error) {
 	greq.Model = adm.primary
 	greq.Meta = metaOf(tenantOf(c), traceID(c), route)
 	greq.Meta.SessionID, greq.Meta.UserID = sessionID, greq.User
 	greq.Meta.AllowCached = cacheable && len(greq.Tools) == 0
-	stream, err := s.chat.Models.Open(c.Request().Context(), greq, adm.fallback)
+	stream, err := s.chat.Models.Open(ctx, greq, adm.fallback)
 	if err != nil {
 		return nil, s.modelCallError(c.Response().Header(), adm.primary, err)
 	}
@@ -250,14 +250,19 @@ func (s *Server) postChatCompletions(c echo.Context) error {
 		return err
 	}
 	greq.Whole = !req.Stream
-	call, err := s.openV1Chat(c, adm, greq, "/v1/chat/completions", "", !req.Stream)
+	ctx := c.Request().Context()
+	var push streamPusher
+	if req.Stream {
+		ctx = gateway.WithStreamWait(ctx, push.push)
+	}
+	call, err := s.openV1Chat(ctx, c, adm, greq, "/v1/chat/completions", "", !req.Stream)
 	if err != nil {
 		return err
 	}
 	defer call.stream.Close()
 	call.id = "chatcmpl-" + strings.ReplaceAll(uuid.NewString(), "-", "")
 	if req.Stream {
-		return s.streamChatCompletion(c, call, greq.Messages, req.IncludeUsage())
+		return s.streamChatCompletion(c, call, &push, greq.Messages, req.IncludeUsage())
 	}
 	reply, err := drainReply(c.Request().Context(), call.stream)
 	if err != nil {
@@ -322,12 +327,14 @@ func cmpErr(errs ...error) error {
 // the tool calls (whole, one delta each), the finish reason, the usage chunk when asked for, and
 // `data: [DONE]`. The stream was opened (first token in) before the headers are written, so a
 // failure to open still got a real status. A failure after that is an in-band error object, which
-// the SDKs raise, and no [DONE].
-func (s *Server) streamChatCompletion(c echo.Context, call *v1Call, msgs []gateway.Message, includeUsage bool) error {
+// the SDKs raise, and no [DONE]. The chunks are held until the model stream waits for the upstream
+// (push, set on the call's context), and the closing ones go out with [DONE].
+func (s *Server) streamChatCompletion(c echo.Context, call *v1Call, push *streamPusher, msgs []gateway.Message, includeUsage bool) error {
 	ctx := c.Request().Context()
 	openai.SetSSEHeaders(c.Response().Header())
 	c.Response().WriteHeader(http.StatusOK)
 	w := openai.NewSSEWriter(c.Response())
+	push.hold(w)
 	model := call.stream.Model()
 	chunk := func(d openai.ChunkDelta, finish *string) openai.ChatCompletionChunk {
 		return openai.ChatCompletionChunk{ID: call.id, Object: openai.ObjectChatCompletionChunk, Created: call.created,
@@ -346,7 +353,6 @@ func (s *Server) streamChatCompletion(c echo.Context, call *v1Call, msgs []gatew
 		return nil
 	}
 	calls := gateway.ToolCallsOf(call.stream)
-	w.Hold() // the closing chunks go out with [DONE], in one write
 	if len(calls) > 0 {
 		_ = w.Data(chunk(openai.ChunkDelta{ToolCalls: toWireToolCalls(calls, true)}, nil))
 	}

@@ -170,13 +170,18 @@ func (s *Server) postResponse(c echo.Context) error {
 		return err
 	}
 	greq.Whole = !req.Stream
-	call, err := s.openV1Chat(c, adm, greq, "/v1/responses", turn.ref.session, !req.Stream && req.PreviousResponseID == "")
+	ctx := c.Request().Context()
+	var push streamPusher
+	if req.Stream {
+		ctx = gateway.WithStreamWait(ctx, push.push)
+	}
+	call, err := s.openV1Chat(ctx, c, adm, greq, "/v1/responses", turn.ref.session, !req.Stream && req.PreviousResponseID == "")
 	if err != nil {
 		return err
 	}
 	defer call.stream.Close()
 	if req.Stream {
-		return s.streamResponse(c, turn, call)
+		return s.streamResponse(c, turn, call, &push)
 	}
 	reply, err := drainReply(c.Request().Context(), call.stream)
 	if err != nil {
@@ -361,14 +366,14 @@ func messageItem(nonce, text, status string) openai.OutputItem {
 // streamResponse writes the Responses API's events: created, in_progress, the message item and its
 // text part, a delta per token, the done events, then completed — after the turn is stored, so a
 // client that saw response.completed can continue from it at once.
-func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call) error {
+func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call, push *streamPusher) error {
 	ctx := c.Request().Context()
 	openai.SetSSEHeaders(c.Response().Header())
 	c.Response().WriteHeader(http.StatusOK)
 	w := openai.NewSSEWriter(c.Response())
-	// Events that follow one another without a wait go out together: the four opening ones, and
-	// the closing ones with response.completed (or failed) once the turn is stored.
-	w.Hold()
+	// Events go out when the model stream waits for the upstream (push): the four opening ones with
+	// the first deltas; the closing ones with response.completed (or failed) once the turn is stored.
+	push.hold(w)
 	seq := 0
 	emit := func(ev openai.ResponseStreamEvent) error {
 		ev.SequenceNumber = seq
@@ -384,9 +389,6 @@ func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call) erro
 	_ = emit(openai.ResponseStreamEvent{Type: "response.output_item.added", OutputIndex: &zero, Item: &started})
 	_ = emit(openai.ResponseStreamEvent{Type: "response.content_part.added", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
 		Part: &openai.OutputContent{Type: "output_text", Annotations: []any{}}})
-	if w.Flush() != nil {
-		return nil
-	}
 	text, complete := relayTokens(ctx, call.stream, func(tok string) error {
 		return emit(openai.ResponseStreamEvent{Type: "response.output_text.delta", ItemID: itemID, OutputIndex: &zero,
 			ContentIndex: &zero, Delta: &tok, Logprobs: []any{}})
@@ -399,7 +401,9 @@ func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call) erro
 		return nil
 	}
 	calls := gateway.ToolCallsOf(call.stream)
-	w.Hold()
+	if w.Push() != nil { // the deltas, before the store's wait
+		return nil
+	}
 	defer w.Flush()
 	done := messageItem(turn.ref.nonce, text, "completed")
 	_ = emit(openai.ResponseStreamEvent{Type: "response.output_text.done", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,

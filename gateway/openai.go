@@ -224,7 +224,7 @@ func openChatCompletions(ctx context.Context, client *http.Client, provider, end
 	if mt == "application/json" {
 		s.whole = true
 	} else {
-		s.sse = NewSSEReader(resp.Body)
+		s.sse = NewSSEReader(withStreamWait(ctx, resp.Body)) // streamwait.go
 	}
 	return s, nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -440,4 +441,40 @@ func TestOpenAICompatibleContextCancelAbortsBlockedNext(t *testing.T) {
 		t.Error("the caller's own cancellation must not be retried")
 	}
 	<-cancelled
+}
+
+func TestOpenAICompatibleStreamWaitRunsBeforeEachRead(t *testing.T) {
+	up, _ := hangingUpstream(t)
+	waited := make(chan struct{}, 64)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ctx = WithStreamWait(ctx, func() { waited <- struct{}{} })
+	s, err := NewOpenAICompatible(OpenAIOptions{Name: "p", BaseURL: up.URL}).OpenChat(ctx, ChatRequest{Model: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if tok, err := s.Next(ctx); err != nil || tok != "first" {
+		t.Fatalf("Next = %q, %v", tok, err)
+	}
+	if len(waited) == 0 {
+		t.Error("the first token was read without calling the wait hook")
+	}
+	for len(waited) > 0 {
+		<-waited
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = s.Next(ctx) // waits: the upstream sends nothing more
+	}()
+	select {
+	case <-waited: // the caller heard before the wait
+	case <-done:
+		t.Fatal("Next returned while the upstream sends nothing")
+	case <-time.After(5 * time.Second):
+		t.Fatal("Next waits for the upstream without calling the wait hook first")
+	}
+	cancel()
+	<-done
 }

@@ -11,11 +11,12 @@ import (
 // remembers the first write error, so a producer stops as soon as the client is gone. Not safe for
 // concurrent use.
 type SSEWriter struct {
-	w    http.ResponseWriter
-	rc   *http.ResponseController
-	buf  []byte
-	err  error
-	held bool
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	buf    []byte
+	err    error
+	held   bool
+	unsent bool // held events not yet flushed
 }
 
 // NewSSEWriter returns a writer on w. The caller sets the headers (SetSSEHeaders) and the status.
@@ -76,6 +77,21 @@ func (s *SSEWriter) Hold() { s.held = true }
 // Flush sends the held events and ends Hold.
 func (s *SSEWriter) Flush() error {
 	s.held = false
+	return s.flush()
+}
+
+// Push sends the held events, if any, and goes on holding. A relay that holds a model's tokens calls
+// it before each wait for more (gateway.WithStreamWait): the client gets the tokens of one upstream
+// read in one write, and none later than when the relay would wait for the next.
+func (s *SSEWriter) Push() error {
+	if !s.unsent {
+		return s.err
+	}
+	return s.flush()
+}
+
+func (s *SSEWriter) flush() error {
+	s.unsent = false
 	if s.err != nil {
 		return s.err
 	}
@@ -94,7 +110,8 @@ func (s *SSEWriter) write(b []byte) error {
 		return err
 	}
 	if s.held {
+		s.unsent = true
 		return nil
 	}
-	return s.Flush()
+	return s.flush()
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -225,6 +226,31 @@ func TestSSEWriterHold(t *testing.T) {
 				t.Fatal("an event after the hold ended was not flushed")
 			}
 		})
+	}
+}
+
+func TestSSEWriterPush(t *testing.T) {
+	rec := httptest.NewRecorder()
+	w := NewSSEWriter(rec)
+	w.Hold()
+	if err := w.Push(); err != nil || rec.Flushed {
+		t.Fatalf("Push with nothing held: flushed %t, err %v", rec.Flushed, err)
+	}
+	_ = w.Data(1)
+	_ = w.Data(2)
+	if rec.Flushed {
+		t.Fatal("a held event was flushed")
+	}
+	if err := w.Push(); err != nil || !rec.Flushed || rec.Body.String() != "data: 1\n\ndata: 2\n\n" {
+		t.Fatalf("Push: flushed %t, body %q, err %v", rec.Flushed, rec.Body.String(), err)
+	}
+	rec.Flushed = false
+	_ = w.Data(3) // still holding after Push
+	if rec.Flushed {
+		t.Fatal("an event after Push was flushed: Push ended the hold")
+	}
+	if err := w.Done(); err != nil || !rec.Flushed || !strings.HasSuffix(rec.Body.String(), "data: 3\n\ndata: [DONE]\n\n") {
+		t.Fatalf("Done: flushed %t, body %q, err %v", rec.Flushed, rec.Body.String(), err)
 	}
 }
 
