@@ -451,8 +451,9 @@ func (b *budget) charge(req *pb.BudgetCommitRequest) (day, month string, actual 
 		// A commit never passes its reservation: the reservation is what admission checked against
 		// the limit, so charging more would let concurrent calls together pass the budget (40
 		// chats with maxTokens 1 once charged 1,260 tokens to a 300-token budget). The gateway
-		// cuts output at maxTokens; what is left over is the estimate's error on the input.
-		b.deps.Logger.Warn().Str("traceId", b.traceID).Str("tenantId", b.tenantID).Str("reservationId", req.GetReservationId()).
+		// cuts output at maxTokens; what is left over is the estimate's error on the input: routine
+		// for short prompts, so not a warning (the Meter counts it in crispy_budget_overrun_tokens_total).
+		b.deps.Logger.Debug().Str("traceId", b.traceID).Str("tenantId", b.tenantID).Str("reservationId", req.GetReservationId()).
 			Int64("actual", actual).Int64("reserved", r.tokens).Msg("budget: commit above its reservation; charging the reservation")
 		actual = r.tokens
 	}

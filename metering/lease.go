@@ -281,7 +281,9 @@ func (b *budgetLeases) settle(id string, actual int64, charge bool) (closing *le
 	l.taken -= c.tokens
 	if charge {
 		if actual > c.tokens {
-			b.log.Warn().Str("tenantId", l.tenantID).Str("reservationId", id).Int64("actual", actual).Int64("reserved", c.tokens).
+			// Routine, not a fault: a short prompt's chat template costs tokens the estimate cannot
+			// see. Counted in crispy_budget_overrun_tokens_total; a line per call was a log flood.
+			b.log.Debug().Str("tenantId", l.tenantID).Str("reservationId", id).Int64("actual", actual).Int64("reserved", c.tokens).
 				Msg("budget: commit above its reservation; charging the reservation")
 		}
 		charged := min(max(0, actual), c.tokens)

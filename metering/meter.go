@@ -185,12 +185,15 @@ func (m *Meter) finish(ctx context.Context, c *call, res gateway.CallResult) {
 		Model: model, Provider: res.Info.Provider, LatencyMs: latency.Milliseconds(), Outcome: res.Outcome,
 	}
 	it := settleItem{ctx: context.WithoutCancel(ctx)}
+	var overrun int64 // tokens beyond the reservation, which the budget caps the charge at
 	if !res.Answered {
 		it.release = takeReservation(c, 0)
 		ev.ErrorCode = CodeAIError
 		u = gateway.Usage{}
 	} else {
-		it.commit = takeReservation(c, int64(u.TokensIn+u.TokensOut))
+		if it.commit = takeReservation(c, int64(u.TokensIn+u.TokensOut)); it.commit != nil {
+			overrun = max(0, it.commit.actual-c.estimate)
+		}
 		ev.TokensIn, ev.TokensOut, ev.Estimated = u.TokensIn, u.TokensOut, u.Estimated
 		ev.Cost = float64(u.TokensIn)/1000*res.Info.PricePer1KIn + float64(u.TokensOut)/1000*res.Info.PricePer1KOut
 	}
@@ -204,6 +207,9 @@ func (m *Meter) finish(ctx context.Context, c *call, res gateway.CallResult) {
 		if res.Answered {
 			m.metrics.ModelTokens.WithLabelValues(t, model, "in").Add(float64(u.TokensIn))
 			m.metrics.ModelTokens.WithLabelValues(t, model, "out").Add(float64(u.TokensOut))
+		}
+		if overrun > 0 {
+			m.metrics.BudgetOverrun.WithLabelValues(t).Add(float64(overrun))
 		}
 		m.logCall(c, model, res.Info.Provider, u, latency, res.Outcome, false)
 	}

@@ -132,6 +132,9 @@ func TestMeteredRouter(t *testing.T) {
 		{"metered call", func() (string, error) { return call(budgeted, "local/count", 50, false) }, nil, 1},
 		// 15 used + an estimate of 2 input + 90 output > 100: refused, the model is not called.
 		{"over budget", func() (string, error) { return call(budgeted, "local/count", 90, false) }, metering.ErrBudgetExceeded, 0},
+		// An estimate of 2 input + 1 output; the model reports 10 in and its output is capped at 1:
+		// charged the 3 reserved, the other 8 counted as the reservation's overrun.
+		{"usage above the reservation", func() (string, error) { return call(budgeted, "local/count", 1, false) }, nil, 1},
 		{"outside the allow-list", func() (string, error) { return call(allow, "local/other", 0, false) }, metering.ErrModelNotAllowed, 0},
 		{"inside the allow-list", func() (string, error) { return call(allow, "local/count", 0, false) }, nil, 1},
 		{"cache miss", func() (string, error) { return call(cached, "local/count", 0, true) }, nil, 1},
@@ -161,18 +164,39 @@ func TestMeteredRouter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.DayUsed != 15 || st.DayReserved != 0 {
-		t.Errorf("budget = %+v, want the 15 tokens of the one metered call used and nothing held", st)
+	if st.DayUsed != 15+3 || st.DayReserved != 0 {
+		t.Errorf("budget = %+v, want 15 + 3 tokens of the two metered calls used and nothing held", st)
+	}
+	if n := counterValue(t, metrics, "crispy_budget_overrun_tokens_total"); n != 8 {
+		t.Errorf("crispy_budget_overrun_tokens_total = %v, want 8", n)
 	}
 	// issue 16: crispy_model_first_token_seconds was in the catalogue and never recorded. Each of
-	// the 4 calls a model answered records its first token; the cache hit has no model token.
-	if n := histogramCount(t, metrics, "crispy_model_first_token_seconds"); n != 4 {
-		t.Errorf("crispy_model_first_token_seconds has %d observations, want 4", n)
+	// the 5 calls a model answered records its first token; the cache hit has no model token.
+	if n := histogramCount(t, metrics, "crispy_model_first_token_seconds"); n != 5 {
+		t.Errorf("crispy_model_first_token_seconds has %d observations, want 5", n)
 	}
-	want := map[string]int{store.KindModelCall: 4, store.KindModelCall + "(cached)": 1, store.KindBudgetExceeded: 1}
+	want := map[string]int{store.KindModelCall: 5, store.KindModelCall + "(cached)": 1, store.KindBudgetExceeded: 1}
 	if got := ledger.kinds(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("ledger events = %v, want %v", got, want)
 	}
+}
+
+// counterValue sums every series of the named counter.
+func counterValue(t *testing.T, m *observe.Metrics, name string) float64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, s := range mf.GetMetric() {
+				n += s.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
 }
 
 // histogramCount sums the sample counts of every series of the named histogram.

@@ -34,6 +34,7 @@ type Metrics struct {
 	ModelRetries   *CounterVec   // model: retries of a model before its first token
 	ModelFallbacks *CounterVec   // from, to: calls served by the fallback model
 	BudgetRejected *CounterVec   // tenant: requests denied by the token budget
+	BudgetOverrun  *CounterVec   // tenant: tokens calls used beyond their reservation, not charged
 	CacheLookups   *CounterVec   // tenant, result (hit, miss): response cache
 }
 
@@ -98,6 +99,9 @@ func NewMetrics() *Metrics {
 		[]string{"from", "to"}, l.Models, l.Models)
 	m.BudgetRejected = counter("crispy_budget_rejected_total",
 		"Requests denied by a tenant token budget (429 budget_exceeded).", []string{"tenant"}, l.Tenants)
+	m.BudgetOverrun = counter("crispy_budget_overrun_tokens_total",
+		"Tokens model calls used beyond their budget reservation, which the budget does not charge (the estimate of their input was low).",
+		[]string{"tenant"}, l.Tenants)
 	m.CacheLookups = counter("crispy_response_cache_lookups_total",
 		"Response cache lookups of non-streamed chat, by tenant and result (hit, miss).",
 		[]string{"tenant", "result"}, l.Tenants)
