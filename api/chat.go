@@ -155,14 +155,10 @@ func (s *Server) postChat(c echo.Context) error {
 
 	streamed := req.Stream == nil || *req.Stream
 	started := s.now()
-	octx := ctx
 	var push streamPusher
-	if streamed {
-		octx = gateway.WithStreamWait(ctx, push.push)
-	}
 	// The Router's Meter (package metering) checks the budget, may answer from the response cache
 	// (a whole reply without tools), and records the call when its stream ends.
-	stream, err := tl.open(octx, s.chat.Models, gateway.ChatRequest{
+	stream, err := tl.open(push.attach(ctx, streamed), s.chat.Models, gateway.ChatRequest{
 		Model: primary, Messages: msgs, MaxTokens: req.MaxTokens, Whole: !streamed,
 		Meta: gateway.RequestMeta{
 			TenantID: t.TenantID, AccountID: t.AccountID, GatewayID: t.AIGatewayID, Tenant: t,

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -40,6 +41,15 @@ func newSSEWriter(w http.ResponseWriter, frame tokenFrame) *sseWriter {
 // upstream: the hook of gateway.WithStreamWait, set on the call's context before the call opens,
 // while the relay's writer exists only once the first token is in.
 type streamPusher struct{ w *openai.SSEWriter }
+
+// attach returns ctx carrying p as the model stream's wait hook (gateway.WithStreamWait) when the
+// reply is streamed, ctx as it is otherwise.
+func (p *streamPusher) attach(ctx context.Context, streamed bool) context.Context {
+	if !streamed {
+		return ctx
+	}
+	return gateway.WithStreamWait(ctx, p.push)
+}
 
 // hold makes w hold its events until the stream waits, or until w.Flush or w.Done.
 func (p *streamPusher) hold(w *openai.SSEWriter) {

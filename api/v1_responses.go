@@ -170,12 +170,8 @@ func (s *Server) postResponse(c echo.Context) error {
 		return err
 	}
 	greq.Whole = !req.Stream
-	ctx := c.Request().Context()
 	var push streamPusher
-	if req.Stream {
-		ctx = gateway.WithStreamWait(ctx, push.push)
-	}
-	call, err := s.openV1Chat(ctx, c, adm, greq, "/v1/responses", turn.ref.session, !req.Stream && req.PreviousResponseID == "")
+	call, err := s.openV1Chat(push.attach(c.Request().Context(), req.Stream), c, adm, greq, "/v1/responses", turn.ref.session, !req.Stream && req.PreviousResponseID == "")
 	if err != nil {
 		return err
 	}

@@ -19,11 +19,6 @@ func WithStreamWait(ctx context.Context, wait func()) context.Context {
 	return context.WithValue(ctx, streamWaitKey{}, wait)
 }
 
-func streamWaitOf(ctx context.Context) func() {
-	wait, _ := ctx.Value(streamWaitKey{}).(func())
-	return wait
-}
-
 // waitingReader calls wait before each read of r.
 type waitingReader struct {
 	r    io.Reader
@@ -37,7 +32,7 @@ func (w *waitingReader) Read(p []byte) (int, error) {
 
 // withStreamWait is body with the context's stream wait hook, if any, called before each read.
 func withStreamWait(ctx context.Context, body io.Reader) io.Reader {
-	if wait := streamWaitOf(ctx); wait != nil {
+	if wait, _ := ctx.Value(streamWaitKey{}).(func()); wait != nil {
 		return &waitingReader{r: body, wait: wait}
 	}
 	return body
