@@ -99,6 +99,14 @@ type Env struct {
 	OTLPEndpoint    string
 	ShutdownTimeout time.Duration // CRISPY_SHUTDOWN_TIMEOUT; drain budget, default 20s
 
+	// GCHeadroom: CRISPY_GC_HEADROOM, the least heap growth in bytes before the garbage collector
+	// runs again (internal/gctune); 0 leaves the collector to GOGC alone. Ignored when GOGC is set.
+	// Default 64 MiB.
+	GCHeadroom int64
+	// GOGC is the GOGC variable as found (the runtime reads it itself); when set, the operator
+	// chose the collector's pace and GCHeadroom is not applied.
+	GOGC string
+
 	// Cluster holds the multi-node settings; with Cluster.Name empty the node runs alone.
 	Cluster Cluster
 
@@ -184,6 +192,7 @@ func DefaultEnv() Env {
 		SessionIdleTimeout:   5 * time.Minute,
 		BudgetLeaseCalls:     64,
 		ShutdownTimeout:      20 * time.Second,
+		GCHeadroom:           64 << 20,
 		Cluster:              Cluster{Host: "127.0.0.1", MemberTTL: DefaultMemberTTL, NATSElectionTimeout: DefaultNATSElectionTimeout},
 	}
 }
@@ -226,6 +235,8 @@ func (e *Env) BindFlags(fs *pflag.FlagSet, getenv func(string) string) {
 	b.int(&e.MaxInflightPerTenant, "max-inflight-per-tenant", "one tenant's requests in flight, streams included (past it: 503 with Retry-After)", "CRISPY_MAX_INFLIGHT_PER_TENANT")
 	b.str(&e.TrustedProxies, "trusted-proxies", "comma-separated IPs or CIDRs of reverse proxies allowed to set X-Forwarded-For (empty: none)", "CRISPY_TRUSTED_PROXIES")
 	b.duration(&e.ShutdownTimeout, "shutdown-timeout", "time allowed to drain requests on shutdown", "CRISPY_SHUTDOWN_TIMEOUT")
+	e.GOGC = getenv("GOGC")
+	b.int64(&e.GCHeadroom, "gc-headroom", "least heap growth in bytes before the garbage collector runs again (0: GOGC alone; ignored when GOGC is set)", "CRISPY_GC_HEADROOM")
 	b.str(&e.OTLPEndpoint, "otlp-endpoint", "OTLP/HTTP collector URL to export traces to, e.g. http://127.0.0.1:4318 (empty: tracing off)", "CRISPY_OTLP_ENDPOINT")
 
 	cs := &e.Cluster
@@ -270,6 +281,9 @@ func (e *Env) Validate() error {
 	}
 	if e.BudgetLeaseCalls < 0 || e.BudgetLeaseCalls > maxBudgetLeaseCalls {
 		errs = append(errs, fmt.Errorf("--budget-lease-calls: must be 0 to %d (got %d)", maxBudgetLeaseCalls, e.BudgetLeaseCalls))
+	}
+	if e.GCHeadroom < 0 {
+		errs = append(errs, fmt.Errorf("--gc-headroom: must be 0 or more bytes (got %d)", e.GCHeadroom))
 	}
 	if e.MaxConnsPerClient <= 0 {
 		errs = append(errs, fmt.Errorf("--max-conns-per-client: must be positive (got %d)", e.MaxConnsPerClient))
@@ -397,6 +411,7 @@ func (e Env) Redacted() map[string]any {
 		"max-message-length":        e.MaxMessageLength,
 		"session-idle-timeout":      e.SessionIdleTimeout.String(),
 		"shutdown-timeout":          e.ShutdownTimeout.String(),
+		"gc-headroom":               e.GCHeadroom,
 		"otlp-endpoint":             redactURLs(e.OTLPEndpoint),
 		"trusted-proxies":           e.TrustedProxies,
 		"max-conns-per-client":      e.MaxConnsPerClient,

@@ -86,6 +86,8 @@ func TestEnvValidate(t *testing.T) {
 		{"zero timeout", nil, []string{"--session-idle-timeout=0s"}, []string{"--session-idle-timeout: must be positive"}},
 		{"negative budget lease", nil, []string{"--budget-lease-calls=-1"}, []string{"--budget-lease-calls: must be 0 to 4096 (got -1)"}},
 		{"huge budget lease", map[string]string{"CRISPY_BUDGET_LEASE_CALLS": "100000"}, nil, []string{"--budget-lease-calls: must be 0 to 4096 (got 100000)"}},
+		{"negative gc headroom", nil, []string{"--gc-headroom=-1"}, []string{"--gc-headroom: must be 0 or more bytes (got -1)"}},
+		{"gc headroom off", map[string]string{"CRISPY_GC_HEADROOM": "0"}, nil, nil},
 		{"bad listen address", nil, []string{"--listen=8787"}, []string{"--listen: must be host:port"}},
 		{"trusted proxies", map[string]string{"CRISPY_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7,::1"}, nil, nil},
 		{"malformed trusted proxy", nil, []string{"--trusted-proxies=10.0.0.0/8,proxy.local"}, []string{`--trusted-proxies: "proxy.local" is not an IP or CIDR prefix`}},

@@ -23,6 +23,7 @@ import (
 	"github.com/crispy-enigma/crispy/config"
 	"github.com/crispy-enigma/crispy/console"
 	"github.com/crispy-enigma/crispy/gateway"
+	"github.com/crispy-enigma/crispy/internal/gctune"
 	"github.com/crispy-enigma/crispy/metering"
 	"github.com/crispy-enigma/crispy/observe"
 	"github.com/crispy-enigma/crispy/rag"
@@ -105,6 +106,14 @@ func serve(ctx context.Context, env config.Env) error {
 			cleanups[i]()
 		}
 	}()
+
+	if env.GCHeadroom > 0 {
+		if env.GOGC != "" {
+			log.Info().Str("GOGC", env.GOGC).Msg("GOGC is set: --gc-headroom is not applied")
+		} else {
+			cleanups = append(cleanups, gctune.Start(uint64(env.GCHeadroom)).Stop)
+		}
+	}
 
 	// Tracing is off (no-op tracers) unless --otlp-endpoint is set. Shut down last, so the spans of
 	// the requests drained on shutdown are exported.
