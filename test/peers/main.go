@@ -43,6 +43,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -78,6 +79,7 @@ func main() {
 	flag.IntVar(&o.concMax, "conc-max", 20000, "most requests of one contender's concurrent round")
 	flag.StringVar(&o.out, "out", "bin/bench-peers.json", "JSON report")
 	flag.StringVar(&o.workDir, "work", "", "folder for data dirs, configs and gateway logs (default: a temp dir, removed)")
+	flag.StringVar(&o.only, "only", "", "measure only the gateway contenders whose names match this regular expression (the direct calls and the floor are always measured: \"added\" needs them)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -88,9 +90,9 @@ func main() {
 }
 
 type options struct {
-	crispyBin, crispyBase, portkeyDir, litellmBin, out, workDir string
-	seqRequests, rounds, connections, concMax                   int
-	concDuration                                                time.Duration
+	crispyBin, crispyBase, portkeyDir, litellmBin, out, workDir, only string
+	seqRequests, rounds, connections, concMax                         int
+	concDuration                                                      time.Duration
 }
 
 // contender is one way to ask for a chat completion.
@@ -199,6 +201,15 @@ func run(ctx context.Context, o options) error {
 		fmt.Println("litellm: not installed, skipped")
 	}
 
+	if o.only != "" {
+		only, err := regexp.Compile(o.only)
+		if err != nil {
+			return fmt.Errorf("--only: %w", err)
+		}
+		contenders = slices.DeleteFunc(contenders, func(c *contender) bool {
+			return c.Gateway != "" && c.Gateway != floorGateway && !only.MatchString(c.Name)
+		})
+	}
 	results := make(map[string]*result, len(contenders))
 	contenders = slices.DeleteFunc(contenders, func(c *contender) bool {
 		// Warm up: connections, JIT, caches, grain activations. A contender that fails here is
