@@ -38,13 +38,7 @@ func TestChatSessionRetentionRunsBesideTheAnswer(t *testing.T) {
 	for _, single := range []bool{true, false} {
 		t.Run(map[bool]string{true: "single member", false: "cluster member"}[single], func(t *testing.T) {
 			e := newExchangeEnv(t)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			st, err := e.js.Stream(ctx, StreamChat)
-			if err != nil {
-				t.Fatal(err)
-			}
-			gated := &gatedStream{Stream: st, entered: make(chan uint64, 8), release: make(chan struct{})}
+			gated := &gatedStream{Stream: chatStreamOf(t, e.js), entered: make(chan uint64, 8), release: make(chan struct{})}
 			released := false
 			defer func() {
 				if !released { // a removal in line holds an Append: let it end
@@ -183,13 +177,7 @@ func TestChatSessionRetentionRemovesInBatches(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newExchangeEnv(t)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			st, err := e.js.Stream(ctx, StreamChat)
-			if err != nil {
-				t.Fatal(err)
-			}
-			counting := &countingStream{Stream: st}
+			counting := &countingStream{Stream: chatStreamOf(t, e.js)}
 			e.deps.streams = &streamCache{st: counting}
 			r := &pb.Retention{MaxMessages: 8} // a batch of 2 stream messages
 			if tt.age {
@@ -204,7 +192,7 @@ func TestChatSessionRetentionRemovesInBatches(t *testing.T) {
 				want = append(want, q, a)
 				if k == 0 {
 					for i := range tt.filler {
-						if _, err := e.js.Publish(ctx, chatSubject("acme", fmt.Sprintf("other%d", i%7)), []byte("x")); err != nil {
+						if _, err := e.js.Publish(context.Background(), chatSubject("acme", fmt.Sprintf("other%d", i%7)), []byte("x")); err != nil {
 							t.Fatal(err)
 						}
 					}

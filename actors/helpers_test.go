@@ -82,8 +82,8 @@ func settled(t testing.TB, deps Deps, p *probe.Probe, grain *actor.PID) {
 	}
 }
 
-// storedCount is the number of messages the CHAT stream really holds for subject.
-func storedCount(t testing.TB, js jetstream.JetStream, subject string) uint64 {
+// chatStreamOf is the CHAT stream (for a test to wrap).
+func chatStreamOf(t testing.TB, js jetstream.JetStream) jetstream.Stream {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -91,7 +91,15 @@ func storedCount(t testing.TB, js jetstream.JetStream, subject string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	return st
+}
+
+// storedCount is the number of messages the CHAT stream really holds for subject.
+func storedCount(t testing.TB, js jetstream.JetStream, subject string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := chatStreamOf(t, js).Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
 		t.Fatal(err)
 	}
