@@ -74,11 +74,11 @@ func (s *sseWriter) error(code, message string) {
 	_ = s.event("error", map[string]string{"code": code, "message": message, "traceId": s.frame.TraceID})
 }
 
-// done writes the last event and sends whatever is held.
+// done writes the last event; the handler's return sends it with whatever is held (SSEWriter.End).
 func (s *sseWriter) done(model string, u gateway.Usage, latency time.Duration) {
+	s.enc.End()
 	_ = s.event("done", map[string]any{"done": true, "usage": usageFrame{
 		ModelID: model, TokensIn: u.TokensIn, TokensOut: u.TokensOut,
 		TotalTokens: u.TokensIn + u.TokensOut, LatencyMs: latency.Milliseconds(),
 	}})
-	_ = s.enc.Flush()
 }

@@ -400,7 +400,7 @@ func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call, push
 	if w.Push() != nil { // the deltas, before the store's wait
 		return nil
 	}
-	defer w.Flush()
+	defer w.End()
 	done := messageItem(turn.ref.nonce, text, "completed")
 	_ = emit(openai.ResponseStreamEvent{Type: "response.output_text.done", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
 		Text: &text, Logprobs: []any{}})

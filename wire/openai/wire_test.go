@@ -194,15 +194,19 @@ func TestSSEWriter(t *testing.T) {
 	}
 }
 
-// Held events stay in the response's buffer until Flush or Done, and the stream's bytes are the same.
+// Held events stay in the response's buffer until Flush, or for the handler's return to send after
+// End or Done, and the stream's bytes are the same.
 func TestSSEWriterHold(t *testing.T) {
 	tests := []struct {
 		name string
 		end  func(w *SSEWriter) error
 		want string
+		// flushed: the end flushes, and events after it are flushed at once (the hold ended)
+		flushed bool
 	}{
-		{"flush", (*SSEWriter).Flush, "data: 1\n\ndata: 2\n\n"},
-		{"done", (*SSEWriter).Done, "data: 1\n\ndata: 2\n\ndata: [DONE]\n\n"},
+		{"flush", (*SSEWriter).Flush, "data: 1\n\ndata: 2\n\n", true},
+		{"end", func(w *SSEWriter) error { w.End(); return nil }, "data: 1\n\ndata: 2\n\n", false},
+		{"done", (*SSEWriter).Done, "data: 1\n\ndata: 2\n\ndata: [DONE]\n\n", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,13 +221,13 @@ func TestSSEWriterHold(t *testing.T) {
 			if err := tt.end(w); err != nil {
 				t.Fatal(err)
 			}
-			if !rec.Flushed || rec.Body.String() != tt.want {
-				t.Fatalf("flushed %t, body %q, want %q", rec.Flushed, rec.Body.String(), tt.want)
+			if rec.Flushed != tt.flushed || rec.Body.String() != tt.want {
+				t.Fatalf("flushed %t, body %q, want %t, %q", rec.Flushed, rec.Body.String(), tt.flushed, tt.want)
 			}
 			rec.Flushed = false
-			_ = w.Data(3) // Hold ended: flushed at once
-			if !rec.Flushed {
-				t.Fatal("an event after the hold ended was not flushed")
+			_ = w.Data(3)
+			if rec.Flushed != tt.flushed {
+				t.Fatalf("an event after the end: flushed %t, want %t", rec.Flushed, tt.flushed)
 			}
 		})
 	}
@@ -249,8 +253,8 @@ func TestSSEWriterPush(t *testing.T) {
 	if rec.Flushed {
 		t.Fatal("an event after Push was flushed: Push ended the hold")
 	}
-	if err := w.Done(); err != nil || !rec.Flushed || !strings.HasSuffix(rec.Body.String(), "data: 3\n\ndata: [DONE]\n\n") {
-		t.Fatalf("Done: flushed %t, body %q, err %v", rec.Flushed, rec.Body.String(), err)
+	if err := w.Done(); err != nil || rec.Flushed || !strings.HasSuffix(rec.Body.String(), "data: 3\n\ndata: [DONE]\n\n") {
+		t.Fatalf("Done: flushed %t (want the handler's return to send it), body %q, err %v", rec.Flushed, rec.Body.String(), err)
 	}
 }
 
