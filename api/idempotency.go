@@ -113,6 +113,9 @@ func (s *Server) idempotency(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			return herr
 		}
+		// A stream leaves its last events for the handler's return to send (SSEWriter.End): send
+		// them before the store's wait, which the client has no reason to share.
+		_ = capture.FlushError()
 		rec.Done, rec.Status, rec.Body, rec.Header = true, res.Status, capture.buf.Bytes(), map[string]string{}
 		for _, h := range replayHeaders {
 			if v := res.Header().Get(h); v != "" {

@@ -2,8 +2,11 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 )
 
 // Regression for the EventSource that re-POSTs after done: three POSTs with one Idempotency-Key
@@ -69,4 +72,66 @@ func TestIdempotencyKeyStoresTheTurnOnce(t *testing.T) {
 			t.Fatalf("%d %s", resp.StatusCode, body)
 		}
 	})
+}
+
+// gatedIdempotency holds every Put until release is closed.
+type gatedIdempotency struct {
+	IdempotencyStore
+	release chan struct{}
+}
+
+func (g *gatedIdempotency) Put(ctx context.Context, tenantID, key string, value []byte, ttl time.Duration) error {
+	<-g.release
+	return g.IdempotencyStore.Put(ctx, tenantID, key, value, ttl)
+}
+
+// A stream's end reaches the client before the middleware stores the answer for replays: the
+// client does not wait for that write.
+func TestIdempotentStreamEndsBeforeTheAnswerIsStored(t *testing.T) {
+	gate := &gatedIdempotency{release: make(chan struct{})}
+	ts := newTestServer(t, testServerOpts{idempotency: true, deps: func(_ testing.TB, _ *testServer, d *Deps) {
+		gate.IdempotencyStore = d.Idempotency
+		d.Idempotency = gate
+	}})
+	released := false
+	defer func() {
+		if !released {
+			close(gate.release)
+		}
+	}()
+	req, err := http.NewRequest(http.MethodPost, ts.URL+"/chat", strings.NewReader(`{"message":"what is the capital of France?","sessionId":"idem-end"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"Idempotency-Key": "key-end", "Content-Type": "application/json", "x-tenant-id": "acme", "x-api-key": testKey} {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got := make(chan string, 1)
+	go func() {
+		var seen strings.Builder
+		buf := make([]byte, 4096)
+		for !strings.Contains(seen.String(), "event: done") {
+			n, err := resp.Body.Read(buf)
+			seen.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		got <- seen.String()
+	}()
+	select {
+	case body := <-got:
+		if !strings.Contains(body, "event: done") {
+			t.Fatalf("the stream ended without its done event:\n%s", body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the done event waited for the idempotency store's write")
+	}
+	close(gate.release)
+	released = true
 }
