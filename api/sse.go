@@ -51,7 +51,8 @@ func (p *streamPusher) attach(ctx context.Context, streamed bool) context.Contex
 	return gateway.WithStreamWait(ctx, p.push)
 }
 
-// hold makes w hold its events until the stream waits, or until w.Flush or w.Done.
+// hold makes w hold its events until the stream waits (push), or until w.Flush; what is still held
+// when the handler returns goes out with the response's end (openai.SSEWriter.End).
 func (p *streamPusher) hold(w *openai.SSEWriter) {
 	p.w = w
 	w.Hold()
@@ -74,9 +75,9 @@ func (s *sseWriter) error(code, message string) {
 	_ = s.event("error", map[string]string{"code": code, "message": message, "traceId": s.frame.TraceID})
 }
 
-// done writes the last event; the handler's return sends it with whatever is held (SSEWriter.End).
+// done writes the last event. The writer holds since streamChat's push.hold, so the handler's
+// return sends it with the response's end (openai.SSEWriter.End).
 func (s *sseWriter) done(model string, u gateway.Usage, latency time.Duration) {
-	s.enc.End()
 	_ = s.event("done", map[string]any{"done": true, "usage": usageFrame{
 		ModelID: model, TokensIn: u.TokensIn, TokensOut: u.TokensOut,
 		TotalTokens: u.TokensIn + u.TokensOut, LatencyMs: latency.Milliseconds(),

@@ -397,10 +397,11 @@ func (s *Server) streamResponse(c echo.Context, turn *v1Turn, call *v1Call, push
 		return nil
 	}
 	calls := gateway.ToolCallsOf(call.stream)
-	if w.Push() != nil { // the deltas, before the store's wait
+	// The deltas go before the store's wait; the closing events stay held (push.hold) for the
+	// handler's return to send with the response's end.
+	if w.Push() != nil {
 		return nil
 	}
-	defer w.End()
 	done := messageItem(turn.ref.nonce, text, "completed")
 	_ = emit(openai.ResponseStreamEvent{Type: "response.output_text.done", ItemID: itemID, OutputIndex: &zero, ContentIndex: &zero,
 		Text: &text, Logprobs: []any{}})
