@@ -29,6 +29,7 @@ type CloudflareWorkersAI struct {
 	gatewayBase string
 	token       string
 	client      *http.Client
+	drains      *drainer
 }
 
 var _ ChatModel = (*CloudflareWorkersAI)(nil)
@@ -50,6 +51,7 @@ func NewCloudflareWorkersAI(token, apiBase, gatewayBase string, client *http.Cli
 		gatewayBase: strings.TrimRight(gatewayBase, "/"),
 		token:       token,
 		client:      orDefaultClient(client),
+		drains:      newDrainer(MaxIdleConnsPerHost),
 	}
 }
 
@@ -70,7 +72,7 @@ func (p *CloudflareWorkersAI) OpenChat(ctx context.Context, req ChatRequest) (Ch
 	} else {
 		endpoint = p.apiBase + "/accounts/" + url.PathEscape(m.AccountID) + "/ai/v1/chat/completions"
 	}
-	return openChatCompletions(ctx, p.client, CloudflareProviderName, endpoint, p.token, header, req)
+	return openChatCompletions(ctx, p.client, p.drains, CloudflareProviderName, endpoint, p.token, header, req)
 }
 
 // aiGatewayMetadata encodes the cf-aig-metadata header: string values only, empty ones left out, at

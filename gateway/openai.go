@@ -49,6 +49,7 @@ type OpenAICompatible struct {
 	endpoint string
 	apiKey   string
 	client   *http.Client
+	drains   *drainer
 }
 
 var _ ChatModel = (*OpenAICompatible)(nil)
@@ -68,6 +69,7 @@ func NewOpenAICompatible(opts OpenAIOptions) *OpenAICompatible {
 		endpoint: chatCompletionsURL(opts.BaseURL),
 		apiKey:   key,
 		client:   orDefaultClient(opts.HTTPClient),
+		drains:   newDrainer(MaxIdleConnsPerHost),
 	}
 }
 
@@ -106,7 +108,7 @@ func chatCompletionsURL(base string) string {
 // OpenChat posts the request (with stream: true unless req.Whole) and returns once the server
 // answered 200.
 func (p *OpenAICompatible) OpenChat(ctx context.Context, req ChatRequest) (ChatStream, error) {
-	return openChatCompletions(ctx, p.client, p.name, p.endpoint, p.apiKey, nil, req)
+	return openChatCompletions(ctx, p.client, p.drains, p.name, p.endpoint, p.apiKey, nil, req)
 }
 
 // chatCompletionRequest is the body we send; only the fields every compatible server understands.
@@ -156,7 +158,7 @@ type chatChunk struct {
 
 // openChatCompletions is shared by the OpenAI-compatible and Cloudflare providers: they differ only in
 // the endpoint, key and extra headers.
-func openChatCompletions(ctx context.Context, client *http.Client, provider, endpoint, key string, header http.Header, req ChatRequest) (ChatStream, error) {
+func openChatCompletions(ctx context.Context, client *http.Client, drains *drainer, provider, endpoint, key string, header http.Header, req ChatRequest) (ChatStream, error) {
 	creq := chatCompletionRequest{
 		Model:       req.Model,
 		Messages:    req.Messages,
@@ -177,8 +179,15 @@ func openChatCompletions(ctx context.Context, client *http.Client, provider, end
 		return nil, fmt.Errorf("encode chat request: %w", err)
 	}
 	// The stream owns its own cancel so that Close aborts the HTTP request even when the caller's
-	// context lives on.
-	sctx, cancel := context.WithCancel(ctx)
+	// context lives on. The request does not inherit the caller's cancellation but is passed it
+	// (AfterFunc): a reply that ended may outlive its caller while its connection is drained
+	// for reuse (Close, drain.go).
+	sctx, cancelCause := context.WithCancelCause(context.WithoutCancel(ctx))
+	unlink := context.AfterFunc(ctx, func() { cancelCause(context.Cause(ctx)) })
+	cancel := func() {
+		unlink()
+		cancelCause(context.Canceled)
+	}
 	hreq, err := http.NewRequestWithContext(sctx, http.MethodPost, endpoint, bytes.NewReader(body))
 	if err != nil {
 		cancel()
@@ -215,6 +224,8 @@ func openChatCompletions(ctx context.Context, client *http.Client, provider, end
 		model:    req.Model,
 		ctx:      ctx,
 		cancel:   cancel,
+		unlink:   unlink,
+		drainer:  drains,
 		body:     resp.Body,
 		inEst:    estimateMessages(req.Messages),
 	}
@@ -233,7 +244,9 @@ func openChatCompletions(ctx context.Context, client *http.Client, provider, end
 type openAIStream struct {
 	provider, model string
 	ctx             context.Context
-	cancel          context.CancelFunc
+	cancel          func()
+	unlink          func() bool // stops passing the caller's cancellation; false once it was passed
+	drainer         *drainer
 	body            io.ReadCloser
 	sse             *SSEReader
 	whole           bool // the body is one JSON completion, not SSE
@@ -243,6 +256,7 @@ type openAIStream struct {
 	usage    *usageJSON
 	finished bool // a finish_reason was seen
 	done     bool // io.EOF was returned
+	bodyEOF  bool // the body was read to its end
 	closed   sync.Once
 	chunk    chatChunk
 	calls    toolCallAccumulator
@@ -257,8 +271,14 @@ func (s *openAIStream) Usage() Usage {
 	return Usage{TokensIn: s.inEst, TokensOut: runesToTokens(s.outRunes), Estimated: true}
 }
 
+// Close aborts the request, unless the reply ended with [DONE] before the body did: then the
+// body's end is read in the background so the connection is reused (drain.go).
 func (s *openAIStream) Close() error {
 	s.closed.Do(func() {
+		if s.done && !s.bodyEOF && !s.whole && s.unlink() {
+			s.drainer.finish(s.body, s.cancel)
+			return
+		}
 		s.cancel()
 		s.body.Close()
 	})
@@ -278,6 +298,7 @@ func (s *openAIStream) Next(ctx context.Context) (string, error) {
 	for {
 		ev, err := s.sse.Next()
 		if errors.Is(err, io.EOF) {
+			s.bodyEOF = true
 			if s.finished || s.usage != nil {
 				s.done = true
 				return "", io.EOF // ended without [DONE], but after a final chunk: complete
