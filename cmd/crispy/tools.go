@@ -8,6 +8,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/crispy-enigma/crispy/config"
+	"github.com/crispy-enigma/crispy/gateway"
 	"github.com/crispy-enigma/crispy/gateway/speech"
 	"github.com/crispy-enigma/crispy/store"
 	"github.com/crispy-enigma/crispy/tools"
@@ -76,7 +77,9 @@ func newSpeechRouter(log zerolog.Logger, env config.Env) (*speech.Router, *speec
 		if !strings.HasSuffix(base, "/v1") {
 			base += "/v1"
 		}
-		r.Handle("openai/", speech.NewOpenAICompatible(base, env.OpenAIAPIKey, "", nil, nil))
+		// The chat providers' client: http.DefaultClient keeps two idle connections per host, so
+		// concurrent speech calls would each open a new TLS connection.
+		r.Handle("openai/", speech.NewOpenAICompatible(base, env.OpenAIAPIKey, "", nil, gateway.NewHTTPClient()))
 	}
 	return r, local
 }
