@@ -186,31 +186,61 @@ func (c *Client) Allow(ctx context.Context, tenantID, userID string, lim RateLim
 // ceiling's limiter keeps the user windows; a request the ceiling denies makes none. user is the
 // user's decision, the zero RateDecision when the ceiling denied.
 func (c *Client) AllowWithCeiling(ctx context.Context, tenantID, ceilingID string, ceilingLim RateLimit, userID string, userLim RateLimit) (ceiling, user RateDecision, err error) {
+	ceiling, user, _, err = c.AllowWithLease(ctx, tenantID, ceilingID, ceilingLim, userID, userLim, RateLease{})
+	return ceiling, user, err
+}
+
+// RateLease asks the ceiling limiter for permits beyond one request, for the node to admit the
+// same user on its own (metering's rate leases), and gives back those of an earlier lease.
+type RateLease struct {
+	Want int           // permits wanted beyond this request; 0: no lease
+	Life time.Duration // how long the node admits from the lease
+	// Returned permits of the lease that ended at ReturnedAt (a Lease.Until) will not be used.
+	Returned   int
+	ReturnedAt int64
+}
+
+// Lease is what a ceiling limiter granted: Permits beyond the request just admitted, recorded in
+// both windows at Until (the grain's clock, epoch ms) and left out of both decisions' Remaining.
+type Lease struct {
+	Permits int
+	Until   int64
+}
+
+// AllowWithLease is AllowWithCeiling asking for a lease as well (when the user's request is
+// admitted and both windows have room to spare) and giving back what lease.Returned says.
+func (c *Client) AllowWithLease(ctx context.Context, tenantID, ceilingID string, ceilingLim RateLimit, userID string, userLim RateLimit, lease RateLease) (ceiling, user RateDecision, granted Lease, err error) {
 	if userID == "" || len(userID) > config.MaxUserIDLen { // as rateLimitIdentity checks it for Allow
-		return RateDecision{}, RateDecision{}, fmt.Errorf("user %q: %w", userID, ErrInvalidID)
+		return RateDecision{}, RateDecision{}, Lease{}, fmt.Errorf("user %q: %w", userID, ErrInvalidID)
 	}
 	id, err := rateLimitIdentity(tenantID, ceilingID)
 	if err != nil {
-		return RateDecision{}, RateDecision{}, err
+		return RateDecision{}, RateDecision{}, Lease{}, err
 	}
 	req := toPBRateLimit(ceilingLim)
 	req.TraceId, req.User, req.UserLimits = observe.TraceID(ctx), userID, toPBRateLimit(userLim)
+	if lease.Want > 0 && lease.Life > 0 {
+		req.Lease, req.LeaseMs = int32(lease.Want), int32(max(1, lease.Life.Milliseconds()))
+	}
+	if lease.Returned > 0 {
+		req.Returned, req.ReturnedAtMs = int32(lease.Returned), lease.ReturnedAt
+	}
 	// Re-sent when the member leaves, as Allow's: the windows died with the member.
 	res, err := requestIdempotent[*pb.RateLimitResponse](ctx, c, id, KindRateLimiter, req)
 	if err != nil {
-		return RateDecision{}, RateDecision{}, err
+		return RateDecision{}, RateDecision{}, Lease{}, err
 	}
 	ceiling = fromPBDecision(res)
 	switch {
 	case !ceiling.Allowed:
-		return ceiling, RateDecision{}, nil
+		return ceiling, RateDecision{}, Lease{}, nil
 	case res.GetUser() == nil:
 		// A member running a version without RateLimitRequest.user hosts the ceiling (a rolling
 		// upgrade): it decided its own window only. Ask the user's own limiter, as before.
 		user, err = c.Allow(ctx, tenantID, userID, userLim)
-		return ceiling, user, err
+		return ceiling, user, Lease{}, err
 	}
-	return ceiling, fromPBDecision(res.GetUser()), nil
+	return ceiling, fromPBDecision(res.GetUser()), Lease{Permits: int(res.GetLeased()), Until: res.GetLeaseUntilMs()}, nil
 }
 
 func toPBRateLimit(lim RateLimit) *pb.RateLimitRequest {

@@ -107,10 +107,25 @@ func (r *rateLimiter) now() int64 {
 	return n
 }
 
+// A lease takes at most 1/leaseShare of what both windows have room for, so leases shrink as a user
+// nears a limit and its last requests are decided here one at a time; it admits for at most
+// maxLeaseMs.
+const (
+	leaseShare = 8
+	maxLeaseMs = 1000
+)
+
 func (r *rateLimiter) decide(req *pb.RateLimitRequest) *pb.RateLimitResponse {
 	lim := limitsFromRequest(req)
 	r.lastLim = lim
 	now := r.now()
+	if n := int(req.GetReturned()); n > 0 && req.GetUser() != "" {
+		at := req.GetReturnedAtMs()
+		r.window.drop(at, n)
+		if uw := r.users[req.GetUser()]; uw != nil {
+			uw.window.drop(at, n)
+		}
+	}
 	res := toPBDecision(r.window.decide(now, lim))
 	if req.GetUser() == "" || !res.GetAllowed() {
 		return res // a request the ceiling denies makes no user window
@@ -127,10 +142,29 @@ func (r *rateLimiter) decide(req *pb.RateLimitRequest) *pb.RateLimitResponse {
 	}
 	uw.lim = ulim
 	res.User = toPBDecision(uw.window.decide(now, ulim))
+	if res.User.GetAllowed() && req.GetLease() > 0 && req.GetLeaseMs() > 0 {
+		r.lease(req, res, uw, lim, now)
+	}
 	if len(r.users) >= max(64, 2*r.swept) {
 		r.sweep(now) // amortised O(1) per request: the map at most doubles between sweeps
 	}
 	return res
+}
+
+// lease grants the requesting node up to req.lease permits beyond the request just admitted, for
+// the user of uw: each is recorded in both windows at the lease's end, so one used at any time
+// before that counts wherever it would have counted, and a little longer (never less).
+func (r *rateLimiter) lease(req *pb.RateLimitRequest, res *pb.RateLimitResponse, uw *userWindow, lim limits, now int64) {
+	n := min(int(req.GetLease()), r.window.room(now, lim)/leaseShare, uw.window.room(now, uw.lim)/leaseShare)
+	if n <= 0 {
+		return
+	}
+	until := now + min(int64(req.GetLeaseMs()), maxLeaseMs)
+	r.window.recordAt(until, n)
+	uw.window.recordAt(until, n)
+	res.Leased, res.LeaseUntilMs = int32(n), until
+	res.Remaining = max(0, res.Remaining-int32(n))
+	res.User.Remaining = max(0, res.User.Remaining-int32(n))
 }
 
 // sweep drops the user windows no admitted request is relevant to any more.

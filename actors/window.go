@@ -1,6 +1,9 @@
 package actors
 
-import "sort"
+import (
+	"slices"
+	"sort"
+)
 
 // limits are the rate limits of one decision, in milliseconds (docs/api.md "Rate limits").
 type limits struct {
@@ -46,7 +49,11 @@ func (w *slidingWindow) decide(now int64, lim limits) decision {
 	windowBlocked := count >= lim.perWindow
 
 	if !windowBlocked && !burstBlocked {
-		w.admitted = append(w.admitted, now)
+		if n := len(w.admitted); n == 0 || w.admitted[n-1] <= now {
+			w.admitted = append(w.admitted, now)
+		} else {
+			w.recordAt(now, 1) // behind a lease's permits, recorded at its end
+		}
 		oldest := now
 		if count > 0 {
 			oldest = inWindow[0]
@@ -111,4 +118,31 @@ func (w *slidingWindow) prune(cutoff int64) {
 func (w *slidingWindow) empty(now int64, lim limits) bool {
 	w.prune(now - max(lim.windowMs, lim.burstWindow))
 	return len(w.admitted) == 0
+}
+
+// room is how many more requests the window would admit at now: the free slots of the window and
+// of the burst window, whichever is fewer.
+func (w *slidingWindow) room(now int64, lim limits) int {
+	free := lim.perWindow - len(w.since(now-lim.windowMs))
+	if lim.burst > 0 {
+		free = min(free, lim.burst-len(w.since(now-lim.burstWindow)))
+	}
+	return max(0, free)
+}
+
+// recordAt records n admissions at ts, which may lie in the future (a lease's end), keeping the
+// timestamps sorted. A future timestamp counts in every decision until ts + window.
+func (w *slidingWindow) recordAt(ts int64, n int) {
+	i := sort.Search(len(w.admitted), func(i int) bool { return w.admitted[i] > ts })
+	w.admitted = slices.Insert(w.admitted, i, slices.Repeat([]int64{ts}, n)...)
+}
+
+// drop removes up to n admissions recorded at exactly ts (permits of a lease given back).
+func (w *slidingWindow) drop(ts int64, n int) {
+	i := sort.Search(len(w.admitted), func(i int) bool { return w.admitted[i] >= ts })
+	j := i
+	for j < len(w.admitted) && j-i < n && w.admitted[j] == ts {
+		j++
+	}
+	w.admitted = slices.Delete(w.admitted, i, j)
 }

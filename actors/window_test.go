@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -102,5 +103,33 @@ func TestLimitsFromRequestDefaults(t *testing.T) {
 	want := limits{perWindow: 10, burst: 3, windowMs: 60_000, burstWindow: 10_000}
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(limits{})); diff != "" {
 		t.Fatalf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestSlidingWindowRecordsLeases: permits recorded at a lease's end keep the window sorted, count
+// in every decision until they leave it, and can be dropped again.
+func TestSlidingWindowRecordsLeases(t *testing.T) {
+	lim := limits{perWindow: 10, windowMs: 1000, burstWindow: 1000}
+	var w slidingWindow
+	w.decide(0, lim)
+	w.recordAt(100, 3)
+	w.decide(50, lim) // behind the lease's permits
+	if !slices.IsSorted(w.admitted) {
+		t.Fatalf("admitted %v, want sorted", w.admitted)
+	}
+	if got := w.room(50, lim); got != 5 {
+		t.Errorf("room at 50 = %d, want 10 - 5", got)
+	}
+	// At 1,050 the two decisions left the window; the permits recorded at 100 still count.
+	if got := w.room(1050, lim); got != 7 {
+		t.Errorf("room at 1050 = %d, want 10 - 3", got)
+	}
+	w.drop(100, 2)
+	if got := w.room(1050, lim); got != 9 {
+		t.Errorf("room at 1050 after dropping 2 = %d, want 9", got)
+	}
+	w.drop(100, 5) // only one is left at 100
+	if diff := cmp.Diff([]int64{0, 50}, w.admitted); diff != "" {
+		t.Errorf("admitted (-want +got):\n%s", diff)
 	}
 }

@@ -109,7 +109,7 @@ func newTestServer(t testing.TB, o testServerOpts) *testServer {
 		Components: []Component{{Name: "nats", Check: func(context.Context) (string, error) { return "ok", nil }}},
 	}
 	ts := &testServer{metrics: deps.Metrics}
-	mo := metering.Options{Env: env, Metrics: deps.Metrics, Logger: zerolog.Nop(), Now: o.now}
+	mo := metering.Options{Env: env, Metrics: deps.Metrics, Logger: zerolog.Nop(), Now: o.now, RateLease: metering.DefaultRateLease}
 	if !o.noChat || o.rag != nil {
 		ts.grains, ts.js = startGrains(t)
 		ts.grains = ts.grains.WithTracer(o.tracing.Tracer("github.com/crispy-enigma/crispy/actors"))

@@ -82,6 +82,11 @@ type Env struct {
 	// every call on the Budget grain. Default 64.
 	BudgetLeaseCalls int
 
+	// RateLeaseLife: CRISPY_RATE_LEASE, how long a node admits a busy user's requests from a block
+	// of rate-limit permits its tenant's RateLimiter grain leased it (metering.RateLeaseOptions);
+	// 0 asks the grain on every request. Default 100ms, at most 1s.
+	RateLeaseLife time.Duration
+
 	// TrustedProxies: CRISPY_TRUSTED_PROXIES, comma-separated IPs or CIDR prefixes of the reverse
 	// proxies in front of this node. Only a peer in this list may name the client in
 	// X-Forwarded-For; default none (the peer address is the client). ParsedTrustedProxies.
@@ -167,6 +172,9 @@ const MaxMessageLengthLimit = 10000
 // measurable round trips and holds more of a tenant's budget away from the other nodes.
 const maxBudgetLeaseCalls = 4096
 
+// maxRateLeaseLife bounds --rate-lease: the RateLimiter grain grants a lease no longer than this.
+const maxRateLeaseLife = time.Second
+
 // DefaultEnv returns the built-in defaults, before flags and environment variables.
 func DefaultEnv() Env {
 	node, err := os.Hostname()
@@ -191,6 +199,7 @@ func DefaultEnv() Env {
 		MaxMessageLength:     MaxMessageLengthLimit,
 		SessionIdleTimeout:   5 * time.Minute,
 		BudgetLeaseCalls:     64,
+		RateLeaseLife:        100 * time.Millisecond,
 		ShutdownTimeout:      20 * time.Second,
 		GCHeadroom:           64 << 20,
 		Cluster:              Cluster{Host: "127.0.0.1", MemberTTL: DefaultMemberTTL, NATSElectionTimeout: DefaultNATSElectionTimeout},
@@ -230,6 +239,7 @@ func (e *Env) BindFlags(fs *pflag.FlagSet, getenv func(string) string) {
 	b.int64(&e.MaxRequestBodySize, "max-body-size", "largest request body in bytes (Content-Length above it → 413)", "CRISPY_MAX_BODY_SIZE", "MAX_REQUEST_BODY_SIZE")
 	b.int(&e.MaxMessageLength, "max-message-length", "largest chat message in characters (1–10000)", "CRISPY_MAX_MESSAGE_LENGTH", "MAX_MESSAGE_LENGTH")
 	b.duration(&e.SessionIdleTimeout, "session-idle-timeout", "idle time after which a chat session grain passivates", "CRISPY_SESSION_IDLE_TIMEOUT")
+	b.duration(&e.RateLeaseLife, "rate-lease", "how long a node admits a busy user's requests from a block of rate-limit permits leased by the tenant's limiter (0: every request asks the limiter)", "CRISPY_RATE_LEASE")
 	b.int(&e.BudgetLeaseCalls, "budget-lease-calls", "calls' worth of a tenant's token budget a node reserves at once and admits from itself (0: every call reserves on its own)", "CRISPY_BUDGET_LEASE_CALLS")
 	b.int(&e.MaxConnsPerClient, "max-conns-per-client", "open connections one client address may hold on --listen (trusted proxies exempt)", "CRISPY_MAX_CONNS_PER_CLIENT")
 	b.int(&e.MaxInflightPerTenant, "max-inflight-per-tenant", "one tenant's requests in flight, streams included (past it: 503 with Retry-After)", "CRISPY_MAX_INFLIGHT_PER_TENANT")
@@ -281,6 +291,9 @@ func (e *Env) Validate() error {
 	}
 	if e.BudgetLeaseCalls < 0 || e.BudgetLeaseCalls > maxBudgetLeaseCalls {
 		errs = append(errs, fmt.Errorf("--budget-lease-calls: must be 0 to %d (got %d)", maxBudgetLeaseCalls, e.BudgetLeaseCalls))
+	}
+	if e.RateLeaseLife < 0 || e.RateLeaseLife > maxRateLeaseLife {
+		errs = append(errs, fmt.Errorf("--rate-lease: must be 0 to %s (got %s)", maxRateLeaseLife, e.RateLeaseLife))
 	}
 	if e.GCHeadroom < 0 {
 		errs = append(errs, fmt.Errorf("--gc-headroom: must be 0 or more bytes (got %d)", e.GCHeadroom))
@@ -416,6 +429,7 @@ func (e Env) Redacted() map[string]any {
 		"trusted-proxies":           e.TrustedProxies,
 		"max-conns-per-client":      e.MaxConnsPerClient,
 		"budget-lease-calls":        e.BudgetLeaseCalls,
+		"rate-lease":                e.RateLeaseLife.String(),
 		"max-inflight-per-tenant":   e.MaxInflightPerTenant,
 		"cluster":                   e.Cluster.Name,
 		"cluster-host":              e.Cluster.Host,

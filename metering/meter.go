@@ -73,6 +73,10 @@ type Options struct {
 	// BudgetLease, when its Calls is set, admits calls from node-local leases of each tenant's
 	// budget (lease.go; DefaultBudgetLease); zero: every call reserves on the Budget grain.
 	BudgetLease LeaseOptions
+	// RateLease, when its Life is set and Limiter grants leases (actors.Client), admits a busy
+	// user's requests from node-local leases of rate-limit permits (ratelease.go;
+	// DefaultRateLease); zero: every request asks the RateLimiter grain.
+	RateLease RateLeaseOptions
 }
 
 // Meter meters a node's model calls and requests. It is safe for concurrent use.
@@ -95,6 +99,14 @@ func New(o Options) *Meter {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if l, ok := o.Limiter.(interface {
+		RateLimiter
+		LeasingLimiter
+	}); ok && o.RateLease.Life >= time.Millisecond {
+		// The real clock, whatever o.Now is: a lease is safe because it ends, in real time, before
+		// the grain's record of its permits.
+		o.Limiter = newRateLeases(l, o.RateLease, time.Now)
 	}
 	if o.Budget != nil && o.BudgetLease.Calls > 0 {
 		o.Budget = newBudgetLeases(o.Budget, o.BudgetLease, o.Now, o.Logger)

@@ -627,8 +627,20 @@ type RateLimitRequest struct {
 	// round trip: the ceiling decides with the limits above and, only when it admits, the user's
 	// window, which the ceiling's grain keeps, decides with user_limits. A request the ceiling denies
 	// makes no per-user state. Empty: this grain's own window only.
-	User          string            `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
-	UserLimits    *RateLimitRequest `protobuf:"bytes,7,opt,name=user_limits,json=userLimits,proto3" json:"user_limits,omitempty"` // only the four limits are read
+	User       string            `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
+	UserLimits *RateLimitRequest `protobuf:"bytes,7,opt,name=user_limits,json=userLimits,proto3" json:"user_limits,omitempty"` // only the four limits are read
+	// lease, with user set, asks for up to this many permits beyond this request, for the requesting
+	// node to admit the same user on its own until lease_ms have passed (metering/ratelease.go). The
+	// grain grants them only when both windows admit the request and have room to spare, and records
+	// each permit at the lease's end: a permit used before then counts in every window it would
+	// have counted in, and a little longer. 0: no lease.
+	Lease   int32 `protobuf:"varint,8,opt,name=lease,proto3" json:"lease,omitempty"`
+	LeaseMs int32 `protobuf:"varint,9,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	// returned gives back permits of an earlier lease of the same user that the node will not use
+	// (it ended, or the limits changed), recorded at returned_at_ms (its lease_until_ms): the
+	// windows drop that many of them. The node sends them with its next request for the user.
+	Returned      int32 `protobuf:"varint,10,opt,name=returned,proto3" json:"returned,omitempty"`
+	ReturnedAtMs  int64 `protobuf:"varint,11,opt,name=returned_at_ms,json=returnedAtMs,proto3" json:"returned_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +724,34 @@ func (x *RateLimitRequest) GetUserLimits() *RateLimitRequest {
 	return nil
 }
 
+func (x *RateLimitRequest) GetLease() int32 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *RateLimitRequest) GetLeaseMs() int32 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+func (x *RateLimitRequest) GetReturned() int32 {
+	if x != nil {
+		return x.Returned
+	}
+	return 0
+}
+
+func (x *RateLimitRequest) GetReturnedAtMs() int64 {
+	if x != nil {
+		return x.ReturnedAtMs
+	}
+	return 0
+}
+
 type RateLimitResponse struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Allowed      bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
@@ -721,7 +761,11 @@ type RateLimitResponse struct {
 	RetryAfterMs int64                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // 0 when allowed
 	// user is the user's decision when the request named one and the ceiling admitted it; the
 	// fields above are then the ceiling's.
-	User          *RateLimitResponse `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
+	User *RateLimitResponse `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
+	// leased is how many permits the grain granted beyond this request (RateLimitRequest.lease),
+	// already counted in both windows and left out of both remaining counts.
+	Leased        int32 `protobuf:"varint,7,opt,name=leased,proto3" json:"leased,omitempty"`
+	LeaseUntilMs  int64 `protobuf:"varint,8,opt,name=lease_until_ms,json=leaseUntilMs,proto3" json:"lease_until_ms,omitempty"` // where the leased permits are recorded, for RateLimitRequest.returned_at_ms
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -798,6 +842,20 @@ func (x *RateLimitResponse) GetUser() *RateLimitResponse {
 	return nil
 }
 
+func (x *RateLimitResponse) GetLeased() int32 {
+	if x != nil {
+		return x.Leased
+	}
+	return 0
+}
+
+func (x *RateLimitResponse) GetLeaseUntilMs() int64 {
+	if x != nil {
+		return x.LeaseUntilMs
+	}
+	return 0
+}
+
 var File_actors_proto protoreflect.FileDescriptor
 
 const file_actors_proto_rawDesc = "" +
@@ -846,7 +904,7 @@ const file_actors_proto_rawDesc = "" +
 	"\fClearRequest\x12\x19\n" +
 	"\btrace_id\x18\x01 \x01(\tR\atraceId\"%\n" +
 	"\rClearResponse\x12\x14\n" +
-	"\x05error\x18\x01 \x01(\tR\x05error\"\x84\x02\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\"\xf7\x02\n" +
 	"\x10RateLimitRequest\x12\x1d\n" +
 	"\n" +
 	"per_minute\x18\x01 \x01(\x05R\tperMinute\x12\x14\n" +
@@ -857,14 +915,21 @@ const file_actors_proto_rawDesc = "" +
 	"\btrace_id\x18\x05 \x01(\tR\atraceId\x12\x12\n" +
 	"\x04user\x18\x06 \x01(\tR\x04user\x12C\n" +
 	"\vuser_limits\x18\a \x01(\v2\".crispy.actors.v1.RateLimitRequestR\n" +
-	"userLimits\"\xe0\x01\n" +
+	"userLimits\x12\x14\n" +
+	"\x05lease\x18\b \x01(\x05R\x05lease\x12\x19\n" +
+	"\blease_ms\x18\t \x01(\x05R\aleaseMs\x12\x1a\n" +
+	"\breturned\x18\n" +
+	" \x01(\x05R\breturned\x12$\n" +
+	"\x0ereturned_at_ms\x18\v \x01(\x03R\freturnedAtMs\"\x9e\x02\n" +
 	"\x11RateLimitResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1c\n" +
 	"\tremaining\x18\x03 \x01(\x05R\tremaining\x12\x1e\n" +
 	"\vreset_at_ms\x18\x04 \x01(\x03R\tresetAtMs\x12$\n" +
 	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\x127\n" +
-	"\x04user\x18\x06 \x01(\v2#.crispy.actors.v1.RateLimitResponseR\x04userB+Z)github.com/crispy-enigma/crispy/actors/pbb\x06proto3"
+	"\x04user\x18\x06 \x01(\v2#.crispy.actors.v1.RateLimitResponseR\x04user\x12\x16\n" +
+	"\x06leased\x18\a \x01(\x05R\x06leased\x12$\n" +
+	"\x0elease_until_ms\x18\b \x01(\x03R\fleaseUntilMsB+Z)github.com/crispy-enigma/crispy/actors/pbb\x06proto3"
 
 var (
 	file_actors_proto_rawDescOnce sync.Once

@@ -201,7 +201,7 @@ func serve(ctx context.Context, env config.Env) error {
 	metrics := observe.NewMetrics()
 	meter := metering.New(metering.Options{
 		Env: env, Limiter: grains, Budget: grains, Cache: res.Cache, Ledger: res.Ledger, Metrics: metrics, Logger: log,
-		BudgetLease: budgetLease(env),
+		BudgetLease: budgetLease(env), RateLease: rateLease(env),
 	})
 
 	// 4. Router: every model call goes through the Meter, embeddings of non-local models included.
@@ -410,6 +410,12 @@ func openIndexes(log zerolog.Logger, env config.Env, tenants rag.Tenants) (*rag.
 }
 
 // budgetLease is the metering's budget leases as configured (--budget-lease-calls; 0: off).
+func rateLease(env config.Env) metering.RateLeaseOptions {
+	l := metering.DefaultRateLease
+	l.Life = env.RateLeaseLife
+	return l
+}
+
 func budgetLease(env config.Env) metering.LeaseOptions {
 	l := metering.DefaultBudgetLease
 	l.Calls = int64(env.BudgetLeaseCalls)
