@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,6 +76,9 @@ func TestMeasureCapacity(t *testing.T) {
 			m.idle(t, 5*time.Second)
 			for _, r := range capacityRoutes {
 				m.measure(t, r, requests, workers)
+			}
+			for _, name := range []string{"chat-json", "v1-chat"} {
+				m.latency(t, capacityRouteNamed(t, name), requests)
 			}
 			m.measurePublish(t, n, 4*requests, workers)
 			m.logLeaders(t)
@@ -638,6 +642,38 @@ func (m *meter) logLeaders(t *testing.T) {
 
 // measure sends warm-up requests, then requests requests of r from workers workers round-robin over
 // the nodes, and logs the per-request deltas.
+func capacityRouteNamed(t *testing.T, name string) capacityRoute {
+	t.Helper()
+	for _, r := range capacityRoutes {
+		if r.name == name {
+			return r
+		}
+	}
+	t.Fatalf("no capacity route %q", name)
+	return capacityRoute{}
+}
+
+// latency sends requests of r one at a time to each node in turn and logs each node's p50 and
+// p90 (time to the last byte): on a cluster, what a request pays for the grains it asks on other
+// members.
+func (m *meter) latency(t *testing.T, r capacityRoute, requests int) {
+	t.Helper()
+	line := fmt.Sprintf("%s one at a time nodes=%d n=%d per node:", r.name, len(m.c.Nodes), requests)
+	for k := range m.c.Nodes {
+		took := make([]time.Duration, 0, requests)
+		for i := range requests {
+			start := time.Now()
+			if code := m.do(r, i, k); code != 200 {
+				t.Fatalf("%s on node %d: status %d", r.name, k, code)
+			}
+			took = append(took, time.Since(start))
+		}
+		slices.Sort(took)
+		line += fmt.Sprintf(" n%d p50 %.2f ms p90 %.2f ms;", k, took[len(took)/2].Seconds()*1000, took[len(took)*9/10].Seconds()*1000)
+	}
+	t.Log(line)
+}
+
 func (m *meter) measure(t *testing.T, r capacityRoute, requests, workers int) {
 	t.Helper()
 	for i := range r.warm {
