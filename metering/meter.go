@@ -106,7 +106,7 @@ func New(o Options) *Meter {
 	}); ok && o.RateLease.Life >= time.Millisecond {
 		// The real clock, whatever o.Now is: a lease is safe because it ends, in real time, before
 		// the grain's record of its permits.
-		o.Limiter = newRateLeases(l, o.RateLease, time.Now)
+		o.Limiter = newRateLeases(l, o.RateLease, time.Now, o.Metrics)
 	}
 	if o.Budget != nil && o.BudgetLease.Calls > 0 {
 		o.Budget = newBudgetLeases(o.Budget, o.BudgetLease, o.Now, o.Logger)

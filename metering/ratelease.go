@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/crispy-enigma/crispy/actors"
+	"github.com/crispy-enigma/crispy/observe"
 )
 
 // RateLeaseOptions configure rate-limit leases: a node that sees many requests of one user asks
@@ -55,8 +56,9 @@ type rateLeases struct {
 		RateLimiter
 		LeasingLimiter
 	}
-	opts RateLeaseOptions
-	now  func() time.Time
+	opts    RateLeaseOptions
+	now     func() time.Time
+	metrics *observe.Metrics
 
 	mu    sync.Mutex
 	users map[leaseUser]*userLease // bounded by opts.MaxUsers
@@ -86,11 +88,11 @@ type userLease struct {
 func newRateLeases(inner interface {
 	RateLimiter
 	LeasingLimiter
-}, opts RateLeaseOptions, now func() time.Time) *rateLeases {
+}, opts RateLeaseOptions, now func() time.Time, metrics *observe.Metrics) *rateLeases {
 	// The grain records a lease's permits whole milliseconds after it decided; this node's end of a
 	// lease must not be later.
 	opts.Life = opts.Life.Truncate(time.Millisecond)
-	return &rateLeases{inner: inner, opts: opts, now: now, users: map[leaseUser]*userLease{}}
+	return &rateLeases{inner: inner, opts: opts, now: now, metrics: metrics, users: map[leaseUser]*userLease{}}
 }
 
 func (r *rateLeases) Allow(ctx context.Context, tenantID, userID string, lim actors.RateLimit) (actors.RateDecision, error) {
@@ -115,6 +117,7 @@ func (r *rateLeases) AllowWithCeiling(ctx context.Context, tenantID, ceilingID s
 			d := l.user
 			d.Remaining += l.left
 			r.mu.Unlock()
+			r.metrics.RateAdmitted.WithLabelValues(tenantID, "lease").Inc()
 			return actors.RateDecision{Allowed: true}, d, nil
 		}
 		ask.Returned, ask.ReturnedAt, l.returned = l.returned, l.returnedAt, 0
@@ -125,6 +128,9 @@ func (r *rateLeases) AllowWithCeiling(ctx context.Context, tenantID, ceilingID s
 	r.mu.Unlock()
 
 	ceiling, user, granted, err := r.inner.AllowWithLease(ctx, tenantID, ceilingID, ceilingLim, userID, userLim, ask)
+	if l != nil && err == nil && user.Allowed && l.last >= r.opts.MinRate {
+		r.metrics.RateAdmitted.WithLabelValues(tenantID, "limiter").Inc() // a busy user's, beside the leased
+	}
 	if ask.Want == 0 {
 		return ceiling, user, err
 	}

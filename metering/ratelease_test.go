@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/crispy-enigma/crispy/actors"
+	"github.com/crispy-enigma/crispy/observe"
 )
 
 // leasingLimiter admits everything, grants what a request asks for up to grant permits, and
@@ -53,7 +55,8 @@ func TestRateLeasesAdmitABusyUserFromALease(t *testing.T) {
 	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	now := func() time.Time { return clock }
 	inner := &leasingLimiter{grant: 5, remaining: 100}
-	r := newRateLeases(inner, RateLeaseOptions{Life: 100 * time.Millisecond, MinRate: 4, MaxPermits: 64, MaxUsers: 16}, now)
+	metrics := observe.NewMetrics()
+	r := newRateLeases(inner, RateLeaseOptions{Life: 100 * time.Millisecond, MinRate: 4, MaxPermits: 64, MaxUsers: 16}, now, metrics)
 	lim := actors.RateLimit{PerMinute: 1000}
 	allow := func(ul actors.RateLimit) actors.RateDecision {
 		t.Helper()
@@ -96,6 +99,13 @@ func TestRateLeasesAdmitABusyUserFromALease(t *testing.T) {
 	if diff := cmp.Diff(want, inner.calls()); diff != "" {
 		t.Errorf("requests to the grain (-want +got):\n%s", diff)
 	}
+	// crispy_rate_limit_admitted_total: the busy user's admissions, from leases and by the limiter
+	// (the first Life's six were not a busy user's yet).
+	for source, want := range map[string]float64{"lease": 7, "limiter": 4} {
+		if got := testutil.ToFloat64(metrics.RateAdmitted.WithLabelValues("acme", source)); got != want {
+			t.Errorf("admitted by %s = %v, want %v", source, got, want)
+		}
+	}
 }
 
 // TestRateLeasesKeepAtMostMaxUsers: past MaxUsers, a new user is decided by the grain alone; users
@@ -103,7 +113,7 @@ func TestRateLeasesAdmitABusyUserFromALease(t *testing.T) {
 func TestRateLeasesKeepAtMostMaxUsers(t *testing.T) {
 	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	inner := &leasingLimiter{grant: 5}
-	r := newRateLeases(inner, RateLeaseOptions{Life: 100 * time.Millisecond, MinRate: 1, MaxPermits: 64, MaxUsers: 2}, func() time.Time { return clock })
+	r := newRateLeases(inner, RateLeaseOptions{Life: 100 * time.Millisecond, MinRate: 1, MaxPermits: 64, MaxUsers: 2}, func() time.Time { return clock }, observe.NewMetrics())
 	for _, u := range []string{"user:a", "user:b", "user:c", "user:d"} {
 		if _, _, err := r.AllowWithCeiling(t.Context(), "acme", "tenant", actors.RateLimit{}, u, actors.RateLimit{}); err != nil {
 			t.Fatal(err)
@@ -125,7 +135,7 @@ func TestRateLeasesKeepAtMostMaxUsers(t *testing.T) {
 // more permits than it was granted (run with -race).
 func TestRateLeasesConcurrentUse(t *testing.T) {
 	inner := &leasingLimiter{grant: 50}
-	r := newRateLeases(inner, RateLeaseOptions{Life: time.Hour, MinRate: 1, MaxPermits: 50, MaxUsers: 16}, time.Now)
+	r := newRateLeases(inner, RateLeaseOptions{Life: time.Hour, MinRate: 1, MaxPermits: 50, MaxUsers: 16}, time.Now, observe.NewMetrics())
 	// Make the user busy for the first Life and start the next, which asks for a lease.
 	r.users[leaseUser{"acme", "user:a"}] = &userLease{period: time.Now().Add(-time.Hour), count: 50}
 	var wg sync.WaitGroup

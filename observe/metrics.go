@@ -20,10 +20,11 @@ type Metrics struct {
 	HTTPDuration *HistogramVec // route, method, status, tenant
 	HTTPInFlight prometheus.Gauge
 
-	RateLimited *CounterVec // tenant
-	ModelCalls  *CounterVec // tenant, model, outcome
-	ModelTokens *CounterVec // tenant, model, direction
-	ModelTTFT   *HistogramVec
+	RateLimited  *CounterVec // tenant
+	RateAdmitted *CounterVec // tenant, source (limiter, lease): metering's rate-limit leases
+	ModelCalls   *CounterVec // tenant, model, outcome
+	ModelTokens  *CounterVec // tenant, model, direction
+	ModelTTFT    *HistogramVec
 
 	ToolExecutions *CounterVec // tenant, tool, outcome
 	TTSCharacters  *CounterVec // tenant
@@ -73,6 +74,9 @@ func NewMetrics() *Metrics {
 	reg.MustRegister(m.HTTPInFlight)
 	m.RateLimited = counter("crispy_rate_limited_total", "Requests denied by a tenant rate limit.",
 		[]string{"tenant"}, l.Tenants)
+	m.RateAdmitted = counter("crispy_rate_limit_admitted_total",
+		"Requests of busy users admitted by a rate limit, by tenant and by whom: the tenant's limiter (limiter) or this node's lease of its permits (lease).",
+		[]string{"tenant", "source"}, l.Tenants, nil)
 	m.ModelCalls = counter("crispy_model_calls_total",
 		"Chat model calls, by tenant, model and outcome (ok, error, cancelled).",
 		[]string{"tenant", "model", "outcome"}, l.Tenants, l.Models)
