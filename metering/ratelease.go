@@ -107,8 +107,10 @@ func (r *rateLeases) AllowWithCeiling(ctx context.Context, tenantID, ceilingID s
 	r.mu.Lock()
 	l := r.user(leaseUser{tenantID, userID}, now)
 	var ask actors.RateLease
+	busy := false
 	if l != nil {
 		l.counted(now, r.opts.Life)
+		busy = l.last >= r.opts.MinRate
 		if l.left > 0 && (!now.Before(l.until) || l.limits != limits) {
 			l.returned, l.returnedAt, l.left = l.left, l.at, 0 // ended or outdated: give it back
 		}
@@ -121,14 +123,14 @@ func (r *rateLeases) AllowWithCeiling(ctx context.Context, tenantID, ceilingID s
 			return actors.RateDecision{Allowed: true}, d, nil
 		}
 		ask.Returned, ask.ReturnedAt, l.returned = l.returned, l.returnedAt, 0
-		if !l.asking && l.last >= r.opts.MinRate {
+		if busy && !l.asking {
 			ask.Want, ask.Life, l.asking = min(l.last, r.opts.MaxPermits), r.opts.Life, true
 		}
 	}
 	r.mu.Unlock()
 
 	ceiling, user, granted, err := r.inner.AllowWithLease(ctx, tenantID, ceilingID, ceilingLim, userID, userLim, ask)
-	if l != nil && err == nil && user.Allowed && l.last >= r.opts.MinRate {
+	if busy && err == nil && user.Allowed {
 		r.metrics.RateAdmitted.WithLabelValues(tenantID, "limiter").Inc() // a busy user's, beside the leased
 	}
 	if ask.Want == 0 {
@@ -168,9 +170,9 @@ func (r *rateLeases) user(u leaseUser, now time.Time) *userLease {
 	return l
 }
 
-// sweep drops the users seen in neither of the last two Lifes whose lease ended and who have
-// nothing to give back (what they would give back counts against them until it leaves the window,
-// as if they had used it). Called with r.mu held.
+// sweep drops the users seen in neither of the last two Lifes whose lease ended. Permits they had
+// still to give back then count against them until they leave the window, as if used. Called with
+// r.mu held.
 func (r *rateLeases) sweep(now time.Time) {
 	r.swept = now
 	for u, l := range r.users {
