@@ -157,6 +157,29 @@ func TestGrainsAcrossTwoMembers(t *testing.T) {
 		}
 	})
 
+	// A lease's fields (wanted, granted, given back) cross members as protobuf.
+	t.Run("RateLimiter lease on the other member", func(t *testing.T) {
+		id := remoteIdentity(actors.KindRateLimiter, "t%d:ratelimit:tenant")
+		tenant := id[:len(id)-len(":ratelimit:tenant")]
+		ceiling, userLim := actors.RateLimit{PerMinute: 1000}, actors.RateLimit{PerMinute: 800}
+		_, user, lease, err := client.AllowWithLease(ctx, tenant, "tenant", ceiling, "user:a", userLim,
+			actors.RateLease{Want: 50, Life: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !user.Allowed || lease.Permits != 50 || lease.Until == 0 || user.Remaining != 800-1-50 {
+			t.Fatalf("lease: user %+v, lease %+v; want allowed, 50 permits, remaining 749", user, lease)
+		}
+		_, user, lease, err = client.AllowWithLease(ctx, tenant, "tenant", ceiling, "user:a", userLim,
+			actors.RateLease{Returned: 50, ReturnedAt: lease.Until})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lease.Permits != 0 || user.Remaining != 800-2 {
+			t.Fatalf("after giving the lease back: user %+v, lease %+v; want remaining 798, no lease", user, lease)
+		}
+	})
+
 	t.Run("grains re-activate on the survivor when a member leaves", func(t *testing.T) {
 		id := remoteIdentity(actors.KindChatSession, "acme:survive-%d")
 		session := id[len("acme:"):]
