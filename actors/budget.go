@@ -74,7 +74,7 @@ func EnsureBudgetBucket(ctx context.Context, js jetstream.JetStream, replicas in
 	}
 	// KV reads use direct gets, which any replica may answer: a lagging follower would hand Reserve
 	// an old counter and over-admit until the next fenced write. Budgets read from the leader.
-	st, err := js.Stream(ctx, "KV_"+BucketBudgets)
+	st, err := store.BucketStream(ctx, js, BucketBudgets) // a fresh bucket may be "not found" for a moment
 	if err != nil {
 		return nil, fmt.Errorf("kv bucket %s stream: %w", BucketBudgets, err)
 	}

@@ -114,18 +114,18 @@ func OpenTenantKV(ctx context.Context, js jetstream.JetStream, bucket string, op
 	if err != nil {
 		return nil, fmt.Errorf("store: open kv bucket %q: %w", bucket, err)
 	}
-	stream, err := bucketStream(ctx, js, bucket)
+	stream, err := BucketStream(ctx, js, bucket)
 	if err != nil {
 		return nil, fmt.Errorf("store: kv bucket %q stream: %w", bucket, err)
 	}
 	return &TenantKV{bucket: bucket, kv: kv, stream: stream, js: js, allowTTL: opts.AllowTTL}, nil
 }
 
-// bucketStream returns the stream behind a bucket that exists. Right after a bucket is created, a
+// BucketStream returns the stream behind a bucket that exists. Right after a bucket is created, a
 // server whose view of the JetStream meta layer lags the create answers "stream not found" for a
 // moment (seen with three nodes starting at once): here that is not an answer, so it is retried
 // until ctx ends.
-func bucketStream(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.Stream, error) {
+func BucketStream(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.Stream, error) {
 	return RetryValue(ctx, Retry{Always: true, Pause: 100 * time.Millisecond}, func(ctx context.Context) (jetstream.Stream, error) {
 		return js.Stream(ctx, "KV_"+bucket)
 	})

@@ -188,7 +188,7 @@ func BindTenantStore(ctx context.Context, js jetstream.JetStream) (*TenantStore,
 }
 
 func newTenantStore(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) (*TenantStore, error) {
-	stream, err := bucketStream(ctx, js, BucketTenants)
+	stream, err := BucketStream(ctx, js, BucketTenants)
 	if err != nil {
 		return nil, fmt.Errorf("store: kv bucket %q stream: %w", BucketTenants, err)
 	}
