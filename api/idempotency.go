@@ -113,7 +113,7 @@ func (s *Server) idempotency(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 			return herr
 		}
-		// A stream leaves its last events for the handler's return to send (SSEWriter.End): send
+		// A stream leaves its last events for the handler's return to send (openai.SSEWriter.Hold): send
 		// them before the store's wait, which the client has no reason to share.
 		_ = capture.FlushError()
 		rec.Done, rec.Status, rec.Body, rec.Header = true, res.Status, capture.buf.Bytes(), map[string]string{}

@@ -52,7 +52,7 @@ func (p *streamPusher) attach(ctx context.Context, streamed bool) context.Contex
 }
 
 // hold makes w hold its events until the stream waits (push), or until w.Flush; what is still held
-// when the handler returns goes out with the response's end (openai.SSEWriter.End).
+// when the handler returns goes out with the response's end (openai.SSEWriter.Hold).
 func (p *streamPusher) hold(w *openai.SSEWriter) {
 	p.w = w
 	w.Hold()
@@ -76,7 +76,7 @@ func (s *sseWriter) error(code, message string) {
 }
 
 // done writes the last event. The writer holds since streamChat's push.hold, so the handler's
-// return sends it with the response's end (openai.SSEWriter.End).
+// return sends it with the response's end (openai.SSEWriter.Hold).
 func (s *sseWriter) done(model string, u gateway.Usage, latency time.Duration) {
 	_ = s.event("done", map[string]any{"done": true, "usage": usageFrame{
 		ModelID: model, TokensIn: u.TokensIn, TokensOut: u.TokensOut,

@@ -58,27 +58,22 @@ func (s *SSEWriter) Event(name string, v any) error {
 	return s.write(b)
 }
 
-// Done writes the `data: [DONE]` terminator of a chat completion stream and ends the stream (End):
-// the handler returns next.
+// Done writes the `data: [DONE]` terminator of a chat completion stream, held with whatever is held
+// (Hold): the handler returns next, and its return sends them with the response's end.
 func (s *SSEWriter) Done() error {
 	if s.err != nil {
 		return s.err
 	}
-	s.End()
+	s.Hold()
 	return s.write([]byte("data: [DONE]\n\n"))
 }
 
-// End leaves what is held, and any event written after, in the response's buffer for the handler's
-// return to send: net/http then writes the stream's last events and the response's end (the closing
-// chunk) in one write, where a flush here would make it two, each a system call and a wakeup of
-// the client. Call it last, just before the handler returns.
-func (s *SSEWriter) End() { s.held = true }
-
-// Hold leaves the events written from now on in the response's buffer until Flush (or the end): events
-// that follow one another with nothing to wait for in between, such as a stream's opening or
-// closing events, then reach the client in one write instead of one each (a write and a wakeup of
-// the client per event). Hold nothing the client is waiting for across a wait, such as a model's
-// next token.
+// Hold leaves the events written from now on in the response's buffer until Flush, or until the
+// handler returns: events that follow one another with nothing to wait for in between, such as a
+// stream's opening or closing events, then reach the client in one write instead of one each (a
+// write and a wakeup of the client per event). What is still held when the handler returns goes
+// out with the response's end (the closing chunk) in one write, where a flush before it would make
+// it two. Hold nothing the client is waiting for across a wait, such as a model's next token.
 func (s *SSEWriter) Hold() { s.held = true }
 
 // Flush sends the held events and ends Hold.

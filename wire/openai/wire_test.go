@@ -194,8 +194,8 @@ func TestSSEWriter(t *testing.T) {
 	}
 }
 
-// Held events stay in the response's buffer until Flush, or for the handler's return to send after
-// End or Done, and the stream's bytes are the same.
+// Held events stay in the response's buffer until Flush, or for the handler's return to send (still
+// held, or after Done), and the stream's bytes are the same.
 func TestSSEWriterHold(t *testing.T) {
 	tests := []struct {
 		name string
@@ -205,7 +205,7 @@ func TestSSEWriterHold(t *testing.T) {
 		flushed bool
 	}{
 		{"flush", (*SSEWriter).Flush, "data: 1\n\ndata: 2\n\n", true},
-		{"end", func(w *SSEWriter) error { w.End(); return nil }, "data: 1\n\ndata: 2\n\n", false},
+		{"held to the end", func(w *SSEWriter) error { w.Hold(); return nil }, "data: 1\n\ndata: 2\n\n", false},
 		{"done", (*SSEWriter).Done, "data: 1\n\ndata: 2\n\ndata: [DONE]\n\n", false},
 	}
 	for _, tt := range tests {
