@@ -100,10 +100,7 @@ func New(o Options) *Meter {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if l, ok := o.Limiter.(interface {
-		RateLimiter
-		LeasingLimiter
-	}); ok && o.RateLease.Life >= time.Millisecond {
+	if l, ok := o.Limiter.(LeasingLimiter); ok && o.RateLease.Life >= time.Millisecond {
 		// The real clock, whatever o.Now is: a lease is safe because it ends, in real time, before
 		// the grain's record of its permits.
 		o.Limiter = newRateLeases(l, o.RateLease, time.Now, o.Metrics)

@@ -42,8 +42,10 @@ type RateLeaseOptions struct {
 // DefaultRateLease is what a node uses unless configured otherwise.
 var DefaultRateLease = RateLeaseOptions{Life: 100 * time.Millisecond, MinRate: 8, MaxPermits: 1024, MaxUsers: 4096}
 
-// LeasingLimiter is a CeilingLimiter that grants leases (actors.Client.AllowWithLease).
+// LeasingLimiter is a RateLimiter and CeilingLimiter that grants leases
+// (actors.Client.AllowWithLease).
 type LeasingLimiter interface {
+	RateLimiter
 	CeilingLimiter
 	AllowWithLease(ctx context.Context, tenantID, ceilingID string, ceilingLim actors.RateLimit, userID string, userLim actors.RateLimit, lease actors.RateLease) (ceiling, user actors.RateDecision, granted actors.Lease, err error)
 }
@@ -52,10 +54,7 @@ var _ LeasingLimiter = (*actors.Client)(nil)
 
 // rateLeases is a RateLimiter and CeilingLimiter over inner that admits busy users from leases.
 type rateLeases struct {
-	inner interface {
-		RateLimiter
-		LeasingLimiter
-	}
+	inner   LeasingLimiter
 	opts    RateLeaseOptions
 	now     func() time.Time
 	metrics *observe.Metrics
@@ -85,10 +84,7 @@ type userLease struct {
 	asking bool      // a request is asking for a lease
 }
 
-func newRateLeases(inner interface {
-	RateLimiter
-	LeasingLimiter
-}, opts RateLeaseOptions, now func() time.Time, metrics *observe.Metrics) *rateLeases {
+func newRateLeases(inner LeasingLimiter, opts RateLeaseOptions, now func() time.Time, metrics *observe.Metrics) *rateLeases {
 	// The grain records a lease's permits whole milliseconds after it decided; this node's end of a
 	// lease must not be later.
 	opts.Life = opts.Life.Truncate(time.Millisecond)
