@@ -409,13 +409,14 @@ func openIndexes(log zerolog.Logger, env config.Env, tenants rag.Tenants) (*rag.
 	}
 }
 
-// budgetLease is the metering's budget leases as configured (--budget-lease-calls; 0: off).
+// rateLease is the metering's rate-limit leases as configured (--rate-lease; 0: off).
 func rateLease(env config.Env) metering.RateLeaseOptions {
 	l := metering.DefaultRateLease
 	l.Life = env.RateLeaseLife
 	return l
 }
 
+// budgetLease is the metering's budget leases as configured (--budget-lease-calls; 0: off).
 func budgetLease(env config.Env) metering.LeaseOptions {
 	l := metering.DefaultBudgetLease
 	l.Calls = int64(env.BudgetLeaseCalls)
