@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// countingUpstream serves handle and counts the connections it accepted.
-func countingUpstream(t *testing.T, handle http.HandlerFunc) (*httptest.Server, *atomic.Int32) {
+// countingUpstream serves handle and counts the connections it accepted; start starts it (nil:
+// plain HTTP/1.1).
+func countingUpstream(t testing.TB, handle http.HandlerFunc, start func(*httptest.Server)) (*httptest.Server, *atomic.Int32) {
 	t.Helper()
 	var conns atomic.Int32
 	srv := httptest.NewUnstartedServer(handle)
@@ -22,7 +23,10 @@ func countingUpstream(t *testing.T, handle http.HandlerFunc) (*httptest.Server, 
 			conns.Add(1)
 		}
 	}
-	srv.Start()
+	if start == nil {
+		start = (*httptest.Server).Start
+	}
+	start(srv)
 	t.Cleanup(srv.Close)
 	return srv, &conns
 }
@@ -56,7 +60,7 @@ func TestOpenAICompatibleReusesTheConnectionOfAStreamThatEnded(t *testing.T) {
 				startSSE(w)
 				writeEvents(w, roleChunk, deltaChunk("hi"), finishChunk, usageChunk(3, 1), "[DONE]")
 				time.Sleep(tc.after) // the handler returns: net/http writes the body's end
-			})
+			}, nil)
 			p := NewOpenAICompatible(OpenAIOptions{Name: "p", BaseURL: srv.URL})
 			const calls = 5
 			for range calls {
@@ -90,7 +94,7 @@ func TestOpenAICompatibleClosesAStreamWhoseBodyDoesNotEnd(t *testing.T) {
 		writeEvents(w, deltaChunk("hi"), finishChunk, "[DONE]")
 		<-r.Context().Done() // never ends the body
 		once.Do(func() { close(cancelled) })
-	})
+	}, nil)
 	p := NewOpenAICompatible(OpenAIOptions{Name: "p", BaseURL: srv.URL})
 	s, err := p.OpenChat(t.Context(), ChatRequest{Model: "m"})
 	if err != nil {
@@ -164,19 +168,13 @@ func BenchmarkStreamedCallTLS(b *testing.B) {
 			name = "h2"
 		}
 		b.Run(name, func(b *testing.B) {
-			var conns atomic.Int32
-			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv, conns := countingUpstream(b, func(w http.ResponseWriter, r *http.Request) {
 				startSSE(w)
 				writeEvents(w, roleChunk, deltaChunk("hi"), finishChunk, usageChunk(3, 1), "[DONE]")
-			}))
-			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-				if s == http.StateNew {
-					conns.Add(1)
-				}
-			}
-			srv.EnableHTTP2 = h2
-			srv.StartTLS()
-			defer srv.Close()
+			}, func(srv *httptest.Server) {
+				srv.EnableHTTP2 = h2
+				srv.StartTLS()
+			})
 			p := NewOpenAICompatible(OpenAIOptions{Name: "p", BaseURL: srv.URL, HTTPClient: srv.Client()})
 			req := ChatRequest{Model: "m", Messages: []Message{{Role: "user", Content: "hi"}}}
 			for b.Loop() {
